@@ -1,0 +1,425 @@
+//! Length-prefixed framing for byte streams.
+//!
+//! A frame is a `u32` little-endian length `n`, then `n` bytes: a
+//! [`Header`](crate::wire::Header) and a postcard body. `n` must be at most the
+//! configured maximum frame size; a larger announcement is a
+//! [`FrameError::TooLarge`] that names both sizes, detected from the four
+//! prefix bytes alone, so no input makes a reader buffer more than
+//! `max_frame + 4` bytes.
+//!
+//! ```text
+//! 0f 00 00 00  01 00 00 07 00 00 00  88 77 66 55 44 33 22 11  ...
+//! len = 15     version kind flags id   method key
+//! ```
+//!
+//! [`split_frame`] works on a plain slice and needs no allocator. With
+//! `alloc`, [`FrameReader`] and [`FrameWriter`] add the buffers the drivers
+//! use: the reader reads in large chunks and yields every complete frame; the
+//! writer accumulates encoded frames so that all frames ready at once go out
+//! in one `poll_write`.
+
+use crate::error::FrameError;
+
+/// Bytes of the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// The default maximum frame size: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// Reads the length prefix at the start of `buf`.
+///
+/// `Ok(None)`: fewer than four bytes are buffered. `Ok(Some(n))`: the next
+/// frame's body is `n` bytes (not counting the prefix).
+pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if len > max_frame {
+        return Err(FrameError::TooLarge { len, max: max_frame });
+    }
+    Ok(Some(len))
+}
+
+/// Splits the first complete frame off `buf`.
+///
+/// `Ok(None)`: more bytes are needed. `Ok(Some((frame, used)))`: `frame` is
+/// the frame without its prefix and `used` the bytes it took from `buf`.
+pub fn split_frame(buf: &[u8], max_frame: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let Some(len) = frame_len(buf, max_frame)? else {
+        return Ok(None);
+    };
+    let end = LEN_PREFIX + len;
+    Ok(buf.get(LEN_PREFIX..end).map(|frame| (frame, end)))
+}
+
+#[cfg(feature = "alloc")]
+pub use buffered::{EncodeError, FrameReader, FrameWriter};
+#[cfg(feature = "alloc")]
+pub(crate) use buffered::encode_frame;
+
+#[cfg(feature = "alloc")]
+mod buffered {
+    use alloc::vec::Vec;
+    use core::fmt;
+    use core::task::{Context, Poll};
+
+    use serde::Serialize;
+
+    use super::{frame_len, LEN_PREFIX};
+    use crate::error::{CallError, DriverError, FrameError};
+    use crate::io::Transport;
+    use crate::wire::{Header, MAX_HEADER_LEN};
+
+    /// How much a reader asks the transport for at least, so that many
+    /// small frames arrive with one read.
+    const READ_CHUNK: usize = 16 * 1024;
+
+    /// Buffers bytes from a transport and yields complete frames.
+    #[derive(Debug)]
+    pub struct FrameReader {
+        buf: Vec<u8>,
+        start: usize,
+        end: usize,
+        max_frame: usize,
+    }
+
+    impl FrameReader {
+        /// A reader that rejects frames over `max_frame` bytes.
+        pub fn new(max_frame: usize) -> Self {
+            FrameReader {
+                buf: Vec::new(),
+                start: 0,
+                end: 0,
+                max_frame,
+            }
+        }
+
+        /// The next complete buffered frame (without its length prefix), or
+        /// `Ok(None)` when more bytes are needed. An error is final: the
+        /// stream cannot be resynchronised after it.
+        pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+            let buffered = &self.buf[self.start..self.end];
+            let Some(len) = frame_len(buffered, self.max_frame)? else {
+                return Ok(None);
+            };
+            let total = LEN_PREFIX + len;
+            if buffered.len() < total {
+                return Ok(None);
+            }
+            let at = self.start + LEN_PREFIX;
+            self.start += total;
+            Ok(Some(&self.buf[at..at + len]))
+        }
+
+        /// Whether part of a frame is buffered (so EOF now would cut it).
+        pub fn has_partial_frame(&self) -> bool {
+            self.start != self.end
+        }
+
+        /// Reads more bytes from `io`. Call it only after [`next_frame`]
+        /// returned `Ok(None)`. `Ok(0)` is end of stream.
+        ///
+        /// [`next_frame`]: FrameReader::next_frame
+        pub fn poll_fill<T: Transport + ?Sized>(
+            &mut self,
+            io: &mut T,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<usize, T::Error>> {
+            self.make_room();
+            let n = match io.poll_read(cx, &mut self.buf[self.end..]) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            self.end += n;
+            Poll::Ready(Ok(n))
+        }
+
+        /// Ensures the current frame fits and there is room to read into.
+        fn make_room(&mut self) {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
+            let buffered = self.end - self.start;
+            // `next_frame` already rejected an oversized prefix.
+            let needed = frame_len(&self.buf[self.start..self.end], self.max_frame)
+                .ok()
+                .flatten()
+                .map_or(LEN_PREFIX, |len| LEN_PREFIX + len);
+            let wanted = needed.max(buffered + 1).max(READ_CHUNK.min(self.max_frame + LEN_PREFIX));
+            if self.start > 0 && (self.start + needed > self.buf.len() || self.end == self.buf.len()) {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = buffered;
+            }
+            if self.buf.len() < wanted {
+                self.buf.resize(wanted, 0);
+            }
+        }
+    }
+
+    /// Why a frame could not be encoded. The writer is left as it was.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum EncodeError {
+        /// The frame would exceed the limit.
+        TooLarge {
+            /// The frame's length (header and body, without the prefix).
+            len: usize,
+            /// The limit.
+            max: usize,
+        },
+        /// The value could not be serialized by postcard.
+        Serialize,
+    }
+
+    impl fmt::Display for EncodeError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                EncodeError::TooLarge { len, max } => {
+                    write!(f, "frame of {len} bytes exceeds the limit of {max} bytes")
+                }
+                EncodeError::Serialize => f.write_str("value could not be serialized"),
+            }
+        }
+    }
+
+    impl From<EncodeError> for CallError {
+        fn from(e: EncodeError) -> Self {
+            match e {
+                EncodeError::TooLarge { len, max } => CallError::RequestTooLarge { len, max },
+                EncodeError::Serialize => CallError::Encode,
+            }
+        }
+    }
+
+    /// Appends one frame (prefix, header, postcard body) to `out`.
+    ///
+    /// On error `out` is truncated back to its old length. A body over the
+    /// limit stops being stored as soon as it passes it, so an oversized value
+    /// costs no more than `max_frame` bytes of buffer.
+    pub(crate) fn encode_frame<T: Serialize + ?Sized>(
+        out: &mut Vec<u8>,
+        header: &Header,
+        body: &T,
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head).map_err(|_| EncodeError::Serialize)?;
+        out.extend_from_slice(&[0; LEN_PREFIX]);
+        out.extend_from_slice(&head[..head_len]);
+        let flavor = LimitedVec {
+            limit: start + LEN_PREFIX + max_frame,
+            out,
+            overflow: 0,
+        };
+        let result = postcard::serialize_with_flavor::<T, _, _>(body, flavor);
+        let len = match result {
+            Ok((out, 0)) => out.len() - start - LEN_PREFIX,
+            Ok((out, overflow)) => {
+                let len = out.len() - start - LEN_PREFIX + overflow;
+                out.truncate(start);
+                return Err(EncodeError::TooLarge { len, max: max_frame });
+            }
+            Err(_) => {
+                out.truncate(start);
+                return Err(EncodeError::Serialize);
+            }
+        };
+        out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(())
+    }
+
+    /// A postcard output that appends to a `Vec` up to a limit and then only
+    /// counts, so an oversized value is measured without being stored.
+    struct LimitedVec<'a> {
+        out: &'a mut Vec<u8>,
+        limit: usize,
+        overflow: usize,
+    }
+
+    impl<'a> postcard::ser_flavors::Flavor for LimitedVec<'a> {
+        type Output = (&'a mut Vec<u8>, usize);
+
+        fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+            self.try_extend(&[byte])
+        }
+
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            let room = self.limit.saturating_sub(self.out.len());
+            if self.overflow > 0 || data.len() > room {
+                self.overflow += data.len();
+            } else {
+                self.out.extend_from_slice(data);
+            }
+            Ok(())
+        }
+
+        fn finalize(self) -> postcard::Result<Self::Output> {
+            Ok((self.out, self.overflow))
+        }
+    }
+
+    /// Accumulates encoded frames and writes them to a transport in as few
+    /// writes as possible.
+    #[derive(Debug)]
+    pub struct FrameWriter {
+        buf: Vec<u8>,
+        written: usize,
+        max_frame: usize,
+        unflushed: bool,
+    }
+
+    impl FrameWriter {
+        /// A writer that refuses frames over `max_frame` bytes.
+        pub fn new(max_frame: usize) -> Self {
+            FrameWriter {
+                buf: Vec::new(),
+                written: 0,
+                max_frame,
+                unflushed: false,
+            }
+        }
+
+        /// Appends a frame with a postcard-encoded body.
+        pub fn encode<T: Serialize + ?Sized>(&mut self, header: &Header, body: &T) -> Result<(), EncodeError> {
+            encode_frame(&mut self.buf, header, body, self.max_frame)
+        }
+
+        /// Appends a frame whose body is already encoded.
+        pub fn encode_raw(&mut self, header: &Header, body: &[u8]) -> Result<(), EncodeError> {
+            let len = header.encoded_len() + body.len();
+            if len > self.max_frame {
+                return Err(EncodeError::TooLarge { len, max: self.max_frame });
+            }
+            let mut head = [0u8; MAX_HEADER_LEN];
+            let head_len = header.encode(&mut head).map_err(|_| EncodeError::Serialize)?;
+            self.buf.extend_from_slice(&(len as u32).to_le_bytes());
+            self.buf.extend_from_slice(&head[..head_len]);
+            self.buf.extend_from_slice(body);
+            Ok(())
+        }
+
+        /// The buffer frames are appended to (bytes already written stay in
+        /// front of it until the next write completes).
+        pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+            &mut self.buf
+        }
+
+        /// Bytes encoded but not yet handed to the transport.
+        pub fn pending(&self) -> usize {
+            self.buf.len() - self.written
+        }
+
+        /// Whether everything was written and flushed.
+        pub fn is_idle(&self) -> bool {
+            self.pending() == 0 && !self.unflushed
+        }
+
+        /// Swaps the writer's buffer with `other` when the writer has nothing
+        /// pending, so frames encoded elsewhere are sent without a copy.
+        /// Returns whether it swapped.
+        pub(crate) fn take_from(&mut self, other: &mut Vec<u8>) -> bool {
+            if self.pending() != 0 || other.is_empty() {
+                return false;
+            }
+            self.buf.clear();
+            self.written = 0;
+            core::mem::swap(&mut self.buf, other);
+            true
+        }
+
+        /// Writes everything pending, then flushes. A transport that takes
+        /// zero bytes of a non-empty write is closed: [`DriverError::Closed`].
+        pub fn poll_write_all<T: Transport + ?Sized>(
+            &mut self,
+            io: &mut T,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), DriverError<T::Error>>> {
+            while self.written < self.buf.len() {
+                match io.poll_write(cx, &self.buf[self.written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(DriverError::Closed)),
+                    Poll::Ready(Ok(n)) => {
+                        self.written += n;
+                        self.unflushed = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            self.buf.clear();
+            self.written = 0;
+            if self.unflushed {
+                match io.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::wire::MethodKey;
+
+        #[test]
+        fn encode_then_read_back() {
+            let mut w = FrameWriter::new(64);
+            w.encode(&Header::Response { id: 3 }, &(7u8, "hi")).unwrap();
+            assert_eq!(w.buf, [11, 0, 0, 0, 1, 1, 0, 3, 0, 0, 0, 7, 2, b'h', b'i']);
+            let mut r = FrameReader::new(64);
+            r.buf = w.buf.clone();
+            r.end = r.buf.len();
+            let frame = r.next_frame().unwrap().unwrap();
+            assert_eq!(frame, &w.buf[4..]);
+            assert_eq!(r.next_frame().unwrap(), None);
+        }
+
+        #[test]
+        fn oversized_encode_names_sizes_and_rolls_back() {
+            let mut w = FrameWriter::new(32);
+            w.encode(&Header::Cancel { id: 1 }, &()).unwrap();
+            let before = w.buf.clone();
+            let body = [0u8; 100];
+            let err = w
+                .encode(&Header::request(2, MethodKey(1), None), &body[..])
+                .unwrap_err();
+            // 15 header bytes + 1 length byte + 100 payload bytes.
+            assert_eq!(err, EncodeError::TooLarge { len: 116, max: 32 });
+            assert_eq!(w.buf, before);
+        }
+
+        #[test]
+        fn oversized_prefix_is_rejected_before_buffering() {
+            let mut r = FrameReader::new(1024);
+            r.buf = u32::MAX.to_le_bytes().to_vec();
+            r.end = 4;
+            assert_eq!(
+                r.next_frame(),
+                Err(FrameError::TooLarge { len: u32::MAX as usize, max: 1024 })
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_needs_whole_frames() {
+        let bytes = [3, 0, 0, 0, 9, 8, 7, 2, 0];
+        assert_eq!(split_frame(&bytes[..2], 16), Ok(None));
+        assert_eq!(split_frame(&bytes[..6], 16), Ok(None));
+        assert_eq!(split_frame(&bytes, 16), Ok(Some((&bytes[4..7], 7))));
+        assert_eq!(
+            split_frame(&bytes, 2),
+            Err(FrameError::TooLarge { len: 3, max: 2 })
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The transport contract: a bidirectional byte stream.
+//!
+//! courier frames its messages itself (see [`crate::framing`]), so a
+//! transport only moves bytes: a socket, a pipe, a serial port, an in-memory
+//! pair. The methods mirror `futures::io::AsyncRead`/`AsyncWrite`, but take
+//! `&mut self` and live in the `no_std` core; with the `std` feature,
+//! [`crate::io::FuturesIo`] adapts any `futures-io` stream.
+//!
+//! # Contract
+//!
+//! - `poll_read` fills some of `buf` and returns how many bytes it wrote;
+//!   `Ok(0)` (with a non-empty `buf`) means end of stream: the peer will send
+//!   nothing more. `Poll::Pending` means no byte is available yet, and the
+//!   task is woken when one is.
+//! - `poll_write` accepts some of `buf` and returns how many bytes it took
+//!   (never 0 for a non-empty `buf` unless the stream is closed). Accepted
+//!   bytes may sit in a buffer until `poll_flush` returns `Ready(Ok(()))`.
+//!   Returning `Pending` is the transport's backpressure: the driver stops
+//!   producing until it is woken.
+//! - `poll_close` flushes and shuts the write half down; the peer's reads then
+//!   return `Ok(0)`.
+//! - Errors are final: after one, the driver stops using the transport. Each
+//!   transport keeps its own error type and maps it to a
+//!   [`TransportErrorKind`](crate::error::TransportErrorKind), which is all a
+//!   caller sees.
+
+use core::task::{Context, Poll};
+
+use crate::error::TransportError;
+
+/// A bidirectional byte stream a courier driver runs over.
+pub trait Transport {
+    /// The transport's own error.
+    type Error: TransportError;
+
+    /// Reads into `buf`; `Ok(0)` is end of stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, Self::Error>>;
+
+    /// Writes some of `buf`, returning how many bytes were taken.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, Self::Error>>;
+
+    /// Pushes buffered bytes to the peer.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+
+    /// Flushes, then shuts the write half down.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    type Error = T::Error;
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, Self::Error>> {
+        (**self).poll_read(cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, Self::Error>> {
+        (**self).poll_write(cx, buf)
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        (**self).poll_flush(cx)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        (**self).poll_close(cx)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<T: Transport + ?Sized> Transport for alloc::boxed::Box<T> {
+    type Error = T::Error;
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, Self::Error>> {
+        (**self).poll_read(cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, Self::Error>> {
+        (**self).poll_write(cx, buf)
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        (**self).poll_flush(cx)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        (**self).poll_close(cx)
+    }
+}
+
+#[cfg(feature = "std")]
+pub use futures_compat::FuturesIo;
+
+#[cfg(feature = "std")]
+mod futures_compat {
+    use core::pin::Pin;
+    use core::task::{Context, Poll};
+
+    use futures_io::{AsyncRead, AsyncWrite};
+
+    use super::Transport;
+
+    /// Adapts any `futures::io::AsyncRead + AsyncWrite` byte stream (a
+    /// socket, a pipe, a TLS stream, a serial port) into a [`Transport`].
+    ///
+    /// courier's drivers already buffer reads, enforce the frame limit and
+    /// coalesce every frame that is ready into one write, so the stream should
+    /// be unbuffered.
+    #[derive(Debug)]
+    pub struct FuturesIo<S>(pub S);
+
+    impl<S> FuturesIo<S> {
+        /// Wraps `stream`.
+        pub fn new(stream: S) -> Self {
+            FuturesIo(stream)
+        }
+
+        /// Returns the wrapped stream.
+        pub fn into_inner(self) -> S {
+            self.0
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> Transport for FuturesIo<S> {
+        type Error = std::io::Error;
+        fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+        fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_close(cx)
+        }
+    }
+}

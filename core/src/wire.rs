@@ -1,0 +1,394 @@
+//! The wire format: frame header layout, frame kinds and method keys.
+//!
+//! Every frame on a byte stream is a `u32` little-endian length followed by
+//! that many bytes (see [`crate::framing`]). Those bytes start with a fixed
+//! header, then the kind-specific fields, then the postcard-encoded body:
+//!
+//! ```text
+//! offset size  field
+//! 0      1     protocol version, currently 1
+//! 1      1     kind: 0 request, 1 response, 2 error, 3 cancel
+//!                    (4 notification, 5 stream item, 6 stream end: reserved)
+//! 2      1     flags: bit 0 = the request carries a timeout; other bits 0
+//! 3      4     request id, u32 LE (chosen by the caller, echoed in the reply)
+//! -- request only:
+//! 7      8     method key, u64 LE
+//! 15     4     timeout in milliseconds, u32 LE (only when flags bit 0 is set)
+//! -- error only:
+//! 7      1     error code (see [`RemoteError`])
+//! then          body: postcard bytes (request arguments as a tuple, or the
+//!               response value); empty for cancel and error frames
+//! ```
+//!
+//! The timeout is relative ("this much time is left"), as in gRPC, so the two
+//! peers need no shared clock. Kinds 4–6 are reserved for one-way
+//! notifications and streaming; a peer that does not know a kind skips the
+//! frame, so adding them breaks no existing peer.
+//!
+//! # Example: exact bytes
+//!
+//! A call of method key `0x1122334455667788` with request id 7, a 250 ms
+//! timeout and the body `(2u64, 3u64)` (postcard: `02 03`):
+//!
+//! ```
+//! use courier::wire::{Header, FrameKind, MethodKey};
+//! let header = Header::request(7, MethodKey(0x1122_3344_5566_7788), Some(250));
+//! let mut buf = [0u8; 32];
+//! let n = header.encode(&mut buf).unwrap();
+//! assert_eq!(
+//!     &buf[..n],
+//!     &[1, 0, 1, 7, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 250, 0, 0, 0]
+//! );
+//! let (decoded, body_at) = Header::decode(&buf[..n]).unwrap();
+//! assert_eq!(decoded, header);
+//! assert_eq!(body_at, n);
+//! ```
+
+use core::fmt;
+
+use crate::error::{FrameError, RemoteError};
+
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// Bytes of the header fields every frame has (version, kind, flags, id).
+pub const COMMON_HEADER_LEN: usize = 7;
+
+/// The longest possible header (a request with a timeout).
+pub const MAX_HEADER_LEN: usize = 19;
+
+const FLAG_TIMEOUT: u8 = 1;
+
+/// What a frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// A call: method key, optional timeout, then the arguments.
+    Request,
+    /// A successful reply: the method's return value.
+    Response,
+    /// A failed call: an error code set by the server.
+    Error,
+    /// The caller gave up on the call with this id.
+    Cancel,
+    /// A kind this version does not know (reserved for later versions).
+    Reserved(u8),
+}
+
+impl FrameKind {
+    /// The byte on the wire.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            FrameKind::Request => 0,
+            FrameKind::Response => 1,
+            FrameKind::Error => 2,
+            FrameKind::Cancel => 3,
+            FrameKind::Reserved(b) => b,
+        }
+    }
+
+    /// The kind for a byte on the wire.
+    pub const fn from_byte(b: u8) -> Self {
+        match b {
+            0 => FrameKind::Request,
+            1 => FrameKind::Response,
+            2 => FrameKind::Error,
+            3 => FrameKind::Cancel,
+            other => FrameKind::Reserved(other),
+        }
+    }
+}
+
+/// Identifies one method of one service with one signature.
+///
+/// Derived by [`MethodKey::from_signature`] from the service name, method
+/// name and the spelling of the argument and return types, so a client and a
+/// server that disagree on any of them get [`RemoteError::UnknownMethod`]
+/// instead of a garbled value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MethodKey(pub u64);
+
+impl MethodKey {
+    /// FNV-1a (64 bit) of `service`, `method` and `signature`, separated by
+    /// NUL bytes, with ASCII whitespace skipped so that the hash does not
+    /// depend on how a compiler version spaces stringified types.
+    pub const fn from_signature(service: &str, method: &str, signature: &str) -> Self {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        hash = fnv_str(hash, service.as_bytes());
+        hash = fnv_byte(hash, 0);
+        hash = fnv_str(hash, method.as_bytes());
+        hash = fnv_byte(hash, 0);
+        hash = fnv_str(hash, signature.as_bytes());
+        MethodKey(hash)
+    }
+}
+
+const fn fnv_byte(hash: u64, b: u8) -> u64 {
+    (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+const fn fnv_str(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_whitespace() {
+            hash = fnv_byte(hash, bytes[i]);
+        }
+        i += 1;
+    }
+    hash
+}
+
+impl fmt::Debug for MethodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MethodKey({:#018x})", self.0)
+    }
+}
+
+impl fmt::Display for MethodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#018x}", self.0)
+    }
+}
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Header {
+    /// A call.
+    Request {
+        /// Chosen by the caller; echoed in the reply.
+        id: u32,
+        /// Which method.
+        method: MethodKey,
+        /// Milliseconds the caller is still willing to wait, if it set a timeout.
+        timeout_ms: Option<u32>,
+    },
+    /// A successful reply to call `id`.
+    Response {
+        /// The call's id.
+        id: u32,
+    },
+    /// A failed reply to call `id`.
+    Error {
+        /// The call's id.
+        id: u32,
+        /// Why it failed.
+        error: RemoteError,
+    },
+    /// The caller dropped call `id`.
+    Cancel {
+        /// The call's id.
+        id: u32,
+    },
+    /// A reserved kind this version skips.
+    Reserved {
+        /// The kind byte.
+        kind: u8,
+        /// The id field.
+        id: u32,
+    },
+}
+
+impl Header {
+    /// A request header.
+    pub const fn request(id: u32, method: MethodKey, timeout_ms: Option<u32>) -> Self {
+        Header::Request {
+            id,
+            method,
+            timeout_ms,
+        }
+    }
+
+    /// The request id this frame belongs to.
+    pub const fn id(&self) -> u32 {
+        match *self {
+            Header::Request { id, .. }
+            | Header::Response { id }
+            | Header::Error { id, .. }
+            | Header::Cancel { id }
+            | Header::Reserved { id, .. } => id,
+        }
+    }
+
+    /// The frame kind.
+    pub const fn kind(&self) -> FrameKind {
+        match *self {
+            Header::Request { .. } => FrameKind::Request,
+            Header::Response { .. } => FrameKind::Response,
+            Header::Error { .. } => FrameKind::Error,
+            Header::Cancel { .. } => FrameKind::Cancel,
+            Header::Reserved { kind, .. } => FrameKind::Reserved(kind),
+        }
+    }
+
+    /// How many bytes [`Header::encode`] writes.
+    pub const fn encoded_len(&self) -> usize {
+        match *self {
+            Header::Request {
+                timeout_ms: Some(_),
+                ..
+            } => MAX_HEADER_LEN,
+            Header::Request { .. } => COMMON_HEADER_LEN + 8,
+            Header::Error { .. } => COMMON_HEADER_LEN + 1,
+            _ => COMMON_HEADER_LEN,
+        }
+    }
+
+    /// Writes the header to the start of `buf` and returns its length.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FrameError> {
+        let len = self.encoded_len();
+        let out = buf.get_mut(..len).ok_or(FrameError::BufferTooSmall)?;
+        let flags = match self {
+            Header::Request {
+                timeout_ms: Some(_),
+                ..
+            } => FLAG_TIMEOUT,
+            _ => 0,
+        };
+        out[0] = VERSION;
+        out[1] = self.kind().to_byte();
+        out[2] = flags;
+        out[3..7].copy_from_slice(&self.id().to_le_bytes());
+        match *self {
+            Header::Request {
+                method, timeout_ms, ..
+            } => {
+                out[7..15].copy_from_slice(&method.0.to_le_bytes());
+                if let Some(ms) = timeout_ms {
+                    out[15..19].copy_from_slice(&ms.to_le_bytes());
+                }
+            }
+            Header::Error { error, .. } => out[7] = error.code(),
+            _ => {}
+        }
+        Ok(len)
+    }
+
+    /// Parses the header at the start of `frame` (the bytes after the length
+    /// prefix). Returns the header and the offset where the body starts.
+    pub fn decode(frame: &[u8]) -> Result<(Header, usize), FrameError> {
+        let common = frame
+            .get(..COMMON_HEADER_LEN)
+            .ok_or(FrameError::Truncated)?;
+        if common[0] != VERSION {
+            return Err(FrameError::UnsupportedVersion(common[0]));
+        }
+        let flags = common[2];
+        let id = u32::from_le_bytes([common[3], common[4], common[5], common[6]]);
+        let kind = FrameKind::from_byte(common[1]);
+        let request = matches!(kind, FrameKind::Request);
+        let allowed = if request { FLAG_TIMEOUT } else { 0 };
+        if flags & !allowed != 0 {
+            return Err(FrameError::UnknownFlags(flags));
+        }
+        let header = match kind {
+            FrameKind::Request => {
+                let key = read_u64(frame, COMMON_HEADER_LEN)?;
+                let timeout_ms = if flags & FLAG_TIMEOUT != 0 {
+                    Some(read_u32(frame, COMMON_HEADER_LEN + 8)?)
+                } else {
+                    None
+                };
+                Header::request(id, MethodKey(key), timeout_ms)
+            }
+            FrameKind::Response => Header::Response { id },
+            FrameKind::Error => {
+                let code = *frame.get(COMMON_HEADER_LEN).ok_or(FrameError::Truncated)?;
+                Header::Error {
+                    id,
+                    error: RemoteError::from_code(code),
+                }
+            }
+            FrameKind::Cancel => Header::Cancel { id },
+            FrameKind::Reserved(kind) => Header::Reserved { kind, id },
+        };
+        let body_at = header.encoded_len();
+        Ok((header, body_at))
+    }
+}
+
+fn read_u64(frame: &[u8], at: usize) -> Result<u64, FrameError> {
+    let bytes = frame.get(at..at + 8).ok_or(FrameError::Truncated)?;
+    let mut out = [0u8; 8];
+    out.copy_from_slice(bytes);
+    Ok(u64::from_le_bytes(out))
+}
+
+fn read_u32(frame: &[u8], at: usize) -> Result<u32, FrameError> {
+    let bytes = frame.get(at..at + 4).ok_or(FrameError::Truncated)?;
+    let mut out = [0u8; 4];
+    out.copy_from_slice(bytes);
+    Ok(u32::from_le_bytes(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(h: Header) -> [u8; MAX_HEADER_LEN] {
+        let mut buf = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut buf).unwrap();
+        assert_eq!(n, h.encoded_len());
+        assert_eq!(Header::decode(&buf[..n]).unwrap(), (h, n));
+        buf
+    }
+
+    #[test]
+    fn request_without_timeout_bytes() {
+        let buf = roundtrip(Header::request(0x0102_0304, MethodKey(1), None));
+        assert_eq!(&buf[..15], &[1, 0, 0, 4, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn response_error_cancel_bytes() {
+        assert_eq!(&roundtrip(Header::Response { id: 5 })[..7], &[1, 1, 0, 5, 0, 0, 0]);
+        let err = Header::Error {
+            id: 5,
+            error: RemoteError::UnknownMethod,
+        };
+        assert_eq!(&roundtrip(err)[..8], &[1, 2, 0, 5, 0, 0, 0, 1]);
+        assert_eq!(&roundtrip(Header::Cancel { id: 9 })[..7], &[1, 3, 0, 9, 0, 0, 0]);
+    }
+
+    #[test]
+    fn reserved_kinds_decode_for_skipping() {
+        let (h, at) = Header::decode(&[1, 5, 0, 1, 0, 0, 0, 0xaa]).unwrap();
+        assert_eq!(h, Header::Reserved { kind: 5, id: 1 });
+        assert_eq!(at, 7);
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        assert_eq!(Header::decode(&[1, 0, 0]), Err(FrameError::Truncated));
+        assert_eq!(
+            Header::decode(&[2, 1, 0, 0, 0, 0, 0]),
+            Err(FrameError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            Header::decode(&[1, 1, 1, 0, 0, 0, 0]),
+            Err(FrameError::UnknownFlags(1))
+        );
+        // A timeout flag without the timeout bytes.
+        assert_eq!(
+            Header::decode(&[1, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Err(FrameError::Truncated)
+        );
+    }
+
+    #[test]
+    fn method_keys_depend_on_every_part_but_not_on_spacing() {
+        let a = MethodKey::from_signature("Calc", "add", "(u64,u64)->u64");
+        assert_eq!(
+            a,
+            MethodKey::from_signature("Calc", "add", "( u64 , u64 ) -> u64")
+        );
+        assert_ne!(a, MethodKey::from_signature("Calc", "add", "(u32,u64)->u64"));
+        assert_ne!(a, MethodKey::from_signature("Calc", "sub", "(u64,u64)->u64"));
+        assert_ne!(a, MethodKey::from_signature("Calc2", "add", "(u64,u64)->u64"));
+        // The separators keep "ab"+"c" apart from "a"+"bc".
+        assert_ne!(
+            MethodKey::from_signature("ab", "c", ""),
+            MethodKey::from_signature("a", "bc", "")
+        );
+    }
+}
