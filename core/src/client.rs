@@ -585,7 +585,11 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
                 }
                 return Poll::Pending;
             }
-            if !state.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if !state
+                .driver
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
                 state.driver = Some(cx.waker().clone());
             }
             return Poll::Pending;
@@ -629,7 +633,9 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
             let (header, body_at) = Header::decode(frame)?;
             match header {
                 Header::Response { id } => state.complete(id, Ok(()), &frame[body_at..]),
-                Header::Error { id, error } => state.complete(id, Err(CallError::Remote(error)), &[]),
+                Header::Error { id, error } => {
+                    state.complete(id, Err(CallError::Remote(error)), &[])
+                }
                 // Requests and cancels from the server are reserved for
                 // calls in both directions; unknown kinds are skipped.
                 _ => {}

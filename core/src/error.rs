@@ -207,7 +207,10 @@ impl fmt::Display for CallError {
             CallError::Transport(k) => write!(f, "transport failed: {k}"),
             CallError::Closed => f.write_str("connection closed"),
             CallError::RequestTooLarge { len, max } => {
-                write!(f, "request of {len} bytes exceeds the frame limit of {max} bytes")
+                write!(
+                    f,
+                    "request of {len} bytes exceeds the frame limit of {max} bytes"
+                )
             }
             CallError::Encode => f.write_str("could not serialize the arguments"),
             CallError::Decode => f.write_str("could not decode the response"),
@@ -282,7 +285,11 @@ mod tests {
     fn messages_name_sizes() {
         extern crate std;
         use std::string::ToString;
-        let msg = FrameError::TooLarge { len: 5000, max: 4096 }.to_string();
+        let msg = FrameError::TooLarge {
+            len: 5000,
+            max: 4096,
+        }
+        .to_string();
         assert!(msg.contains("5000") && msg.contains("4096"), "{msg}");
     }
 }

@@ -36,7 +36,10 @@ pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, FrameErr
     };
     let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     if len > max_frame {
-        return Err(FrameError::TooLarge { len, max: max_frame });
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
     }
     Ok(Some(len))
 }
@@ -54,9 +57,9 @@ pub fn split_frame(buf: &[u8], max_frame: usize) -> Result<Option<(&[u8], usize)
 }
 
 #[cfg(feature = "alloc")]
-pub use buffered::{EncodeError, FrameReader, FrameWriter};
-#[cfg(feature = "alloc")]
 pub(crate) use buffered::encode_frame;
+#[cfg(feature = "alloc")]
+pub use buffered::{EncodeError, FrameReader, FrameWriter};
 
 #[cfg(feature = "alloc")]
 mod buffered {
@@ -147,8 +150,12 @@ mod buffered {
                 .ok()
                 .flatten()
                 .map_or(LEN_PREFIX, |len| LEN_PREFIX + len);
-            let wanted = needed.max(buffered + 1).max(READ_CHUNK.min(self.max_frame + LEN_PREFIX));
-            if self.start > 0 && (self.start + needed > self.buf.len() || self.end == self.buf.len()) {
+            let wanted = needed
+                .max(buffered + 1)
+                .max(READ_CHUNK.min(self.max_frame + LEN_PREFIX));
+            if self.start > 0
+                && (self.start + needed > self.buf.len() || self.end == self.buf.len())
+            {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.start = 0;
                 self.end = buffered;
@@ -207,7 +214,9 @@ mod buffered {
     ) -> Result<(), EncodeError> {
         let start = out.len();
         let mut head = [0u8; MAX_HEADER_LEN];
-        let head_len = header.encode(&mut head).map_err(|_| EncodeError::Serialize)?;
+        let head_len = header
+            .encode(&mut head)
+            .map_err(|_| EncodeError::Serialize)?;
         out.extend_from_slice(&[0; LEN_PREFIX]);
         out.extend_from_slice(&head[..head_len]);
         let flavor = LimitedVec {
@@ -221,7 +230,10 @@ mod buffered {
             Ok((out, overflow)) => {
                 let len = out.len() - start - LEN_PREFIX + overflow;
                 out.truncate(start);
-                return Err(EncodeError::TooLarge { len, max: max_frame });
+                return Err(EncodeError::TooLarge {
+                    len,
+                    max: max_frame,
+                });
             }
             Err(_) => {
                 out.truncate(start);
@@ -284,7 +296,11 @@ mod buffered {
         }
 
         /// Appends a frame with a postcard-encoded body.
-        pub fn encode<T: Serialize + ?Sized>(&mut self, header: &Header, body: &T) -> Result<(), EncodeError> {
+        pub fn encode<T: Serialize + ?Sized>(
+            &mut self,
+            header: &Header,
+            body: &T,
+        ) -> Result<(), EncodeError> {
             encode_frame(&mut self.buf, header, body, self.max_frame)
         }
 
@@ -292,10 +308,15 @@ mod buffered {
         pub fn encode_raw(&mut self, header: &Header, body: &[u8]) -> Result<(), EncodeError> {
             let len = header.encoded_len() + body.len();
             if len > self.max_frame {
-                return Err(EncodeError::TooLarge { len, max: self.max_frame });
+                return Err(EncodeError::TooLarge {
+                    len,
+                    max: self.max_frame,
+                });
             }
             let mut head = [0u8; MAX_HEADER_LEN];
-            let head_len = header.encode(&mut head).map_err(|_| EncodeError::Serialize)?;
+            let head_len = header
+                .encode(&mut head)
+                .map_err(|_| EncodeError::Serialize)?;
             self.buf.extend_from_slice(&(len as u32).to_le_bytes());
             self.buf.extend_from_slice(&head[..head_len]);
             self.buf.extend_from_slice(body);
@@ -401,7 +422,10 @@ mod buffered {
             r.end = 4;
             assert_eq!(
                 r.next_frame(),
-                Err(FrameError::TooLarge { len: u32::MAX as usize, max: 1024 })
+                Err(FrameError::TooLarge {
+                    len: u32::MAX as usize,
+                    max: 1024
+                })
             );
         }
     }

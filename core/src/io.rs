@@ -34,7 +34,11 @@ pub trait Transport {
     type Error: TransportError;
 
     /// Reads into `buf`; `Ok(0)` is end of stream.
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, Self::Error>>;
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, Self::Error>>;
 
     /// Writes some of `buf`, returning how many bytes were taken.
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, Self::Error>>;
@@ -48,7 +52,11 @@ pub trait Transport {
 
 impl<T: Transport + ?Sized> Transport for &mut T {
     type Error = T::Error;
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, Self::Error>> {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, Self::Error>> {
         (**self).poll_read(cx, buf)
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, Self::Error>> {
@@ -65,7 +73,11 @@ impl<T: Transport + ?Sized> Transport for &mut T {
 #[cfg(feature = "alloc")]
 impl<T: Transport + ?Sized> Transport for alloc::boxed::Box<T> {
     type Error = T::Error;
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, Self::Error>> {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, Self::Error>> {
         (**self).poll_read(cx, buf)
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, Self::Error>> {
@@ -114,7 +126,11 @@ mod futures_compat {
 
     impl<S: AsyncRead + AsyncWrite + Unpin> Transport for FuturesIo<S> {
         type Error = std::io::Error;
-        fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        fn poll_read(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
             Pin::new(&mut self.0).poll_read(cx, buf)
         }
         fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {

@@ -108,10 +108,12 @@ mod sync;
 
 #[cfg(feature = "alloc")]
 pub use client::{Call, Client, ClientBuilder, ClientDriver};
-pub use error::{CallError, DriverError, FrameError, RemoteError, TransportError, TransportErrorKind};
+pub use error::{
+    CallError, DriverError, FrameError, RemoteError, TransportError, TransportErrorKind,
+};
 pub use io::Transport;
 #[cfg(feature = "alloc")]
-pub use server::{Handler, Server, ServerBuilder, Service, Spawn};
+pub use server::{Handler, Server, ServerBuilder, Service, Shutdown, Spawn};
 pub use timer::{NoTimer, Timer};
 pub use wire::MethodKey;
 

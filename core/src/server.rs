@@ -90,7 +90,13 @@ trait Respond {
     /// Polls the handler; when it is done, appends the reply frame for `id`
     /// to `out` (an error frame if the value cannot be encoded in
     /// `max_frame` bytes).
-    fn poll_respond(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut Vec<u8>, id: u32, max_frame: usize) -> Poll<()>;
+    fn poll_respond(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        id: u32,
+        max_frame: usize,
+    ) -> Poll<()>;
 }
 
 pin_project_lite::pin_project! {
@@ -105,7 +111,13 @@ where
     F: Future,
     F::Output: Serialize,
 {
-    fn poll_respond(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut Vec<u8>, id: u32, max_frame: usize) -> Poll<()> {
+    fn poll_respond(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        id: u32,
+        max_frame: usize,
+    ) -> Poll<()> {
         let Poll::Ready(value) = self.project().future.poll(cx) else {
             return Poll::Pending;
         };
@@ -143,6 +155,7 @@ pub struct ServerBuilder<Tm = NoTimer> {
     max_frame: usize,
     timer: Tm,
     spawner: Option<Arc<dyn Spawn>>,
+    shutdown: Option<Shutdown>,
 }
 
 impl ServerBuilder<NoTimer> {
@@ -154,6 +167,7 @@ impl ServerBuilder<NoTimer> {
             max_frame: DEFAULT_MAX_FRAME,
             timer: NoTimer,
             spawner: None,
+            shutdown: None,
         }
     }
 }
@@ -184,12 +198,21 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             max_frame: self.max_frame,
             timer,
             spawner: self.spawner,
+            shutdown: self.shutdown,
         }
     }
 
     /// Runs each handler as a task on `spawner` instead of inside the driver.
     pub fn spawner(mut self, spawner: impl Spawn + 'static) -> Self {
         self.spawner = Some(Arc::new(spawner));
+        self
+    }
+
+    /// Lets `shutdown` stop the server gracefully: once it is triggered, new
+    /// requests are answered with [`RemoteError::ShuttingDown`], calls in
+    /// flight run to completion, and then the connection is closed.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 
@@ -217,6 +240,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
                 scratch: Vec::new(),
                 done_scratch: Vec::new(),
             },
+            draining: false,
         };
         Server {
             io: transport,
@@ -224,6 +248,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             core,
             read_closed: false,
             finished: false,
+            shutdown: self.shutdown.map(|signal| (signal, None)),
         }
     }
 }
@@ -243,6 +268,8 @@ pub struct Server<T, S, Tm: Timer = NoTimer> {
     core: Core<S, Tm>,
     read_closed: bool,
     finished: bool,
+    /// The signal and this server's waker registration with it.
+    shutdown: Option<(Shutdown, Option<usize>)>,
 }
 
 /// Everything but the transport and the reader, so a frame borrowed from
@@ -255,10 +282,19 @@ struct Core<S, Tm: Timer> {
     max_concurrent: usize,
     spawner: Option<Arc<dyn Spawn>>,
     tasks: Tasks,
+    draining: bool,
 }
 
 // The transport and service are never pinned; handlers and the sleep are boxed.
 impl<T, S, Tm: Timer> Unpin for Server<T, S, Tm> {}
+
+impl<T, S, Tm: Timer> Drop for Server<T, S, Tm> {
+    fn drop(&mut self) {
+        if let Some((signal, Some(key))) = &self.shutdown {
+            signal.unregister(*key);
+        }
+    }
+}
 
 impl<T, S, Tm: Timer> Server<T, S, Tm> {
     /// Handlers running right now.
@@ -286,6 +322,9 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
         let core = &mut self.core;
         core.tasks.set_driver(cx.waker());
+        if let Some((signal, key)) = &mut self.shutdown {
+            core.draining |= signal.poll_triggered(cx, key);
+        }
         for _ in 0..POLL_BUDGET {
             let mut progress = false;
             if !self.read_closed && self.core.may_read() {
@@ -300,7 +339,9 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             core.expire_deadlines(cx);
             match core.writer.poll_write_all(&mut self.io, cx) {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) if self.read_closed => {
+                Poll::Ready(Ok(()))
+                    if self.read_closed || (core.draining && core.tasks.live == 0) =>
+                {
                     return self.io.poll_close(cx).map_err(DriverError::Transport);
                 }
                 _ => {}
@@ -349,7 +390,8 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
 impl<S: Service, Tm: Timer> Core<S, Tm> {
     /// Reading stops while the handler table is full or replies pile up.
     fn may_read(&self) -> bool {
-        self.tasks.live < self.max_concurrent && self.writer.pending() <= self.max_frame.max(64 * 1024)
+        self.tasks.live < self.max_concurrent
+            && self.writer.pending() <= self.max_frame.max(64 * 1024)
     }
 
     fn on_frame(&mut self, header: Header, body: &[u8]) {
@@ -368,6 +410,9 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
 
     fn start(&mut self, id: u32, method: MethodKey, timeout_ms: Option<u32>, body: &[u8]) {
         let out = self.writer.buffer();
+        if self.draining {
+            return write_error(out, id, RemoteError::ShuttingDown, self.max_frame);
+        }
         if timeout_ms == Some(0) {
             return write_error(out, id, RemoteError::DeadlineExceeded, self.max_frame);
         }
@@ -402,6 +447,80 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
             if let Some(next) = self.tasks.expire(now, out, self.max_frame) {
                 self.deadlines.arm(next);
             }
+        }
+    }
+}
+
+/// Tells servers to stop taking calls and finish the ones in flight; cheap
+/// to clone, one signal for any number of connections.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<ShutdownInner>,
+}
+
+#[derive(Default)]
+struct ShutdownInner {
+    triggered: AtomicBool,
+    /// Wakers of the servers watching, by registration key; `None` = free.
+    wakers: Mutex<Vec<Option<Waker>>>,
+}
+
+impl core::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+impl Shutdown {
+    /// A signal that has not been triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the graceful shutdown of every server built with this signal.
+    pub fn trigger(&self) {
+        self.inner.triggered.store(true, Ordering::Release);
+        let wakers = core::mem::take(&mut *self.inner.wakers.lock());
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// Whether [`trigger`](Shutdown::trigger) was called.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.load(Ordering::Acquire)
+    }
+
+    /// Whether it was triggered; if not, wakes `cx` when it is. `key` is the
+    /// caller's registration, kept between polls.
+    pub(crate) fn poll_triggered(&self, cx: &mut Context<'_>, key: &mut Option<usize>) -> bool {
+        if self.is_triggered() {
+            return true;
+        }
+        let mut wakers = self.inner.wakers.lock();
+        let index = match *key {
+            Some(index) if index < wakers.len() => index,
+            _ => {
+                let free = wakers.iter().position(Option::is_none);
+                let index = free.unwrap_or_else(|| {
+                    wakers.push(None);
+                    wakers.len() - 1
+                });
+                *key = Some(index);
+                index
+            }
+        };
+        wakers[index] = Some(cx.waker().clone());
+        drop(wakers);
+        // Triggered between the check and the registration?
+        self.is_triggered()
+    }
+
+    fn unregister(&self, key: usize) {
+        if let Some(slot) = self.inner.wakers.lock().get_mut(key) {
+            *slot = None;
         }
     }
 }
@@ -685,8 +804,13 @@ fn remote_task(
     let mut handler = handler.0;
     let task = async move {
         let mut frame = Vec::new();
-        let run = core::future::poll_fn(|cx| poll_guarded(handler.as_mut(), cx, &mut frame, id, max_frame));
-        if futures_util::future::Abortable::new(run, registration).await.is_ok() {
+        let run = core::future::poll_fn(|cx| {
+            poll_guarded(handler.as_mut(), cx, &mut frame, id, max_frame)
+        });
+        if futures_util::future::Abortable::new(run, registration)
+            .await
+            .is_ok()
+        {
             reply_to.queue.push_done(RemoteReply {
                 index: reply_to.index,
                 generation: reply_to.generation,

@@ -154,14 +154,22 @@ macro_rules! service {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __ret_ty {
-    () => { () };
-    ($ret:ty) => { $ret };
+    () => {
+        ()
+    };
+    ($ret:ty) => {
+        $ret
+    };
 }
 
 /// The spelling of a declared method's return type.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __ret_str {
-    () => { "()" };
-    ($ret:ty) => { stringify!($ret) };
+    () => {
+        "()"
+    };
+    ($ret:ty) => {
+        stringify!($ret)
+    };
 }

@@ -2,6 +2,7 @@
 //! a spin lock without. Critical sections are short and never span an await.
 
 #[cfg(feature = "std")]
+#[derive(Default)]
 pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
 
 #[cfg(feature = "std")]
@@ -18,6 +19,7 @@ impl<T> Mutex<T> {
 }
 
 #[cfg(not(feature = "std"))]
+#[derive(Default)]
 pub(crate) struct Mutex<T>(spin::Mutex<T>);
 
 #[cfg(not(feature = "std"))]

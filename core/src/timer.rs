@@ -90,7 +90,9 @@ mod async_io_timer {
     impl AsyncIoTimer {
         /// A timer whose epoch is now.
         pub fn new() -> Self {
-            AsyncIoTimer { epoch: Instant::now() }
+            AsyncIoTimer {
+                epoch: Instant::now(),
+            }
         }
     }
 

@@ -341,13 +341,19 @@ mod tests {
 
     #[test]
     fn response_error_cancel_bytes() {
-        assert_eq!(&roundtrip(Header::Response { id: 5 })[..7], &[1, 1, 0, 5, 0, 0, 0]);
+        assert_eq!(
+            &roundtrip(Header::Response { id: 5 })[..7],
+            &[1, 1, 0, 5, 0, 0, 0]
+        );
         let err = Header::Error {
             id: 5,
             error: RemoteError::UnknownMethod,
         };
         assert_eq!(&roundtrip(err)[..8], &[1, 2, 0, 5, 0, 0, 0, 1]);
-        assert_eq!(&roundtrip(Header::Cancel { id: 9 })[..7], &[1, 3, 0, 9, 0, 0, 0]);
+        assert_eq!(
+            &roundtrip(Header::Cancel { id: 9 })[..7],
+            &[1, 3, 0, 9, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -382,9 +388,18 @@ mod tests {
             a,
             MethodKey::from_signature("Calc", "add", "( u64 , u64 ) -> u64")
         );
-        assert_ne!(a, MethodKey::from_signature("Calc", "add", "(u32,u64)->u64"));
-        assert_ne!(a, MethodKey::from_signature("Calc", "sub", "(u64,u64)->u64"));
-        assert_ne!(a, MethodKey::from_signature("Calc2", "add", "(u64,u64)->u64"));
+        assert_ne!(
+            a,
+            MethodKey::from_signature("Calc", "add", "(u32,u64)->u64")
+        );
+        assert_ne!(
+            a,
+            MethodKey::from_signature("Calc", "sub", "(u64,u64)->u64")
+        );
+        assert_ne!(
+            a,
+            MethodKey::from_signature("Calc2", "add", "(u64,u64)->u64")
+        );
         // The separators keep "ab"+"c" apart from "a"+"bc".
         assert_ne!(
             MethodKey::from_signature("ab", "c", ""),

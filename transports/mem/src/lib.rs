@@ -253,7 +253,10 @@ mod tests {
     #[test]
     fn bounded_writes_wait_for_reads() {
         let (mut a, mut b) = pair(4);
-        assert_eq!(cx_poll(|cx| a.poll_write(cx, b"abcdef")), Poll::Ready(Ok(4)));
+        assert_eq!(
+            cx_poll(|cx| a.poll_write(cx, b"abcdef")),
+            Poll::Ready(Ok(4))
+        );
         assert!(cx_poll(|cx| a.poll_write(cx, b"ef")).is_pending());
         let mut buf = [0u8; 3];
         assert_eq!(cx_poll(|cx| b.poll_read(cx, &mut buf)), Poll::Ready(Ok(3)));
@@ -270,7 +273,10 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(cx_poll(|cx| b.poll_read(cx, &mut buf)), Poll::Ready(Ok(2)));
         assert_eq!(cx_poll(|cx| b.poll_read(cx, &mut buf)), Poll::Ready(Ok(0)));
-        assert_eq!(cx_poll(|cx| b.poll_write(cx, b"x")), Poll::Ready(Err(MemError::Closed)));
+        assert_eq!(
+            cx_poll(|cx| b.poll_write(cx, b"x")),
+            Poll::Ready(Err(MemError::Closed))
+        );
     }
 
     #[test]
