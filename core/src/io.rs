@@ -4,7 +4,19 @@
 //! transport only moves bytes: a socket, a pipe, a serial port, an in-memory
 //! pair. The methods mirror `futures::io::AsyncRead`/`AsyncWrite`, but take
 //! `&mut self` and live in the `no_std` core; with the `std` feature,
-//! [`crate::io::FuturesIo`] adapts any `futures-io` stream.
+//! [`crate::io::FuturesIo`] adapts any `futures-io` stream, and with the
+//! `tokio` feature `TokioIo` adapts any tokio stream natively.
+//!
+//! # Buffering and coalescing
+//!
+//! The drivers do the buffering, so adapted streams should be unbuffered:
+//! reads go straight into the driver's frame buffer in chunks of at least
+//! 16 KiB (one read can carry many frames), the frame limit is checked from
+//! the length prefix before a frame is buffered, and every frame that is
+//! ready when the driver runs (requests from many callers, or replies from
+//! many handlers) is appended to one buffer and handed to the stream in a
+//! single `poll_write`, followed at once by `poll_flush`. A lone frame is
+//! therefore written and flushed as soon as the driver is polled.
 //!
 //! # Contract
 //!
@@ -93,6 +105,8 @@ impl<T: Transport + ?Sized> Transport for alloc::boxed::Box<T> {
 
 #[cfg(feature = "std")]
 pub use futures_compat::FuturesIo;
+#[cfg(feature = "tokio")]
+pub use tokio_compat::TokioIo;
 
 #[cfg(feature = "std")]
 mod futures_compat {
@@ -141,6 +155,60 @@ mod futures_compat {
         }
         fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.0).poll_close(cx)
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_compat {
+    use core::pin::Pin;
+    use core::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use super::Transport;
+
+    /// Adapts any `tokio::io::AsyncRead + AsyncWrite` byte stream (a tokio
+    /// socket, pipe or TLS stream) into a [`Transport`], with no
+    /// compatibility layer and no extra copy: reads land directly in the
+    /// driver's buffer. `poll_close` is tokio's `poll_shutdown`.
+    #[derive(Debug)]
+    pub struct TokioIo<S>(pub S);
+
+    impl<S> TokioIo<S> {
+        /// Wraps `stream`.
+        pub fn new(stream: S) -> Self {
+            TokioIo(stream)
+        }
+
+        /// Returns the wrapped stream.
+        pub fn into_inner(self) -> S {
+            self.0
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> Transport for TokioIo<S> {
+        type Error = std::io::Error;
+        fn poll_read(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let mut buf = ReadBuf::new(buf);
+            match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+        fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
         }
     }
 }

@@ -79,7 +79,8 @@
 //!   into error replies.
 //! - `alloc`: the client and server drivers and the in-memory transport.
 //!   Without it, the wire format and framing still build.
-//! - `async-io`, `tokio`: [`Timer`] implementations.
+//! - `async-io`, `tokio`: [`Timer`] implementations; `tokio` also adds
+//!   `io::TokioIo` for tokio streams.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -113,7 +114,7 @@ pub use error::{
 };
 pub use io::Transport;
 #[cfg(feature = "alloc")]
-pub use server::{Handler, Server, ServerBuilder, Service, Shutdown, Spawn};
+pub use server::{Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn};
 pub use timer::{NoTimer, Timer};
 pub use wire::MethodKey;
 

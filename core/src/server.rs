@@ -518,9 +518,47 @@ impl Shutdown {
         self.is_triggered()
     }
 
+    /// A future that completes once the signal is triggered (at once if it
+    /// already was), for tasks that stop together with the servers, such as
+    /// an accept loop.
+    pub fn triggered(&self) -> ShutdownTriggered {
+        ShutdownTriggered {
+            signal: self.clone(),
+            key: None,
+        }
+    }
+
     fn unregister(&self, key: usize) {
         if let Some(slot) = self.inner.wakers.lock().get_mut(key) {
             *slot = None;
+        }
+    }
+}
+
+/// Completes when a [`Shutdown`] is triggered; see [`Shutdown::triggered`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ShutdownTriggered {
+    signal: Shutdown,
+    key: Option<usize>,
+}
+
+impl Future for ShutdownTriggered {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.signal.poll_triggered(cx, &mut this.key) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for ShutdownTriggered {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.signal.unregister(key);
         }
     }
 }
