@@ -33,6 +33,9 @@ use crate::sync::Mutex;
 use crate::timer::{NoTimer, Timer};
 use crate::wire::{Header, MethodKey};
 
+mod reconnect;
+pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver};
+
 /// The default bound on calls in flight per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
@@ -71,6 +74,32 @@ impl Default for ClientBuilder<NoTimer> {
 }
 
 impl<Tm: Timer> ClientBuilder<Tm> {
+    fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::new()),
+            handles: AtomicUsize::new(1),
+            max_in_flight: self.max_in_flight,
+            max_frame: self.max_frame,
+        })
+    }
+
+    /// A client that dials again with backoff whenever its connection is
+    /// lost; see [`ReconnectingDriver`](crate::client::ReconnectingDriver).
+    /// It needs a real timer for the backoff.
+    pub fn build_reconnecting<C: Connect>(
+        self,
+        connect: C,
+        policy: ReconnectPolicy,
+    ) -> (Client, ReconnectingDriver<C, Tm>)
+    where
+        Tm: Clone,
+    {
+        let shared = self.shared();
+        let driver =
+            ReconnectingDriver::new(shared.clone(), connect, policy, self.timer, self.max_frame);
+        (Client { shared }, driver)
+    }
+
     /// At most `n` calls in flight (clamped to `1..=65536`); more callers wait.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.clamp(1, MAX_IN_FLIGHT_LIMIT);
@@ -95,17 +124,10 @@ impl<Tm: Timer> ClientBuilder<Tm> {
     /// A client handle and the driver that must be polled for calls to make
     /// progress (spawn it, or join it with other work).
     pub fn build<T: Transport>(self, transport: T) -> (Client, ClientDriver<T, Tm>) {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new()),
-            handles: AtomicUsize::new(1),
-            max_in_flight: self.max_in_flight,
-            max_frame: self.max_frame,
-        });
+        let shared = self.shared();
         let driver = ClientDriver {
             shared: shared.clone(),
-            io: transport,
-            reader: FrameReader::new(self.max_frame),
-            writer: FrameWriter::new(self.max_frame),
+            conn: Conn::new(transport, self.max_frame),
             deadlines: Deadlines::new(self.timer),
             finished: false,
         };
@@ -184,7 +206,7 @@ impl Drop for Client {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     handles: AtomicUsize,
     max_in_flight: usize,
@@ -206,9 +228,11 @@ struct Slot {
     body: Vec<u8>,
     timeout: Option<Duration>,
     deadline: Option<Duration>,
+    /// The deadline is the outage wait, not the call's own timeout.
+    outage_bound: bool,
 }
 
-struct State {
+pub(crate) struct State {
     slots: Vec<Slot>,
     free: Vec<u16>,
     in_flight: usize,
@@ -224,6 +248,10 @@ struct State {
     granted: usize,
     /// Slots whose timeout the driver must turn into a deadline.
     timed: Vec<(u16, u16)>,
+    /// While a reconnecting client is disconnected and lets calls wait: how
+    /// long they may wait, and what they fail with after that.
+    outage_wait: Option<Duration>,
+    outage_error: Option<CallError>,
 }
 
 impl State {
@@ -239,6 +267,8 @@ impl State {
             head: 0,
             granted: 0,
             timed: Vec::new(),
+            outage_wait: None,
+            outage_error: None,
         }
     }
 
@@ -284,6 +314,7 @@ impl State {
             body: Vec::new(),
             timeout: None,
             deadline: None,
+            outage_bound: false,
         });
         (self.slots.len() - 1) as u16
     }
@@ -345,10 +376,63 @@ impl State {
                 }
             }
         }
-        for waker in self.waiters.drain(..).flatten() {
-            waker.wake();
-        }
+        self.wake_waiters();
         self.out.clear();
+    }
+
+    /// Wakes every queued caller; each leaves the queue itself when it sees
+    /// the client closed.
+    fn wake_waiters(&mut self) {
+        for waker in self.waiters.iter().flatten() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// The connection of a reconnecting client was lost: the calls sent on
+    /// it fail with `error`. With `wait`, new calls queue up for the next
+    /// connection for at most that long; without, they fail fast.
+    /// `sent` says whether calls were sent on a live connection; a failed
+    /// connection attempt loses none.
+    pub(crate) fn connection_lost(&mut self, error: CallError, wait: Option<Duration>, sent: bool) {
+        for slot in self.slots.iter_mut().filter(|_| sent) {
+            if slot.phase == Phase::Waiting {
+                slot.phase = Phase::Done(Err(error));
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+        if sent {
+            self.out.clear();
+        }
+        match wait {
+            None => {
+                self.closed = Some(error);
+                self.wake_waiters();
+            }
+            Some(wait) => {
+                self.outage_wait = Some(wait);
+                self.outage_error = Some(error);
+            }
+        }
+    }
+
+    /// A reconnecting client is connected again.
+    pub(crate) fn reconnected(&mut self) {
+        self.closed = None;
+        self.outage_wait = None;
+        self.outage_error = None;
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.phase == Phase::Waiting && slot.outage_bound {
+                slot.outage_bound = false;
+                slot.deadline = None;
+                if slot.timeout.is_some() {
+                    let generation = slot.generation;
+                    self.timed.push((index as u16, generation));
+                }
+            }
+        }
     }
 
     /// Routes a response or error frame to its caller.
@@ -429,6 +513,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             _ => None,
         };
         if let Some(error) = state.closed {
+            if let Some(ticket) = ticket {
+                state.abandon(ticket, shared.max_in_flight);
+            }
             self.state = CallState::Finished;
             return Poll::Ready(Err(error));
         }
@@ -449,7 +536,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         slot.phase = Phase::Waiting;
         slot.waker = Some(cx.waker().clone());
         slot.timeout = self.timeout;
-        if self.timeout.is_some() {
+        if self.timeout.is_some() || state.outage_wait.is_some() {
             state.timed.push((index, generation));
         }
         state.wake_driver();
@@ -528,9 +615,7 @@ impl<Req, Resp> Drop for Call<'_, Req, Resp> {
 #[must_use = "calls make no progress unless the driver is polled"]
 pub struct ClientDriver<T, Tm: Timer = NoTimer> {
     shared: Arc<Shared>,
-    io: T,
-    reader: FrameReader,
-    writer: FrameWriter,
+    conn: Conn<T>,
     deadlines: Deadlines<Tm>,
     finished: bool,
 }
@@ -569,56 +654,178 @@ impl<T, Tm: Timer> Drop for ClientDriver<T, Tm> {
 impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
         loop {
-            if let Poll::Ready(result) = self.read(cx) {
+            if let Poll::Ready(result) = self.conn.read(&self.shared, cx) {
                 return Poll::Ready(result);
             }
-            self.expire_deadlines(cx);
-            self.write(cx)?;
-            let mut state = self.shared.state.lock();
-            if !state.timed.is_empty() || (!state.out.is_empty() && self.writer.pending() == 0) {
+            self.shared.expire_deadlines(&mut self.deadlines, cx);
+            self.conn.write(&self.shared, cx)?;
+            match self.shared.next_step(Some(self.conn.writer.pending()), cx) {
+                Step::Again => continue,
+                Step::Wait => return Poll::Pending,
+                Step::Finish => return self.conn.poll_close(cx),
+            }
+        }
+    }
+}
+
+/// What a driver does after a round of reads, deadlines and writes.
+pub(crate) enum Step {
+    /// New work arrived while the lock was not held: go round again.
+    Again,
+    /// Nothing to do until woken (the waker is registered).
+    Wait,
+    /// Every handle is gone and every frame written: close.
+    Finish,
+}
+
+impl Shared {
+    /// Decides, under the lock, whether the driver sleeps; registering the
+    /// waker in the same critical section means no wake-up is lost.
+    /// `writer_pending` is `None` while there is no connection.
+    pub(crate) fn next_step(&self, writer_pending: Option<usize>, cx: &mut Context<'_>) -> Step {
+        let mut state = self.state.lock();
+        let can_send = writer_pending == Some(0) && !state.out.is_empty();
+        if !state.timed.is_empty() || can_send {
+            return Step::Again;
+        }
+        let nothing_to_send = state.out.is_empty() || writer_pending.is_none();
+        if self.handles.load(Ordering::Acquire) == 0 && nothing_to_send {
+            return if writer_pending.unwrap_or(0) == 0 {
+                Step::Finish
+            } else {
+                Step::Wait
+            };
+        }
+        if !state
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.driver = Some(cx.waker().clone());
+        }
+        Step::Wait
+    }
+
+    /// Turns new timeouts into deadlines and fails the calls whose deadline
+    /// passed (sending a cancel for each).
+    pub(crate) fn expire_deadlines<Tm: Timer>(
+        &self,
+        deadlines: &mut Deadlines<Tm>,
+        cx: &mut Context<'_>,
+    ) {
+        let mut state = self.state.lock();
+        if !state.timed.is_empty() {
+            let now = deadlines.now();
+            let timed = core::mem::take(&mut state.timed);
+            for &(index, generation) in &timed {
+                if let Some(at) = state.start_deadline(index, generation, now) {
+                    deadlines.arm(at);
+                }
+            }
+            state.timed = timed;
+            state.timed.clear();
+        }
+        while deadlines.poll_fired(cx) {
+            let now = deadlines.now();
+            if let Some(next) = state.expire(now, self.max_frame) {
+                deadlines.arm(next);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Gives a just-sent call its deadline: its own timeout, bounded by the
+    /// outage wait while the connection is down.
+    fn start_deadline(&mut self, index: u16, generation: u16, now: Duration) -> Option<Duration> {
+        let outage_wait = self.outage_wait;
+        let slot = &mut self.slots[index as usize];
+        if slot.generation != generation || slot.phase != Phase::Waiting {
+            return None;
+        }
+        let own = slot.timeout.map(|t| now + t);
+        let outage = outage_wait.map(|w| now + w);
+        slot.outage_bound = matches!((own, outage), (Some(a), Some(b)) if b < a)
+            || (own.is_none() && outage.is_some());
+        slot.deadline = match (own, outage) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        slot.deadline
+    }
+
+    /// Fails the calls whose deadline passed; returns the next deadline.
+    fn expire(&mut self, now: Duration, max_frame: usize) -> Option<Duration> {
+        let mut next = None::<Duration>;
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            let (Phase::Waiting, Some(at)) = (slot.phase, slot.deadline) else {
+                continue;
+            };
+            if at > now {
+                next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            if self.shared.handles.load(Ordering::Acquire) == 0 && state.out.is_empty() {
-                drop(state);
-                if self.writer.is_idle() {
-                    return self.io.poll_close(cx).map_err(DriverError::Transport);
-                }
-                return Poll::Pending;
+            let error = if slot.outage_bound {
+                self.outage_error.unwrap_or(CallError::Closed)
+            } else {
+                CallError::DeadlineExceeded
+            };
+            let slot = &mut self.slots[index];
+            slot.phase = Phase::Done(Err(error));
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
             }
-            if !state
-                .driver
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                state.driver = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
+            let id = request_id(index as u16, slot.generation);
+            self.send_cancel(id, max_frame);
+        }
+        next
+    }
+}
+
+/// One connection's transport and buffers.
+pub(crate) struct Conn<T> {
+    io: T,
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+impl<T: Transport> Conn<T> {
+    pub(crate) fn new(io: T, max_frame: usize) -> Self {
+        Conn {
+            io,
+            reader: FrameReader::new(max_frame),
+            writer: FrameWriter::new(max_frame),
         }
     }
 
     /// Reads and routes responses until the transport has nothing more (or
     /// the read budget is spent). `Ready` means the connection ended.
-    fn read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
+    pub(crate) fn read(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), DriverError<T::Error>>> {
         for _ in 0..READ_BUDGET {
-            if let Err(e) = self.route_buffered() {
+            if let Err(e) = self.route_buffered(shared) {
                 return Poll::Ready(Err(DriverError::Protocol(e)));
             }
             match self.reader.poll_fill(&mut self.io, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
-                Poll::Ready(Ok(0)) => return Poll::Ready(self.peer_closed()),
+                Poll::Ready(Ok(0)) => return Poll::Ready(self.peer_closed(shared)),
                 Poll::Ready(Ok(_)) => {}
             }
         }
-        if let Err(e) = self.route_buffered() {
+        if let Err(e) = self.route_buffered(shared) {
             return Poll::Ready(Err(DriverError::Protocol(e)));
         }
         cx.waker().wake_by_ref();
         Poll::Pending
     }
 
-    fn peer_closed(&self) -> Result<(), DriverError<T::Error>> {
-        let idle = self.shared.state.lock().in_flight == 0;
+    fn peer_closed(&self, shared: &Shared) -> Result<(), DriverError<T::Error>> {
+        let idle = shared.state.lock().in_flight == 0;
         if idle && !self.reader.has_partial_frame() {
             Ok(())
         } else {
@@ -627,8 +834,8 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     }
 
     /// Delivers every complete buffered frame, under one lock.
-    fn route_buffered(&mut self) -> Result<(), FrameError> {
-        let mut state = self.shared.state.lock();
+    fn route_buffered(&mut self, shared: &Shared) -> Result<(), FrameError> {
+        let mut state = shared.state.lock();
         while let Some(frame) = self.reader.next_frame()? {
             let (header, body_at) = Header::decode(frame)?;
             match header {
@@ -644,10 +851,15 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
         Ok(())
     }
 
-    fn write(&mut self, cx: &mut Context<'_>) -> Result<(), DriverError<T::Error>> {
+    /// Writes what callers queued, in as few writes as possible.
+    pub(crate) fn write(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+    ) -> Result<(), DriverError<T::Error>> {
         loop {
             if self.writer.pending() == 0 {
-                let mut state = self.shared.state.lock();
+                let mut state = shared.state.lock();
                 self.writer.take_from(&mut state.out);
             }
             if self.writer.is_idle() {
@@ -661,52 +873,14 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
         }
     }
 
-    /// Turns new timeouts into deadlines and fails the calls whose deadline
-    /// passed (sending a cancel for each).
-    fn expire_deadlines(&mut self, cx: &mut Context<'_>) {
-        let mut state = self.shared.state.lock();
-        if !state.timed.is_empty() {
-            let now = self.deadlines.now();
-            let timed = core::mem::take(&mut state.timed);
-            for &(index, generation) in &timed {
-                let slot = &mut state.slots[index as usize];
-                if slot.generation == generation && slot.phase == Phase::Waiting {
-                    let at = now + slot.timeout.unwrap_or_default();
-                    slot.deadline = Some(at);
-                    self.deadlines.arm(at);
-                }
-            }
-            state.timed = timed;
-            state.timed.clear();
-        }
-        if !self.deadlines.poll_fired(cx) {
-            return;
-        }
-        let now = self.deadlines.now();
-        let max_frame = self.shared.max_frame;
-        let mut next = None::<Duration>;
-        for index in 0..state.slots.len() {
-            let slot = &mut state.slots[index];
-            let (Phase::Waiting, Some(at)) = (slot.phase, slot.deadline) else {
-                continue;
-            };
-            if at > now {
-                next = Some(next.map_or(at, |n| n.min(at)));
-                continue;
-            }
-            slot.phase = Phase::Done(Err(CallError::DeadlineExceeded));
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
-            let id = request_id(index as u16, slot.generation);
-            state.send_cancel(id, max_frame);
-        }
-        if let Some(at) = next {
-            self.deadlines.arm(at);
-            // The sleep must be polled once to register for the new time.
-            if self.deadlines.poll_fired(cx) {
-                cx.waker().wake_by_ref();
-            }
-        }
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.writer.pending()
+    }
+
+    pub(crate) fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), DriverError<T::Error>>> {
+        self.io.poll_close(cx).map_err(DriverError::Transport)
     }
 }

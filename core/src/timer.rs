@@ -16,8 +16,8 @@ use core::time::Duration;
 /// Times are [`Duration`]s since an epoch the timer picks (typically its
 /// creation); only differences matter.
 pub trait Timer {
-    /// A future that completes at a given time.
-    type Sleep: Future<Output = ()>;
+    /// A future that completes at a given time (its output is ignored).
+    type Sleep: Future;
 
     /// The current time.
     fn now(&self) -> Duration;
