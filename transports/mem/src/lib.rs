@@ -11,6 +11,9 @@
 //! - Closing or dropping one end makes the other end's reads return end of
 //!   stream once the buffered bytes are read, and its writes fail with
 //!   [`MemError::Closed`].
+//! - [`fault`] wraps any transport to inject faults deterministically:
+//!   split and coalesced reads and writes, delays, stalls, and cuts after a
+//!   number of bytes or frames.
 //!
 //! ```
 //! use courier::Transport;
@@ -38,6 +41,8 @@ use core::fmt;
 use core::task::{Context, Poll, Waker};
 
 use courier::{Transport, TransportError, TransportErrorKind};
+
+pub mod fault;
 
 /// Creates two connected endpoints; each direction buffers at most
 /// `capacity` bytes (at least 1).
