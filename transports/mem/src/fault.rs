@@ -745,7 +745,7 @@ impl<T: Transport> Transport for Faulty<T> {
         if self.stalled(&self.control.writes_stalled, &self.control.writer, cx) {
             return Poll::Pending;
         }
-        if let Poll::Pending = self.poll_drain(cx)? {
+        if self.poll_drain(cx)?.is_pending() {
             self.remember_writer(cx);
             return Poll::Pending;
         }
@@ -757,7 +757,7 @@ impl<T: Transport> Transport for Faulty<T> {
         if self.check_cut() {
             return Poll::Ready(Ok(()));
         }
-        if let Poll::Pending = self.poll_drain(cx)? {
+        if self.poll_drain(cx)?.is_pending() {
             self.remember_writer(cx);
             return Poll::Pending;
         }
