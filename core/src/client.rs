@@ -394,7 +394,9 @@ impl State {
     /// `sent` says whether calls were sent on a live connection; a failed
     /// connection attempt loses none.
     pub(crate) fn connection_lost(&mut self, error: CallError, wait: Option<Duration>, sent: bool) {
-        for slot in self.slots.iter_mut().filter(|_| sent) {
+        // Fail-fast fails queued calls too: their frames can go nowhere.
+        let lose_calls = sent || wait.is_none();
+        for slot in self.slots.iter_mut().filter(|_| lose_calls) {
             if slot.phase == Phase::Waiting {
                 slot.phase = Phase::Done(Err(error));
                 if let Some(waker) = slot.waker.take() {
@@ -402,7 +404,7 @@ impl State {
                 }
             }
         }
-        if sent {
+        if lose_calls {
             self.out.clear();
         }
         match wait {
@@ -743,8 +745,8 @@ impl State {
         if slot.generation != generation || slot.phase != Phase::Waiting {
             return None;
         }
-        let own = slot.timeout.map(|t| now + t);
-        let outage = outage_wait.map(|w| now + w);
+        let own = slot.timeout.and_then(|t| now.checked_add(t));
+        let outage = outage_wait.and_then(|w| now.checked_add(w));
         slot.outage_bound = matches!((own, outage), (Some(a), Some(b)) if b < a)
             || (own.is_none() && outage.is_some());
         slot.deadline = match (own, outage) {

@@ -69,6 +69,14 @@ impl<T: Timer + ?Sized> Timer for &T {
     }
 }
 
+/// `epoch + deadline`, clamped to about 30 years so that an absurd timeout
+/// never overflows `Instant`.
+#[cfg(any(feature = "async-io", feature = "tokio"))]
+fn instant_at(epoch: std::time::Instant, deadline: Duration) -> std::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    epoch + deadline.min(FAR)
+}
+
 #[cfg(feature = "async-io")]
 pub use self::async_io_timer::AsyncIoTimer;
 
@@ -108,10 +116,10 @@ mod async_io_timer {
             self.epoch.elapsed()
         }
         fn sleep_until(&self, deadline: Duration) -> async_io::Timer {
-            async_io::Timer::at(self.epoch + deadline)
+            async_io::Timer::at(super::instant_at(self.epoch, deadline))
         }
         fn reset(&self, mut sleep: Pin<&mut async_io::Timer>, deadline: Duration) {
-            sleep.set_at(self.epoch + deadline);
+            sleep.set_at(super::instant_at(self.epoch, deadline));
         }
     }
 }
@@ -154,10 +162,10 @@ mod tokio_timer {
             self.epoch.elapsed()
         }
         fn sleep_until(&self, deadline: Duration) -> tokio::time::Sleep {
-            tokio::time::sleep_until(self.epoch + deadline)
+            tokio::time::sleep_until(super::instant_at(self.epoch.into_std(), deadline).into())
         }
         fn reset(&self, sleep: Pin<&mut tokio::time::Sleep>, deadline: Duration) {
-            sleep.reset(self.epoch + deadline);
+            sleep.reset(super::instant_at(self.epoch.into_std(), deadline).into());
         }
     }
 }

@@ -145,11 +145,14 @@ impl<C: Connect, Tm: Timer + Clone> ReconnectingDriver<C, Tm> {
         max_frame: usize,
     ) -> Self {
         let first = Box::pin(connect.connect());
-        // Until the first connection is up, calls behave as in an outage.
-        shared
-            .state
-            .lock()
-            .connection_lost(CallError::Closed, policy.outage_wait(), false);
+        // Calls made before the first attempt resolves wait for it; with
+        // `Outage::Wait` they wait as in any outage.
+        if let Some(wait) = policy.outage_wait() {
+            shared
+                .state
+                .lock()
+                .connection_lost(CallError::Closed, Some(wait), false);
+        }
         ReconnectingDriver {
             shared,
             connect,
