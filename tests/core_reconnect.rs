@@ -84,7 +84,7 @@ fn reconnects_after_the_server_dies_and_fails_only_the_calls_in_flight() {
         while probe.started() == 0 {
             smol::Timer::after(Duration::from_millis(1)).await;
         }
-        drop(first.cancel().await);
+        let _killed = first.cancel().await;
         let lost = pending.await;
         assert!(
             matches!(lost, Err(CallError::Closed | CallError::Transport(_))),

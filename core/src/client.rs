@@ -84,7 +84,7 @@ impl<Tm: Timer> ClientBuilder<Tm> {
     }
 
     /// A client that dials again with backoff whenever its connection is
-    /// lost; see [`ReconnectingDriver`](crate::client::ReconnectingDriver).
+    /// lost; see [`ReconnectingDriver`].
     /// It needs a real timer for the backoff.
     pub fn build_reconnecting<C: Connect>(
         self,
