@@ -79,6 +79,58 @@ fn callers_beyond_the_in_flight_bound_wait_their_turn() {
 }
 
 #[test]
+fn the_server_runs_at_most_max_concurrent_handlers() {
+    let imp = Impl::default();
+    let probe = imp.probe.clone();
+    futures::executor::block_on(with_pair(
+        ClientBuilder::new(),
+        ServerBuilder::new().max_concurrent(8),
+        imp,
+        |calc| async move {
+            let results: Vec<_> = futures::stream::iter(0..200u64)
+                .map(|i| calc.delayed(i, 3))
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            assert!(results.iter().all(Result::is_ok));
+        },
+    ));
+    let max = probe.delayed_max.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=8).contains(&max), "max concurrent handlers {max}");
+}
+
+#[test]
+fn a_waiter_dropped_after_its_turn_came_passes_the_turn_on() {
+    futures::executor::block_on(with_pair(
+        ClientBuilder::new().max_in_flight(1),
+        ServerBuilder::new(),
+        Impl::default(),
+        |calc| async move {
+            let mut first = Box::pin(calc.hang(1));
+            let mut second = Box::pin(calc.echo(2));
+            let mut third = Box::pin(calc.echo(3));
+            assert!(futures::poll!(first.as_mut()).is_pending());
+            assert!(futures::poll!(second.as_mut()).is_pending());
+            assert!(futures::poll!(third.as_mut()).is_pending());
+            assert_eq!(calc.client().in_flight(), 1);
+            // The slot goes to `second`, which gives up before taking it.
+            drop(first);
+            drop(second);
+            assert_eq!(third.await, Ok(3));
+            // And a queued caller that gives up before its turn leaves no trace.
+            let mut blocker = Box::pin(calc.hang(4));
+            assert!(futures::poll!(blocker.as_mut()).is_pending());
+            let mut quitter = Box::pin(calc.echo(5));
+            assert!(futures::poll!(quitter.as_mut()).is_pending());
+            drop(quitter);
+            drop(blocker);
+            assert_eq!(calc.echo(6).await, Ok(6));
+            assert_eq!(calc.client().in_flight(), 0);
+        },
+    ));
+}
+
+#[test]
 fn calls_run_on_a_multi_threaded_executor_with_a_spawner() {
     let ex = std::sync::Arc::new(smol::Executor::new());
     let spawn_ex = ex.clone();

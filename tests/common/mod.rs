@@ -44,6 +44,9 @@ pub struct Probe {
     pub hangs_started: AtomicUsize,
     /// Handlers of `hang` that were dropped before finishing.
     pub hangs_dropped: AtomicUsize,
+    /// `delayed` handlers running right now, and the most seen at once.
+    pub delayed_active: AtomicUsize,
+    pub delayed_max: AtomicUsize,
 }
 
 impl Probe {
@@ -69,6 +72,14 @@ impl Drop for DropGuard {
     }
 }
 
+struct ActiveGuard(Arc<Probe>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.delayed_active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Test for Impl {
     async fn echo(&self, x: u64) -> u64 {
         x
@@ -80,6 +91,9 @@ impl Test for Impl {
         data
     }
     async fn delayed(&self, id: u64, yields: u32) -> u64 {
+        let active = self.probe.delayed_active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.probe.delayed_max.fetch_max(active, Ordering::SeqCst);
+        let _active = ActiveGuard(self.probe.clone());
         for _ in 0..yields {
             YieldNow(false).await;
         }
