@@ -1,0 +1,274 @@
+//! # courier-bench
+//!
+//! The pieces of courier's benchmark binary (`courier-bench`) and of its
+//! micro-benchmarks, shared so they measure the same service.
+//!
+//! The binary runs a courier server and client in one process, over TCP,
+//! Unix sockets or the in-memory transport, on smol (default) or tokio, and
+//! measures them exactly like the peer benchmarks in `../shared/peers` do:
+//! it uses their `bench-common` crate for the flags, the warm-up / measure /
+//! stop phase clock, the HdrHistogram recorder and the result line.
+//!
+//! The service has the peers' two methods: `add(u64, u64) -> u64`
+//! (`--payload 0`) and an echo of the payload. The echo takes and returns a
+//! [`serde_bytes::ByteBuf`], so postcard writes and reads the payload as one
+//! length-prefixed slice instead of element by element (the peers'
+//! `tarpc-bytebuf` row does the same; their plain `tarpc` row echoes a
+//! `Vec<u8>`). Each caller reuses the returned buffer as its next request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bench_common::{Phase, Recorder};
+use courier::{Client, ClientBuilder, ServerBuilder, Transport};
+use serde_bytes::ByteBuf;
+
+courier::service! {
+    /// The benchmark service: the peers' `add` and echo.
+    pub trait Bench {
+        /// `a + b` (wrapping).
+        async fn add(a: u64, b: u64) -> u64;
+        /// Returns the payload unchanged.
+        async fn echo(payload: ByteBuf) -> ByteBuf;
+    }
+}
+
+/// The benchmark service's implementation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BenchImpl;
+
+impl Bench for BenchImpl {
+    async fn add(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+
+    async fn echo(&self, payload: ByteBuf) -> ByteBuf {
+        payload
+    }
+}
+
+/// The server of one connection, with limits that admit `concurrency`
+/// calls in flight.
+pub fn server<T: Transport>(
+    io: T,
+    concurrency: usize,
+) -> courier::Server<T, BenchServer<BenchImpl>> {
+    ServerBuilder::new()
+        .max_concurrent(concurrency.max(courier::server::DEFAULT_MAX_CONCURRENT))
+        .build(io, BenchServer::new(BenchImpl))
+}
+
+/// The client of one connection and its driver.
+pub fn client<T: Transport>(io: T, concurrency: usize) -> (BenchClient, courier::ClientDriver<T>) {
+    let (client, driver): (Client, _) = ClientBuilder::new()
+        .max_in_flight(concurrency.max(courier::client::DEFAULT_MAX_IN_FLIGHT))
+        .build(io);
+    (BenchClient::new(client), driver)
+}
+
+/// One in-flight slot: issues calls back to back until the phase is STOP,
+/// recording each call's latency from send to reply. `payload == 0` calls
+/// `add`, otherwise `echo` with `payload` bytes. A wrong answer counts as an
+/// error.
+pub async fn caller(client: BenchClient, payload: usize, phase: Arc<Phase>) -> Recorder {
+    let mut rec = Recorder::new();
+    if payload == 0 {
+        let mut i = 0u64;
+        loop {
+            let t0 = Instant::now();
+            let ok = client.add(i, 1).await == Ok(i.wrapping_add(1));
+            if !rec.finish(&phase, ok, t0.elapsed()) {
+                return rec;
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+    let fresh = || ByteBuf::from(vec![0xa5; payload]);
+    let mut buf = fresh();
+    loop {
+        let t0 = Instant::now();
+        let (ok, next) = match client.echo(buf).await {
+            Ok(reply) => (reply.len() == payload, reply),
+            Err(_) => (false, fresh()),
+        };
+        if !rec.finish(&phase, ok, t0.elapsed()) {
+            return rec;
+        }
+        buf = next;
+    }
+}
+
+/// A `futures`-style transport over a tokio stream (`tokio::net::TcpStream`,
+/// `UnixStream`), for the `--runtime tokio` runs.
+#[derive(Debug)]
+pub struct TokioIo<S>(pub S);
+
+impl<S> Transport for TokioIo<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    type Error = std::io::Error;
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A boxed, sendable future (a spawned task's handle).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The executor a run uses: smol or tokio, with a given number of threads.
+pub trait Runtime {
+    /// Runs `future` on the runtime's threads; the handle yields its output.
+    fn spawn<F>(&self, future: F) -> BoxFuture<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
+
+    /// Runs `future` on the runtime's threads in the background.
+    fn detach<F>(&self, future: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
+
+    /// Runs `future` on the calling thread until it completes.
+    fn block_on<F: Future>(&self, future: F) -> F::Output;
+}
+
+/// A multi-threaded smol executor: `threads` OS threads run one
+/// `smol::Executor` until it is dropped.
+pub struct SmolRuntime {
+    executor: Arc<smol::Executor<'static>>,
+    stop: Option<smol::channel::Sender<()>>,
+}
+
+impl SmolRuntime {
+    /// Starts `threads` executor threads.
+    pub fn new(threads: usize) -> Self {
+        let executor = Arc::new(smol::Executor::new());
+        let (stop, stopped) = smol::channel::bounded::<()>(1);
+        for i in 0..threads.max(1) {
+            let executor = executor.clone();
+            let stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("smol-{i}"))
+                .spawn(move || smol::block_on(executor.run(stopped.recv())))
+                .expect("spawn executor thread");
+        }
+        SmolRuntime {
+            executor,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for SmolRuntime {
+    fn drop(&mut self) {
+        // Closing the channel ends every executor thread's `run`.
+        self.stop.take();
+    }
+}
+
+impl Runtime for SmolRuntime {
+    fn spawn<F>(&self, future: F) -> BoxFuture<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Box::pin(self.executor.spawn(future))
+    }
+
+    fn detach<F>(&self, future: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.executor.spawn(future).detach();
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        smol::block_on(future)
+    }
+}
+
+/// A tokio multi-thread runtime with `threads` workers.
+pub struct TokioRuntime(tokio::runtime::Runtime);
+
+impl TokioRuntime {
+    /// Builds the runtime.
+    pub fn new(threads: usize) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_io()
+            .build()
+            .expect("tokio runtime");
+        TokioRuntime(rt)
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn spawn<F>(&self, future: F) -> BoxFuture<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.0.spawn(future);
+        Box::pin(async move { handle.await.expect("benchmark task panicked") })
+    }
+
+    fn detach<F>(&self, future: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        drop(self.0.spawn(future));
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.0.block_on(future)
+    }
+}
+
+/// Spawns the server, the client driver and `concurrency` callers of one
+/// connection; returns the callers' handles.
+pub fn start_connection<R, T>(
+    rt: &R,
+    client_io: T,
+    server_io: T,
+    concurrency: usize,
+    payload: usize,
+    phase: &Arc<Phase>,
+) -> Vec<BoxFuture<Recorder>>
+where
+    R: Runtime,
+    T: Transport + Send + 'static,
+    T::Error: Send,
+{
+    // The drivers end on their own once the callers drop the last client.
+    rt.detach(server(server_io, concurrency));
+    let (client, driver) = client(client_io, concurrency);
+    rt.detach(driver);
+    (0..concurrency)
+        .map(|_| rt.spawn(caller(client.clone(), payload, phase.clone())))
+        .collect()
+}

@@ -1,0 +1,220 @@
+//! `courier-bench`: courier's throughput and latency on loopback, measured
+//! the way the peer benchmarks in `../shared/peers` measure tarpc and raw
+//! sockets (same flags, same phase clock, same histogram, same result line).
+//!
+//! ```text
+//! cargo run --release --bin courier-bench -- --transport tcp --concurrency 64 --payload 16
+//! ```
+//!
+//! Flags: the peers' (`--transport tcp|unix|mem`, `--concurrency N`,
+//! `--payload BYTES` with 0 meaning `add(u64,u64)`, `--duration SECS`,
+//! `--warmup SECS`, `--conns C`, `--nodelay 0|1`, `--workers W`), as
+//! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
+//! smol) and `--mem-capacity BYTES` (per direction, default 1 MiB).
+
+use std::sync::Arc;
+
+use bench_common::{Args, Phase, Recorder};
+use courier::io::FuturesIo;
+use courier_bench::{start_connection, BoxFuture, Runtime, SmolRuntime, TokioIo, TokioRuntime};
+
+const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
+const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity"];
+
+fn main() {
+    let args = Args::from_env(Args::default(), TRANSPORTS, EXTRA_FLAGS);
+    let bin = "courier-bench";
+    let mem_capacity = match args.extra("--mem-capacity").map(str::parse::<usize>) {
+        None => 1 << 20,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => Args::fail(
+            bin,
+            TRANSPORTS,
+            EXTRA_FLAGS,
+            "--mem-capacity: expected bytes > 0",
+        ),
+    };
+    let runtime = args.extra("--runtime").unwrap_or("smol");
+    let (rec, elapsed) = match runtime {
+        "smol" => {
+            let rt = SmolRuntime::new(args.workers);
+            let callers = match args.transport.as_str() {
+                "tcp" => smol_tcp(&rt, &args),
+                "unix" => smol_unix(&rt, &args),
+                _ => mem(&rt, &args, mem_capacity),
+            };
+            measure(&rt, &args, callers)
+        }
+        "tokio" => {
+            let rt = TokioRuntime::new(args.workers);
+            let callers = match args.transport.as_str() {
+                "tcp" => tokio_tcp(&rt, &args),
+                "unix" => tokio_unix(&rt, &args),
+                _ => mem(&rt, &args, mem_capacity),
+            };
+            measure(&rt, &args, callers)
+        }
+        other => Args::fail(
+            bin,
+            TRANSPORTS,
+            EXTRA_FLAGS,
+            &format!("--runtime: expected smol|tokio, got {other:?}"),
+        ),
+    };
+    eprintln!(
+        "# courier: runtime={runtime} workers={} transport={}",
+        args.workers, args.transport
+    );
+    bench_common::report("courier", &args, &rec, elapsed);
+    if rec.calls == 0 {
+        std::process::exit(1);
+    }
+}
+
+type Started = (Arc<Phase>, Vec<BoxFuture<Recorder>>);
+
+/// Runs the phase clock on this thread, then collects every caller's
+/// recorder (callers stop by themselves at STOP).
+fn measure<R: Runtime>(
+    rt: &R,
+    args: &Args,
+    (phase, callers): Started,
+) -> (Recorder, std::time::Duration) {
+    let elapsed = bench_common::run_phases(&phase, args.warmup, args.duration);
+    let mut total = Recorder::new();
+    rt.block_on(async {
+        for caller in callers {
+            total.merge(&caller.await);
+        }
+    });
+    (total, elapsed)
+}
+
+fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
+    let phase = Phase::new();
+    let mut callers = Vec::new();
+    for _ in 0..args.conns {
+        let (c, s) = courier_mem::pair(capacity);
+        callers.extend(start_connection(
+            rt,
+            c,
+            s,
+            args.concurrency,
+            args.payload,
+            &phase,
+        ));
+    }
+    (phase, callers)
+}
+
+fn smol_tcp(rt: &SmolRuntime, args: &Args) -> Started {
+    let phase = Phase::new();
+    let mut callers = Vec::new();
+    let listener = rt
+        .block_on(smol::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    for _ in 0..args.conns {
+        let (c, s) = rt.block_on(async {
+            let c = smol::net::TcpStream::connect(addr).await.expect("connect");
+            let (s, _) = listener.accept().await.expect("accept");
+            (c, s)
+        });
+        c.set_nodelay(args.nodelay).expect("nodelay");
+        s.set_nodelay(args.nodelay).expect("nodelay");
+        callers.extend(start_connection(
+            rt,
+            FuturesIo(c),
+            FuturesIo(s),
+            args.concurrency,
+            args.payload,
+            &phase,
+        ));
+    }
+    (phase, callers)
+}
+
+fn socket_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("courier-bench-{}.sock", std::process::id()))
+}
+
+fn smol_unix(rt: &SmolRuntime, args: &Args) -> Started {
+    let phase = Phase::new();
+    let mut callers = Vec::new();
+    let path = socket_path();
+    let _ = std::fs::remove_file(&path);
+    let listener = smol::net::unix::UnixListener::bind(&path).expect("bind");
+    for _ in 0..args.conns {
+        let (c, s) = rt.block_on(async {
+            let c = smol::net::unix::UnixStream::connect(&path)
+                .await
+                .expect("connect");
+            let (s, _) = listener.accept().await.expect("accept");
+            (c, s)
+        });
+        callers.extend(start_connection(
+            rt,
+            FuturesIo(c),
+            FuturesIo(s),
+            args.concurrency,
+            args.payload,
+            &phase,
+        ));
+    }
+    let _ = std::fs::remove_file(&path);
+    (phase, callers)
+}
+
+fn tokio_tcp(rt: &TokioRuntime, args: &Args) -> Started {
+    let phase = Phase::new();
+    let mut callers = Vec::new();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    for _ in 0..args.conns {
+        let (c, s) = rt.block_on(async {
+            let c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (s, _) = listener.accept().await.expect("accept");
+            (c, s)
+        });
+        c.set_nodelay(args.nodelay).expect("nodelay");
+        s.set_nodelay(args.nodelay).expect("nodelay");
+        callers.extend(start_connection(
+            rt,
+            TokioIo(c),
+            TokioIo(s),
+            args.concurrency,
+            args.payload,
+            &phase,
+        ));
+    }
+    (phase, callers)
+}
+
+fn tokio_unix(rt: &TokioRuntime, args: &Args) -> Started {
+    let phase = Phase::new();
+    let mut callers = Vec::new();
+    let path = socket_path();
+    let _ = std::fs::remove_file(&path);
+    for _ in 0..args.conns {
+        let (c, s) = rt.block_on(async {
+            let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+            let c = tokio::net::UnixStream::connect(&path)
+                .await
+                .expect("connect");
+            let (s, _) = listener.accept().await.expect("accept");
+            let _ = std::fs::remove_file(&path);
+            (c, s)
+        });
+        callers.extend(start_connection(
+            rt,
+            TokioIo(c),
+            TokioIo(s),
+            args.concurrency,
+            args.payload,
+            &phase,
+        ));
+    }
+    (phase, callers)
+}
