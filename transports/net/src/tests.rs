@@ -1,0 +1,302 @@
+//! The accept loop over in-memory connections, on a single-threaded pool
+//! run until stalled, so every step is deterministic.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use courier::{CallError, Client, NoTimer, RemoteError};
+use courier_mem::MemTransport;
+use futures::channel::{mpsc, oneshot};
+use futures::executor::LocalPool;
+use futures::future::{FutureExt, RemoteHandle};
+use futures::task::LocalSpawnExt;
+
+use super::*;
+
+courier::service! {
+    /// The service under test.
+    pub trait Probe {
+        /// Returns `x`.
+        async fn echo(x: u32) -> u32;
+        /// Waits for the gate, then returns `x`.
+        async fn gated(x: u32) -> u32;
+    }
+}
+
+#[derive(Default)]
+struct Imp {
+    gate: Mutex<Vec<oneshot::Sender<()>>>,
+    started: AtomicUsize,
+}
+
+impl Imp {
+    fn open_gate(&self) {
+        for tx in self.gate.lock().unwrap().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Probe for Imp {
+    async fn echo(&self, x: u32) -> u32 {
+        x
+    }
+    async fn gated(&self, x: u32) -> u32 {
+        let (tx, rx) = oneshot::channel();
+        self.gate.lock().unwrap().push(tx);
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let _ = rx.await;
+        x
+    }
+}
+
+/// Connections (or accept errors) pushed by the test.
+struct Chan(mpsc::UnboundedReceiver<io::Result<MemTransport>>);
+
+impl Listener for Chan {
+    type Conn = MemTransport;
+    type Peer = &'static str;
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(MemTransport, &'static str)>> {
+        match self.0.poll_next_unpin(cx) {
+            Poll::Ready(Some(result)) => Poll::Ready(result.map(|conn| (conn, "memory"))),
+            // The test dropped its sender: nothing more will come.
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// A timer whose sleeps are over at once.
+#[derive(Clone, Copy, Debug)]
+struct Instant;
+
+impl Timer for Instant {
+    type Sleep = futures::future::Ready<()>;
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn sleep_until(&self, _: Duration) -> Self::Sleep {
+        futures::future::ready(())
+    }
+    fn reset(&self, mut sleep: Pin<&mut Self::Sleep>, _: Duration) {
+        sleep.set(futures::future::ready(()));
+    }
+}
+
+struct Harness {
+    pool: LocalPool,
+    conns: mpsc::UnboundedSender<io::Result<MemTransport>>,
+    imp: Arc<Imp>,
+    done: Rc<Cell<bool>>,
+    serve: Option<RemoteHandle<()>>,
+}
+
+impl Harness {
+    fn new<Tm: Timer + Clone + 'static>(builder: ServeBuilder<Tm>) -> Self {
+        let (conns, rx) = mpsc::unbounded();
+        let imp = Arc::new(Imp::default());
+        let serve = builder.serve(Chan(rx), ProbeServer::from_arc(imp.clone()));
+        let pool = LocalPool::new();
+        let done = Rc::new(Cell::new(false));
+        let flag = done.clone();
+        let (serve, handle) = async move {
+            serve.await;
+            flag.set(true);
+        }
+        .remote_handle();
+        pool.spawner().spawn_local(serve).unwrap();
+        Harness {
+            pool,
+            conns,
+            imp,
+            done,
+            serve: Some(handle),
+        }
+    }
+
+    /// A new connection; its driver runs on the pool.
+    fn connect(&mut self) -> ProbeClient {
+        let (client_io, server_io) = courier_mem::pair(64 * 1024);
+        self.conns.unbounded_send(Ok(server_io)).unwrap();
+        let (client, driver) = Client::new(client_io);
+        self.pool
+            .spawner()
+            .spawn_local(async move {
+                let _ = driver.await;
+            })
+            .unwrap();
+        ProbeClient::new(client)
+    }
+
+    fn accept_error(&mut self, errno: i32) {
+        let error = io::Error::from_raw_os_error(errno);
+        self.conns.unbounded_send(Err(error)).unwrap();
+    }
+
+    /// Starts `call` on the pool and runs until nothing can progress; the
+    /// result, if any, is in the returned cell.
+    fn start<T: 'static>(
+        &mut self,
+        call: impl Future<Output = T> + 'static,
+    ) -> Rc<Cell<Option<T>>> {
+        let out = Rc::new(Cell::new(None));
+        let slot = out.clone();
+        self.pool
+            .spawner()
+            .spawn_local(async move { slot.set(Some(call.await)) })
+            .unwrap();
+        self.pool.run_until_stalled();
+        out
+    }
+}
+
+const EMFILE: i32 = 24;
+
+#[test]
+fn serves_many_connections() {
+    let mut h = Harness::new(ServeBuilder::new(NoTimer));
+    let clients: Vec<_> = (0..5).map(|_| h.connect()).collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let got = h.start(async move { client.echo(i as u32).await });
+        assert_eq!(got.take(), Some(Ok(i as u32)));
+    }
+}
+
+#[test]
+fn accept_errors_do_not_stop_the_server() {
+    let mut h = Harness::new(ServeBuilder::new(Instant));
+    h.accept_error(EMFILE);
+    h.accept_error(EMFILE);
+    h.accept_error(libc_econnaborted());
+    let client = h.connect();
+    let got = h.start(async move { client.echo(5).await });
+    assert_eq!(got.take(), Some(Ok(5)));
+}
+
+fn libc_econnaborted() -> i32 {
+    io::Error::from(io::ErrorKind::ConnectionAborted)
+        .raw_os_error()
+        .unwrap_or(103)
+}
+
+#[test]
+fn accept_is_retried_when_a_connection_closes() {
+    // NoTimer: the back-off never ends by itself, only a closing
+    // connection (which frees a descriptor) ends it.
+    let mut h = Harness::new(ServeBuilder::new(NoTimer));
+    let first = h.connect();
+    let keep = first.clone();
+    assert_eq!(
+        h.start(async move { keep.echo(1).await }).take(),
+        Some(Ok(1))
+    );
+    h.accept_error(EMFILE);
+    let second = h.connect();
+    let got = h.start(async move { second.echo(2).await });
+    assert_eq!(got.take(), None, "still backing off");
+    drop(first);
+    h.pool.run_until_stalled();
+    assert_eq!(got.take(), Some(Ok(2)));
+}
+
+#[test]
+fn pause_at_limit_serves_waiting_clients_later() {
+    let mut h = Harness::new(ServeBuilder::new(NoTimer).max_connections(1));
+    let first = h.connect();
+    let (release, released) = oneshot::channel::<()>();
+    let keep = first.clone();
+    let got1 = h.start(async move {
+        let r = keep.echo(1).await;
+        let _ = released.await;
+        r
+    });
+    let second = h.connect();
+    let got2 = h.start(async move { second.echo(2).await });
+    assert_eq!(
+        got2.take(),
+        None,
+        "second client waits while the limit is reached"
+    );
+    drop(first);
+    release.send(()).unwrap();
+    h.pool.run_until_stalled();
+    assert_eq!(got1.take(), Some(Ok(1)));
+    assert_eq!(got2.take(), Some(Ok(2)));
+}
+
+#[test]
+fn reject_at_limit_closes_new_connections() {
+    let builder = ServeBuilder::new(NoTimer)
+        .max_connections(1)
+        .at_limit(AtLimit::Reject);
+    let mut h = Harness::new(builder);
+    let first = h.connect();
+    let keep = first.clone();
+    assert_eq!(
+        h.start(async move { keep.echo(1).await }).take(),
+        Some(Ok(1))
+    );
+    let second = h.connect();
+    let got = h.start(async move { second.echo(2).await });
+    assert_eq!(got.take(), Some(Err(CallError::Closed)));
+    // The first connection is unaffected.
+    assert_eq!(
+        h.start(async move { first.echo(3).await }).take(),
+        Some(Ok(3))
+    );
+}
+
+#[test]
+fn graceful_shutdown_finishes_calls_in_flight() {
+    let shutdown = Shutdown::new();
+    let mut h = Harness::new(ServeBuilder::new(NoTimer).shutdown(shutdown.clone()));
+    let client = h.connect();
+    let c = client.clone();
+    let in_flight = h.start(async move { c.gated(7).await });
+    assert_eq!(h.imp.started.load(Ordering::SeqCst), 1);
+    shutdown.trigger();
+    h.pool.run_until_stalled();
+    assert!(!h.done.get(), "waits for the call in flight");
+    let c = client.clone();
+    let late = h.start(async move { c.echo(1).await });
+    assert_eq!(
+        late.take(),
+        Some(Err(CallError::Remote(RemoteError::ShuttingDown)))
+    );
+    h.imp.open_gate();
+    h.pool.run_until_stalled();
+    assert_eq!(in_flight.take(), Some(Ok(7)));
+    assert!(h.done.get(), "serve completes once the connection closed");
+    // The listener was dropped: no new connection is accepted.
+    assert!(h.conns.is_closed());
+}
+
+#[test]
+fn grace_period_closes_connections_with_stuck_calls() {
+    let shutdown = Shutdown::new();
+    let builder = ServeBuilder::new(Instant).shutdown(shutdown.clone());
+    let mut h = Harness::new(builder);
+    let client = h.connect();
+    let c = client.clone();
+    let stuck = h.start(async move { c.gated(7).await });
+    assert_eq!(h.imp.started.load(Ordering::SeqCst), 1);
+    shutdown.trigger();
+    h.pool.run_until_stalled();
+    assert!(h.done.get());
+    assert_eq!(stuck.take(), Some(Err(CallError::Closed)));
+}
+
+#[test]
+fn dropping_serve_closes_connections() {
+    let mut h = Harness::new(ServeBuilder::new(NoTimer));
+    let client = h.connect();
+    let c = client.clone();
+    let stuck = h.start(async move { c.gated(1).await });
+    assert_eq!(stuck.take(), None);
+    drop(h.serve.take());
+    h.pool.run_until_stalled();
+    assert_eq!(stuck.take(), Some(Err(CallError::Closed)));
+}

@@ -1,0 +1,126 @@
+//! # courier-tcp
+//!
+//! courier over TCP: connect to an address and get a [`courier::Client`] and
+//! its driver; bind an address and serve a [`courier::Service`] on every
+//! connection.
+//!
+//! # Model
+//!
+//! - **Client**: [`connect`] dials (with `TCP_NODELAY` on, since courier
+//!   already coalesces frames into one write) and returns `(Client,
+//!   ClientDriver)`. Poll the driver on any executor — spawn it, or join it
+//!   with your calls — and wrap the client in a typed client from
+//!   [`courier::service!`], e.g. `CalcClient::new(client)`. [`connect_with`]
+//!   takes a [`courier::ClientBuilder`] for the frame limit, the calls in
+//!   flight and the timer.
+//! - **Server**: [`serve`] (or [`builder`]`().….serve(...)`) turns a
+//!   [`TcpListener`] and a service into a [`Serve`] future. It accepts
+//!   connections and runs one [`courier::Server`] per connection *inside
+//!   itself* (no spawning), or on your executor with
+//!   [`ServeBuilder::serve_spawned`]. The connection limit, graceful
+//!   shutdown, accept-error back-off and logging (the `log` crate) are
+//!   described in [`courier_net`].
+//! - **Backends**: the top-level items use async-io / async-net (feature
+//!   `async-io`, on by default) and work under smol or any other executor;
+//!   the [`tokio`](crate::tokio) module (feature `tokio`) has the same API on
+//!   tokio's own sockets, with no compatibility layer.
+//!
+//! Connection-level failures are [`TcpError`]s; once connected, the
+//! transport's error is `std::io::Error`, and callers see
+//! [`courier::CallError`]s.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "async-io")]
+//! # {
+//! courier::service! {
+//!     /// A calculator.
+//!     pub trait Calc {
+//!         /// Adds two numbers.
+//!         async fn add(a: u64, b: u64) -> u64;
+//!     }
+//! }
+//! struct Adder;
+//! impl Calc for Adder {
+//!     async fn add(&self, a: u64, b: u64) -> u64 {
+//!         a + b
+//!     }
+//! }
+//!
+//! smol::block_on(async {
+//!     let listener = courier_tcp::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let shutdown = courier::Shutdown::new();
+//!     let server = courier_tcp::builder()
+//!         .shutdown(shutdown.clone())
+//!         .serve(listener, CalcServer::new(Adder));
+//!     let server = smol::spawn(server);
+//!
+//!     let (client, driver) = courier_tcp::connect(addr).await?;
+//!     let driver = smol::spawn(driver);
+//!     let calc = CalcClient::new(client);
+//!     assert_eq!(calc.add(2, 3).await?, 5);
+//!
+//!     drop(calc); // the driver closes the connection when all handles are gone
+//!     driver.await?;
+//!     shutdown.trigger();
+//!     server.await;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .unwrap();
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::io;
+
+use courier::{TransportError, TransportErrorKind};
+pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
+
+#[cfg(feature = "async-io")]
+mod async_io_backend;
+#[cfg(feature = "async-io")]
+pub use async_io_backend::{
+    builder, connect, connect_stream, connect_with, serve, serve_addr, Conn, Driver, TcpListener,
+};
+
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+/// Why a TCP connection or listener could not be set up.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TcpError {
+    /// Resolving or connecting to the address failed.
+    Connect(io::Error),
+    /// Binding or listening on the address failed.
+    Bind(io::Error),
+}
+
+impl fmt::Display for TcpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TcpError::Connect(e) => write!(f, "TCP connect failed: {e}"),
+            TcpError::Bind(e) => write!(f, "TCP bind failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TcpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TcpError::Connect(e) | TcpError::Bind(e) => Some(e),
+        }
+    }
+}
+
+impl TransportError for TcpError {
+    fn kind(&self) -> TransportErrorKind {
+        match self {
+            TcpError::Connect(e) | TcpError::Bind(e) => TransportError::kind(e),
+        }
+    }
+}

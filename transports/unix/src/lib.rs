@@ -1,0 +1,199 @@
+//! # courier-unix
+//!
+//! courier over Unix domain sockets: connect to a socket path and get a
+//! [`courier::Client`] and its driver; bind a path and serve a
+//! [`courier::Service`] on every connection. The API mirrors `courier-tcp`.
+//!
+//! # Model
+//!
+//! - **Client**: [`connect`] returns `(Client, ClientDriver)`; poll the
+//!   driver on any executor and wrap the client in a typed client from
+//!   [`courier::service!`]. [`connect_with`] takes a
+//!   [`courier::ClientBuilder`].
+//! - **Server**: [`UnixListener::bind`] then [`serve`] (or
+//!   [`builder`]`().….serve(...)`) gives a [`Serve`] future that runs one
+//!   [`courier::Server`] per connection inside itself, or on your executor
+//!   with [`ServeBuilder::serve_spawned`]. Connection limit, graceful
+//!   shutdown, accept-error back-off and logging are described in
+//!   [`courier_net`].
+//! - **Socket file**: binding a path whose socket file is *stale* (nothing
+//!   accepts on it any more, e.g. after a crash) removes it first; a path
+//!   where a server still answers is [`UnixError::InUse`], and a path that is
+//!   not a socket is never removed. A listener made by `bind` removes its own
+//!   file when it is dropped — when the server shuts down gracefully (the
+//!   listener is dropped as soon as shutdown starts) or its future is
+//!   dropped — unless another server has since replaced the file.
+//! - **Backends**: the top-level items use async-io / async-net (feature
+//!   `async-io`, default; smol or any executor); the [`tokio`](crate::tokio)
+//!   module (feature `tokio`) uses tokio's own sockets natively.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "async-io")]
+//! # {
+//! courier::service! {
+//!     /// Greets.
+//!     pub trait Greeter {
+//!         /// Says hello.
+//!         async fn hello(name: String) -> String;
+//!     }
+//! }
+//! struct Imp;
+//! impl Greeter for Imp {
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("hello, {name}")
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("greeter.sock");
+//! smol::block_on(async {
+//!     let listener = courier_unix::UnixListener::bind(&path)?;
+//!     let shutdown = courier::Shutdown::new();
+//!     let server = courier_unix::builder()
+//!         .shutdown(shutdown.clone())
+//!         .serve(listener, GreeterServer::new(Imp));
+//!     let server = smol::spawn(server);
+//!
+//!     let (client, driver) = courier_unix::connect(&path).await?;
+//!     let driver = smol::spawn(driver);
+//!     let greeter = GreeterClient::new(client);
+//!     assert_eq!(greeter.hello("unix".into()).await?, "hello, unix");
+//!
+//!     drop(greeter);
+//!     driver.await?;
+//!     shutdown.trigger();
+//!     server.await;
+//!     assert!(!path.exists(), "the server removed its socket file");
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .unwrap();
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use courier::{TransportError, TransportErrorKind};
+pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
+
+#[cfg(feature = "async-io")]
+mod async_io_backend;
+#[cfg(feature = "async-io")]
+pub use async_io_backend::{
+    builder, connect, connect_stream, connect_with, serve, Conn, Driver, UnixListener,
+};
+
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+/// Why a Unix socket connection or listener could not be set up.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UnixError {
+    /// Connecting to the socket path failed.
+    Connect(io::Error),
+    /// Binding the path failed (including: the path exists and is not a
+    /// socket, or a stale socket file could not be removed).
+    Bind(io::Error),
+    /// A server still accepts connections on this path.
+    InUse,
+}
+
+impl fmt::Display for UnixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixError::Connect(e) => write!(f, "Unix socket connect failed: {e}"),
+            UnixError::Bind(e) => write!(f, "Unix socket bind failed: {e}"),
+            UnixError::InUse => f.write_str("a server is already listening on this socket path"),
+        }
+    }
+}
+
+impl std::error::Error for UnixError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UnixError::Connect(e) | UnixError::Bind(e) => Some(e),
+            UnixError::InUse => None,
+        }
+    }
+}
+
+impl TransportError for UnixError {
+    fn kind(&self) -> TransportErrorKind {
+        match self {
+            UnixError::Connect(e) | UnixError::Bind(e) => TransportError::kind(e),
+            UnixError::InUse => TransportErrorKind::Io,
+        }
+    }
+}
+
+/// The socket file a listener created; removed on drop if it is still the
+/// same file (same device and inode).
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Binds `path` with std, removing a stale socket file first.
+fn bind_std(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile), UnixError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(UnixError::InUse),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            return Err(UnixError::Bind(e))
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => return Err(UnixError::Bind(e)),
+            }
+        }
+        Ok(_) => {
+            let e = io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            );
+            return Err(UnixError::Bind(e));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(UnixError::Bind(e)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(UnixError::Bind)?;
+    let meta = std::fs::symlink_metadata(path).map_err(UnixError::Bind)?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    Ok((listener, file))
+}
+
+/// How connections to `path` are named in log messages.
+fn peer_label(path: Option<&Path>) -> Arc<str> {
+    match path {
+        Some(path) => format!("unix:{}", path.display()).into(),
+        None => "unix:(unnamed)".into(),
+    }
+}
