@@ -272,3 +272,155 @@ where
         .map(|_| rt.spawn(caller(client.clone(), payload, phase.clone())))
         .collect()
 }
+
+pub mod alloc_count {
+    //! Heap allocations per call, client and server apart.
+    //!
+    //! [`CountingAlloc`] counts the allocations (and reallocations) each
+    //! thread makes; register it as the global allocator of a benchmark or
+    //! test binary. [`per_call`] runs a client and a server over
+    //! `courier-mem` on the current thread, polling each inside a wrapper
+    //! that attributes the allocations made during its polls to its side.
+    //! Two runs with different call counts are subtracted, so connection
+    //! setup, buffer growth during warm-up and teardown cancel out and what
+    //! remains is the steady-state cost of one call.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::rc::Rc;
+    use std::task::{Context, Poll};
+
+    use futures::future::join_all;
+    use serde_bytes::ByteBuf;
+
+    thread_local! {
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// The system allocator, counting each thread's allocations.
+    #[derive(Debug, Default)]
+    pub struct CountingAlloc;
+
+    // SAFETY: every call is forwarded unchanged to `System`; the counter is
+    // a const-initialised thread-local `Cell` that never allocates.
+    unsafe impl GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            bump();
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            bump();
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            bump();
+            // SAFETY: same contract as ours.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    fn bump() {
+        // `try_with`: the thread-local may already be gone at thread exit.
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    /// Allocations made by this thread so far (0 unless [`CountingAlloc`]
+    /// is the global allocator).
+    pub fn thread_allocs() -> u64 {
+        ALLOCS.with(Cell::get)
+    }
+
+    /// Adds the allocations made while polling `inner` to `tally`.
+    struct Counted<F> {
+        inner: Pin<Box<F>>,
+        tally: Rc<Cell<u64>>,
+    }
+
+    impl<F: Future> Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            let before = thread_allocs();
+            let poll = self.inner.as_mut().poll(cx);
+            self.tally.set(self.tally.get() + thread_allocs() - before);
+            poll
+        }
+    }
+
+    /// Steady-state heap allocations per call.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct PerCall {
+        /// In the caller's future and the client driver.
+        pub client: f64,
+        /// In the server driver and the handlers.
+        pub server: f64,
+    }
+
+    impl PerCall {
+        /// Client and server together.
+        pub fn total(&self) -> f64 {
+            self.client + self.server
+        }
+    }
+
+    /// Runs `concurrency` callers making `calls` calls each (`payload` 0:
+    /// `add`, else echo of that many bytes) and returns the allocations of
+    /// the client side and of the server side.
+    fn run(concurrency: usize, calls: u64, payload: usize) -> (u64, u64) {
+        let (client_io, server_io) = courier_mem::pair(1 << 20);
+        let client_tally = Rc::new(Cell::new(0));
+        let server_tally = Rc::new(Cell::new(0));
+        let server = Counted {
+            inner: Box::pin(super::server(server_io, concurrency)),
+            tally: server_tally.clone(),
+        };
+        let (client, driver) = super::client(client_io, concurrency);
+        let callers = (0..concurrency)
+            .map(|_| {
+                let client = client.clone();
+                async move {
+                    let mut buf = ByteBuf::from(vec![1; payload]);
+                    for i in 0..calls {
+                        if payload == 0 {
+                            assert_eq!(client.add(i, 1).await, Ok(i + 1));
+                        } else {
+                            buf = client.echo(buf).await.expect("echo");
+                        }
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        drop(client);
+        let client_side = Counted {
+            inner: Box::pin(async move {
+                let (_, driver) = futures::join!(join_all(callers), driver);
+                driver.expect("client driver");
+            }),
+            tally: client_tally.clone(),
+        };
+        let (_, server) =
+            futures::executor::block_on(async { futures::join!(client_side, server) });
+        server.expect("server");
+        (client_tally.get(), server_tally.get())
+    }
+
+    /// Steady-state allocations per call: the difference between a run of
+    /// 2000 and one of 1000 calls per caller, divided by the extra calls.
+    pub fn per_call(concurrency: usize, payload: usize) -> PerCall {
+        let (short, long) = (1000, 2000);
+        let (c1, s1) = run(concurrency, short, payload);
+        let (c2, s2) = run(concurrency, long, payload);
+        let extra = ((long - short) * concurrency as u64) as f64;
+        PerCall {
+            client: c2.saturating_sub(c1) as f64 / extra,
+            server: s2.saturating_sub(s1) as f64 / extra,
+        }
+    }
+}

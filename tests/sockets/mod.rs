@@ -1,0 +1,484 @@
+//! Scenarios run over real sockets (TCP on 127.0.0.1, Unix sockets in temp
+//! dirs) on each runtime. A test file implements [`Env`] for one transport on
+//! one runtime and instantiates every scenario with [`scenarios!`].
+//!
+//! Every wait is bounded ([`within`]), so a broken server fails a test
+//! instead of hanging it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use courier::{CallError, Client, RemoteError, Shutdown, Spawn};
+use courier_net::{AtLimit, Listener, ServeBuilder, Stats};
+use futures::channel::oneshot;
+use futures::future::{self, BoxFuture, Either, FutureExt, RemoteHandle};
+use futures::stream::StreamExt;
+
+/// The longest any single step may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+courier::service! {
+    /// The service under test.
+    pub trait Net {
+        /// Adds.
+        async fn add(a: u64, b: u64) -> u64;
+        /// Waits until the gate opens, then returns `tag`.
+        async fn hold(tag: u64) -> u64;
+    }
+}
+
+/// What the handlers did, seen from the test.
+#[derive(Default)]
+pub struct Probe {
+    started: AtomicUsize,
+    dropped: AtomicUsize,
+    gate: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl Probe {
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+    /// `hold` handlers dropped before they finished (cancelled).
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+    /// Lets every waiting `hold` return.
+    pub fn open_gate(&self) {
+        for tx in self.gate.lock().unwrap().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The implementation; clones share the probe.
+#[derive(Clone, Default)]
+pub struct Imp(pub Arc<Probe>);
+
+struct Unfinished(Arc<Probe>, bool);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Net for Imp {
+    async fn add(&self, a: u64, b: u64) -> u64 {
+        a + b
+    }
+    async fn hold(&self, tag: u64) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        self.0.gate.lock().unwrap().push(tx);
+        let mut guard = Unfinished(self.0.clone(), false);
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        let _ = rx.await;
+        guard.1 = true;
+        tag
+    }
+}
+
+/// Where a server listens.
+#[derive(Clone, Debug)]
+pub enum Addr {
+    Tcp(std::net::SocketAddr),
+    /// A socket path, in a temp dir that lives as long as the address.
+    Unix(PathBuf, Arc<tempfile::TempDir>),
+}
+
+/// A task; dropping the handle cancels it.
+pub type Task<T> = RemoteHandle<T>;
+
+/// One transport on one runtime.
+pub trait Env: Sized + 'static {
+    /// The listener type.
+    type Listener: Listener<Conn: Send + 'static, Peer: Send + 'static> + Send + 'static;
+    /// The runtime's timer.
+    type Timer: courier::Timer<Sleep: Send + 'static> + Clone + Send + Sync + 'static;
+
+    /// Runs `f` to completion on the runtime.
+    fn block_on<F: Future>(f: F) -> F::Output;
+    /// Runs `f` as a task of the runtime.
+    fn spawn_raw(f: BoxFuture<'static, ()>);
+    /// Sleeps on the runtime's timer.
+    fn sleep(d: Duration) -> BoxFuture<'static, ()>;
+    /// A fresh listener (a free port, or a path in a fresh temp dir).
+    fn bind() -> (Self::Listener, Addr);
+    /// A serve builder with the runtime's timer.
+    fn builder() -> ServeBuilder<Self::Timer>;
+    /// Connects a client; the driver is spawned and ends with the connection.
+    fn connect(addr: &Addr) -> BoxFuture<'static, io::Result<(Client, BoxFuture<'static, ()>)>>;
+    /// Opens a raw connection, writes `bytes`, and reads until the server
+    /// closes it. `Ok(n)`: closed cleanly after `n` bytes; `Err`: reset.
+    fn raw(addr: &Addr, bytes: Vec<u8>) -> BoxFuture<'static, io::Result<usize>>;
+
+    /// Spawns `f`; dropping the returned handle cancels it.
+    fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Task<T> {
+        let (f, handle) = f.remote_handle();
+        Self::spawn_raw(f.boxed());
+        handle
+    }
+
+    /// A spawner for `serve_spawned`.
+    fn spawner() -> impl Spawn + 'static {
+        |task: Pin<Box<dyn Future<Output = ()> + Send>>| Self::spawn_raw(task)
+    }
+}
+
+/// Runs `f`, failing the test if it takes longer than [`STEP`].
+pub async fn within<E: Env, T>(what: &str, f: impl Future<Output = T>) -> T {
+    match future::select(pin!(f), E::sleep(STEP)).await {
+        Either::Left((out, _)) => out,
+        Either::Right(_) => panic!("timed out: {what}"),
+    }
+}
+
+/// Whether `f` is still pending after `d` (used only to check that
+/// something does *not* happen yet; a slow machine can only make it pass).
+pub async fn still_pending<E: Env, T>(f: &mut (impl Future<Output = T> + Unpin), d: Duration) -> bool {
+    match future::select(f, E::sleep(d)).await {
+        Either::Left(_) => false,
+        Either::Right(_) => true,
+    }
+}
+
+/// Waits until `cond` holds, checking every few milliseconds.
+pub async fn wait_for<E: Env>(what: &str, mut cond: impl FnMut() -> bool) {
+    within::<E, _>(what, async {
+        while !cond() {
+            E::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// A connected typed client whose driver runs as a task.
+pub struct Conn {
+    pub client: NetClient,
+    pub driver: Task<()>,
+}
+
+pub async fn connect<E: Env>(addr: &Addr) -> Conn {
+    let (client, driver) = within::<E, _>("connect", E::connect(addr))
+        .await
+        .expect("connect");
+    Conn {
+        client: NetClient::new(client),
+        driver: E::spawn(driver),
+    }
+}
+
+/// A server running as a task.
+pub struct Running {
+    pub addr: Addr,
+    pub imp: Imp,
+    pub stats: Stats,
+    pub task: Task<()>,
+}
+
+pub fn start<E: Env>(builder: ServeBuilder<E::Timer>, spawned: bool) -> Running {
+    let (listener, addr) = E::bind();
+    let imp = Imp::default();
+    let service = NetServer::new(imp.clone());
+    let serve = if spawned {
+        builder.serve_spawned(listener, service, E::spawner())
+    } else {
+        builder.serve(listener, service)
+    };
+    let stats = serve.stats();
+    Running {
+        addr,
+        imp,
+        stats,
+        task: E::spawn(serve),
+    }
+}
+
+/// Log records, captured for the whole test binary.
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+        LOGS.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+/// Starts capturing log records.
+pub fn capture_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+/// Captured lines containing every one of `parts`.
+pub fn logged(parts: &[&str]) -> Vec<String> {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .cloned()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+/// 1,000 calls with 128 in flight on one connection, each answer checked;
+/// connections served inside the serve future or spawned.
+pub fn many_calls<E: Env>(spawned: bool) {
+    E::block_on(async {
+        let server = start::<E>(E::builder(), spawned);
+        let conn = connect::<E>(&server.addr).await;
+        let client = &conn.client;
+        let mut results = futures::stream::iter(0..1000u64)
+            .map(|i| async move { (i, client.add(i, 1_000_000).await) })
+            .buffer_unordered(128);
+        let mut seen = 0;
+        within::<E, _>("1000 calls", async {
+            while let Some((i, result)) = results.next().await {
+                assert_eq!(result, Ok(i + 1_000_000), "call {i}");
+                seen += 1;
+            }
+        })
+        .await;
+        assert_eq!(seen, 1000);
+    });
+}
+
+/// Killing the server fails the pending calls promptly, with a typed error.
+pub fn server_killed_mid_call<E: Env>() {
+    E::block_on(async {
+        let server = start::<E>(E::builder(), false);
+        let conn = connect::<E>(&server.addr).await;
+        let client = conn.client.clone();
+        let pending = E::spawn(async move {
+            futures::future::join(client.hold(1), client.hold(2)).await
+        });
+        let probe = server.imp.0.clone();
+        wait_for::<E>("handlers started", || probe.started() == 2).await;
+        drop(server.task);
+        let (a, b) = within::<E, _>("calls fail after the server is killed", pending).await;
+        for result in [a, b] {
+            assert!(
+                matches!(result, Err(CallError::Closed | CallError::Transport(_))),
+                "{result:?}"
+            );
+        }
+        let later = within::<E, _>("a later call", conn.client.add(1, 2)).await;
+        assert!(later.is_err(), "{later:?}");
+    });
+}
+
+/// Killing the client frees the server's in-flight slots: the handlers are
+/// dropped and the connection is closed.
+pub fn client_killed_mid_call<E: Env>() {
+    E::block_on(async {
+        let server = start::<E>(E::builder(), false);
+        let conn = connect::<E>(&server.addr).await;
+        let client = conn.client.clone();
+        let calls = E::spawn(async move {
+            futures::future::join3(client.hold(1), client.hold(2), client.hold(3)).await
+        });
+        let probe = server.imp.0.clone();
+        wait_for::<E>("handlers started", || probe.started() == 3).await;
+        assert_eq!(server.stats.connections(), 1);
+        // Kill the client side: the driver (and with it the socket) and
+        // every call future.
+        drop(conn);
+        drop(calls);
+        wait_for::<E>("handlers dropped", || probe.dropped() == 3).await;
+        let stats = server.stats.clone();
+        wait_for::<E>("connection closed", || stats.connections() == 0).await;
+        // The server keeps serving.
+        let again = connect::<E>(&server.addr).await;
+        assert_eq!(within::<E, _>("call", again.client.add(2, 2)).await, Ok(4));
+    });
+}
+
+/// A raw client announcing an oversized frame is disconnected and logged;
+/// other clients keep being served.
+pub fn oversized_frame<E: Env>() {
+    capture_logs();
+    E::block_on(async {
+        let server = start::<E>(E::builder().max_frame(1024), false);
+        let before = connect::<E>(&server.addr).await;
+        assert_eq!(within::<E, _>("call", before.client.add(1, 1)).await, Ok(2));
+
+        // A length prefix of 777,777 bytes, then some of them.
+        let mut bytes = 777_777u32.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0xAB; 64]);
+        let read = within::<E, _>("server closes the raw connection", E::raw(&server.addr, bytes))
+            .await;
+        // Closed (Ok(0)) or reset: either way the server sent no reply.
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        wait_for::<E>("the reason is logged", || {
+            !logged(&["WARN", "closed", "777777", "exceeds the limit of 1024"]).is_empty()
+        })
+        .await;
+
+        assert_eq!(within::<E, _>("call", before.client.add(2, 3)).await, Ok(5));
+        let after = connect::<E>(&server.addr).await;
+        assert_eq!(within::<E, _>("call", after.client.add(4, 5)).await, Ok(9));
+    });
+}
+
+/// At the limit new clients wait (`Pause`) until a connection closes.
+pub fn max_connections_pause<E: Env>() {
+    E::block_on(async {
+        let server = start::<E>(E::builder().max_connections(2), false);
+        let first = connect::<E>(&server.addr).await;
+        let second = connect::<E>(&server.addr).await;
+        assert_eq!(within::<E, _>("call", first.client.add(1, 0)).await, Ok(1));
+        assert_eq!(within::<E, _>("call", second.client.add(2, 0)).await, Ok(2));
+
+        let third = connect::<E>(&server.addr).await;
+        let client = third.client.clone();
+        let mut call = E::spawn(async move { client.add(3, 0).await });
+        assert!(
+            still_pending::<E, _>(&mut call, Duration::from_millis(200)).await,
+            "a third client is served beyond the limit of 2"
+        );
+        assert_eq!(server.stats.connections(), 2);
+        drop(first);
+        assert_eq!(within::<E, _>("third client served", call).await, Ok(3));
+        assert_eq!(within::<E, _>("call", second.client.add(4, 0)).await, Ok(4));
+    });
+}
+
+/// At the limit new clients are accepted and closed (`Reject`), logged.
+pub fn max_connections_reject<E: Env>() {
+    capture_logs();
+    E::block_on(async {
+        let builder = E::builder().max_connections(1).at_limit(AtLimit::Reject);
+        let server = start::<E>(builder, false);
+        let first = connect::<E>(&server.addr).await;
+        assert_eq!(within::<E, _>("call", first.client.add(1, 0)).await, Ok(1));
+        let second = connect::<E>(&server.addr).await;
+        let rejected = within::<E, _>("rejected call", second.client.add(2, 0)).await;
+        assert!(
+            matches!(rejected, Err(CallError::Closed | CallError::Transport(_))),
+            "{rejected:?}"
+        );
+        assert!(!logged(&["rejected connection", "limit 1"]).is_empty());
+        assert_eq!(within::<E, _>("call", first.client.add(3, 0)).await, Ok(3));
+    });
+}
+
+/// Shutdown: no new connections, new calls refused, calls in flight
+/// finish, then the server future completes.
+pub fn graceful_shutdown<E: Env>(spawned: bool) {
+    E::block_on(async {
+        let shutdown = Shutdown::new();
+        let builder = E::builder()
+            .shutdown(shutdown.clone())
+            .grace_period(STEP * 2);
+        let server = start::<E>(builder, spawned);
+        let conn = connect::<E>(&server.addr).await;
+        let client = conn.client.clone();
+        let in_flight = E::spawn(async move { client.hold(7).await });
+        let probe = server.imp.0.clone();
+        wait_for::<E>("handler started", || probe.started() == 1).await;
+
+        shutdown.trigger();
+        let refused = within::<E, _>("call after shutdown", conn.client.add(1, 1)).await;
+        assert_eq!(refused, Err(CallError::Remote(RemoteError::ShuttingDown)));
+        let dialed = within::<E, _>("connect after shutdown", E::connect(&server.addr)).await;
+        assert!(dialed.is_err(), "the listener still accepts");
+        if let Addr::Unix(path, _) = &server.addr {
+            assert!(!path.exists(), "socket file left behind");
+        }
+
+        server.imp.0.open_gate();
+        assert_eq!(within::<E, _>("call in flight", in_flight).await, Ok(7));
+        within::<E, _>("server completes", server.task).await;
+        assert_eq!(server.stats.connections(), 0);
+    });
+}
+
+/// Shutdown with a call that never finishes: the grace period ends it.
+pub fn grace_period_expires<E: Env>() {
+    E::block_on(async {
+        let shutdown = Shutdown::new();
+        let builder = E::builder()
+            .shutdown(shutdown.clone())
+            .grace_period(Duration::from_millis(100));
+        let server = start::<E>(builder, false);
+        let conn = connect::<E>(&server.addr).await;
+        let client = conn.client.clone();
+        let stuck = E::spawn(async move { client.hold(1).await });
+        let probe = server.imp.0.clone();
+        wait_for::<E>("handler started", || probe.started() == 1).await;
+        shutdown.trigger();
+        within::<E, _>("server completes after the grace period", server.task).await;
+        let result = within::<E, _>("stuck call fails", stuck).await;
+        assert!(
+            matches!(result, Err(CallError::Closed | CallError::Transport(_))),
+            "{result:?}"
+        );
+        assert_eq!(probe.dropped(), 1);
+    });
+}
+
+/// Instantiates every scenario for an [`Env`].
+#[macro_export]
+macro_rules! scenarios {
+    ($env:ty) => {
+        #[test]
+        fn many_calls_in_serve_future() {
+            sockets::many_calls::<$env>(false);
+        }
+        #[test]
+        fn many_calls_spawned_connections() {
+            sockets::many_calls::<$env>(true);
+        }
+        #[test]
+        fn server_killed_mid_call() {
+            sockets::server_killed_mid_call::<$env>();
+        }
+        #[test]
+        fn client_killed_mid_call() {
+            sockets::client_killed_mid_call::<$env>();
+        }
+        #[test]
+        fn oversized_frame_closes_only_that_connection() {
+            sockets::oversized_frame::<$env>();
+        }
+        #[test]
+        fn max_connections_pause() {
+            sockets::max_connections_pause::<$env>();
+        }
+        #[test]
+        fn max_connections_reject() {
+            sockets::max_connections_reject::<$env>();
+        }
+        #[test]
+        fn graceful_shutdown() {
+            sockets::graceful_shutdown::<$env>(false);
+        }
+        #[test]
+        fn graceful_shutdown_spawned_connections() {
+            sockets::graceful_shutdown::<$env>(true);
+        }
+        #[test]
+        fn grace_period_expires() {
+            sockets::grace_period_expires::<$env>();
+        }
+    };
+}

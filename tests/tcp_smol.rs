@@ -1,0 +1,58 @@
+//! courier-tcp's async-io backend on smol, over 127.0.0.1.
+
+mod sockets;
+
+use std::io;
+use std::time::Duration;
+
+use courier::timer::AsyncIoTimer;
+use courier_net::ServeBuilder;
+use futures::future::{BoxFuture, FutureExt};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use sockets::{Addr, Env};
+
+struct TcpSmol;
+
+impl Env for TcpSmol {
+    type Listener = courier_tcp::TcpListener;
+    type Timer = AsyncIoTimer;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        smol::block_on(f)
+    }
+    fn spawn_raw(f: BoxFuture<'static, ()>) {
+        smol::spawn(f).detach();
+    }
+    fn sleep(d: Duration) -> BoxFuture<'static, ()> {
+        async_io::Timer::after(d).map(drop).boxed()
+    }
+    fn bind() -> (Self::Listener, Addr) {
+        let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = courier_tcp::TcpListener::from(async_net::TcpListener::try_from(std).unwrap());
+        let addr = listener.local_addr().unwrap();
+        (listener, Addr::Tcp(addr))
+    }
+    fn builder() -> ServeBuilder<AsyncIoTimer> {
+        courier_tcp::builder()
+    }
+    fn connect(addr: &Addr) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
+        let Addr::Tcp(addr) = addr.clone() else { unreachable!() };
+        async move {
+            let (client, driver) = courier_tcp::connect(addr).await.map_err(io::Error::other)?;
+            Ok((client, driver.map(drop).boxed()))
+        }
+        .boxed()
+    }
+    fn raw(addr: &Addr, bytes: Vec<u8>) -> BoxFuture<'static, io::Result<usize>> {
+        let Addr::Tcp(addr) = addr.clone() else { unreachable!() };
+        async move {
+            let mut stream = async_net::TcpStream::connect(addr).await?;
+            stream.write_all(&bytes).await?;
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await
+        }
+        .boxed()
+    }
+}
+
+scenarios!(TcpSmol);
