@@ -89,7 +89,10 @@ fn ready_frames_share_one_write() {
         drop(server);
 
         let client_writes = client_writes.load(Ordering::SeqCst);
-        assert!(client_writes <= 2, "{CALLS} requests took {client_writes} writes");
+        assert!(
+            client_writes <= 2,
+            "{CALLS} requests took {client_writes} writes"
+        );
         let server_writes = server_writes.load(Ordering::SeqCst);
         assert!(
             server_writes <= CALLS as usize / 10,

@@ -28,15 +28,20 @@ impl Env for TcpSmol {
     }
     fn bind() -> (Self::Listener, Addr) {
         let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let listener = courier_tcp::TcpListener::from(async_net::TcpListener::try_from(std).unwrap());
+        let listener =
+            courier_tcp::TcpListener::from(async_net::TcpListener::try_from(std).unwrap());
         let addr = listener.local_addr().unwrap();
         (listener, Addr::Tcp(addr))
     }
     fn builder() -> ServeBuilder<AsyncIoTimer> {
         courier_tcp::builder()
     }
-    fn connect(addr: &Addr) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
-        let Addr::Tcp(addr) = addr.clone() else { unreachable!() };
+    fn connect(
+        addr: &Addr,
+    ) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
+        let Addr::Tcp(addr) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let (client, driver) = courier_tcp::connect(addr).await.map_err(io::Error::other)?;
             Ok((client, driver.map(drop).boxed()))
@@ -44,7 +49,9 @@ impl Env for TcpSmol {
         .boxed()
     }
     fn raw(addr: &Addr, bytes: Vec<u8>) -> BoxFuture<'static, io::Result<usize>> {
-        let Addr::Tcp(addr) = addr.clone() else { unreachable!() };
+        let Addr::Tcp(addr) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let mut stream = async_net::TcpStream::connect(addr).await?;
             stream.write_all(&bytes).await?;

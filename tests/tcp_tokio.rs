@@ -38,17 +38,20 @@ impl Env for TcpTokio {
     fn bind() -> (Self::Listener, Addr) {
         let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std.set_nonblocking(true).unwrap();
-        let listener = courier_tcp::tokio::TcpListener::from(
-            tokio::net::TcpListener::from_std(std).unwrap(),
-        );
+        let listener =
+            courier_tcp::tokio::TcpListener::from(tokio::net::TcpListener::from_std(std).unwrap());
         let addr = listener.local_addr().unwrap();
         (listener, Addr::Tcp(addr))
     }
     fn builder() -> ServeBuilder<TokioTimer> {
         courier_tcp::tokio::builder()
     }
-    fn connect(addr: &Addr) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
-        let Addr::Tcp(addr) = addr.clone() else { unreachable!() };
+    fn connect(
+        addr: &Addr,
+    ) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
+        let Addr::Tcp(addr) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let (client, driver) = courier_tcp::tokio::connect(addr)
                 .await
@@ -58,7 +61,9 @@ impl Env for TcpTokio {
         .boxed()
     }
     fn raw(addr: &Addr, bytes: Vec<u8>) -> BoxFuture<'static, io::Result<usize>> {
-        let Addr::Tcp(addr) = addr.clone() else { unreachable!() };
+        let Addr::Tcp(addr) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await?;
             stream.write_all(&bytes).await?;

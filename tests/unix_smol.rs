@@ -36,16 +36,24 @@ impl Env for UnixSmol {
     fn builder() -> ServeBuilder<AsyncIoTimer> {
         courier_unix::builder()
     }
-    fn connect(addr: &Addr) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
-        let Addr::Unix(path, _) = addr.clone() else { unreachable!() };
+    fn connect(
+        addr: &Addr,
+    ) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
+        let Addr::Unix(path, _) = addr.clone() else {
+            unreachable!()
+        };
         async move {
-            let (client, driver) = courier_unix::connect(path).await.map_err(io::Error::other)?;
+            let (client, driver) = courier_unix::connect(path)
+                .await
+                .map_err(io::Error::other)?;
             Ok((client, driver.map(drop).boxed()))
         }
         .boxed()
     }
     fn raw(addr: &Addr, bytes: Vec<u8>) -> BoxFuture<'static, io::Result<usize>> {
-        let Addr::Unix(path, _) = addr.clone() else { unreachable!() };
+        let Addr::Unix(path, _) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let mut stream = async_net::unix::UnixStream::connect(path).await?;
             stream.write_all(&bytes).await?;

@@ -45,8 +45,12 @@ impl Env for UnixTokio {
     fn builder() -> ServeBuilder<TokioTimer> {
         courier_unix::tokio::builder()
     }
-    fn connect(addr: &Addr) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
-        let Addr::Unix(path, _) = addr.clone() else { unreachable!() };
+    fn connect(
+        addr: &Addr,
+    ) -> BoxFuture<'static, io::Result<(courier::Client, BoxFuture<'static, ()>)>> {
+        let Addr::Unix(path, _) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let (client, driver) = courier_unix::tokio::connect(path)
                 .await
@@ -56,7 +60,9 @@ impl Env for UnixTokio {
         .boxed()
     }
     fn raw(addr: &Addr, bytes: Vec<u8>) -> BoxFuture<'static, io::Result<usize>> {
-        let Addr::Unix(path, _) = addr.clone() else { unreachable!() };
+        let Addr::Unix(path, _) = addr.clone() else {
+            unreachable!()
+        };
         async move {
             let mut stream = tokio::net::UnixStream::connect(path).await?;
             stream.write_all(&bytes).await?;

@@ -143,7 +143,10 @@ pub async fn within<E: Env, T>(what: &str, f: impl Future<Output = T>) -> T {
 
 /// Whether `f` is still pending after `d` (used only to check that
 /// something does *not* happen yet; a slow machine can only make it pass).
-pub async fn still_pending<E: Env, T>(f: &mut (impl Future<Output = T> + Unpin), d: Duration) -> bool {
+pub async fn still_pending<E: Env, T>(
+    f: &mut (impl Future<Output = T> + Unpin),
+    d: Duration,
+) -> bool {
     match future::select(f, E::sleep(d)).await {
         Either::Left(_) => false,
         Either::Right(_) => true,
@@ -268,9 +271,8 @@ pub fn server_killed_mid_call<E: Env>() {
         let server = start::<E>(E::builder(), false);
         let conn = connect::<E>(&server.addr).await;
         let client = conn.client.clone();
-        let pending = E::spawn(async move {
-            futures::future::join(client.hold(1), client.hold(2)).await
-        });
+        let pending =
+            E::spawn(async move { futures::future::join(client.hold(1), client.hold(2)).await });
         let probe = server.imp.0.clone();
         wait_for::<E>("handlers started", || probe.started() == 2).await;
         drop(server.task);
@@ -324,8 +326,11 @@ pub fn oversized_frame<E: Env>() {
         // A length prefix of 777,777 bytes, then some of them.
         let mut bytes = 777_777u32.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0xAB; 64]);
-        let read = within::<E, _>("server closes the raw connection", E::raw(&server.addr, bytes))
-            .await;
+        let read = within::<E, _>(
+            "server closes the raw connection",
+            E::raw(&server.addr, bytes),
+        )
+        .await;
         // Closed (Ok(0)) or reset: either way the server sent no reply.
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         wait_for::<E>("the reason is logged", || {
