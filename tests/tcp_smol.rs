@@ -33,6 +33,23 @@ impl Env for TcpSmol {
         let addr = listener.local_addr().unwrap();
         (listener, Addr::Tcp(addr))
     }
+    fn bind_at(addr: &Addr) -> Self::Listener {
+        let Addr::Tcp(addr) = addr else {
+            unreachable!()
+        };
+        let std = std::net::TcpListener::bind(addr).unwrap();
+        courier_tcp::TcpListener::from(async_net::TcpListener::try_from(std).unwrap())
+    }
+    fn reconnecting(
+        addr: &Addr,
+        policy: courier::client::ReconnectPolicy,
+    ) -> (courier::Client, BoxFuture<'static, ()>) {
+        let Addr::Tcp(addr) = addr.clone() else {
+            unreachable!()
+        };
+        let (client, driver) = courier_tcp::connect_reconnecting(addr, policy);
+        (client, driver.map(drop).boxed())
+    }
     fn builder() -> ServeBuilder<AsyncIoTimer> {
         courier_tcp::builder()
     }

@@ -43,6 +43,24 @@ impl Env for TcpTokio {
         let addr = listener.local_addr().unwrap();
         (listener, Addr::Tcp(addr))
     }
+    fn bind_at(addr: &Addr) -> Self::Listener {
+        let Addr::Tcp(addr) = addr else {
+            unreachable!()
+        };
+        let std = std::net::TcpListener::bind(addr).unwrap();
+        std.set_nonblocking(true).unwrap();
+        courier_tcp::tokio::TcpListener::from(tokio::net::TcpListener::from_std(std).unwrap())
+    }
+    fn reconnecting(
+        addr: &Addr,
+        policy: courier::client::ReconnectPolicy,
+    ) -> (courier::Client, BoxFuture<'static, ()>) {
+        let Addr::Tcp(addr) = addr.clone() else {
+            unreachable!()
+        };
+        let (client, driver) = courier_tcp::tokio::connect_reconnecting(addr, policy);
+        (client, driver.map(drop).boxed())
+    }
     fn builder() -> ServeBuilder<TokioTimer> {
         courier_tcp::tokio::builder()
     }

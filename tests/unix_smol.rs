@@ -33,6 +33,22 @@ impl Env for UnixSmol {
         let listener = courier_unix::UnixListener::bind(&path).unwrap();
         (listener, Addr::Unix(path, dir))
     }
+    fn bind_at(addr: &Addr) -> Self::Listener {
+        let Addr::Unix(path, _) = addr else {
+            unreachable!()
+        };
+        courier_unix::UnixListener::bind(path).unwrap()
+    }
+    fn reconnecting(
+        addr: &Addr,
+        policy: courier::client::ReconnectPolicy,
+    ) -> (courier::Client, BoxFuture<'static, ()>) {
+        let Addr::Unix(path, _) = addr.clone() else {
+            unreachable!()
+        };
+        let (client, driver) = courier_unix::connect_reconnecting(path, policy);
+        (client, driver.map(drop).boxed())
+    }
     fn builder() -> ServeBuilder<AsyncIoTimer> {
         courier_unix::builder()
     }

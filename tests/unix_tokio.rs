@@ -42,6 +42,22 @@ impl Env for UnixTokio {
         let listener = courier_unix::tokio::UnixListener::bind(&path).unwrap();
         (listener, Addr::Unix(path, dir))
     }
+    fn bind_at(addr: &Addr) -> Self::Listener {
+        let Addr::Unix(path, _) = addr else {
+            unreachable!()
+        };
+        courier_unix::tokio::UnixListener::bind(path).unwrap()
+    }
+    fn reconnecting(
+        addr: &Addr,
+        policy: courier::client::ReconnectPolicy,
+    ) -> (courier::Client, BoxFuture<'static, ()>) {
+        let Addr::Unix(path, _) = addr.clone() else {
+            unreachable!()
+        };
+        let (client, driver) = courier_unix::tokio::connect_reconnecting(path, policy);
+        (client, driver.map(drop).boxed())
+    }
     fn builder() -> ServeBuilder<TokioTimer> {
         courier_unix::tokio::builder()
     }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use courier::client::ReconnectPolicy;
 use courier::{CallError, Client, RemoteError, Shutdown, Spawn};
 use courier_net::{AtLimit, Listener, ServeBuilder, Stats};
 use futures::channel::oneshot;
@@ -112,6 +113,10 @@ pub trait Env: Sized + 'static {
     fn sleep(d: Duration) -> BoxFuture<'static, ()>;
     /// A fresh listener (a free port, or a path in a fresh temp dir).
     fn bind() -> (Self::Listener, Addr);
+    /// A listener on the address a previous server used.
+    fn bind_at(addr: &Addr) -> Self::Listener;
+    /// A reconnecting client for `addr` and its driver.
+    fn reconnecting(addr: &Addr, policy: ReconnectPolicy) -> (Client, BoxFuture<'static, ()>);
     /// A serve builder with the runtime's timer.
     fn builder() -> ServeBuilder<Self::Timer>;
     /// Connects a client; the driver is spawned and ends with the connection.
@@ -189,6 +194,15 @@ pub struct Running {
 
 pub fn start<E: Env>(builder: ServeBuilder<E::Timer>, spawned: bool) -> Running {
     let (listener, addr) = E::bind();
+    start_on::<E>(listener, addr, builder, spawned)
+}
+
+pub fn start_on<E: Env>(
+    listener: E::Listener,
+    addr: Addr,
+    builder: ServeBuilder<E::Timer>,
+    spawned: bool,
+) -> Running {
     let imp = Imp::default();
     let service = NetServer::new(imp.clone());
     let serve = if spawned {
@@ -441,6 +455,50 @@ pub fn grace_period_expires<E: Env>() {
     });
 }
 
+/// A reconnecting client across a server restart on the same address:
+/// while the server is down calls fail fast with a typed error; once it is
+/// back, the client re-dials and calls succeed again.
+pub fn reconnect_across_restart<E: Env>() {
+    E::block_on(async {
+        let first = start::<E>(E::builder(), false);
+        let addr = first.addr.clone();
+        let policy =
+            ReconnectPolicy::new().backoff(Duration::from_millis(10), Duration::from_millis(100));
+        let (client, driver) = E::reconnecting(&addr, policy);
+        let _driver = E::spawn(driver);
+        let client = NetClient::new(client);
+        assert_eq!(within::<E, _>("first call", client.add(1, 1)).await, Ok(2));
+
+        drop(first.task);
+        within::<E, _>("calls fail while the server is down", async {
+            loop {
+                match client.add(2, 2).await {
+                    // The loss is not noticed yet.
+                    Ok(_) => E::sleep(Duration::from_millis(5)).await,
+                    Err(CallError::Closed | CallError::Transport(_)) => break,
+                    Err(e) => panic!("unexpected error {e:?}"),
+                }
+            }
+        })
+        .await;
+
+        let second = start_on::<E>(E::bind_at(&addr), addr.clone(), E::builder(), false);
+        within::<E, _>("calls succeed after the restart", async {
+            loop {
+                match client.add(3, 3).await {
+                    Ok(sum) => break assert_eq!(sum, 6),
+                    Err(CallError::Closed | CallError::Transport(_)) => {
+                        E::sleep(Duration::from_millis(5)).await
+                    }
+                    Err(e) => panic!("unexpected error {e:?}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(second.stats.connections(), 1);
+    });
+}
+
 /// Instantiates every scenario for an [`Env`].
 #[macro_export]
 macro_rules! scenarios {
@@ -480,6 +538,10 @@ macro_rules! scenarios {
         #[test]
         fn graceful_shutdown_spawned_connections() {
             sockets::graceful_shutdown::<$env>(true);
+        }
+        #[test]
+        fn reconnect_across_restart() {
+            sockets::reconnect_across_restart::<$env>();
         }
         #[test]
         fn grace_period_expires() {

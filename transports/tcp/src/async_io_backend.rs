@@ -9,6 +9,10 @@ use async_io::Async;
 use async_net::AsyncToSocketAddrs;
 use courier::io::FuturesIo;
 use courier::timer::AsyncIoTimer;
+use std::future::Future;
+use std::pin::Pin;
+
+use courier::client::{Connect, ReconnectPolicy, ReconnectingDriver};
 use courier::{Client, ClientBuilder, ClientDriver, Service, Timer};
 use courier_net::{Listener, Serve, ServeBuilder};
 
@@ -122,4 +126,50 @@ pub async fn serve_addr<A: AsyncToSocketAddrs, S: Service + Clone>(
     service: S,
 ) -> Result<Serve<TcpListener, S, AsyncIoTimer>, TcpError> {
     Ok(serve(TcpListener::bind(addr).await?, service))
+}
+
+/// Dials an address for a reconnecting client
+/// ([`ClientBuilder::build_reconnecting`]): each attempt resolves the
+/// address again and connects with `TCP_NODELAY` on.
+#[derive(Clone, Debug)]
+pub struct Connector<A> {
+    addr: A,
+}
+
+impl<A> Connector<A> {
+    /// A connector for `addr`.
+    pub fn new(addr: A) -> Self {
+        Connector { addr }
+    }
+}
+
+impl<A> Connect for Connector<A>
+where
+    A: AsyncToSocketAddrs + Clone + Send + 'static,
+    A::Iter: Send,
+{
+    type Transport = Conn;
+    type Error = TcpError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, TcpError>> + Send>>;
+
+    fn connect(&mut self) -> Self::Future {
+        let addr = self.addr.clone();
+        Box::pin(async move { connect_stream(addr).await.map(FuturesIo::new) })
+    }
+}
+
+/// A client that re-dials `addr` with `policy` whenever its connection is
+/// lost, with default settings and an [`AsyncIoTimer`]; nothing is dialed
+/// until the driver is polled.
+pub fn connect_reconnecting<A>(
+    addr: A,
+    policy: ReconnectPolicy,
+) -> (Client, ReconnectingDriver<Connector<A>, AsyncIoTimer>)
+where
+    A: AsyncToSocketAddrs + Clone + Send + 'static,
+    A::Iter: Send,
+{
+    ClientBuilder::new()
+        .timer(AsyncIoTimer::new())
+        .build_reconnecting(Connector::new(addr), policy)
 }

@@ -13,6 +13,11 @@
 //!   [`courier::service!`], e.g. `CalcClient::new(client)`. [`connect_with`]
 //!   takes a [`courier::ClientBuilder`] for the frame limit, the calls in
 //!   flight and the timer.
+//! - **Reconnecting client** (opt-in): [`connect_reconnecting`], or a
+//!   [`Connector`] passed to [`courier::ClientBuilder::build_reconnecting`],
+//!   re-dials with backoff whenever the connection is lost; a
+//!   [`courier::client::ReconnectPolicy`] says whether calls fail fast or
+//!   wait during the outage.
 //! - **Server**: [`serve`] (or [`builder`]`().….serve(...)`) turns a
 //!   [`TcpListener`] and a service into a [`Serve`] future. It accepts
 //!   connections and runs one [`courier::Server`] per connection *inside
@@ -22,7 +27,7 @@
 //!   described in [`courier_net`].
 //! - **Backends**: the top-level items use async-io / async-net (feature
 //!   `async-io`, on by default) and work under smol or any other executor;
-//!   the [`tokio`](crate::tokio) module (feature `tokio`) has the same API on
+//!   the `tokio` module (feature `tokio`) has the same API on
 //!   tokio's own sockets, with no compatibility layer.
 //!
 //! Connection-level failures are [`TcpError`]s; once connected, the
@@ -84,7 +89,8 @@ pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
 mod async_io_backend;
 #[cfg(feature = "async-io")]
 pub use async_io_backend::{
-    builder, connect, connect_stream, connect_with, serve, serve_addr, Conn, Driver, TcpListener,
+    builder, connect, connect_reconnecting, connect_stream, connect_with, serve, serve_addr, Conn,
+    Connector, Driver, TcpListener,
 };
 
 #[cfg(feature = "tokio")]

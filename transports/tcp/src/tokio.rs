@@ -17,6 +17,10 @@ use std::task::{Context, Poll};
 use ::tokio::net::ToSocketAddrs;
 use courier::io::TokioIo;
 use courier::timer::TokioTimer;
+use std::future::Future;
+use std::pin::Pin;
+
+use courier::client::{Connect, ReconnectPolicy, ReconnectingDriver};
 use courier::{Client, ClientBuilder, ClientDriver, Service, Timer};
 use courier_net::{Listener, Serve, ServeBuilder};
 
@@ -117,4 +121,42 @@ pub async fn serve_addr<A: ToSocketAddrs, S: Service + Clone>(
     service: S,
 ) -> Result<Serve<TcpListener, S, TokioTimer>, TcpError> {
     Ok(serve(TcpListener::bind(addr).await?, service))
+}
+
+/// Dials an address for a reconnecting client
+/// ([`ClientBuilder::build_reconnecting`]): each attempt resolves the
+/// address again and connects with `TCP_NODELAY` on.
+#[derive(Clone, Debug)]
+pub struct Connector<A> {
+    addr: A,
+}
+
+impl<A> Connector<A> {
+    /// A connector for `addr`.
+    pub fn new(addr: A) -> Self {
+        Connector { addr }
+    }
+}
+
+impl<A: ToSocketAddrs + Clone + Send + 'static> Connect for Connector<A> {
+    type Transport = Conn;
+    type Error = TcpError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, TcpError>> + Send>>;
+
+    fn connect(&mut self) -> Self::Future {
+        let addr = self.addr.clone();
+        Box::pin(async move { connect_stream(addr).await.map(TokioIo::new) })
+    }
+}
+
+/// A client that re-dials `addr` with `policy` whenever its connection is
+/// lost, with default settings and a [`TokioTimer`]; nothing is dialed
+/// until the driver is polled.
+pub fn connect_reconnecting<A: ToSocketAddrs + Clone + Send + 'static>(
+    addr: A,
+    policy: ReconnectPolicy,
+) -> (Client, ReconnectingDriver<Connector<A>, TokioTimer>) {
+    ClientBuilder::new()
+        .timer(TokioTimer::new())
+        .build_reconnecting(Connector::new(addr), policy)
 }

@@ -10,6 +10,11 @@
 //!   driver on any executor and wrap the client in a typed client from
 //!   [`courier::service!`]. [`connect_with`] takes a
 //!   [`courier::ClientBuilder`].
+//! - **Reconnecting client** (opt-in): [`connect_reconnecting`], or a
+//!   [`Connector`] passed to [`courier::ClientBuilder::build_reconnecting`],
+//!   re-dials with backoff whenever the connection is lost; a
+//!   [`courier::client::ReconnectPolicy`] says whether calls fail fast or
+//!   wait during the outage.
 //! - **Server**: [`UnixListener::bind`] then [`serve`] (or
 //!   [`builder`]`().….serve(...)`) gives a [`Serve`] future that runs one
 //!   [`courier::Server`] per connection inside itself, or on your executor
@@ -24,7 +29,7 @@
 //!   listener is dropped as soon as shutdown starts) or its future is
 //!   dropped — unless another server has since replaced the file.
 //! - **Backends**: the top-level items use async-io / async-net (feature
-//!   `async-io`, default; smol or any executor); the [`tokio`](crate::tokio)
+//!   `async-io`, default; smol or any executor); the `tokio`
 //!   module (feature `tokio`) uses tokio's own sockets natively.
 //!
 //! # Example
@@ -87,7 +92,8 @@ pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
 mod async_io_backend;
 #[cfg(feature = "async-io")]
 pub use async_io_backend::{
-    builder, connect, connect_stream, connect_with, serve, Conn, Driver, UnixListener,
+    builder, connect, connect_reconnecting, connect_stream, connect_with, serve, Conn, Connector,
+    Driver, UnixListener,
 };
 
 #[cfg(feature = "tokio")]

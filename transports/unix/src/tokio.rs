@@ -18,6 +18,11 @@ use std::task::{Context, Poll};
 use ::tokio::net::UnixStream;
 use courier::io::TokioIo;
 use courier::timer::TokioTimer;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use courier::client::{Connect, ReconnectPolicy, ReconnectingDriver};
 use courier::{Client, ClientBuilder, ClientDriver, Service, Timer};
 use courier_net::{Listener, Serve, ServeBuilder};
 
@@ -113,4 +118,41 @@ pub fn serve<S: Service + Clone>(
     service: S,
 ) -> Serve<UnixListener, S, TokioTimer> {
     builder().serve(listener, service)
+}
+
+/// Dials a socket path for a reconnecting client
+/// ([`ClientBuilder::build_reconnecting`]).
+#[derive(Clone, Debug)]
+pub struct Connector {
+    path: PathBuf,
+}
+
+impl Connector {
+    /// A connector for the socket at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Connector { path: path.into() }
+    }
+}
+
+impl Connect for Connector {
+    type Transport = Conn;
+    type Error = UnixError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, UnixError>> + Send>>;
+
+    fn connect(&mut self) -> Self::Future {
+        let path = self.path.clone();
+        Box::pin(async move { connect_stream(path).await.map(TokioIo::new) })
+    }
+}
+
+/// A client that re-dials the socket at `path` with `policy` whenever its
+/// connection is lost, with default settings and a [`TokioTimer`]; nothing is
+/// dialed until the driver is polled.
+pub fn connect_reconnecting(
+    path: impl Into<PathBuf>,
+    policy: ReconnectPolicy,
+) -> (Client, ReconnectingDriver<Connector, TokioTimer>) {
+    ClientBuilder::new()
+        .timer(TokioTimer::new())
+        .build_reconnecting(Connector::new(path), policy)
 }
