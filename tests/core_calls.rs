@@ -509,3 +509,29 @@ fn graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones() {
         server.expect("a graceful shutdown ends the server cleanly");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_on_tokio_with_the_tokio_timer() {
+    let imp = Impl::default();
+    let probe = imp.probe.clone();
+    with_pair(
+        ClientBuilder::new().timer(courier::timer::TokioTimer::new()),
+        ServerBuilder::new().timer(courier::timer::TokioTimer::new()),
+        imp,
+        |calc| async move {
+            let local = calc.with_timeout(Duration::from_millis(30)).hang(1).await;
+            // Both sides enforce the same deadline; either error may win.
+            assert!(
+                matches!(
+                    local,
+                    Err(CallError::DeadlineExceeded)
+                        | Err(CallError::Remote(RemoteError::DeadlineExceeded))
+                ),
+                "{local:?}"
+            );
+            wait_until(|| probe.dropped() == 1, 100_000).await;
+            assert_eq!(calc.echo(1).await, Ok(1));
+        },
+    )
+    .await;
+}
