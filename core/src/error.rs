@@ -230,6 +230,10 @@ pub enum DriverError<E> {
     Closed,
     /// The peer sent bytes that are not a valid frame.
     Protocol(FrameError),
+    /// The server closed a connection that was idle for longer than its
+    /// [idle timeout](crate::ServerBuilder::idle_timeout): no complete frame
+    /// arrived, no reply was sent and no handler was running.
+    IdleTimeout,
 }
 
 impl<E: TransportError> DriverError<E> {
@@ -239,6 +243,7 @@ impl<E: TransportError> DriverError<E> {
             DriverError::Transport(e) => CallError::Transport(e.kind()),
             DriverError::Closed => CallError::Closed,
             DriverError::Protocol(e) => CallError::Protocol(*e),
+            DriverError::IdleTimeout => CallError::Transport(TransportErrorKind::TimedOut),
         }
     }
 }
@@ -249,6 +254,9 @@ impl<E: fmt::Display> fmt::Display for DriverError<E> {
             DriverError::Transport(e) => write!(f, "transport error: {e}"),
             DriverError::Closed => f.write_str("connection closed by the peer"),
             DriverError::Protocol(e) => write!(f, "protocol error: {e}"),
+            DriverError::IdleTimeout => {
+                f.write_str("connection idle for longer than the idle timeout")
+            }
         }
     }
 }

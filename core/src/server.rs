@@ -14,6 +14,11 @@
 //! is full, or when the peer does not read replies fast enough, the driver
 //! stops reading requests, so the pressure reaches the client through the
 //! transport instead of growing a queue here.
+//!
+//! Idle connections: with [`ServerBuilder::idle_timeout`] (and a [`Timer`]),
+//! a connection on which no complete frame arrives, no reply bytes leave and
+//! no handler runs for that long is closed with [`DriverError::IdleTimeout`],
+//! so a silent or trickling peer (slowloris) cannot hold it forever.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -156,11 +161,13 @@ pub struct ServerBuilder<Tm = NoTimer> {
     timer: Tm,
     spawner: Option<Arc<dyn Spawn>>,
     shutdown: Option<Shutdown>,
+    idle_timeout: Option<Duration>,
 }
 
 impl ServerBuilder<NoTimer> {
     /// Defaults: [`DEFAULT_MAX_CONCURRENT`] requests, [`DEFAULT_MAX_FRAME`]
-    /// bytes per frame, handlers run inside the driver, no deadline checks.
+    /// bytes per frame, handlers run inside the driver, no deadline checks,
+    /// no idle timeout.
     pub fn new() -> Self {
         ServerBuilder {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
@@ -168,6 +175,7 @@ impl ServerBuilder<NoTimer> {
             timer: NoTimer,
             spawner: None,
             shutdown: None,
+            idle_timeout: None,
         }
     }
 }
@@ -191,7 +199,8 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         self
     }
 
-    /// The timer that enforces the deadlines requests carry.
+    /// The timer that enforces the deadlines requests carry and the idle
+    /// timeout.
     pub fn timer<T2: Timer>(self, timer: T2) -> ServerBuilder<T2> {
         ServerBuilder {
             max_concurrent: self.max_concurrent,
@@ -199,7 +208,19 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             timer,
             spawner: self.spawner,
             shutdown: self.shutdown,
+            idle_timeout: self.idle_timeout,
         }
+    }
+
+    /// Closes the connection with [`DriverError::IdleTimeout`] once it has
+    /// been idle for `timeout`: no complete frame received, no reply bytes
+    /// taken by the transport, and no handler running. The period restarts
+    /// with each of them, and after the last handler finishes. A peer that
+    /// sends a frame byte by byte, or stops reading its replies, is idle
+    /// too. Needs a [`timer`](Self::timer): with [`NoTimer`] it never fires.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
     }
 
     /// Runs each handler as a task on `spawner` instead of inside the driver.
@@ -225,10 +246,21 @@ impl<Tm: Timer> ServerBuilder<Tm> {
                 driver: None,
             }),
         });
+        let mut deadlines = Deadlines::new(self.timer);
+        let idle = self.idle_timeout.map(|timeout| {
+            let since = deadlines.now();
+            deadlines.arm(since.saturating_add(timeout));
+            Idle {
+                timeout,
+                since,
+                active: false,
+            }
+        });
         let core = Core {
             service,
             writer: FrameWriter::new(self.max_frame),
-            deadlines: Deadlines::new(self.timer),
+            deadlines,
+            idle,
             max_frame: self.max_frame,
             max_concurrent: self.max_concurrent,
             spawner: self.spawner,
@@ -258,7 +290,8 @@ impl<Tm: Timer> ServerBuilder<Tm> {
 /// Completes with `Ok(())` when the client closes the connection between
 /// frames (handlers still running are dropped: nobody is left to answer),
 /// and with an error when the transport fails, the client closes in the
-/// middle of a frame, or sends bytes that are not frames. Unknown methods,
+/// middle of a frame, sends bytes that are not frames, or stays idle past the
+/// [idle timeout](ServerBuilder::idle_timeout). Unknown methods,
 /// undecodable arguments, missed deadlines and panicking handlers (with
 /// `std`) are answered with an error frame and the connection goes on.
 #[must_use = "a server does nothing unless polled"]
@@ -278,11 +311,22 @@ struct Core<S, Tm: Timer> {
     service: S,
     writer: FrameWriter,
     deadlines: Deadlines<Tm>,
+    idle: Option<Idle>,
     max_frame: usize,
     max_concurrent: usize,
     spawner: Option<Arc<dyn Spawn>>,
     tasks: Tasks,
     draining: bool,
+}
+
+/// The idle timeout's clock.
+struct Idle {
+    timeout: Duration,
+    /// When the connection was last seen busy.
+    since: Duration,
+    /// A frame arrived since `since` was taken (a flag, so that the clock is
+    /// read once per batch of frames, not per frame).
+    active: bool,
 }
 
 // The transport and service are never pinned; handlers and the sleep are boxed.
@@ -335,9 +379,16 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
                 }
             }
             let core = &mut self.core;
-            progress |= core.tasks.run_ready(core.writer.buffer(), core.max_frame);
-            core.expire_deadlines(cx);
-            match core.writer.poll_write_all(&mut self.io, cx) {
+            let finished = core.tasks.run_ready(core.writer.buffer(), core.max_frame);
+            progress |= finished;
+            core.touch(finished);
+            if core.expire_deadlines(cx) {
+                return Poll::Ready(Err(DriverError::IdleTimeout));
+            }
+            let unsent = core.writer.pending();
+            let written = core.writer.poll_write_all(&mut self.io, cx);
+            core.touch(core.writer.pending() < unsent);
+            match written {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(()))
                     if self.read_closed || (core.draining && core.tasks.live == 0) =>
@@ -394,7 +445,21 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
             && self.writer.pending() <= self.max_frame.max(64 * 1024)
     }
 
+    /// Restarts the idle period if the connection was `busy` or a frame
+    /// arrived since the last call.
+    fn touch(&mut self, busy: bool) {
+        if let Some(idle) = &mut self.idle {
+            if busy || idle.active {
+                idle.active = false;
+                idle.since = self.deadlines.now();
+            }
+        }
+    }
+
     fn on_frame(&mut self, header: Header, body: &[u8]) {
+        if let Some(idle) = &mut self.idle {
+            idle.active = true;
+        }
         match header {
             Header::Request {
                 id,
@@ -440,14 +505,39 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
         }
     }
 
-    fn expire_deadlines(&mut self, cx: &mut Context<'_>) {
+    /// Answers handlers whose deadline passed. Returns whether the idle
+    /// timeout expired.
+    fn expire_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
         while self.deadlines.poll_fired(cx) {
             let now = self.deadlines.now();
             let out = self.writer.buffer();
             if let Some(next) = self.tasks.expire(now, out, self.max_frame) {
                 self.deadlines.arm(next);
             }
+            if self.idle_expired(now) {
+                return true;
+            }
         }
+        false
+    }
+
+    /// Checks the idle timeout when the timer fired, and re-arms it: the
+    /// sleep only ever moves earlier, so after activity it fires at the old
+    /// time and is moved on here.
+    fn idle_expired(&mut self, now: Duration) -> bool {
+        let Some(idle) = &mut self.idle else {
+            return false;
+        };
+        if idle.active || self.tasks.live > 0 {
+            idle.active = false;
+            idle.since = now;
+        }
+        let at = idle.since.saturating_add(idle.timeout);
+        if now >= at {
+            return true;
+        }
+        self.deadlines.arm(at);
+        false
     }
 }
 
