@@ -19,11 +19,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bench_common::{Phase, Recorder};
-use courier::{Client, ClientBuilder, ServerBuilder, Transport};
+use courier::{ClientBuilder, ClientDriver, ServerBuilder, Timer, Transport};
 use serde_bytes::ByteBuf;
 
 courier::service! {
@@ -61,11 +60,14 @@ pub fn server<T: Transport>(
         .build(io, BenchServer::new(BenchImpl))
 }
 
+/// A client configuration that admits `concurrency` calls in flight.
+pub fn client_builder(concurrency: usize) -> ClientBuilder {
+    ClientBuilder::new().max_in_flight(concurrency.max(courier::client::DEFAULT_MAX_IN_FLIGHT))
+}
+
 /// The client of one connection and its driver.
-pub fn client<T: Transport>(io: T, concurrency: usize) -> (BenchClient, courier::ClientDriver<T>) {
-    let (client, driver): (Client, _) = ClientBuilder::new()
-        .max_in_flight(concurrency.max(courier::client::DEFAULT_MAX_IN_FLIGHT))
-        .build(io);
+pub fn client<T: Transport>(io: T, concurrency: usize) -> (BenchClient, ClientDriver<T>) {
+    let (client, driver) = client_builder(concurrency).build(io);
     (BenchClient::new(client), driver)
 }
 
@@ -98,39 +100,6 @@ pub async fn caller(client: BenchClient, payload: usize, phase: Arc<Phase>) -> R
             return rec;
         }
         buf = next;
-    }
-}
-
-/// A `futures`-style transport over a tokio stream (`tokio::net::TcpStream`,
-/// `UnixStream`), for the `--runtime tokio` runs.
-#[derive(Debug)]
-pub struct TokioIo<S>(pub S);
-
-impl<S> Transport for TokioIo<S>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    type Error = std::io::Error;
-
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        let mut buf = tokio::io::ReadBuf::new(buf);
-        match Pin::new(&mut self.0).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -249,12 +218,12 @@ impl Runtime for TokioRuntime {
     }
 }
 
-/// Spawns the server, the client driver and `concurrency` callers of one
-/// connection; returns the callers' handles.
-pub fn start_connection<R, T>(
+/// Spawns the client driver and `concurrency` callers of one connection;
+/// returns the callers' handles. The driver ends by itself once the callers
+/// drop the last client handle.
+pub fn start_client<R, T, Tm>(
     rt: &R,
-    client_io: T,
-    server_io: T,
+    (client, driver): (courier::Client, ClientDriver<T, Tm>),
     concurrency: usize,
     payload: usize,
     phase: &Arc<Phase>,
@@ -263,11 +232,11 @@ where
     R: Runtime,
     T: Transport + Send + 'static,
     T::Error: Send,
+    Tm: Timer + Send + 'static,
+    Tm::Sleep: Send,
 {
-    // The drivers end on their own once the callers drop the last client.
-    rt.detach(server(server_io, concurrency));
-    let (client, driver) = client(client_io, concurrency);
     rt.detach(driver);
+    let client = BenchClient::new(client);
     (0..concurrency)
         .map(|_| rt.spawn(caller(client.clone(), payload, phase.clone())))
         .collect()
@@ -371,9 +340,10 @@ pub mod alloc_count {
     }
 
     /// Runs `concurrency` callers making `calls` calls each (`payload` 0:
-    /// `add`, else echo of that many bytes) and returns the allocations of
-    /// the client side and of the server side.
-    fn run(concurrency: usize, calls: u64, payload: usize) -> (u64, u64) {
+    /// `add`, else echo of that many bytes) over `courier-mem` on this
+    /// thread, and returns the allocations of the client side and of the
+    /// server side.
+    pub fn run(concurrency: usize, calls: u64, payload: usize) -> (u64, u64) {
         let (client_io, server_io) = courier_mem::pair(1 << 20);
         let client_tally = Rc::new(Cell::new(0));
         let server_tally = Rc::new(Cell::new(0));

@@ -8,15 +8,17 @@
 //!
 //! Flags: the peers' (`--transport tcp|unix|mem`, `--concurrency N`,
 //! `--payload BYTES` with 0 meaning `add(u64,u64)`, `--duration SECS`,
-//! `--warmup SECS`, `--conns C`, `--nodelay 0|1`, `--workers W`), as
+//! `--warmup SECS`, `--conns C`, `--workers W`; `--nodelay` must stay 1:
+//! courier-tcp always sets TCP_NODELAY), as
 //! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
 //! smol) and `--mem-capacity BYTES` (per direction, default 1 MiB).
 
 use std::sync::Arc;
 
 use bench_common::{Args, Phase, Recorder};
-use courier::io::FuturesIo;
-use courier_bench::{start_connection, BoxFuture, Runtime, SmolRuntime, TokioIo, TokioRuntime};
+use courier_bench::{
+    start_client, BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime,
+};
 
 const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
 const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity"];
@@ -35,6 +37,16 @@ fn main() {
         ),
     };
     let runtime = args.extra("--runtime").unwrap_or("smol");
+    if !args.nodelay && args.transport == "tcp" {
+        // courier-tcp sets TCP_NODELAY on both ends: courier coalesces
+        // frames into one write itself.
+        Args::fail(
+            bin,
+            TRANSPORTS,
+            EXTRA_FLAGS,
+            "--nodelay 0: courier-tcp always sets TCP_NODELAY",
+        );
+    }
     let (rec, elapsed) = match runtime {
         "smol" => {
             let rt = SmolRuntime::new(args.workers);
@@ -95,10 +107,11 @@ fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
     let mut callers = Vec::new();
     for _ in 0..args.conns {
         let (c, s) = courier_mem::pair(capacity);
-        callers.extend(start_connection(
+        rt.detach(courier_bench::server(s, args.concurrency));
+        let client = courier_bench::client_builder(args.concurrency).build(c);
+        callers.extend(start_client(
             rt,
-            c,
-            s,
+            client,
             args.concurrency,
             args.payload,
             &phase,
@@ -107,25 +120,37 @@ fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
     (phase, callers)
 }
 
+/// The server limits of a run (courier's defaults unless more is asked).
+fn limits(args: &Args) -> usize {
+    args.concurrency
+        .max(courier::server::DEFAULT_MAX_CONCURRENT)
+}
+
+fn service() -> BenchServer<BenchImpl> {
+    BenchServer::new(BenchImpl)
+}
+
 fn smol_tcp(rt: &SmolRuntime, args: &Args) -> Started {
     let phase = Phase::new();
-    let mut callers = Vec::new();
     let listener = rt
-        .block_on(smol::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(courier_tcp::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let serve = courier_tcp::builder()
+        .max_concurrent(limits(args))
+        .serve(listener, service());
+    rt.detach(serve);
+    let mut callers = Vec::new();
     for _ in 0..args.conns {
-        let (c, s) = rt.block_on(async {
-            let c = smol::net::TcpStream::connect(addr).await.expect("connect");
-            let (s, _) = listener.accept().await.expect("accept");
-            (c, s)
-        });
-        c.set_nodelay(args.nodelay).expect("nodelay");
-        s.set_nodelay(args.nodelay).expect("nodelay");
-        callers.extend(start_connection(
+        let client = rt
+            .block_on(courier_tcp::connect_with(
+                addr,
+                courier_bench::client_builder(args.concurrency),
+            ))
+            .expect("connect");
+        callers.extend(start_client(
             rt,
-            FuturesIo(c),
-            FuturesIo(s),
+            client,
             args.concurrency,
             args.payload,
             &phase,
@@ -140,22 +165,24 @@ fn socket_path() -> std::path::PathBuf {
 
 fn smol_unix(rt: &SmolRuntime, args: &Args) -> Started {
     let phase = Phase::new();
-    let mut callers = Vec::new();
     let path = socket_path();
     let _ = std::fs::remove_file(&path);
-    let listener = smol::net::unix::UnixListener::bind(&path).expect("bind");
+    let listener = courier_unix::UnixListener::bind(&path).expect("bind");
+    let serve = courier_unix::builder()
+        .max_concurrent(limits(args))
+        .serve(listener, service());
+    rt.detach(serve);
+    let mut callers = Vec::new();
     for _ in 0..args.conns {
-        let (c, s) = rt.block_on(async {
-            let c = smol::net::unix::UnixStream::connect(&path)
-                .await
-                .expect("connect");
-            let (s, _) = listener.accept().await.expect("accept");
-            (c, s)
-        });
-        callers.extend(start_connection(
+        let client = rt
+            .block_on(courier_unix::connect_with(
+                &path,
+                courier_bench::client_builder(args.concurrency),
+            ))
+            .expect("connect");
+        callers.extend(start_client(
             rt,
-            FuturesIo(c),
-            FuturesIo(s),
+            client,
             args.concurrency,
             args.payload,
             &phase,
@@ -167,23 +194,25 @@ fn smol_unix(rt: &SmolRuntime, args: &Args) -> Started {
 
 fn tokio_tcp(rt: &TokioRuntime, args: &Args) -> Started {
     let phase = Phase::new();
-    let mut callers = Vec::new();
     let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(courier_tcp::tokio::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let serve = courier_tcp::tokio::builder()
+        .max_concurrent(limits(args))
+        .serve(listener, service());
+    rt.detach(serve);
+    let mut callers = Vec::new();
     for _ in 0..args.conns {
-        let (c, s) = rt.block_on(async {
-            let c = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (s, _) = listener.accept().await.expect("accept");
-            (c, s)
-        });
-        c.set_nodelay(args.nodelay).expect("nodelay");
-        s.set_nodelay(args.nodelay).expect("nodelay");
-        callers.extend(start_connection(
+        let client = rt
+            .block_on(courier_tcp::tokio::connect_with(
+                addr,
+                courier_bench::client_builder(args.concurrency),
+            ))
+            .expect("connect");
+        callers.extend(start_client(
             rt,
-            TokioIo(c),
-            TokioIo(s),
+            client,
             args.concurrency,
             args.payload,
             &phase,
@@ -194,27 +223,32 @@ fn tokio_tcp(rt: &TokioRuntime, args: &Args) -> Started {
 
 fn tokio_unix(rt: &TokioRuntime, args: &Args) -> Started {
     let phase = Phase::new();
-    let mut callers = Vec::new();
     let path = socket_path();
     let _ = std::fs::remove_file(&path);
+    // Binding registers the socket with the runtime: do it inside.
+    let listener = rt
+        .block_on(async { courier_unix::tokio::UnixListener::bind(&path) })
+        .expect("bind");
+    let serve = courier_unix::tokio::builder()
+        .max_concurrent(limits(args))
+        .serve(listener, service());
+    rt.detach(serve);
+    let mut callers = Vec::new();
     for _ in 0..args.conns {
-        let (c, s) = rt.block_on(async {
-            let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-            let c = tokio::net::UnixStream::connect(&path)
-                .await
-                .expect("connect");
-            let (s, _) = listener.accept().await.expect("accept");
-            let _ = std::fs::remove_file(&path);
-            (c, s)
-        });
-        callers.extend(start_connection(
+        let client = rt
+            .block_on(courier_unix::tokio::connect_with(
+                &path,
+                courier_bench::client_builder(args.concurrency),
+            ))
+            .expect("connect");
+        callers.extend(start_client(
             rt,
-            TokioIo(c),
-            TokioIo(s),
+            client,
             args.concurrency,
             args.payload,
             &phase,
         ));
     }
+    let _ = std::fs::remove_file(&path);
     (phase, callers)
 }

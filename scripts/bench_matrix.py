@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Builds courier-bench and the peer benchmarks, runs them alternately and
+writes the table with courier's ratios against tarpc and the raw floor.
+
+    python3 scripts/bench_matrix.py                 # unpinned, 3 reps x 5 s
+    python3 scripts/bench_matrix.py --pin 0         # everything on vCPU 0
+    python3 scripts/bench_matrix.py --pin both      # one matrix each way
+    python3 scripts/bench_matrix.py --reps 1 --duration 2   # a quick look
+
+The alternating, the wait for a quiet machine and the per-run CPU accounting
+are the peers' own runner (../shared/peers/scripts/run_matrix.py); courier
+joins it with --peer. Results go to bench/results/ (a JSON line per run, the
+runner's median table, and a summary with ratios), and the summary is
+printed. Compare numbers only within one matrix: the machine is noisy.
+
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PEERS = os.path.normpath(os.path.join(REPO, "..", "shared", "peers"))
+RUNNER = os.path.join(PEERS, "scripts", "run_matrix.py")
+COURIER = os.path.join(REPO, "target", "release", "courier-bench")
+RESULTS = os.path.join(REPO, "bench", "results")
+
+DEFAULT_LABELS = "tarpc,tarpc-bytebuf,raw,raw-single,courier"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build():
+    log("building courier-bench (release)...")
+    subprocess.run(["cargo", "build", "--release", "-p", "courier-bench"], cwd=REPO, check=True)
+    log("building the peer benchmarks (release)...")
+    subprocess.run(["cargo", "build", "--release"], cwd=PEERS, check=True)
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} vCPUs ({model}), Linux {platform.release()}, loopback; {rustc}"
+
+
+def load_runs(path):
+    runs = []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if not r.get("discarded") and r.get("calls_per_s"):
+                runs.append(r)
+    return runs
+
+
+def medians(runs):
+    """{(label, transport, conc, payload): {metric: median, 'runs': [...]}}"""
+    cells = {}
+    for r in runs:
+        key = (r["label"], r["transport"], int(r["conc"]), int(r["payload"]))
+        cells.setdefault(key, []).append(r)
+    out = {}
+    for key, rs in cells.items():
+        out[key] = {
+            "calls_per_s": statistics.median(float(r["calls_per_s"]) for r in rs),
+            "p50_us": statistics.median(float(r["p50_us"]) for r in rs),
+            "p99_us": statistics.median(float(r["p99_us"]) for r in rs),
+            "runs": rs,
+        }
+    return out
+
+
+def per_round(runs, a, b, metric):
+    """Ratio a/b within each round (rep) where both ran."""
+    by = {}
+    for r in runs:
+        key = (r["label"], r["transport"], int(r["conc"]), int(r["payload"]))
+        by.setdefault((key, r["rep"]), float(r[metric]))
+    out = []
+    reps = sorted({r["rep"] for r in runs})
+    for rep in reps:
+        if (a, rep) in by and (b, rep) in by and by[(b, rep)] > 0:
+            out.append(by[(a, rep)] / by[(b, rep)])
+    return out
+
+
+# (what, courier cell, peer cell, metric, goal, higher ratio is better)
+TARGETS = [
+    ("TCP conc=64 16 B: calls/s vs tarpc", ("courier", "tcp", 64, 16), ("tarpc", "tcp", 64, 16), "calls_per_s", 3.0, True),
+    ("TCP conc=64 16 B: calls/s vs raw", ("courier", "tcp", 64, 16), ("raw", "tcp", 64, 16), "calls_per_s", 0.5, True),
+    ("TCP conc=64 4096 B: calls/s vs tarpc", ("courier", "tcp", 64, 4096), ("tarpc", "tcp", 64, 4096), "calls_per_s", 2.0, True),
+    ("TCP conc=1 16 B: p50 vs raw-single", ("courier", "tcp", 1, 16), ("raw-single", "tcp", 1, 16), "p50_us", 1.3, False),
+    ("mem conc=64 16 B: calls/s vs tarpc mem", ("courier", "mem", 64, 16), ("tarpc", "mem", 64, 16), "calls_per_s", 2.0, True),
+]
+
+EXTRA = [
+    ("TCP conc=64 4096 B: calls/s vs tarpc-bytebuf", ("courier", "tcp", 64, 4096), ("tarpc-bytebuf", "tcp", 64, 4096), "calls_per_s"),
+    ("TCP conc=64 16 B: calls/s vs raw-single", ("courier", "tcp", 64, 16), ("raw-single", "tcp", 64, 16), "calls_per_s"),
+    ("TCP conc=64 4096 B: calls/s vs raw", ("courier", "tcp", 64, 4096), ("raw", "tcp", 64, 4096), "calls_per_s"),
+    ("TCP conc=1 16 B: calls/s vs tarpc", ("courier", "tcp", 1, 16), ("tarpc", "tcp", 1, 16), "calls_per_s"),
+    ("mem conc=64 4096 B: calls/s vs tarpc mem", ("courier", "mem", 64, 4096), ("tarpc", "mem", 64, 4096), "calls_per_s"),
+    ("mem conc=1 16 B: p50 vs tarpc mem", ("courier", "mem", 1, 16), ("tarpc", "mem", 1, 16), "p50_us"),
+]
+
+
+def ratio_rows(med, runs):
+    rows = ["| ratio | courier | peer | ratio of medians | per round | target | holds |",
+            "|---|--:|--:|--:|---|--:|---|"]
+
+    def row(what, a, b, metric, goal=None, higher=True):
+        if a not in med or b not in med:
+            return
+        x, y = med[a][metric], med[b][metric]
+        if y <= 0:
+            return
+        r = x / y
+        rounds = " / ".join(f"{v:.2f}" for v in per_round(runs, a, b, metric))
+        if goal is None:
+            target, holds = "", ""
+        elif higher:
+            target, holds = f"≥ {goal:g}", "yes" if r >= goal else "**no**"
+        else:
+            target, holds = f"≤ {goal:g}", "yes" if r <= goal else "**no**"
+        fmt = (lambda v: f"{v:,.1f} µs") if metric == "p50_us" else (lambda v: f"{v:,.0f}/s")
+        rows.append(f"| {what} | {fmt(x)} | {fmt(y)} | {r:.2f} | {rounds} | {target} | {holds} |")
+
+    for what, a, b, metric, goal, higher in TARGETS:
+        row(what, a, b, metric, goal, higher)
+    for what, a, b, metric in EXTRA:
+        row(what, a, b, metric)
+    return rows
+
+
+def run_matrix(args, pin, stamp):
+    tag = f"{stamp}-pin{pin}" if pin else f"{stamp}-unpinned"
+    jsonl = os.path.join(RESULTS, f"runs-{tag}.jsonl")
+    table = os.path.join(RESULTS, f"table-{tag}.md")
+    courier_cmd = shlex.quote(COURIER) + (" " + args.courier_args if args.courier_args else "")
+    argv = [sys.executable, RUNNER, "--reps", str(args.reps), "--duration", str(args.duration),
+            "--warmup", str(args.warmup), "--only", args.only,
+            "--peer", f"courier;{args.transports};{courier_cmd}",
+            "--jsonl", jsonl, "--md", table]
+    for extra in args.peer:
+        argv += ["--peer", extra]
+    if args.configs:
+        argv += ["--configs", args.configs]
+    if pin:
+        argv += ["--pin", pin]
+    log("running: " + " ".join(shlex.quote(a) for a in argv))
+    subprocess.run(argv, check=True)
+    runs = load_runs(jsonl)
+    med = medians(runs)
+    with open(table) as f:
+        median_table = f.read().strip()
+    view = f"pinned to vCPU {pin} (`taskset -c {pin}`)" if pin else "unpinned (2 vCPUs)"
+    lines = [f"### {view}", "",
+             f"Runs {runs[0]['ts'] if runs else '?'} .. {runs[-1]['ts'] if runs else '?'}; "
+             f"raw runs: `{os.path.relpath(jsonl, REPO)}`.", "",
+             median_table, "", *ratio_rows(med, runs), ""]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--warmup", type=float, default=1)
+    ap.add_argument("--pin", default="", help="'' (unpinned), a vCPU list for taskset, or 'both' (unpinned, then 0)")
+    ap.add_argument("--only", default=DEFAULT_LABELS, help=f"labels to run (default {DEFAULT_LABELS})")
+    ap.add_argument("--transports", default="tcp,mem", help="courier's transports (default tcp,mem)")
+    ap.add_argument("--configs", default="", help="e.g. '1x16,64x16,64x4096' (runner default)")
+    ap.add_argument("--courier-args", default="", help="extra flags for courier-bench, e.g. '--runtime tokio'")
+    ap.add_argument("--peer", action="append", default=[], help="more --peer specs for the runner")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    ap.add_argument("--out", default="", help="summary file (default bench/results/summary-<time>.md)")
+    args = ap.parse_args()
+
+    if not os.path.exists(RUNNER):
+        sys.exit(f"peer benchmarks not found at {PEERS}")
+    if not args.no_build:
+        build()
+    os.makedirs(RESULTS, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    pins = ["", "0"] if args.pin == "both" else [args.pin]
+    cmd = "python3 scripts/bench_matrix.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    parts = [f"## Matrix {stamp}", "",
+             f"- Machine: {machine()}.",
+             f"- Command: `{cmd.strip()}` ({args.reps} reps x {args.duration:g} s, "
+             f"{args.warmup:g} s warm-up, one connection, alternated by the peers' runner).",
+             "- Cells: median of the reps; `per round` = the ratio within each round.", ""]
+    for pin in pins:
+        parts.append(run_matrix(args, pin, stamp))
+    summary = "\n".join(parts)
+    out = args.out or os.path.join(RESULTS, f"summary-{stamp}.md")
+    with open(out, "w") as f:
+        f.write(summary + "\n")
+    print(summary)
+    log(f"summary written to {os.path.relpath(out, REPO)}")
+
+
+if __name__ == "__main__":
+    main()
