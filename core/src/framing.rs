@@ -5,7 +5,8 @@
 //! configured maximum frame size; a larger announcement is a
 //! [`FrameError::TooLarge`] that names both sizes, detected from the four
 //! prefix bytes alone, so no input makes a reader buffer more than
-//! `max_frame + 4` bytes.
+//! `max_frame + 4` bytes; and the buffer grows with the bytes that actually
+//! arrive (to at most twice them), not with the length a prefix announces.
 //!
 //! ```text
 //! 0f 00 00 00  01 00 00 07 00 00 00  88 77 66 55 44 33 22 11  ...
@@ -150,7 +151,11 @@ mod buffered {
                 .ok()
                 .flatten()
                 .map_or(LEN_PREFIX, |len| LEN_PREFIX + len);
+            // Grow towards the frame's size only as its bytes arrive (at
+            // most doubling), so a peer that announces a large frame and
+            // sends little of it costs little memory.
             let wanted = needed
+                .min(buffered.saturating_mul(2))
                 .max(buffered + 1)
                 .max(READ_CHUNK.min(self.max_frame + LEN_PREFIX));
             if self.start > 0
@@ -413,6 +418,75 @@ mod buffered {
             // 15 header bytes + 1 length byte + 100 payload bytes.
             assert_eq!(err, EncodeError::TooLarge { len: 116, max: 32 });
             assert_eq!(w.buf, before);
+        }
+
+        /// Hands out its bytes, then end of stream.
+        struct Source<'a>(&'a [u8]);
+
+        impl Transport for Source<'_> {
+            type Error = core::convert::Infallible;
+            fn poll_read(
+                &mut self,
+                _: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<Result<usize, Self::Error>> {
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Poll::Ready(Ok(n))
+            }
+            fn poll_write(
+                &mut self,
+                _: &mut Context<'_>,
+                _: &[u8],
+            ) -> Poll<Result<usize, Self::Error>> {
+                Poll::Ready(Ok(0))
+            }
+            fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        #[test]
+        fn buffer_grows_with_arriving_bytes_not_the_announced_length() {
+            let max = 64 << 20;
+            let mut stream = ((max - 1) as u32).to_le_bytes().to_vec();
+            stream.extend_from_slice(&[7; 100]);
+            let mut source = Source(&stream);
+            let mut r = FrameReader::new(max);
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            loop {
+                assert_eq!(r.next_frame(), Ok(None));
+                match r.poll_fill(&mut source, &mut cx) {
+                    Poll::Ready(Ok(0)) => break,
+                    Poll::Ready(Ok(_)) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(r.has_partial_frame());
+            assert!(r.buf.len() <= 64 * 1024, "buffer of {} bytes", r.buf.len());
+
+            // A frame that does arrive in full is still read whole.
+            let body = alloc::vec![3u8; 300_000];
+            let mut stream = (body.len() as u32).to_le_bytes().to_vec();
+            stream.extend_from_slice(&body);
+            let mut source = Source(&stream);
+            let mut r = FrameReader::new(max);
+            let frame = loop {
+                if let Some(frame) = r.next_frame().unwrap() {
+                    break frame.to_vec();
+                }
+                assert!(matches!(
+                    r.poll_fill(&mut source, &mut cx),
+                    Poll::Ready(Ok(1..))
+                ));
+            };
+            assert_eq!(frame, body);
+            assert!(r.buf.len() < 2 * stream.len());
         }
 
         #[test]
