@@ -490,7 +490,14 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
             self.deadlines.arm(at);
         }
         match &self.spawner {
-            None => self.tasks.insert(id, deadline, Work::Local(handler.0)),
+            None => {
+                // Most handlers finish on their first poll: run it now, so
+                // the reply joins this batch's write and the slot is free
+                // again at once, without a trip through the wake queue.
+                let index = self.tasks.insert(id, deadline, Work::Local(handler.0));
+                self.tasks
+                    .poll_one(index, self.writer.buffer(), self.max_frame);
+            }
             Some(spawner) => {
                 let (index, generation) = self.tasks.next_slot();
                 let reply_to = ReplyTo {
@@ -759,7 +766,9 @@ impl Tasks {
         }
     }
 
-    fn insert(&mut self, id: u32, deadline: Option<Duration>, work: Work) {
+    /// Puts `work` into a free slot and returns the slot's index. A local
+    /// handler is not polled: the caller polls it once to start it.
+    fn insert(&mut self, id: u32, deadline: Option<Duration>, work: Work) -> u32 {
         let (index, _) = self.next_slot();
         if index as usize == self.entries.len() {
             let wake = Arc::new(SlotWake {
@@ -782,15 +791,9 @@ impl Tasks {
         let entry = &mut self.entries[index as usize];
         entry.id = id;
         entry.deadline = deadline;
-        let local = matches!(work, Work::Local(_));
         entry.work = work;
         self.live += 1;
-        if local {
-            // A new handler is polled once to start it; the driver is
-            // running, so it need not be woken.
-            entry.wake.queued.store(true, Ordering::Release);
-            self.wake.state.lock().ready.push(index);
-        }
+        index
     }
 
     fn remove(&mut self, index: u32) {
