@@ -69,6 +69,9 @@ pub struct ProbeImpl {
     pub gate: Gate,
     /// Largest `fill` reply allowed (keeps fuzzed requests small).
     pub max_fill: u32,
+    /// Whether `maybe_panic` may really panic (never under the fuzzer,
+    /// whose panic hook aborts even when the server catches the panic).
+    pub panics: bool,
 }
 
 impl ProbeImpl {
@@ -120,7 +123,10 @@ impl Probe for Shared {
     }
     async fn maybe_panic(&self, id: u64, panic: bool) -> u64 {
         self.0.count();
-        assert!(!panic, "handler asked to panic (id {id})");
+        assert!(
+            !(panic && self.0.panics),
+            "handler asked to panic (id {id})"
+        );
         id
     }
     async fn gated(&self, id: u64) -> u64 {
@@ -248,6 +254,11 @@ impl Flag {
         let flag = Arc::new(Flag::default());
         let waker = Waker::from(flag.clone());
         (flag, waker)
+    }
+
+    /// Whether it was woken since the last [`take`](Self::take).
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 
     /// Whether it was woken since the last call; clears it.
