@@ -108,8 +108,9 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use courier::framing::DEFAULT_MAX_FRAME;
@@ -271,6 +272,11 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
         S: Service + Clone,
     {
         let shutdown = self.shutdown.as_ref().map(Shutdown::triggered);
+        let tracker = Arc::new(Tracker::default());
+        let accept_wake = Arc::new(AcceptWake {
+            ready: AtomicBool::new(true),
+            tracker: tracker.clone(),
+        });
         Serve {
             listener: Some(listener),
             service,
@@ -279,7 +285,9 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
             config: self,
             local: FuturesUnordered::new(),
             spawn: None,
-            tracker: Arc::new(Tracker::default()),
+            tracker,
+            accept_waker: Waker::from(accept_wake.clone()),
+            accept_wake,
             shutdown,
             sleep: None,
             sleeping: Sleeping::No,
@@ -376,6 +384,29 @@ pub struct Serve<L: Listener, S, Tm: Timer> {
     backoff: Duration,
     next_backoff: Duration,
     next_id: u64,
+    /// Set when the listener may have a connection: connections running
+    /// inside this future wake it far more often than clients connect, and
+    /// an accept attempt costs a system call.
+    accept_wake: Arc<AcceptWake>,
+    accept_waker: Waker,
+}
+
+/// The waker the listener is polled with: marks it ready, then wakes the
+/// serve task.
+struct AcceptWake {
+    ready: AtomicBool,
+    tracker: Arc<Tracker>,
+}
+
+impl Wake for AcceptWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.tracker.waker.wake();
+    }
 }
 
 impl<L: Listener, S, Tm: Timer> Unpin for Serve<L, S, Tm> {}
@@ -534,7 +565,15 @@ where
             let Some(listener) = self.listener.as_mut() else {
                 return started;
             };
-            match listener.poll_accept(cx) {
+            if !self.accept_wake.ready.swap(false, Ordering::AcqRel) {
+                return started;
+            }
+            let poll = listener.poll_accept(&mut Context::from_waker(&self.accept_waker));
+            if poll.is_ready() {
+                // There may be more: look again next time.
+                self.accept_wake.ready.store(true, Ordering::Release);
+            }
+            match poll {
                 Poll::Pending => return started,
                 Poll::Ready(Ok((conn, peer))) => {
                     self.next_backoff = self.backoff;
