@@ -66,7 +66,23 @@ fn read_all(io: &mut Chunked, max_frame: usize) -> (Vec<Vec<u8>>, Option<FrameEr
     }
 }
 
+/// Under miri: few cases (each is ~1000x slower there), and no failure
+/// files (miri isolates the file system).
+fn config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 4,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig::default()
+    }
+}
+
 proptest! {
+    #![proptest_config(config())]
+
     #[test]
     fn header_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
         if let Ok((header, at)) = Header::decode(&bytes) {
