@@ -382,9 +382,13 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             let finished = core.tasks.run_ready(core.writer.buffer(), core.max_frame);
             progress |= finished;
             core.touch(finished);
+            let live = core.tasks.live;
             if core.expire_deadlines(cx) {
                 return Poll::Ready(Err(DriverError::IdleTimeout));
             }
+            // An expired handler frees a slot: reading may go on, and no
+            // transport wake-up will say so.
+            progress |= core.tasks.live < live;
             let unsent = core.writer.pending();
             let written = core.writer.poll_write_all(&mut self.io, cx);
             core.touch(core.writer.pending() < unsent);
