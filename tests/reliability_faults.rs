@@ -16,7 +16,7 @@ use std::task::Poll;
 use courier::{CallError, Client, ClientBuilder, DriverError, ServerBuilder, TransportErrorKind};
 use courier_mem::fault::{CutKind, FaultError, Faults, Pattern};
 use courier_mem::MemError;
-use support::{ProbeClient, ProbeImpl, Sim};
+use support::{ManualClock, ProbeClient, ProbeImpl, Sim};
 
 type Slot<T> = Rc<RefCell<Option<T>>>;
 
@@ -407,4 +407,56 @@ fn poll_results_are_never_ready_without_progress() {
     sim.run_until_stalled(10);
     assert_eq!(polls.get(), 1);
     assert_eq!(sim.live(), 1);
+}
+
+/// Found by the `server_stream` fuzzer: with a full handler table, a
+/// handler whose deadline passed freed its slot, but the server did not go
+/// back to reading, and no transport wake-up came: the connection hung.
+#[test]
+fn expired_deadline_frees_a_slot_and_reading_resumes() {
+    for spawned in [false, true] {
+        let clock = ManualClock::new();
+        let (client_io, server_io) = courier_mem::pair(4096);
+        let imp = ProbeImpl::shared(0);
+        let spawned_tasks = Rc::new(RefCell::new(Vec::new()));
+        let mut builder = ServerBuilder::new().max_concurrent(1).timer(clock.clone());
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if spawned {
+            let queue = queue.clone();
+            builder = builder.spawner(move |task| queue.lock().unwrap().push(task));
+        }
+        let server = builder.build(server_io, support::service(&imp));
+        let (client, driver) = Client::new(client_io);
+        let probe = ProbeClient::new(client);
+        let slow = probe.with_timeout(std::time::Duration::from_millis(5));
+        let mut sim = Sim::new();
+        let _server = record(&mut sim, server);
+        let _driver = record(&mut sim, driver);
+        // Runs the tasks, and the handlers spawned meanwhile, until all wait.
+        let settle = |sim: &mut Sim<'_>| loop {
+            let spawned: Vec<_> = queue.lock().unwrap().drain(..).collect();
+            let none = spawned.is_empty();
+            for task in spawned {
+                spawned_tasks.borrow_mut().push(record(sim, task));
+            }
+            if sim.run_until_stalled(100) == 0 && none {
+                break;
+            }
+        };
+        let gated = record(&mut sim, slow.gated(1));
+        settle(&mut sim);
+        let add = record(&mut sim, probe.add(2, 3));
+        settle(&mut sim);
+        assert_eq!(imp.started.load(Ordering::SeqCst), 1, "the table is full");
+        clock.advance(std::time::Duration::from_millis(5));
+        settle(&mut sim);
+        assert_eq!(
+            gated.borrow_mut().take(),
+            Some(Err(CallError::Remote(
+                courier::RemoteError::DeadlineExceeded
+            ))),
+            "spawned: {spawned}"
+        );
+        assert_eq!(add.borrow_mut().take(), Some(Ok(5)), "spawned: {spawned}");
+    }
 }
