@@ -153,7 +153,9 @@ where
     }
 }
 
-/// Configures and builds a server for one connection.
+/// Configures and builds a server for one connection. Cloneable, so one
+/// builder can serve as the template for every connection of a listener.
+#[derive(Clone)]
 #[must_use]
 pub struct ServerBuilder<Tm = NoTimer> {
     max_concurrent: usize,
@@ -162,6 +164,19 @@ pub struct ServerBuilder<Tm = NoTimer> {
     spawner: Option<Arc<dyn Spawn>>,
     shutdown: Option<Shutdown>,
     idle_timeout: Option<Duration>,
+}
+
+impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("max_concurrent", &self.max_concurrent)
+            .field("max_frame", &self.max_frame)
+            .field("timer", &self.timer)
+            .field("spawner", &self.spawner.is_some())
+            .field("shutdown", &self.shutdown)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
 }
 
 impl ServerBuilder<NoTimer> {

@@ -358,6 +358,26 @@ pub fn oversized_frame<E: Env>() {
     });
 }
 
+/// A silent raw client is disconnected by the idle timeout and logged; the
+/// server goes on serving others.
+pub fn idle_timeout<E: Env>() {
+    capture_logs();
+    E::block_on(async {
+        let builder = E::builder().idle_timeout(Duration::from_millis(100));
+        let server = start::<E>(builder, false);
+        // Connects, sends nothing; the server must close it.
+        let silent = E::raw(&server.addr, Vec::new());
+        let read = within::<E, _>("the idle connection is closed", silent).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        wait_for::<E>("the reason is logged", || {
+            !logged(&["WARN", "idle"]).is_empty()
+        })
+        .await;
+        let next = connect::<E>(&server.addr).await;
+        assert_eq!(within::<E, _>("call", next.client.add(1, 2)).await, Ok(3));
+    });
+}
+
 /// At the limit new clients wait (`Pause`) until a connection closes.
 pub fn max_connections_pause<E: Env>() {
     E::block_on(async {
@@ -526,6 +546,10 @@ macro_rules! scenarios {
         #[test]
         fn max_connections_pause() {
             sockets::max_connections_pause::<$env>();
+        }
+        #[test]
+        fn idle_timeout_closes_a_silent_connection() {
+            sockets::idle_timeout::<$env>();
         }
         #[test]
         fn max_connections_reject() {

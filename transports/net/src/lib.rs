@@ -113,8 +113,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use courier::framing::DEFAULT_MAX_FRAME;
-use courier::server::DEFAULT_MAX_CONCURRENT;
 use courier::{
     Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, Timer, Transport,
 };
@@ -164,29 +162,16 @@ pub enum AtLimit {
 
 /// Configures the accept loop and the per-connection servers.
 #[must_use]
+#[derive(Debug)]
 pub struct ServeBuilder<Tm> {
     timer: Tm,
     max_connections: usize,
     at_limit: AtLimit,
     grace: Duration,
     shutdown: Option<Shutdown>,
-    max_frame: usize,
-    max_concurrent: usize,
-    handler_spawner: Option<Arc<dyn Spawn>>,
+    /// The template every connection's server is built from.
+    server: ServerBuilder<Tm>,
     accept_backoff: Duration,
-}
-
-impl<Tm: fmt::Debug> fmt::Debug for ServeBuilder<Tm> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServeBuilder")
-            .field("timer", &self.timer)
-            .field("max_connections", &self.max_connections)
-            .field("at_limit", &self.at_limit)
-            .field("grace", &self.grace)
-            .field("max_frame", &self.max_frame)
-            .field("max_concurrent", &self.max_concurrent)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<Tm: Timer + Clone> ServeBuilder<Tm> {
@@ -200,14 +185,12 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     /// connection closes.
     pub fn new(timer: Tm) -> Self {
         ServeBuilder {
-            timer,
+            timer: timer.clone(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             at_limit: AtLimit::Pause,
             grace: DEFAULT_GRACE_PERIOD,
             shutdown: None,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_concurrent: DEFAULT_MAX_CONCURRENT,
-            handler_spawner: None,
+            server: ServerBuilder::new().timer(timer.clone()),
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
         }
     }
@@ -233,6 +216,7 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
 
     /// The signal that starts a graceful shutdown.
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.server = self.server.shutdown(shutdown.clone());
         self.shutdown = Some(shutdown);
         self
     }
@@ -240,20 +224,28 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     /// The largest frame accepted or sent per connection, in bytes; a client
     /// announcing a larger one is disconnected (and logged).
     pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes;
+        self.server = self.server.max_frame(bytes);
         self
     }
 
     /// At most `n` calls of one connection run at once.
     pub fn max_concurrent(mut self, n: usize) -> Self {
-        self.max_concurrent = n;
+        self.server = self.server.max_concurrent(n);
+        self
+    }
+
+    /// Closes a connection on which nothing happened for `timeout` (see
+    /// [`ServerBuilder::idle_timeout`]); it is logged like any failed
+    /// connection.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.server = self.server.idle_timeout(timeout);
         self
     }
 
     /// Runs each call's handler as a task on `spawner` (see
     /// [`ServerBuilder::spawner`]).
     pub fn handler_spawner(mut self, spawner: impl Spawn + 'static) -> Self {
-        self.handler_spawner = Some(Arc::new(spawner));
+        self.server = self.server.spawner(spawner);
         self
     }
 
@@ -328,26 +320,7 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     }
 
     fn server_for<T: Transport, S: Service>(&self, conn: T, service: S) -> Server<T, S, Tm> {
-        let mut builder = ServerBuilder::new()
-            .max_frame(self.max_frame)
-            .max_concurrent(self.max_concurrent)
-            .timer(self.timer.clone());
-        if let Some(shutdown) = &self.shutdown {
-            builder = builder.shutdown(shutdown.clone());
-        }
-        if let Some(spawner) = &self.handler_spawner {
-            builder = builder.spawner(SharedSpawn(spawner.clone()));
-        }
-        builder.build(conn, service)
-    }
-}
-
-/// An `Arc<dyn Spawn>` handed to each connection's server.
-struct SharedSpawn(Arc<dyn Spawn>);
-
-impl Spawn for SharedSpawn {
-    fn spawn(&self, task: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        self.0.spawn(task)
+        self.server.clone().build(conn, service)
     }
 }
 
