@@ -5,9 +5,9 @@
 //!
 //! The binary runs a courier server and client in one process, over TCP,
 //! Unix sockets or the in-memory transport, on smol (default) or tokio, and
-//! measures them exactly like the peer benchmarks in `../shared/peers` do:
-//! it uses their `bench-common` crate for the flags, the warm-up / measure /
-//! stop phase clock, the HdrHistogram recorder and the result line.
+//! measures them the way the peer benchmarks in `../shared/peers` do (their
+//! `bench-common`): the same flags, warm-up / measure / stop phase clock,
+//! HdrHistogram recorder and result line, see [`measure`].
 //!
 //! The service has the peers' two methods: `add(u64, u64) -> u64`
 //! (`--payload 0`) and an echo of the payload. The echo takes and returns a
@@ -21,8 +21,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bench_common::{Phase, Recorder};
+pub mod measure;
+
 use courier::{ClientBuilder, ClientDriver, ServerBuilder, Timer, Transport};
+use measure::{Phase, Recorder};
 use serde_bytes::ByteBuf;
 
 courier::service! {

@@ -1,6 +1,7 @@
 //! `courier-bench`: courier's throughput and latency on loopback, measured
 //! the way the peer benchmarks in `../shared/peers` measure tarpc and raw
-//! sockets (same flags, same phase clock, same histogram, same result line).
+//! sockets (same flags, same phase clock, same histogram, same result line;
+//! see `courier_bench::measure`).
 //!
 //! ```text
 //! cargo run --release --bin courier-bench -- --transport tcp --concurrency 64 --payload 16
@@ -15,69 +16,45 @@
 
 use std::sync::Arc;
 
-use bench_common::{Args, Phase, Recorder};
+use courier_bench::measure::{report, run_phases, Args, Phase, Recorder, USAGE};
 use courier_bench::{
     start_client, BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime,
 };
 
-const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
-const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity"];
-
 fn main() {
-    let args = Args::from_env(Args::default(), TRANSPORTS, EXTRA_FLAGS);
-    let bin = "courier-bench";
-    let mem_capacity = match args.extra("--mem-capacity").map(str::parse::<usize>) {
-        None => 1 << 20,
-        Some(Ok(n)) if n > 0 => n,
-        Some(_) => Args::fail(
-            bin,
-            TRANSPORTS,
-            EXTRA_FLAGS,
-            "--mem-capacity: expected bytes > 0",
-        ),
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
     };
-    let runtime = args.extra("--runtime").unwrap_or("smol");
-    if !args.nodelay && args.transport == "tcp" {
-        // courier-tcp sets TCP_NODELAY on both ends: courier coalesces
-        // frames into one write itself.
-        Args::fail(
-            bin,
-            TRANSPORTS,
-            EXTRA_FLAGS,
-            "--nodelay 0: courier-tcp always sets TCP_NODELAY",
-        );
-    }
-    let (rec, elapsed) = match runtime {
-        "smol" => {
-            let rt = SmolRuntime::new(args.workers);
-            let callers = match args.transport.as_str() {
-                "tcp" => smol_tcp(&rt, &args),
-                "unix" => smol_unix(&rt, &args),
-                _ => mem(&rt, &args, mem_capacity),
-            };
-            measure(&rt, &args, callers)
-        }
-        "tokio" => {
-            let rt = TokioRuntime::new(args.workers);
-            let callers = match args.transport.as_str() {
-                "tcp" => tokio_tcp(&rt, &args),
-                "unix" => tokio_unix(&rt, &args),
-                _ => mem(&rt, &args, mem_capacity),
-            };
-            measure(&rt, &args, callers)
-        }
-        other => Args::fail(
-            bin,
-            TRANSPORTS,
-            EXTRA_FLAGS,
-            &format!("--runtime: expected smol|tokio, got {other:?}"),
-        ),
+    let (rec, elapsed) = if args.runtime == "tokio" {
+        let rt = TokioRuntime::new(args.workers);
+        let callers = match args.transport.as_str() {
+            "tcp" => tokio_tcp(&rt, &args),
+            "unix" => tokio_unix(&rt, &args),
+            _ => mem(&rt, &args, args.mem_capacity),
+        };
+        measure(&rt, &args, callers)
+    } else {
+        let rt = SmolRuntime::new(args.workers);
+        let callers = match args.transport.as_str() {
+            "tcp" => smol_tcp(&rt, &args),
+            "unix" => smol_unix(&rt, &args),
+            _ => mem(&rt, &args, args.mem_capacity),
+        };
+        measure(&rt, &args, callers)
     };
     eprintln!(
-        "# courier: runtime={runtime} workers={} transport={}",
-        args.workers, args.transport
+        "# courier: runtime={} workers={} transport={}",
+        args.runtime, args.workers, args.transport
     );
-    bench_common::report("courier", &args, &rec, elapsed);
+    report("courier", &args, &rec, elapsed);
     if rec.calls == 0 {
         std::process::exit(1);
     }
@@ -92,7 +69,7 @@ fn measure<R: Runtime>(
     args: &Args,
     (phase, callers): Started,
 ) -> (Recorder, std::time::Duration) {
-    let elapsed = bench_common::run_phases(&phase, args.warmup, args.duration);
+    let elapsed = run_phases(&phase, args.warmup, args.duration);
     let mut total = Recorder::new();
     rt.block_on(async {
         for caller in callers {
