@@ -29,6 +29,7 @@ use crate::deadline::{timeout_to_ms, Deadlines};
 use crate::error::{CallError, DriverError, FrameError};
 use crate::framing::{encode_frame, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
+use crate::readiness::ReadReadiness;
 use crate::sync::Mutex;
 use crate::timer::{NoTimer, Timer};
 use crate::wire::{Header, MethodKey};
@@ -790,6 +791,7 @@ pub(crate) struct Conn<T> {
     io: T,
     reader: FrameReader,
     writer: FrameWriter,
+    readiness: ReadReadiness,
 }
 
 impl<T: Transport> Conn<T> {
@@ -798,6 +800,7 @@ impl<T: Transport> Conn<T> {
             io,
             reader: FrameReader::new(max_frame),
             writer: FrameWriter::new(max_frame),
+            readiness: ReadReadiness::new(),
         }
     }
 
@@ -812,7 +815,10 @@ impl<T: Transport> Conn<T> {
             if let Err(e) = self.route_buffered(shared) {
                 return Poll::Ready(Err(DriverError::Protocol(e)));
             }
-            match self.reader.poll_fill(&mut self.io, cx) {
+            match self
+                .readiness
+                .poll_fill(&mut self.reader, &mut self.io, cx.waker())
+            {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
                 Poll::Ready(Ok(0)) => return Poll::Ready(self.peer_closed(shared)),

@@ -37,6 +37,7 @@ use crate::deadline::Deadlines;
 use crate::error::{DriverError, FrameError, RemoteError};
 use crate::framing::{encode_frame, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
+use crate::readiness::ReadReadiness;
 use crate::sync::Mutex;
 use crate::timer::{NoTimer, Timer};
 use crate::wire::{Header, MethodKey};
@@ -292,6 +293,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         Server {
             io: transport,
             reader: FrameReader::new(self.max_frame),
+            readiness: ReadReadiness::new(),
             core,
             read_closed: false,
             finished: false,
@@ -313,6 +315,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
 pub struct Server<T, S, Tm: Timer = NoTimer> {
     io: T,
     reader: FrameReader,
+    readiness: ReadReadiness,
     core: Core<S, Tm>,
     read_closed: bool,
     finished: bool,
@@ -439,7 +442,10 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             if !self.core.may_read() {
                 return Poll::Ready(Ok(read_any));
             }
-            match self.reader.poll_fill(&mut self.io, cx) {
+            match self
+                .readiness
+                .poll_fill(&mut self.reader, &mut self.io, cx.waker())
+            {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
                 Poll::Ready(Ok(0)) => {
