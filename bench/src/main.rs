@@ -117,23 +117,42 @@ fn smol_tcp(rt: &SmolRuntime, args: &Args) -> Started {
         .max_concurrent(limits(args))
         .serve(listener, service());
     rt.detach(serve);
+    let callers = connect_clients(rt, args, &phase, |builder| {
+        courier_tcp::connect_with(addr, builder)
+    });
+    (phase, callers)
+}
+
+/// Connects `args.conns` clients with `connect` and starts their callers.
+fn connect_clients<R, F, Fut, T, Tm, E>(
+    rt: &R,
+    args: &Args,
+    phase: &Arc<Phase>,
+    connect: F,
+) -> Vec<BoxFuture<Recorder>>
+where
+    R: Runtime,
+    F: Fn(courier::ClientBuilder) -> Fut,
+    Fut: std::future::Future<Output = Result<(courier::Client, courier::ClientDriver<T, Tm>), E>>,
+    E: std::fmt::Debug,
+    T: courier::Transport + Send + 'static,
+    T::Error: Send,
+    Tm: courier::Timer + Send + 'static,
+    Tm::Sleep: Send,
+{
     let mut callers = Vec::new();
     for _ in 0..args.conns {
-        let client = rt
-            .block_on(courier_tcp::connect_with(
-                addr,
-                courier_bench::client_builder(args.concurrency),
-            ))
-            .expect("connect");
+        let builder = courier_bench::client_builder(args.concurrency);
+        let client = rt.block_on(connect(builder)).expect("connect");
         callers.extend(start_client(
             rt,
             client,
             args.concurrency,
             args.payload,
-            &phase,
+            phase,
         ));
     }
-    (phase, callers)
+    callers
 }
 
 fn socket_path() -> std::path::PathBuf {
@@ -149,22 +168,9 @@ fn smol_unix(rt: &SmolRuntime, args: &Args) -> Started {
         .max_concurrent(limits(args))
         .serve(listener, service());
     rt.detach(serve);
-    let mut callers = Vec::new();
-    for _ in 0..args.conns {
-        let client = rt
-            .block_on(courier_unix::connect_with(
-                &path,
-                courier_bench::client_builder(args.concurrency),
-            ))
-            .expect("connect");
-        callers.extend(start_client(
-            rt,
-            client,
-            args.concurrency,
-            args.payload,
-            &phase,
-        ));
-    }
+    let callers = connect_clients(rt, args, &phase, |builder| {
+        courier_unix::connect_with(&path, builder)
+    });
     let _ = std::fs::remove_file(&path);
     (phase, callers)
 }
@@ -179,22 +185,9 @@ fn tokio_tcp(rt: &TokioRuntime, args: &Args) -> Started {
         .max_concurrent(limits(args))
         .serve(listener, service());
     rt.detach(serve);
-    let mut callers = Vec::new();
-    for _ in 0..args.conns {
-        let client = rt
-            .block_on(courier_tcp::tokio::connect_with(
-                addr,
-                courier_bench::client_builder(args.concurrency),
-            ))
-            .expect("connect");
-        callers.extend(start_client(
-            rt,
-            client,
-            args.concurrency,
-            args.payload,
-            &phase,
-        ));
-    }
+    let callers = connect_clients(rt, args, &phase, |builder| {
+        courier_tcp::tokio::connect_with(addr, builder)
+    });
     (phase, callers)
 }
 
@@ -210,22 +203,9 @@ fn tokio_unix(rt: &TokioRuntime, args: &Args) -> Started {
         .max_concurrent(limits(args))
         .serve(listener, service());
     rt.detach(serve);
-    let mut callers = Vec::new();
-    for _ in 0..args.conns {
-        let client = rt
-            .block_on(courier_unix::tokio::connect_with(
-                &path,
-                courier_bench::client_builder(args.concurrency),
-            ))
-            .expect("connect");
-        callers.extend(start_client(
-            rt,
-            client,
-            args.concurrency,
-            args.payload,
-            &phase,
-        ));
-    }
+    let callers = connect_clients(rt, args, &phase, |builder| {
+        courier_unix::tokio::connect_with(&path, builder)
+    });
     let _ = std::fs::remove_file(&path);
     (phase, callers)
 }
