@@ -662,7 +662,7 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
             }
             self.shared.expire_deadlines(&mut self.deadlines, cx);
             self.conn.write(&self.shared, cx)?;
-            match self.shared.next_step(Some(self.conn.writer.pending()), cx) {
+            match self.shared.next_step(Some(self.conn.pending_writes()), cx) {
                 Step::Again => continue,
                 Step::Wait => return Poll::Pending,
                 Step::Finish => return self.conn.poll_close(cx),

@@ -309,25 +309,6 @@ mod buffered {
             encode_frame(&mut self.buf, header, body, self.max_frame)
         }
 
-        /// Appends a frame whose body is already encoded.
-        pub fn encode_raw(&mut self, header: &Header, body: &[u8]) -> Result<(), EncodeError> {
-            let len = header.encoded_len() + body.len();
-            if len > self.max_frame {
-                return Err(EncodeError::TooLarge {
-                    len,
-                    max: self.max_frame,
-                });
-            }
-            let mut head = [0u8; MAX_HEADER_LEN];
-            let head_len = header
-                .encode(&mut head)
-                .map_err(|_| EncodeError::Serialize)?;
-            self.buf.extend_from_slice(&(len as u32).to_le_bytes());
-            self.buf.extend_from_slice(&head[..head_len]);
-            self.buf.extend_from_slice(body);
-            Ok(())
-        }
-
         /// The buffer frames are appended to (bytes already written stay in
         /// front of it until the next write completes).
         pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
