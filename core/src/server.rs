@@ -604,7 +604,7 @@ impl Shutdown {
     /// Starts the graceful shutdown of every server built with this signal.
     pub fn trigger(&self) {
         self.inner.triggered.store(true, Ordering::Release);
-        let wakers = core::mem::take(&mut *self.inner.wakers.lock());
+        let wakers = self.inner.wakers.with(core::mem::take);
         for waker in wakers.into_iter().flatten() {
             waker.wake();
         }
@@ -621,21 +621,24 @@ impl Shutdown {
         if self.is_triggered() {
             return true;
         }
-        let mut wakers = self.inner.wakers.lock();
-        let index = match *key {
-            Some(index) if index < wakers.len() => index,
-            _ => {
-                let free = wakers.iter().position(Option::is_none);
-                let index = free.unwrap_or_else(|| {
-                    wakers.push(None);
-                    wakers.len() - 1
-                });
-                *key = Some(index);
-                index
-            }
-        };
-        wakers[index] = Some(cx.waker().clone());
-        drop(wakers);
+        let waker = cx.waker().clone();
+        let previous = self.inner.wakers.with(|wakers| {
+            let index = match *key {
+                Some(index) if index < wakers.len() => index,
+                _ => {
+                    let free = wakers.iter().position(Option::is_none);
+                    let index = free.unwrap_or_else(|| {
+                        wakers.push(None);
+                        wakers.len() - 1
+                    });
+                    *key = Some(index);
+                    index
+                }
+            };
+            wakers.get_mut(index).and_then(|slot| slot.replace(waker))
+        });
+        // The old waker is dropped outside the lock (its drop is user code).
+        drop(previous);
         // Triggered between the check and the registration?
         self.is_triggered()
     }
@@ -651,9 +654,11 @@ impl Shutdown {
     }
 
     fn unregister(&self, key: usize) {
-        if let Some(slot) = self.inner.wakers.lock().get_mut(key) {
-            *slot = None;
-        }
+        let previous = self
+            .inner
+            .wakers
+            .with(|wakers| wakers.get_mut(key).and_then(Option::take));
+        drop(previous);
     }
 }
 
@@ -731,20 +736,20 @@ struct WakeState {
 
 impl WakeQueue {
     fn push_ready(&self, index: u32) {
-        let mut state = self.state.lock();
-        state.ready.push(index);
-        let driver = state.driver.take();
-        drop(state);
+        let driver = self.state.with(|state| {
+            state.ready.push(index);
+            state.driver.take()
+        });
         if let Some(waker) = driver {
             waker.wake();
         }
     }
 
     fn push_done(&self, reply: RemoteReply) {
-        let mut state = self.state.lock();
-        state.done.push(reply);
-        let driver = state.driver.take();
-        drop(state);
+        let driver = self.state.with(|state| {
+            state.done.push(reply);
+            state.driver.take()
+        });
         if let Some(waker) = driver {
             waker.wake();
         }
@@ -772,15 +777,21 @@ impl Wake for SlotWake {
 
 impl Tasks {
     fn set_driver(&self, waker: &Waker) {
-        let mut state = self.wake.state.lock();
-        if !state.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            state.driver = Some(waker.clone());
+        let registered = self
+            .wake
+            .state
+            .with(|state| state.driver.as_ref().is_some_and(|w| w.will_wake(waker)));
+        if !registered {
+            let waker = waker.clone();
+            let previous = self.wake.state.with(|state| state.driver.replace(waker));
+            drop(previous);
         }
     }
 
     fn has_ready(&self) -> bool {
-        let state = self.wake.state.lock();
-        !state.ready.is_empty() || !state.done.is_empty()
+        self.wake
+            .state
+            .with(|state| !state.ready.is_empty() || !state.done.is_empty())
     }
 
     /// The slot the next `insert` uses, and its generation.
@@ -848,11 +859,10 @@ impl Tasks {
     fn run_ready(&mut self, out: &mut Vec<u8>, max_frame: usize) -> bool {
         let mut ready = core::mem::take(&mut self.scratch);
         let mut done = core::mem::take(&mut self.done_scratch);
-        {
-            let mut state = self.wake.state.lock();
+        self.wake.state.with(|state| {
             core::mem::swap(&mut ready, &mut state.ready);
             core::mem::swap(&mut done, &mut state.done);
-        }
+        });
         let mut finished = false;
         for &index in &ready {
             finished |= self.poll_one(index, out, max_frame);

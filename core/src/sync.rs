@@ -1,34 +1,62 @@
-//! The one lock the drivers share state under: `std::sync::Mutex` with `std`,
-//! a spin lock without. Critical sections are short and never span an await.
+//! The one lock the drivers share state under.
+//!
+//! With `std` it is `std::sync::Mutex`. Without `std` it is a
+//! [`critical_section::Mutex`]: on a microcontroller a waker may fire from an
+//! interrupt handler, and a spin lock that the interrupted code holds would
+//! deadlock it; a critical section masks interrupts instead, so the handler
+//! runs only after the section ends. The target must provide a
+//! `critical-section` implementation (`cortex-m` does with its
+//! `critical-section-single-core` feature).
+//!
+//! The lock is only taken through [`Mutex::with`], so no guard can be held
+//! across an `.await`, and sections stay short: no user code (serde, timers,
+//! wakers, drops of user values) runs inside one.
 
-#[cfg(feature = "std")]
+/// A mutex whose critical sections are closures.
 #[derive(Default)]
-pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
+pub(crate) struct Mutex<T> {
+    #[cfg(feature = "std")]
+    inner: std::sync::Mutex<T>,
+    #[cfg(not(feature = "std"))]
+    inner: critical_section::Mutex<core::cell::RefCell<T>>,
+}
 
-#[cfg(feature = "std")]
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
-        Mutex(std::sync::Mutex::new(value))
+        Mutex {
+            #[cfg(feature = "std")]
+            inner: std::sync::Mutex::new(value),
+            #[cfg(not(feature = "std"))]
+            inner: critical_section::Mutex::new(core::cell::RefCell::new(value)),
+        }
     }
 
-    /// Locks, ignoring poison: state is only mutated in short, panic-free
-    /// sections, so a panic elsewhere never leaves it half-updated.
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    /// Runs `f` with the value locked. Poison is ignored: sections run no
+    /// user code and leave the state consistent at every step that can
+    /// panic, so a panic elsewhere never leaves it half-updated.
+    #[cfg(feature = "std")]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        f(&mut guard)
+    }
+
+    /// Runs `f` inside a critical section. Sections never nest: `f` does
+    /// not take this lock again.
+    #[cfg(not(feature = "std"))]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        critical_section::with(|cs| f(&mut self.inner.borrow_ref_mut(cs)))
     }
 }
 
-#[cfg(not(feature = "std"))]
-#[derive(Default)]
-pub(crate) struct Mutex<T>(spin::Mutex<T>);
-
-#[cfg(not(feature = "std"))]
+#[cfg(feature = "std")]
 impl<T> Mutex<T> {
-    pub(crate) fn new(value: T) -> Self {
-        Mutex(spin::Mutex::new(value))
-    }
-
-    pub(crate) fn lock(&self) -> spin::MutexGuard<'_, T> {
-        self.0.lock()
+    /// A guard (transitional: the client still locks this way).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
