@@ -101,6 +101,8 @@ pub mod client;
 #[cfg(feature = "alloc")]
 mod deadline;
 #[cfg(feature = "alloc")]
+mod id_map;
+#[cfg(feature = "alloc")]
 mod readiness;
 #[cfg(feature = "alloc")]
 pub mod server;
