@@ -17,7 +17,7 @@ async fn with_pair<CT, ST, F, Fut>(
     imp: Impl,
     body: F,
 ) where
-    CT: courier::Timer,
+    CT: courier::Timer + Clone + Send + Sync + 'static,
     ST: courier::Timer,
     F: FnOnce(TestClient) -> Fut,
     Fut: std::future::Future<Output = ()>,

@@ -50,13 +50,3 @@ impl<T> Mutex<T> {
         critical_section::with(|cs| f(&mut self.inner.borrow_ref_mut(cs)))
     }
 }
-
-#[cfg(feature = "std")]
-impl<T> Mutex<T> {
-    /// A guard (transitional: the client still locks this way).
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-}

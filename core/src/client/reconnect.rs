@@ -2,12 +2,14 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use super::{Conn, Shared, Step};
+use super::driver::{Conn, Step};
+use super::{wake_all, Shared};
 use crate::deadline::Deadlines;
 use crate::error::{CallError, TransportError};
 use crate::io::Transport;
@@ -60,22 +62,38 @@ pub enum Outage {
     },
 }
 
+/// The shortest backoff between connection attempts: a zero backoff with a
+/// connector that fails at once would spin.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(1);
+
 /// When and how a reconnecting client dials again.
+///
+/// After a failed attempt, or after a connection that never proved healthy
+/// (no frame received and up for less than [`healthy_after`]), the next
+/// attempt waits for the backoff, which doubles up to its maximum. After
+/// losing a healthy connection the first attempt is immediate and the
+/// backoff starts again from its initial value. So a server that accepts
+/// and closes at once (a full server rejecting connections) is dialled at
+/// the backoff's pace, never in a loop.
+///
+/// [`healthy_after`]: ReconnectPolicy::healthy_after
 #[derive(Clone, Copy, Debug)]
 #[must_use]
 pub struct ReconnectPolicy {
     initial_backoff: Duration,
     max_backoff: Duration,
+    healthy_after: Duration,
     outage: Outage,
 }
 
 impl Default for ReconnectPolicy {
-    /// Backoff from 50 ms doubling up to 5 s; calls fail fast while
-    /// disconnected.
+    /// Backoff from 50 ms doubling up to 5 s; a connection is healthy after
+    /// its first frame or 1 s; calls fail fast while disconnected.
     fn default() -> Self {
         ReconnectPolicy {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            healthy_after: Duration::from_secs(1),
             outage: Outage::FailFast,
         }
     }
@@ -87,11 +105,18 @@ impl ReconnectPolicy {
         Self::default()
     }
 
-    /// The wait before the second attempt; it doubles after every failed
-    /// attempt up to `max`. The first attempt after a loss is immediate.
+    /// The wait before an attempt that follows a failure; it doubles after
+    /// every failure up to `max`. Both are at least [`MIN_BACKOFF`].
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max.max(initial);
+        self.initial_backoff = initial.max(MIN_BACKOFF);
+        self.max_backoff = max.max(self.initial_backoff);
+        self
+    }
+
+    /// How long a connection must stay up, if no frame arrives on it, to
+    /// count as healthy (which resets the backoff when it is lost).
+    pub fn healthy_after(mut self, uptime: Duration) -> Self {
+        self.healthy_after = uptime;
         self
     }
 
@@ -113,24 +138,30 @@ enum Link<C: Connect> {
     /// Waiting for the backoff before the next attempt.
     Down,
     Connecting(Pin<Box<C::Future>>),
-    Up(Conn<C::Transport>),
+    Up {
+        conn: Conn<C::Transport>,
+        since: Duration,
+    },
 }
 
 /// Like [`ClientDriver`](crate::ClientDriver), but when the connection fails
-/// or closes it fails the calls that were sent on it, then dials again with
-/// exponential backoff. It completes only when every [`Client`](crate::Client)
-/// handle is gone; dropping it fails every pending and later call.
+/// or closes it fails the calls that may have reached the server, then dials
+/// again with exponential backoff (see [`ReconnectPolicy`]). Calls whose
+/// request never left the process wait for the next connection under
+/// [`Outage::Wait`], and are never sent once they have failed. It completes
+/// only when every [`Client`](crate::Client) handle is gone; dropping it
+/// fails every pending and later call.
 #[must_use = "calls make no progress unless the driver is polled"]
 pub struct ReconnectingDriver<C: Connect, Tm: Timer> {
     shared: Arc<Shared>,
     connect: C,
     policy: ReconnectPolicy,
     link: Link<C>,
-    deadlines: Deadlines<Tm>,
+    sleep: Deadlines<Tm>,
     backoff_timer: Deadlines<Tm>,
     next_backoff: Duration,
-    max_frame: usize,
     connections: u64,
+    wake: Vec<Waker>,
 }
 
 // Nothing is pinned in place: the attempt future and the sleeps are boxed.
@@ -142,27 +173,27 @@ impl<C: Connect, Tm: Timer + Clone> ReconnectingDriver<C, Tm> {
         mut connect: C,
         policy: ReconnectPolicy,
         timer: Tm,
-        max_frame: usize,
     ) -> Self {
         let first = Box::pin(connect.connect());
+        let mut wake = Vec::new();
         // Calls made before the first attempt resolves wait for it; with
         // `Outage::Wait` they wait as in any outage.
         if let Some(wait) = policy.outage_wait() {
+            let now = timer.now();
             shared
                 .state
-                .lock()
-                .connection_lost(CallError::Closed, Some(wait), false);
+                .with(|state| state.connection_lost(CallError::Closed, Some(wait), now, &mut wake));
         }
         ReconnectingDriver {
             shared,
             connect,
             policy,
             link: Link::Connecting(first),
-            deadlines: Deadlines::new(timer.clone()),
+            sleep: Deadlines::new(timer.clone()),
             backoff_timer: Deadlines::new(timer),
             next_backoff: policy.initial_backoff,
-            max_frame,
             connections: 0,
+            wake,
         }
     }
 }
@@ -175,11 +206,13 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
 
     /// Whether a connection is up right now.
     pub fn is_connected(&self) -> bool {
-        matches!(self.link, Link::Up(_))
+        matches!(self.link, Link::Up { .. })
     }
 
     /// Advances the link: dials, finishes a dial, or runs the connection.
-    /// Returns whether the link changed state.
+    /// Returns whether the link changed state. A failed attempt always
+    /// leaves the link `Down` behind an armed backoff, so this never dials
+    /// twice without the timer firing in between.
     fn poll_link(&mut self, cx: &mut Context<'_>) -> bool {
         match &mut self.link {
             Link::Down => {
@@ -192,76 +225,103 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
             Link::Connecting(attempt) => match attempt.as_mut().poll(cx) {
                 Poll::Pending => false,
                 Poll::Ready(Ok(transport)) => {
-                    self.link = Link::Up(Conn::new(transport, self.max_frame));
+                    let since = self.sleep.now();
+                    self.link = Link::Up {
+                        conn: Conn::new(transport, self.shared.max_frame),
+                        since,
+                    };
                     self.connections += 1;
-                    self.next_backoff = self.policy.initial_backoff;
-                    self.shared.state.lock().reconnected();
+                    self.shared.state.with(|state| state.reconnected());
                     true
                 }
                 Poll::Ready(Err(e)) => {
-                    self.lost(CallError::Transport(e.kind()), true);
+                    self.lost(CallError::Transport(e.kind()), false);
                     true
                 }
             },
-            Link::Up(conn) => {
-                let ended = match conn.read(&self.shared, cx) {
+            Link::Up { conn, since } => {
+                let ended = match conn.read(&self.shared, cx, &mut self.wake) {
                     Poll::Ready(Ok(())) => Some(CallError::Closed),
                     Poll::Ready(Err(e)) => Some(e.to_call_error()),
                     Poll::Pending => conn
-                        .write(&self.shared, cx)
+                        .write(&self.shared, &self.sleep, cx, &mut self.wake)
                         .err()
                         .map(|e| e.to_call_error()),
                 };
-                match ended {
-                    Some(error) => {
-                        // The first attempt after losing a live link is immediate.
-                        self.lost(error, false);
-                        true
-                    }
-                    None => false,
-                }
+                let Some(error) = ended else {
+                    return false;
+                };
+                let uptime = self.sleep.now().saturating_sub(*since);
+                let healthy = conn.frames_read > 0 || uptime >= self.policy.healthy_after;
+                self.lost(error, healthy);
+                true
             }
         }
     }
 
-    fn lost(&mut self, error: CallError, failed_attempt: bool) {
+    /// The connection (or an attempt) ended with `error`. After a healthy
+    /// connection the next attempt is immediate; otherwise it waits for
+    /// the backoff, which doubles.
+    fn lost(&mut self, error: CallError, healthy: bool) {
+        let now = self.sleep.now();
+        let outage = self.policy.outage_wait();
         self.shared
             .state
-            .lock()
-            .connection_lost(error, self.policy.outage_wait(), !failed_attempt);
-        if failed_attempt {
-            let at = self.backoff_timer.now() + self.next_backoff;
-            self.next_backoff = (self.next_backoff * 2).min(self.policy.max_backoff);
-            self.backoff_timer.arm(at);
-            self.link = Link::Down;
-        } else {
+            .with(|state| state.connection_lost(error, outage, now, &mut self.wake));
+        wake_all(&mut self.wake);
+        if healthy {
+            self.next_backoff = self.policy.initial_backoff;
             self.link = Link::Connecting(Box::pin(self.connect.connect()));
+            return;
         }
+        let at = self.backoff_timer.now().saturating_add(self.next_backoff);
+        self.next_backoff = self
+            .next_backoff
+            .saturating_mul(2)
+            .min(self.policy.max_backoff);
+        self.backoff_timer.arm(at);
+        self.link = Link::Down;
     }
 }
 
 impl<C: Connect, Tm: Timer> Future for ReconnectingDriver<C, Tm> {
     type Output = ();
 
+    /// Invariant as for [`ClientDriver`](crate::ClientDriver), plus: while
+    /// down, the backoff sleep was polled and did not fire; while dialling,
+    /// the attempt returned `Pending`.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         loop {
             while this.poll_link(cx) {}
-            this.shared.expire_deadlines(&mut this.deadlines, cx);
-            let pending = match &this.link {
-                Link::Up(conn) => Some(conn.pending_writes()),
+            let (writer, pending) = match &mut this.link {
+                Link::Up { conn, .. } => {
+                    let pending = conn.writer.pending();
+                    (Some(&mut conn.writer), pending)
+                }
+                _ => (None, 0),
+            };
+            let (step, next) = this.shared.settle(writer, pending, cx, &mut this.wake);
+            let writer = match &mut this.link {
+                Link::Up { conn, .. } => Some(&mut conn.writer),
                 _ => None,
             };
-            match this.shared.next_step(pending, cx) {
+            if this
+                .shared
+                .poll_deadlines(&mut this.sleep, next, writer, cx, &mut this.wake)
+            {
+                continue;
+            }
+            match step {
                 Step::Wait => return Poll::Pending,
                 Step::Again => continue,
                 Step::Finish => {
-                    if let Link::Up(conn) = &mut this.link {
+                    if let Link::Up { conn, .. } = &mut this.link {
                         if conn.poll_close(cx).is_pending() {
                             return Poll::Pending;
                         }
                     }
-                    this.shared.state.lock().close(CallError::Closed);
+                    this.shared.close(CallError::Closed, &mut this.wake);
                     return Poll::Ready(());
                 }
             }
@@ -271,6 +331,6 @@ impl<C: Connect, Tm: Timer> Future for ReconnectingDriver<C, Tm> {
 
 impl<C: Connect, Tm: Timer> Drop for ReconnectingDriver<C, Tm> {
     fn drop(&mut self) {
-        self.shared.state.lock().close(CallError::Closed);
+        self.shared.close(CallError::Closed, &mut self.wake);
     }
 }

@@ -45,7 +45,7 @@ pub async fn connect<A: AsyncToSocketAddrs>(addr: A) -> Result<(Client, Driver),
 
 /// Connects to `addr` with a configured client (frame limit, calls in
 /// flight, timer).
-pub async fn connect_with<A: AsyncToSocketAddrs, Tm: Timer>(
+pub async fn connect_with<A: AsyncToSocketAddrs, Tm: Timer + Clone + Send + Sync + 'static>(
     addr: A,
     builder: ClientBuilder<Tm>,
 ) -> Result<(Client, Driver<Tm>), TcpError> {

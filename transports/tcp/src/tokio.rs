@@ -52,7 +52,7 @@ pub async fn connect<A: ToSocketAddrs>(addr: A) -> Result<(Client, Driver), TcpE
 
 /// Connects to `addr` with a configured client (frame limit, calls in
 /// flight, timer).
-pub async fn connect_with<A: ToSocketAddrs, Tm: Timer>(
+pub async fn connect_with<A: ToSocketAddrs, Tm: Timer + Clone + Send + Sync + 'static>(
     addr: A,
     builder: ClientBuilder<Tm>,
 ) -> Result<(Client, Driver<Tm>), TcpError> {

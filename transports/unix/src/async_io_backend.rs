@@ -40,7 +40,7 @@ pub async fn connect(path: impl AsRef<Path>) -> Result<(Client, Driver), UnixErr
 }
 
 /// Connects to the socket at `path` with a configured client.
-pub async fn connect_with<Tm: Timer>(
+pub async fn connect_with<Tm: Timer + Clone + Send + Sync + 'static>(
     path: impl AsRef<Path>,
     builder: ClientBuilder<Tm>,
 ) -> Result<(Client, Driver<Tm>), UnixError> {

@@ -1,0 +1,317 @@
+//! One call: the future a caller awaits.
+
+use alloc::vec::Vec;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::sync::atomic::Ordering;
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::state::{Acquired, Phase, SLOT_KEEP};
+use super::Client;
+use crate::deadline::timeout_to_ms;
+use crate::error::CallError;
+use crate::framing::encode_frame;
+use crate::wire::{Header, MethodKey};
+
+enum CallState {
+    Start,
+    /// Waiting for a slot, with this ticket.
+    Queued(u64),
+    /// Encoding the request into the slot's buffer (only during a poll; a
+    /// panicking `Serialize` leaves it here for `Drop` to clean up).
+    Encoding(u32),
+    /// Queued, sent or answered.
+    Sent(u32),
+    /// Decoding the reply (only during a poll, as for `Encoding`).
+    Decoding(u32),
+    Finished,
+}
+
+/// A call in progress: resolves to the response, or to why there is none.
+///
+/// Nothing happens until it is first polled; its timeout counts from then.
+/// Dropping it before it completes frees its slot: a request that has not
+/// left the process is taken back and never sent, one that may have is
+/// cancelled with a cancel frame so the server drops the handler.
+#[must_use = "a call does nothing unless awaited"]
+pub struct Call<'a, Req, Resp> {
+    client: &'a Client,
+    method: MethodKey,
+    timeout: Option<Duration>,
+    /// When the call started (its first poll), if it needs a clock.
+    started: Option<Duration>,
+    request: Option<Req>,
+    state: CallState,
+    _response: PhantomData<fn() -> Resp>,
+}
+
+// The request is only ever moved out, never pinned.
+impl<Req, Resp> Unpin for Call<'_, Req, Resp> {}
+
+impl<'a, Req, Resp> Call<'a, Req, Resp> {
+    pub(super) fn new(client: &'a Client, method: MethodKey, request: Req) -> Self {
+        Call {
+            client,
+            method,
+            timeout: None,
+            started: None,
+            request: Some(request),
+            state: CallState::Start,
+            _response: PhantomData,
+        }
+    }
+
+    /// Gives the call a timeout, counted from its first poll: it is sent to
+    /// the server (as the time left when the request is written), which
+    /// drops the handler when it passes, and checked locally by the
+    /// driver's timer (if the client has one). Sub-millisecond parts round
+    /// up.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Like [`with_timeout`](Call::with_timeout), for an optional timeout.
+    pub fn with_optional_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        let started = self.started?;
+        Some(started.saturating_add(self.timeout?))
+    }
+}
+
+/// What a poll for the reply found.
+enum Look {
+    Done(Result<(), CallError>, Vec<u8>),
+    Registered,
+    NeedsWaker,
+}
+
+/// What the first lock of a start decided.
+enum Start {
+    Failed(CallError, Option<Waker>),
+    Queued(u64),
+    Slot { slot: u32, id: u32, buf: Vec<u8> },
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
+    fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
+        let shared = &*self.client.shared;
+        if matches!(self.state, CallState::Start) {
+            if self.timeout.is_some() {
+                shared.timed.store(true, Ordering::Relaxed);
+            }
+            if self.timeout.is_some() || shared.reconnecting {
+                self.started = Some((shared.clock)());
+            }
+        }
+        let ticket = match self.state {
+            CallState::Queued(ticket) => Some(ticket),
+            _ => None,
+        };
+        let deadline = self.deadline();
+        let now = match deadline {
+            Some(_) => (shared.clock)(),
+            None => self.started.unwrap_or_default(),
+        };
+        let expired = deadline.is_some_and(|at| at <= now);
+        let waker = cx.waker().clone();
+        let start = shared.state.with(|state| {
+            let fail = match state.closed {
+                Some(error) => Some(error),
+                None if expired => Some(CallError::DeadlineExceeded),
+                None => None,
+            };
+            if let Some(error) = fail {
+                let next = ticket.and_then(|t| state.abandon(t));
+                return Start::Failed(error, next);
+            }
+            match state.acquire(ticket, &waker, deadline) {
+                Acquired::Queued(t) => Start::Queued(t),
+                Acquired::Slot { slot, id } => {
+                    let buf = state
+                        .slot_mut(slot)
+                        .map(|s| core::mem::take(&mut s.buf))
+                        .unwrap_or_default();
+                    Start::Slot { slot, id, buf }
+                }
+            }
+        });
+        match start {
+            Start::Failed(error, next) => {
+                self.state = CallState::Finished;
+                if let Some(next) = next {
+                    next.wake();
+                }
+                Poll::Ready(Err(error))
+            }
+            Start::Queued(t) => {
+                self.state = CallState::Queued(t);
+                Poll::Pending
+            }
+            Start::Slot { slot, id, buf } => {
+                self.state = CallState::Encoding(slot);
+                self.send(slot, id, buf, deadline, now, waker)
+            }
+        }
+    }
+
+    /// Encodes the request (no lock held) and queues it.
+    fn send(
+        &mut self,
+        slot: u32,
+        id: u32,
+        mut buf: Vec<u8>,
+        deadline: Option<Duration>,
+        now: Duration,
+        waker: Waker,
+    ) -> Poll<Result<Resp, CallError>> {
+        let shared = &*self.client.shared;
+        let timeout_ms = deadline.map(|at| timeout_to_ms(at.saturating_sub(now)));
+        let header = Header::request(id, self.method, timeout_ms);
+        buf.clear();
+        let Some(request) = self.request.take() else {
+            return self.fail(slot, CallError::Encode);
+        };
+        let encoded = encode_frame(&mut buf, &header, &request, shared.max_frame);
+        drop(request);
+        if let Err(error) = encoded {
+            return self.fail(slot, error.into());
+        }
+        let (closed, driver) = shared.state.with(|state| {
+            if let Some(error) = state.closed {
+                return (Some((error, state.release(slot))), None);
+            }
+            state.submit(slot, buf, waker, deadline, now, shared.max_queued);
+            (None, state.driver.take())
+        });
+        if let Some((error, next)) = closed {
+            self.state = CallState::Finished;
+            if let Some(next) = next {
+                next.wake();
+            }
+            return Poll::Ready(Err(error));
+        }
+        self.state = CallState::Sent(slot);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Poll::Pending
+    }
+
+    /// Frees the slot of a call that failed before it was queued.
+    fn fail(&mut self, slot: u32, error: CallError) -> Poll<Result<Resp, CallError>> {
+        self.state = CallState::Finished;
+        let next = self.client.shared.state.with(|state| state.release(slot));
+        if let Some(next) = next {
+            next.wake();
+        }
+        Poll::Ready(Err(error))
+    }
+
+    fn poll_response(&mut self, slot: u32, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
+        let shared = &*self.client.shared;
+        let look = shared.state.with(|state| match state.slot_mut(slot) {
+            None => Look::Done(Err(CallError::Closed), Vec::new()),
+            Some(s) => match s.phase {
+                Phase::Done(result) => Look::Done(result, core::mem::take(&mut s.buf)),
+                _ if s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) => Look::Registered,
+                _ => Look::NeedsWaker,
+            },
+        });
+        let done = match look {
+            Look::Done(result, body) => (result, body),
+            Look::Registered => return Poll::Pending,
+            Look::NeedsWaker => {
+                // Cloned, and the old one dropped, outside the lock.
+                let waker = cx.waker().clone();
+                let (done, unused) = shared.state.with(|state| match state.slot_mut(slot) {
+                    Some(s) => match s.phase {
+                        Phase::Done(result) => {
+                            (Some((result, core::mem::take(&mut s.buf))), Some(waker))
+                        }
+                        _ => (None, s.waker.replace(waker)),
+                    },
+                    None => (Some((Err(CallError::Closed), Vec::new())), Some(waker)),
+                });
+                drop(unused);
+                match done {
+                    Some(done) => done,
+                    None => return Poll::Pending,
+                }
+            }
+        };
+        let (result, body) = done;
+        self.state = CallState::Decoding(slot);
+        let response = result.and_then(|()| decode_exact(&body));
+        let next = shared.state.with(|state| {
+            if let Some(s) = state.slot_mut(slot) {
+                if body.capacity() <= SLOT_KEEP {
+                    s.buf = body;
+                }
+            }
+            state.release(slot)
+        });
+        self.state = CallState::Finished;
+        if let Some(next) = next {
+            next.wake();
+        }
+        Poll::Ready(response)
+    }
+}
+
+/// Decodes a postcard body that must be used up entirely.
+pub(crate) fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, CallError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(CallError::Decode),
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> Future for Call<'_, Req, Resp> {
+    type Output = Result<Resp, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.state {
+            CallState::Start | CallState::Queued(_) => this.start(cx),
+            CallState::Sent(slot) => this.poll_response(slot, cx),
+            // Polled again after its `Serialize` or `Deserialize` panicked.
+            CallState::Encoding(slot) => this.fail(slot, CallError::Encode),
+            CallState::Decoding(slot) => this.fail(slot, CallError::Decode),
+            CallState::Finished => panic!("call polled after completion"),
+        }
+    }
+}
+
+impl<Req, Resp> Drop for Call<'_, Req, Resp> {
+    fn drop(&mut self) {
+        let shared = &*self.client.shared;
+        let (next, driver) = match self.state {
+            CallState::Queued(ticket) => (shared.state.with(|s| s.abandon(ticket)), None),
+            CallState::Encoding(slot) | CallState::Decoding(slot) => {
+                (shared.state.with(|s| s.release(slot)), None)
+            }
+            CallState::Sent(slot) => shared.state.with(|s| {
+                let (next, run_driver) = s.drop_call(slot);
+                (next, run_driver.then(|| s.driver.take()).flatten())
+            }),
+            CallState::Start | CallState::Finished => return,
+        };
+        self.state = CallState::Finished;
+        if let Some(next) = next {
+            next.wake();
+        }
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The driver future: owns the transport, writes queued requests, routes
+//! replies and enforces deadlines.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::Ordering;
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+
+use super::{wake_all, Shared};
+use crate::deadline::Deadlines;
+use crate::error::{CallError, DriverError, FrameError};
+use crate::framing::{FrameReader, FrameWriter};
+use crate::io::Transport;
+use crate::readiness::ReadReadiness;
+use crate::timer::{NoTimer, Timer};
+use crate::wire::Header;
+
+/// How many reads the driver does in one go before it lets writes and other
+/// tasks run.
+const READ_BUDGET: usize = 16;
+
+/// Owns the transport: writes requests, reads responses, enforces deadlines.
+///
+/// Poll it to completion on any executor. It completes with `Ok(())` when
+/// every [`Client`](super::Client) handle is gone and all queued frames are
+/// sent, or when the server closes an idle connection; with an error when
+/// the transport fails, the peer breaks the protocol, or the peer closes
+/// while calls are pending. Either way every pending and later call fails
+/// with a [`CallError`]. Dropping the driver does the same.
+#[must_use = "calls make no progress unless the driver is polled"]
+pub struct ClientDriver<T, Tm: Timer = NoTimer> {
+    shared: Arc<Shared>,
+    conn: Conn<T>,
+    sleep: Deadlines<Tm>,
+    /// Wakers collected under the lock, woken after it.
+    wake: Vec<Waker>,
+    finished: bool,
+}
+
+// The transport and the sleep are never pinned in place (the sleep is boxed).
+impl<T, Tm: Timer> Unpin for ClientDriver<T, Tm> {}
+
+impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
+    pub(super) fn new(shared: Arc<Shared>, transport: T, timer: Tm) -> Self {
+        let max_frame = shared.max_frame;
+        ClientDriver {
+            shared,
+            conn: Conn::new(transport, max_frame),
+            sleep: Deadlines::new(timer),
+            wake: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// One round of reads, writes and deadlines, repeated while any of them
+    /// made progress.
+    ///
+    /// Invariant: it returns `Pending` only when the transport's read
+    /// returned `Pending` (its waker registered) or the read budget ran out
+    /// (the task woke itself); the writer is idle or its write returned
+    /// `Pending`; the driver's waker was stored in the shared state in the
+    /// same critical section that found no frame to take and no call to
+    /// settle; and the sleep for the earliest deadline was polled after
+    /// being armed and did not fire.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
+        loop {
+            if let Poll::Ready(result) = self.conn.read(&self.shared, cx, &mut self.wake) {
+                return Poll::Ready(result);
+            }
+            self.conn
+                .write(&self.shared, &self.sleep, cx, &mut self.wake)?;
+            let pending = self.conn.writer.pending();
+            let (step, next) =
+                self.shared
+                    .settle(Some(&mut self.conn.writer), pending, cx, &mut self.wake);
+            let fired = self.shared.poll_deadlines(
+                &mut self.sleep,
+                next,
+                Some(&mut self.conn.writer),
+                cx,
+                &mut self.wake,
+            );
+            if fired {
+                continue;
+            }
+            match step {
+                Step::Again => continue,
+                Step::Wait => return Poll::Pending,
+                Step::Finish => return self.conn.poll_close(cx),
+            }
+        }
+    }
+}
+
+impl<T: Transport, Tm: Timer> Future for ClientDriver<T, Tm> {
+    type Output = Result<(), DriverError<T::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(Ok(()));
+        }
+        let result = core::task::ready!(this.drive(cx));
+        this.finished = true;
+        let error = match &result {
+            Ok(()) => CallError::Closed,
+            Err(e) => e.to_call_error(),
+        };
+        this.shared.close(error, &mut this.wake);
+        Poll::Ready(result)
+    }
+}
+
+impl<T, Tm: Timer> Drop for ClientDriver<T, Tm> {
+    fn drop(&mut self) {
+        self.shared.close(CallError::Closed, &mut self.wake);
+    }
+}
+
+/// What a driver does after a round of reads, writes and deadlines.
+pub(crate) enum Step {
+    /// New work arrived while the lock was not held: go round again.
+    Again,
+    /// Nothing to do until woken (the waker is registered).
+    Wait,
+    /// Every handle is gone and every frame written: close.
+    Finish,
+}
+
+impl Shared {
+    /// Settles calls dropped while their request sat in `writer`, then
+    /// decides, under the lock, whether the driver sleeps; storing its waker
+    /// in the same critical section means no wake-up is lost. Returns the
+    /// step and the earliest deadline. `writer` is `None` while there is no
+    /// connection.
+    pub(crate) fn settle(
+        &self,
+        writer: Option<&mut FrameWriter>,
+        writer_pending: usize,
+        cx: &mut Context<'_>,
+        wake: &mut Vec<Waker>,
+    ) -> (Step, Option<Duration>) {
+        let connected = writer.is_some();
+        let waker = cx.waker().clone();
+        let handles = self.handles.load(Ordering::Acquire);
+        let (step, next, unused) = self.state.with(|state| {
+            if let Some(writer) = writer {
+                state.settle_retracting(writer, wake);
+            }
+            let next = state.next_deadline();
+            if connected && state.has_driver_work(writer_pending) {
+                return (Step::Again, next, Some(waker));
+            }
+            let nothing_to_send = state.out.is_empty() || !connected;
+            if handles == 0 && nothing_to_send {
+                let step = if writer_pending == 0 {
+                    Step::Finish
+                } else {
+                    Step::Wait
+                };
+                return (step, next, Some(waker));
+            }
+            let unused = match &state.driver {
+                Some(w) if w.will_wake(&waker) => Some(waker),
+                _ => state.driver.replace(waker),
+            };
+            (Step::Wait, next, unused)
+        });
+        // Wakers and the replaced waker are dropped outside the lock.
+        drop(unused);
+        wake_all(wake);
+        (step, next)
+    }
+
+    /// Arms the sleep for `next` and, if it fired, fails the calls whose
+    /// deadline passed. Returns whether it fired (the driver goes round
+    /// again: cancels may have been queued).
+    pub(crate) fn poll_deadlines<Tm: Timer>(
+        &self,
+        sleep: &mut Deadlines<Tm>,
+        next: Option<Duration>,
+        writer: Option<&mut FrameWriter>,
+        cx: &mut Context<'_>,
+        wake: &mut Vec<Waker>,
+    ) -> bool {
+        if let Some(at) = next {
+            sleep.arm(at);
+        }
+        if !sleep.poll_fired(cx) {
+            return false;
+        }
+        let now = sleep.now();
+        self.state.with(|state| state.expire(now, writer, wake));
+        wake_all(wake);
+        true
+    }
+
+    /// Fails every pending and later call with `error`.
+    pub(crate) fn close(&self, error: CallError, wake: &mut Vec<Waker>) {
+        self.state.with(|state| state.close(error, wake));
+        wake_all(wake);
+    }
+}
+
+/// One connection's transport and buffers.
+pub(crate) struct Conn<T> {
+    io: T,
+    reader: FrameReader,
+    pub(crate) writer: FrameWriter,
+    readiness: ReadReadiness,
+    /// Frames received on this connection.
+    pub(crate) frames_read: u64,
+}
+
+impl<T: Transport> Conn<T> {
+    pub(crate) fn new(io: T, max_frame: usize) -> Self {
+        Conn {
+            io,
+            reader: FrameReader::new(max_frame),
+            writer: FrameWriter::new(max_frame),
+            readiness: ReadReadiness::new(),
+            frames_read: 0,
+        }
+    }
+
+    /// Reads and routes responses until the transport has nothing more (or
+    /// the read budget is spent). `Ready` means the connection ended.
+    pub(crate) fn read(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+        wake: &mut Vec<Waker>,
+    ) -> Poll<Result<(), DriverError<T::Error>>> {
+        for _ in 0..READ_BUDGET {
+            if let Err(e) = self.route_buffered(shared, wake) {
+                return Poll::Ready(Err(DriverError::Protocol(e)));
+            }
+            match self
+                .readiness
+                .poll_fill(&mut self.reader, &mut self.io, cx.waker())
+            {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
+                Poll::Ready(Ok(0)) => return Poll::Ready(self.peer_closed(shared)),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        if let Err(e) = self.route_buffered(shared, wake) {
+            return Poll::Ready(Err(DriverError::Protocol(e)));
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn peer_closed(&self, shared: &Shared) -> Result<(), DriverError<T::Error>> {
+        let idle = shared.state.with(|state| state.in_flight == 0);
+        if idle && !self.reader.has_partial_frame() {
+            Ok(())
+        } else {
+            Err(DriverError::Closed)
+        }
+    }
+
+    /// Delivers every complete buffered frame, under one lock, and wakes
+    /// the callers after it.
+    fn route_buffered(&mut self, shared: &Shared, wake: &mut Vec<Waker>) -> Result<(), FrameError> {
+        let reader = &mut self.reader;
+        let frames_read = &mut self.frames_read;
+        let routed = shared.state.with(|state| {
+            while let Some(frame) = reader.next_frame()? {
+                *frames_read += 1;
+                let (header, body_at) = Header::decode(frame)?;
+                let body = frame.get(body_at..).unwrap_or_default();
+                let waker = match header {
+                    Header::Response { id } => state.complete(id, Ok(()), body),
+                    Header::Error { id, error } => {
+                        state.complete(id, Err(CallError::Remote(error)), &[])
+                    }
+                    // Requests and cancels from the server are reserved for
+                    // calls in both directions; reserved kinds are skipped.
+                    Header::Request { .. } | Header::Cancel { .. } | Header::Reserved { .. } => {
+                        None
+                    }
+                };
+                wake.extend(waker);
+            }
+            Ok(())
+        });
+        wake_all(wake);
+        routed
+    }
+
+    /// Writes what callers queued, in as few writes as possible.
+    pub(crate) fn write<Tm: Timer>(
+        &mut self,
+        shared: &Shared,
+        clock: &Deadlines<Tm>,
+        cx: &mut Context<'_>,
+        wake: &mut Vec<Waker>,
+    ) -> Result<(), DriverError<T::Error>> {
+        loop {
+            if self.writer.pending() == 0 {
+                let now = if shared.timed.load(Ordering::Relaxed) {
+                    clock.now()
+                } else {
+                    Duration::ZERO
+                };
+                let writer = &mut self.writer;
+                shared
+                    .state
+                    .with(|state| state.take_out(writer, now, shared.max_queued, wake));
+                wake_all(wake);
+            }
+            if self.writer.is_idle() {
+                return Ok(());
+            }
+            match self.writer.poll_write_all(&mut self.io, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
+    pub(crate) fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), DriverError<T::Error>>> {
+        self.io.poll_close(cx).map_err(DriverError::Transport)
+    }
+}

@@ -1,0 +1,704 @@
+//! What a client's handles and its driver share, under one lock: the slot
+//! table of calls, the queue of callers waiting for a slot, and the frames
+//! waiting for the driver.
+//!
+//! Nothing in here runs user code: methods return the wakers to wake, and
+//! callers wake them after the lock is released.
+//!
+//! Where a call's request is, by `Slot::epoch` against `State::out_epoch`:
+//! - `Parked`: encoded in the slot's own buffer, waiting for room in `out`;
+//! - `epoch == out_epoch`: in `out`, not yet taken by the driver;
+//! - `epoch + 1 == out_epoch` and the writer not known to be empty: perhaps
+//!   still unwritten in the driver's writer;
+//! - older: handed to the transport.
+//!
+//! A call that ends before its request left the process (dropped, expired,
+//! or failed by an outage) takes the request back: it is never sent, so no
+//! server ever runs it.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::task::Waker;
+use core::time::Duration;
+
+use super::outbox;
+use crate::deadline::DeadlineQueue;
+use crate::error::CallError;
+use crate::framing::{encode_frame, FrameWriter};
+use crate::id_map::IdMap;
+use crate::wire::Header;
+
+/// An idle slot keeps at most this much buffer capacity; a call that needed
+/// more frees it when it ends, so a burst of large calls does not pin its
+/// peak memory forever.
+pub(crate) const SLOT_KEEP: usize = 8 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Phase {
+    Free,
+    /// Held by a caller that is encoding its request (lock released).
+    Encoding,
+    /// Encoded in `Slot::buf`, waiting for room in `out`.
+    Parked,
+    /// Request queued or sent; waiting for the reply.
+    Waiting,
+    /// Dropped while its request may sit unwritten in the driver's writer;
+    /// the driver takes it back (or cancels it) and frees the slot.
+    Retracting,
+    /// Resolved; the caller has not taken the result yet.
+    Done(Result<(), CallError>),
+}
+
+pub(crate) struct Slot {
+    pub(crate) id: u32,
+    pub(crate) phase: Phase,
+    pub(crate) waker: Option<Waker>,
+    /// The encoded request while parked, then the response body; its
+    /// capacity is reused by the slot's next calls (up to [`SLOT_KEEP`]).
+    pub(crate) buf: Vec<u8>,
+    /// The call's own deadline.
+    pub(crate) deadline: Option<Duration>,
+    /// The deadline in force is the outage wait, not the call's own.
+    outage_bound: bool,
+    epoch: u64,
+}
+
+/// While a reconnecting client is disconnected and lets calls wait.
+#[derive(Clone, Copy)]
+pub(crate) struct OutageWait {
+    pub(crate) max_wait: Duration,
+    pub(crate) error: CallError,
+}
+
+pub(crate) struct State {
+    max_in_flight: usize,
+    pub(crate) slots: Vec<Slot>,
+    free: Vec<u32>,
+    ids: IdMap,
+    next_id: u32,
+    pub(crate) in_flight: usize,
+    /// Deadlines of calls in the table.
+    deadlines: DeadlineQueue,
+    /// Frames waiting for the driver, in order.
+    pub(crate) out: Vec<u8>,
+    out_epoch: u64,
+    /// The driver's writer had written everything at its last look.
+    writer_empty: bool,
+    /// Some request in `out` carries a timeout to refresh when written.
+    timed_in_out: bool,
+    /// Calls encoded while `out` was over its mark: `(slot, id)`, FIFO.
+    parked: VecDeque<(u32, u32)>,
+    /// Slots in `Phase::Retracting`.
+    retracting: Vec<u32>,
+    pub(crate) driver: Option<Waker>,
+    pub(crate) closed: Option<CallError>,
+    pub(crate) outage: Option<OutageWait>,
+    waiters: Waiters,
+}
+
+/// Callers waiting for a slot, first come first served. Entry `i` has
+/// ticket `head + i`; `None` marks one that gave up.
+#[derive(Default)]
+struct Waiters {
+    queue: VecDeque<Option<Waiter>>,
+    head: u64,
+    /// Slots promised to woken waiters that have not taken them yet.
+    granted: usize,
+    /// The earliest deadline of a waiting caller.
+    earliest: Option<Duration>,
+}
+
+struct Waiter {
+    waker: Waker,
+    deadline: Option<Duration>,
+}
+
+/// What `State::acquire` decided.
+pub(crate) enum Acquired {
+    Slot { slot: u32, id: u32 },
+    Queued(u64),
+}
+
+impl State {
+    pub(crate) fn new(max_in_flight: usize) -> Self {
+        State {
+            max_in_flight,
+            slots: Vec::new(),
+            free: Vec::new(),
+            ids: IdMap::new(),
+            next_id: 0,
+            in_flight: 0,
+            deadlines: DeadlineQueue::new(),
+            out: Vec::new(),
+            out_epoch: 1,
+            writer_empty: true,
+            timed_in_out: false,
+            parked: VecDeque::new(),
+            retracting: Vec::new(),
+            driver: None,
+            closed: None,
+            outage: None,
+            waiters: Waiters::default(),
+        }
+    }
+
+    fn available(&self) -> usize {
+        self.free.len() + self.max_in_flight.saturating_sub(self.slots.len())
+    }
+
+    /// Takes a slot if this caller may have one, else queues it (or renews
+    /// its place). `ticket` is the caller's place in the queue, if it has
+    /// one.
+    pub(crate) fn acquire(
+        &mut self,
+        ticket: Option<u64>,
+        waker: &Waker,
+        deadline: Option<Duration>,
+    ) -> Acquired {
+        match ticket {
+            Some(t) if t < self.waiters.head => {
+                // Our turn was granted when a slot was released.
+                self.waiters.granted = self.waiters.granted.saturating_sub(1);
+                return self.take_slot();
+            }
+            Some(t) => {
+                if let Some(Some(entry)) = self.waiter_mut(t) {
+                    if !entry.waker.will_wake(waker) {
+                        entry.waker = waker.clone();
+                    }
+                }
+                return Acquired::Queued(t);
+            }
+            None => {}
+        }
+        if self.available() > self.waiters.granted {
+            return self.take_slot();
+        }
+        let t = self.waiters.head + self.waiters.queue.len() as u64;
+        self.waiters.queue.push_back(Some(Waiter {
+            waker: waker.clone(),
+            deadline,
+        }));
+        if let Some(at) = deadline {
+            self.waiters.earliest = Some(self.waiters.earliest.map_or(at, |e| e.min(at)));
+        }
+        Acquired::Queued(t)
+    }
+
+    fn waiter_mut(&mut self, ticket: u64) -> Option<&mut Option<Waiter>> {
+        let index = usize::try_from(ticket.checked_sub(self.waiters.head)?).ok()?;
+        self.waiters.queue.get_mut(index)
+    }
+
+    fn take_slot(&mut self) -> Acquired {
+        self.in_flight += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot {
+                    id: 0,
+                    phase: Phase::Free,
+                    waker: None,
+                    buf: Vec::new(),
+                    deadline: None,
+                    outage_bound: false,
+                    epoch: 0,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let id = self.fresh_id();
+        self.ids.insert(id, slot);
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.id = id;
+            s.phase = Phase::Encoding;
+        }
+        Acquired::Slot { slot, id }
+    }
+
+    /// The next request id: a counter that skips ids still in flight, so an
+    /// id comes back only after 2^32 further calls.
+    fn fresh_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.ids.get(id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, slot: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(slot as usize)
+    }
+
+    /// Queues the request encoded in `frame` for slot `slot` (in `Encoding`)
+    /// and makes the call wait for its reply. The buffer goes back to the
+    /// slot (holding the request while it is parked).
+    pub(crate) fn submit(
+        &mut self,
+        slot: u32,
+        mut frame: Vec<u8>,
+        waker: Waker,
+        deadline: Option<Duration>,
+        now: Duration,
+        max_queued: usize,
+    ) {
+        let outage = self.outage;
+        let out_epoch = self.out_epoch;
+        let room = self.out.len() < max_queued && self.parked.is_empty();
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let id = s.id;
+        s.waker = Some(waker);
+        s.deadline = deadline;
+        s.outage_bound = false;
+        let mut in_force = deadline;
+        if let Some(outage) = outage {
+            let until = now.saturating_add(outage.max_wait);
+            if deadline.is_none_or(|own| until < own) {
+                in_force = Some(until);
+                s.outage_bound = true;
+            }
+        }
+        if room {
+            s.phase = Phase::Waiting;
+            s.epoch = out_epoch;
+            self.out.extend_from_slice(&frame);
+            self.timed_in_out |= deadline.is_some();
+            frame.clear();
+        } else {
+            s.phase = Phase::Parked;
+            self.parked.push_back((slot, id));
+        }
+        s.buf = frame;
+        if let Some(at) = in_force {
+            self.deadlines.set(slot, at);
+        }
+    }
+
+    /// Frees a slot the caller held (its call is over). Returns the waiter
+    /// to wake, if one gets the slot.
+    pub(crate) fn release(&mut self, slot: u32) -> Option<Waker> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.phase == Phase::Free {
+            return None;
+        }
+        s.phase = Phase::Free;
+        s.waker = None;
+        s.deadline = None;
+        s.outage_bound = false;
+        if s.buf.capacity() > SLOT_KEEP {
+            s.buf = Vec::new();
+        }
+        s.buf.clear();
+        let id = s.id;
+        self.ids.remove(id, slot);
+        self.deadlines.remove(slot);
+        self.free.push(slot);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.grant_waiter()
+    }
+
+    /// Wakes the first waiter if a slot is free for it.
+    fn grant_waiter(&mut self) -> Option<Waker> {
+        while self.available() > self.waiters.granted {
+            let entry = self.waiters.queue.pop_front()?;
+            self.waiters.head += 1;
+            if let Some(waiter) = entry {
+                self.waiters.granted += 1;
+                return Some(waiter.waker);
+            }
+        }
+        None
+    }
+
+    /// A queued caller gave up. Returns a waiter to wake in its place.
+    pub(crate) fn abandon(&mut self, ticket: u64) -> Option<Waker> {
+        if ticket < self.waiters.head {
+            self.waiters.granted = self.waiters.granted.saturating_sub(1);
+            return self.grant_waiter();
+        }
+        if let Some(entry) = self.waiter_mut(ticket) {
+            *entry = None;
+        }
+        while self.waiters.queue.front().is_some_and(Option::is_none) {
+            self.waiters.queue.pop_front();
+            self.waiters.head += 1;
+        }
+        None
+    }
+
+    /// A caller drops its call while it holds slot `slot`. Takes back a
+    /// request that has not left the process, or queues a cancel for one
+    /// that has. Returns a waiter to wake, and whether the driver must run.
+    pub(crate) fn drop_call(&mut self, slot: u32) -> (Option<Waker>, bool) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return (None, false);
+        };
+        match s.phase {
+            Phase::Waiting => {
+                let (id, epoch) = (s.id, s.epoch);
+                if epoch == self.out_epoch && outbox::remove_request(&mut self.out, 0, id) {
+                    return (self.release(slot), false);
+                }
+                if epoch.saturating_add(1) == self.out_epoch && !self.writer_empty {
+                    s.phase = Phase::Retracting;
+                    self.deadlines.remove(slot);
+                    self.retracting.push(slot);
+                    return (None, true);
+                }
+                let woke = self.queue_cancel(id);
+                (self.release(slot), woke)
+            }
+            // A parked request is skipped when its turn comes (its id no
+            // longer matches a parked slot).
+            _ => (self.release(slot), false),
+        }
+    }
+
+    /// Queues a cancel frame for a request that was sent. Returns whether
+    /// one was queued (the driver must run).
+    fn queue_cancel(&mut self, id: u32) -> bool {
+        if self.closed.is_some() || self.outage.is_some() {
+            // No live connection: the server that saw it is gone.
+            return false;
+        }
+        // A cancel frame is 11 bytes: no limit applies to it.
+        encode_frame(&mut self.out, &Header::Cancel { id }, &(), 64).is_ok()
+    }
+
+    /// Resolves the call in `slot` with `result`; returns its waker.
+    fn resolve(&mut self, slot: u32, result: Result<(), CallError>) -> Option<Waker> {
+        let s = self.slots.get_mut(slot as usize)?;
+        s.phase = Phase::Done(result);
+        self.deadlines.remove(slot);
+        self.slots.get_mut(slot as usize)?.waker.take()
+    }
+
+    /// Routes a reply to its call. Returns the caller's waker.
+    pub(crate) fn complete(
+        &mut self,
+        id: u32,
+        result: Result<(), CallError>,
+        body: &[u8],
+    ) -> Option<Waker> {
+        let slot = self.ids.get(id)?;
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.phase != Phase::Waiting || s.id != id {
+            return None; // dropped, expired or taken back
+        }
+        s.buf.clear();
+        s.buf.extend_from_slice(body);
+        self.resolve(slot, result)
+    }
+
+    /// Fails calls whose deadline passed, taking back requests that were
+    /// not sent (from `out`, or from `writer` if given) and cancelling the
+    /// others. Wakers go to `wake`. Returns the next deadline to sleep
+    /// until, if any.
+    pub(crate) fn expire(
+        &mut self,
+        now: Duration,
+        mut writer: Option<&mut FrameWriter>,
+        wake: &mut Vec<Waker>,
+    ) -> (Option<Duration>, bool) {
+        let mut run_driver = false;
+        while let Some(slot) = self.deadlines.pop_due(now) {
+            let Some(&Slot {
+                phase,
+                outage_bound,
+                ..
+            }) = self.slots.get(slot as usize)
+            else {
+                continue;
+            };
+            let error = if outage_bound {
+                self.outage.map_or(CallError::Closed, |o| o.error)
+            } else {
+                CallError::DeadlineExceeded
+            };
+            if phase == Phase::Waiting {
+                run_driver |= self.take_back_or_cancel(slot, writer.as_deref_mut());
+            }
+            if matches!(phase, Phase::Waiting | Phase::Parked) {
+                wake.extend(self.resolve(slot, Err(error)));
+            }
+        }
+        self.expire_waiters(now, wake);
+        let next = [self.deadlines.peek().map(|d| d.0), self.waiters.earliest];
+        (next.into_iter().flatten().min(), run_driver)
+    }
+
+    /// Takes back the unsent request of `slot` or queues a cancel for it.
+    /// Returns whether a cancel was queued.
+    fn take_back_or_cancel(&mut self, slot: u32, writer: Option<&mut FrameWriter>) -> bool {
+        let Some(s) = self.slots.get(slot as usize) else {
+            return false;
+        };
+        let (id, epoch) = (s.id, s.epoch);
+        if epoch == self.out_epoch && outbox::remove_request(&mut self.out, 0, id) {
+            return false;
+        }
+        if epoch.saturating_add(1) == self.out_epoch {
+            if let Some(writer) = writer {
+                if take_back_from_writer(writer, id) {
+                    return false;
+                }
+            }
+        }
+        self.queue_cancel(id)
+    }
+
+    /// Wakes queued callers whose deadline passed (each fails itself when
+    /// polled) and recomputes the earliest remaining one.
+    fn expire_waiters(&mut self, now: Duration, wake: &mut Vec<Waker>) {
+        if self.waiters.earliest.is_none_or(|e| e > now) {
+            return;
+        }
+        let mut earliest = None::<Duration>;
+        for waiter in self.waiters.queue.iter().flatten() {
+            match waiter.deadline {
+                Some(at) if at <= now => wake.push(waiter.waker.clone()),
+                Some(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                None => {}
+            }
+        }
+        self.waiters.earliest = earliest;
+    }
+
+    /// Resolves the calls dropped while their request sat in the driver's
+    /// writer: each is taken back if still unwritten, else cancelled.
+    /// Returns the waiters to wake.
+    pub(crate) fn settle_retracting(&mut self, writer: &mut FrameWriter, wake: &mut Vec<Waker>) {
+        let retracting = core::mem::take(&mut self.retracting);
+        for &slot in &retracting {
+            let Some(s) = self.slots.get(slot as usize) else {
+                continue;
+            };
+            if s.phase != Phase::Retracting {
+                continue;
+            }
+            let id = s.id;
+            if !take_back_from_writer(writer, id) {
+                self.queue_cancel(id);
+            }
+            wake.extend(self.release(slot));
+        }
+        self.retracting = retracting;
+        self.retracting.clear();
+    }
+
+    /// Hands the queued frames to an empty writer, with each timeout
+    /// rewritten to the time left now (a request whose time is up is taken
+    /// back and fails). Parked requests then move into `out` while it has
+    /// room. Returns whether anything was handed over.
+    pub(crate) fn take_out(
+        &mut self,
+        writer: &mut FrameWriter,
+        now: Duration,
+        max_queued: usize,
+        wake: &mut Vec<Waker>,
+    ) -> bool {
+        self.writer_empty = writer.pending() == 0;
+        if !self.writer_empty {
+            return false;
+        }
+        self.unpark(max_queued);
+        if self.out.is_empty() {
+            return false;
+        }
+        if core::mem::take(&mut self.timed_in_out) {
+            self.refresh_timeouts(now, wake);
+        }
+        if !writer.take_from(&mut self.out) {
+            return false;
+        }
+        self.out_epoch += 1;
+        self.writer_empty = false;
+        self.unpark(max_queued);
+        true
+    }
+
+    fn refresh_timeouts(&mut self, now: Duration, wake: &mut Vec<Waker>) {
+        let mut out = core::mem::take(&mut self.out);
+        let mut expired = Vec::new();
+        outbox::refresh_timeouts(
+            &mut out,
+            |id| {
+                let slot = self.ids.get(id)?;
+                let deadline = self.slots.get(slot as usize)?.deadline?;
+                let left = deadline.checked_sub(now).filter(|d| !d.is_zero())?;
+                Some(crate::deadline::timeout_to_ms(left))
+            },
+            |id| expired.push(id),
+        );
+        self.out = out;
+        for id in expired {
+            if let Some(slot) = self.ids.get(id) {
+                wake.extend(self.resolve(slot, Err(CallError::DeadlineExceeded)));
+            }
+        }
+    }
+
+    /// Moves parked requests into `out`, in order, while it has room.
+    fn unpark(&mut self, max_queued: usize) {
+        while self.out.len() < max_queued {
+            let Some((slot, id)) = self.parked.pop_front() else {
+                return;
+            };
+            let out_epoch = self.out_epoch;
+            let Some(s) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            if s.phase != Phase::Parked || s.id != id {
+                continue; // dropped or expired while parked
+            }
+            self.out.extend_from_slice(&s.buf);
+            s.buf.clear();
+            s.phase = Phase::Waiting;
+            s.epoch = out_epoch;
+            self.timed_in_out |= s.deadline.is_some();
+        }
+    }
+
+    /// Whether the driver has frames to write or calls to settle.
+    pub(crate) fn has_driver_work(&self, writer_pending: usize) -> bool {
+        let queued = !self.out.is_empty() || !self.parked.is_empty();
+        !self.retracting.is_empty() || (writer_pending == 0 && queued)
+    }
+
+    /// The deadline the driver's sleep must wake for.
+    pub(crate) fn next_deadline(&self) -> Option<Duration> {
+        let next = [self.deadlines.peek().map(|d| d.0), self.waiters.earliest];
+        next.into_iter().flatten().min()
+    }
+
+    /// Fails every pending call and waiter; new calls fail with `error`.
+    /// Wakers go to `wake`.
+    pub(crate) fn close(&mut self, error: CallError, wake: &mut Vec<Waker>) {
+        let error = *self.closed.get_or_insert(error);
+        self.fail_unless(error, |_| false, wake);
+        self.out.clear();
+        self.parked.clear();
+        self.wake_all_waiters(wake);
+    }
+
+    /// Fails every call in the table except those `keep` says survive;
+    /// calls dropped while in the writer are freed.
+    fn fail_unless(
+        &mut self,
+        error: CallError,
+        keep: impl Fn(&Slot) -> bool,
+        wake: &mut Vec<Waker>,
+    ) {
+        for slot in 0..self.slots.len() as u32 {
+            let Some(s) = self.slots.get(slot as usize) else {
+                continue;
+            };
+            let (phase, kept) = (s.phase, keep(s));
+            match phase {
+                Phase::Waiting | Phase::Parked if !kept => {
+                    wake.extend(self.resolve(slot, Err(error)));
+                }
+                Phase::Retracting => {
+                    // Its request died with the connection's writer.
+                    wake.extend(self.release(slot));
+                }
+                _ => {}
+            }
+        }
+        self.retracting.clear();
+    }
+
+    /// Wakes every queued caller; each leaves the queue itself when it sees
+    /// the client closed.
+    fn wake_all_waiters(&mut self, wake: &mut Vec<Waker>) {
+        wake.extend(self.waiters.queue.iter().flatten().map(|w| w.waker.clone()));
+    }
+
+    /// A reconnecting client lost its connection (or failed to make one).
+    /// Calls whose request may have reached the server fail with `error`.
+    /// With `outage`, calls whose request never left the process stay
+    /// queued for the next connection until their own deadline or the
+    /// outage wait, whichever comes first; without, they fail too and new
+    /// calls fail fast.
+    pub(crate) fn connection_lost(
+        &mut self,
+        error: CallError,
+        outage: Option<Duration>,
+        now: Duration,
+        wake: &mut Vec<Waker>,
+    ) {
+        let out_epoch = self.out_epoch;
+        match outage {
+            None => {
+                self.fail_unless(error, |_| false, wake);
+                self.out.clear();
+                self.parked.clear();
+                self.closed = Some(error);
+                self.wake_all_waiters(wake);
+            }
+            Some(max_wait) => {
+                // Requests in `out` or parked never left; the writer's batch
+                // died with the connection, written or not.
+                self.fail_unless(
+                    error,
+                    |s| s.phase == Phase::Parked || s.epoch == out_epoch,
+                    wake,
+                );
+                let already_down = self.outage.is_some();
+                self.outage = Some(OutageWait { max_wait, error });
+                if already_down {
+                    // A failed attempt in an outage: the calls keep the
+                    // bounds they got when the outage began.
+                    return;
+                }
+                let until = now.saturating_add(max_wait);
+                for slot in 0..self.slots.len() as u32 {
+                    let Some(s) = self.slots.get_mut(slot as usize) else {
+                        continue;
+                    };
+                    let waiting = matches!(s.phase, Phase::Waiting | Phase::Parked);
+                    if waiting && s.deadline.is_none_or(|own| until < own) {
+                        s.outage_bound = true;
+                        self.deadlines.set(slot, until);
+                    }
+                }
+            }
+        }
+        // The dead connection's writer is gone with its frames.
+        self.writer_empty = true;
+    }
+
+    /// A reconnecting client is connected again: calls waiting only because
+    /// of the outage go back to their own deadlines.
+    pub(crate) fn reconnected(&mut self) {
+        self.closed = None;
+        self.outage = None;
+        self.writer_empty = true;
+        for slot in 0..self.slots.len() as u32 {
+            let Some(s) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            if !core::mem::take(&mut s.outage_bound) {
+                continue;
+            }
+            match s.deadline {
+                Some(own) => self.deadlines.set(slot, own),
+                None => self.deadlines.remove(slot),
+            }
+        }
+    }
+}
+
+/// Takes the unwritten request `id` out of `writer`'s buffer, if it has not
+/// begun to be handed to the transport.
+fn take_back_from_writer(writer: &mut FrameWriter, id: u32) -> bool {
+    let pending = writer.pending();
+    let buf = writer.buffer();
+    let written = buf.len().saturating_sub(pending);
+    let from = outbox::boundary_at_or_after(buf, written);
+    outbox::remove_request(buf, from, id)
+}
