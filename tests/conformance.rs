@@ -41,6 +41,10 @@ courier::service! {
         async fn ping();
         /// Returns `ms` once the clock has moved `ms` milliseconds on.
         async fn sleep(ms: u32) -> u32;
+        /// `count` copies of `byte`.
+        async fn repeat(byte: u8, count: u32) -> Vec<u8>;
+        /// Panics.
+        async fn crash();
     }
 }
 
@@ -75,6 +79,12 @@ impl Conformance for Impl {
         let at = self.clock.now() + Duration::from_millis(ms.into());
         self.clock.sleep_until(at).await;
         ms
+    }
+    async fn repeat(&self, byte: u8, count: u32) -> Vec<u8> {
+        vec![byte; count.min(1 << 16) as usize]
+    }
+    async fn crash(&self) {
+        panic!("the conformance service's crash() panics on purpose");
     }
 }
 
@@ -122,11 +132,11 @@ fn parse_hex(text: &str, line: usize) -> Result<Vec<u8>, String> {
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b'|')
         .collect();
-    if digits.len() % 2 != 0 {
+    let pairs = digits.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return Err(format!("line {line}: odd number of hex digits"));
     }
-    digits
-        .chunks(2)
+    pairs
         .map(|pair| {
             let pair = std::str::from_utf8(pair).unwrap_or("??");
             u8::from_str_radix(pair, 16).map_err(|_| format!("line {line}: bad hex {pair:?}"))
@@ -333,10 +343,7 @@ impl Peer {
     /// Takes the whole frames received so far.
     fn frames(&mut self) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
-        loop {
-            let Some(prefix) = self.partial.get(..LEN_PREFIX) else {
-                break;
-            };
+        while let Some(prefix) = self.partial.get(..LEN_PREFIX) {
             let len = LEN_PREFIX + u32::from_le_bytes(prefix.try_into().unwrap()) as usize;
             if self.partial.len() < len {
                 break;
@@ -791,6 +798,8 @@ fn method_keys_are_the_documented_ones() {
         ("greet", ConformanceClient::GREET),
         ("ping", ConformanceClient::PING),
         ("sleep", ConformanceClient::SLEEP),
+        ("repeat", ConformanceClient::REPEAT),
+        ("crash", ConformanceClient::CRASH),
     ];
     // The key table in PROTOCOL.md: | `service` | `method` | `signature` | `0x…` |
     let mut rows = Vec::new();
