@@ -100,7 +100,14 @@ fn session() -> Vec<u8> {
     s.extend(request(7, ProbeClient::GATED, Some(5), &[7]));
     s.extend(request(8, MethodKey(42), None, &[]));
     s.extend(request(9, ProbeClient::ADD, None, &[0xff; 11]));
-    s.extend(frame(Header::Reserved { kind: 9, id: 10 }, b"skip me"));
+    s.extend(frame(
+        Header::Reserved {
+            kind: 9,
+            flags: 0,
+            id: 10,
+        },
+        b"skip me",
+    ));
     s.extend(frame(Header::Response { id: 11 }, &[1]));
     s
 }

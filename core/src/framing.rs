@@ -1,4 +1,5 @@
-//! Length-prefixed framing for byte streams.
+//! Length-prefixed framing for byte streams (section 2 of `PROTOCOL.md` at
+//! the root of the repository).
 //!
 //! A frame is a `u32` little-endian length `n`, then `n` bytes: a
 //! [`Header`](crate::wire::Header) and a postcard body. `n` must be at most the

@@ -1,5 +1,11 @@
 //! The wire format: frame header layout, frame kinds and method keys.
 //!
+//! The whole protocol — transport assumptions, framing, every frame kind byte
+//! by byte, the postcard body encoding, method keys, the rules for ids,
+//! cancels, timeouts, errors and closing, and conformance vectors replayed
+//! against the real server — is specified in `PROTOCOL.md` at the root of the
+//! repository. This module implements the header part of it.
+//!
 //! Every frame on a byte stream is a `u32` little-endian length followed by
 //! that many bytes (see [`crate::framing`]). Those bytes start with a fixed
 //! header, then the kind-specific fields, then the postcard-encoded body:
@@ -8,8 +14,9 @@
 //! offset size  field
 //! 0      1     protocol version, currently 1
 //! 1      1     kind: 0 request, 1 response, 2 error, 3 cancel
-//!                    (4 notification, 5 stream item, 6 stream end: reserved)
-//! 2      1     flags: bit 0 = the request carries a timeout; other bits 0
+//!                    (4-255 reserved, skipped whole)
+//! 2      1     flags: request: bit 0 = the request carries a timeout;
+//!                     response, error, cancel: none; reserved kinds: any
 //! 3      4     request id, u32 LE (chosen by the caller, echoed in the reply)
 //! -- request only:
 //! 7      8     method key, u64 LE
@@ -21,9 +28,11 @@
 //! ```
 //!
 //! The timeout is relative ("this much time is left"), as in gRPC, so the two
-//! peers need no shared clock. Kinds 4–6 are reserved for one-way
-//! notifications and streaming; a peer that does not know a kind skips the
-//! frame, so adding them breaks no existing peer.
+//! peers need no shared clock. Kinds 4–255 are reserved (for one-way
+//! notifications, streaming, calls in both directions): a peer skips such a
+//! frame whole, whatever its flags and body, so adding them breaks no
+//! existing peer and lets them define their own flags. Undefined flag bits
+//! on the four known kinds are a [`FrameError::UnknownFlags`].
 //!
 //! # Example: exact bytes
 //!
@@ -42,6 +51,25 @@
 //! let (decoded, body_at) = Header::decode(&buf[..n]).unwrap();
 //! assert_eq!(decoded, header);
 //! assert_eq!(body_at, n);
+//! ```
+//!
+//! # Example: the method key the `service!` macro derives
+//!
+//! The signature hashed is `(`, every argument type followed by a comma,
+//! `)->`, and the return type (`()` when none is declared), spelled as
+//! written:
+//!
+//! ```
+//! use courier::MethodKey;
+//! courier::service! {
+//!     trait Calc {
+//!         async fn add(a: u64, b: u64) -> u64;
+//!         async fn ping();
+//!     }
+//! }
+//! assert_eq!(CalcClient::ADD, MethodKey::from_signature("Calc", "add", "(u64,u64,)->u64"));
+//! assert_eq!(CalcClient::ADD, MethodKey(0x93be_fd86_77bd_aa22));
+//! assert_eq!(CalcClient::PING, MethodKey::from_signature("Calc", "ping", "()->()"));
 //! ```
 
 use core::fmt;
@@ -112,6 +140,11 @@ impl MethodKey {
     /// FNV-1a (64 bit) of `service`, `method` and `signature`, separated by
     /// NUL bytes, with ASCII whitespace skipped so that the hash does not
     /// depend on how a compiler version spaces stringified types.
+    ///
+    /// The [`service!`](crate::service!) macro passes the signature
+    /// `(T1,T2,…,)->R`: every argument type followed by a comma, and `()`
+    /// for a method without a return type; `add(a: u64, b: u64) -> u64`
+    /// hashes `(u64,u64,)->u64`.
     pub const fn from_signature(service: &str, method: &str, signature: &str) -> Self {
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         hash = fnv_str(hash, service.as_bytes());
@@ -180,10 +213,13 @@ pub enum Header {
         /// The call's id.
         id: u32,
     },
-    /// A reserved kind this version skips.
+    /// A reserved kind (4–255) this version skips whole, whatever its flags
+    /// and body.
     Reserved {
         /// The kind byte.
         kind: u8,
+        /// The flags byte, uninterpreted (a later version defines them).
+        flags: u8,
         /// The id field.
         id: u32,
     },
@@ -238,11 +274,12 @@ impl Header {
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FrameError> {
         let len = self.encoded_len();
         let out = buf.get_mut(..len).ok_or(FrameError::BufferTooSmall)?;
-        let flags = match self {
+        let flags = match *self {
             Header::Request {
                 timeout_ms: Some(_),
                 ..
             } => FLAG_TIMEOUT,
+            Header::Reserved { flags, .. } => flags,
             _ => 0,
         };
         out[0] = VERSION;
@@ -276,8 +313,13 @@ impl Header {
         let flags = common[2];
         let id = u32::from_le_bytes([common[3], common[4], common[5], common[6]]);
         let kind = FrameKind::from_byte(common[1]);
-        let request = matches!(kind, FrameKind::Request);
-        let allowed = if request { FLAG_TIMEOUT } else { 0 };
+        // Flags are checked only for the kinds this version defines: a
+        // reserved kind is skipped whole, and its flags are its own.
+        let allowed = match kind {
+            FrameKind::Request => FLAG_TIMEOUT,
+            FrameKind::Reserved(_) => u8::MAX,
+            _ => 0,
+        };
         if flags & !allowed != 0 {
             return Err(FrameError::UnknownFlags(flags));
         }
@@ -300,7 +342,7 @@ impl Header {
                 }
             }
             FrameKind::Cancel => Header::Cancel { id },
-            FrameKind::Reserved(kind) => Header::Reserved { kind, id },
+            FrameKind::Reserved(kind) => Header::Reserved { kind, flags, id },
         };
         let body_at = header.encoded_len();
         Ok((header, body_at))
@@ -359,8 +401,53 @@ mod tests {
     #[test]
     fn reserved_kinds_decode_for_skipping() {
         let (h, at) = Header::decode(&[1, 5, 0, 1, 0, 0, 0, 0xaa]).unwrap();
-        assert_eq!(h, Header::Reserved { kind: 5, id: 1 });
+        assert_eq!(
+            h,
+            Header::Reserved {
+                kind: 5,
+                flags: 0,
+                id: 1
+            }
+        );
         assert_eq!(at, 7);
+    }
+
+    #[test]
+    fn reserved_kinds_decode_with_any_flags() {
+        for kind in [4u8, 7, 0x80, 0xff] {
+            for flags in [0x01u8, 0x02, 0x80, 0xff] {
+                let (h, at) = Header::decode(&[1, kind, flags, 2, 0, 0, 0, 0xaa]).unwrap();
+                assert_eq!(h, Header::Reserved { kind, flags, id: 2 });
+                assert_eq!(at, COMMON_HEADER_LEN);
+                // The flags survive a round trip.
+                let mut buf = [0u8; MAX_HEADER_LEN];
+                assert_eq!(h.encode(&mut buf), Ok(COMMON_HEADER_LEN));
+                assert_eq!(&buf[..COMMON_HEADER_LEN], &[1, kind, flags, 2, 0, 0, 0]);
+            }
+        }
+    }
+
+    #[test]
+    fn known_kinds_still_reject_undefined_flags() {
+        // Request: only bit 0 (timeout) is defined.
+        for flags in [0x02u8, 0x80, 0xff] {
+            let mut frame = [0u8; MAX_HEADER_LEN];
+            frame[0] = 1;
+            frame[2] = flags;
+            assert_eq!(Header::decode(&frame), Err(FrameError::UnknownFlags(flags)));
+        }
+        // Response, error, cancel: no flag is defined.
+        for kind in 1u8..=3 {
+            for flags in [0x01u8, 0x40, 0xff] {
+                assert_eq!(
+                    Header::decode(&[1, kind, flags, 0, 0, 0, 0, 1]),
+                    Err(FrameError::UnknownFlags(flags)),
+                    "kind {kind}"
+                );
+            }
+        }
+        // A reserved kind needs its common header like any other.
+        assert_eq!(Header::decode(&[1, 9, 0xff, 0]), Err(FrameError::Truncated));
     }
 
     #[test]
@@ -383,22 +470,22 @@ mod tests {
 
     #[test]
     fn method_keys_depend_on_every_part_but_not_on_spacing() {
-        let a = MethodKey::from_signature("Calc", "add", "(u64,u64)->u64");
+        let a = MethodKey::from_signature("Calc", "add", "(u64,u64,)->u64");
         assert_eq!(
             a,
-            MethodKey::from_signature("Calc", "add", "( u64 , u64 ) -> u64")
+            MethodKey::from_signature("Calc", "add", "( u64 , u64 , ) -> u64")
         );
         assert_ne!(
             a,
-            MethodKey::from_signature("Calc", "add", "(u32,u64)->u64")
+            MethodKey::from_signature("Calc", "add", "(u32,u64,)->u64")
         );
         assert_ne!(
             a,
-            MethodKey::from_signature("Calc", "sub", "(u64,u64)->u64")
+            MethodKey::from_signature("Calc", "sub", "(u64,u64,)->u64")
         );
         assert_ne!(
             a,
-            MethodKey::from_signature("Calc2", "add", "(u64,u64)->u64")
+            MethodKey::from_signature("Calc2", "add", "(u64,u64,)->u64")
         );
         // The separators keep "ab"+"c" apart from "a"+"bc".
         assert_ne!(
