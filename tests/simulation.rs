@@ -12,8 +12,9 @@
 //! spawning calls (echo of 0 B – 64 KiB, add, handlers that yield N polls,
 //! wait on a gate or panic; some with a timeout), dropping calls, advancing
 //! the clock, stalling and releasing reads and writes on either end,
-//! cutting the connection, refusing reconnects, opening the gate, and running
-//! the executor until it stalls or for a few rounds only.
+//! cutting the connection, making the connector refuse or accept-and-close
+//! (a server at its connection limit), releasing the gate, and running the
+//! executor until it stalls or for a few rounds only.
 //!
 //! After every step and at the end it checks:
 //!
@@ -32,23 +33,30 @@
 //! 4. **no stall while work is possible**: once every fault is released, the
 //!    gate is open and the clock has passed every deadline, every call
 //!    resolves; then, with the client handles dropped, the client driver and
-//!    every server finish; and a run never exceeds its step budget
-//!    ("stalled or livelocked");
+//!    every server finish; tasks never keep waking each other without
+//!    progress (livelock), a reconnecting client never dials in a loop
+//!    without backing off, and a run stays within its round budget;
 //! 5. **bounded memory**: no in-memory pipe ever holds more than its
 //!    capacity, the heap bytes this thread holds stay under a bound computed
-//!    from the configured limits ([`memory_bound`]), and they return to the
-//!    starting level once the run is torn down.
+//!    from the configured limits (`Run::memory_bound`), and they return to
+//!    the starting level once the run is torn down.
 //!
 //! Commands:
 //!
 //! ```sh
-//! cargo test --test simulation -- --nocapture                          # the CI batch (DEFAULT_SEEDS seeds)
-//! COURIER_SEED=1234 cargo test --test simulation -- --nocapture        # replay one seed, verbosely
-//! COURIER_SEEDS=5000 cargo test --release --test simulation -- --nocapture   # thousands of seeds
+//! # The CI batch: seeds 0..DEFAULT_SEEDS (150, about 40 s in a debug build).
+//! cargo test --test simulation -- --nocapture
+//! # Replay one seed, printing its configuration and every step.
+//! COURIER_SEED=1234 cargo test --test simulation -- --nocapture
+//! # Thousands of seeds (about 4 per second in a debug build; faster with
+//! # --release), from seed COURIER_SEED_START on (default 0).
 //! COURIER_SEEDS=5000 COURIER_SEED_START=100000 cargo test --release --test simulation -- --nocapture
 //! ```
 //!
-//! A failing seed prints the invariant, a diagnosis and its replay command.
+//! A failing seed prints the invariant, a diagnosis and its replay command;
+//! at the end the failures are grouped by kind with a few seeds each. The
+//! configuration and the steps derive from the seed only, so a replay is
+//! exact (the heap numbers aside).
 //! `COURIER_SIM_ALLOW=3,4` reports violations of the listed invariants
 //! without failing the test (for bisecting one bug at a time; unset, every
 //! invariant is enforced).
@@ -75,11 +83,14 @@ use support::{ManualClock, Sim};
 
 /// Seeds run by default: deterministic in count so CI is reproducible;
 /// about 40 s in a debug build on a shared 2-core machine.
-const DEFAULT_SEEDS: u64 = 200;
+const DEFAULT_SEEDS: u64 = 150;
 
-/// Executor rounds one run may take before it counts as stalled or
-/// livelocked.
-const ROUND_BUDGET: usize = 400_000;
+/// Executor rounds one run may take before it counts as livelocked.
+const ROUND_BUDGET: usize = 3_000_000;
+
+/// Executor rounds in which something must move (a byte, a handler, a
+/// result) while tasks keep waking each other; else it is a livelock.
+const PROGRESS_WINDOW: usize = 20_000;
 
 /// The largest echo payload.
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -335,7 +346,7 @@ struct Config {
     client_max_frame: usize,
     server_max_frame: usize,
     /// The largest echo payload of this run: log-uniform up to 64 KiB, and
-    /// at most 256 × the pipe capacity, so a 1-byte pipe stays fast.
+    /// at most 64 × the pipe capacity, so a 1-byte pipe stays fast.
     max_payload: usize,
     client: ClientKind,
     backoff: (Duration, Duration),
@@ -349,10 +360,19 @@ struct Config {
 
 impl Config {
     fn draw(rng: &mut Rng) -> Self {
-        let capacity = rng.log_uniform(1, 1 << 20);
-        let max_payload = rng
-            .log_uniform(1, MAX_PAYLOAD)
-            .min(capacity.saturating_mul(256).max(64));
+        // A third of the runs get a pipe larger than the server's 64 KiB
+        // reply high-water mark: a stalled writer can then drain it at once.
+        let capacity = if rng.chance(30) {
+            rng.log_uniform(64 * 1024, 1 << 20)
+        } else {
+            rng.log_uniform(1, 1 << 20)
+        };
+        let max_payload = if rng.chance(50) {
+            MAX_PAYLOAD
+        } else {
+            rng.log_uniform(1, MAX_PAYLOAD)
+        };
+        let max_payload = max_payload.min(capacity.saturating_mul(64).max(64));
         // Often the limit fits every frame of the run but sets the server's
         // reply high-water mark to 64 KiB; sometimes it refuses frames.
         let frame = |rng: &mut Rng| match rng.weighted(&[40, 45, 15]) {
@@ -402,8 +422,11 @@ fn draw_faults(rng: &mut Rng, cfg: &Config) -> Faults {
     if !rng.chance(cfg.fault_rate) {
         return faults;
     }
+    // Chunks of at least 1/64 of the largest payload at times, so that a
+    // run stays within its round budget.
+    let smallest = (cfg.max_payload / 64).clamp(1, 4096);
     let pattern = |rng: &mut Rng, max: usize| {
-        let max = rng.log_uniform(1, max);
+        let max = rng.log_uniform(smallest, max);
         Pattern::seeded(rng.next_u64(), 1, max)
     };
     if rng.chance(50) {
@@ -735,6 +758,9 @@ struct Run {
     next_token: u64,
     step: usize,
     rounds: usize,
+    /// The highest heap peak seen, with the bound at that step.
+    heap_peak: (isize, usize),
+    last_progress: u64,
     stall_episodes: u64,
     /// Whether something happened that lets calls fail with a connection
     /// error: a cut, a refused reconnect, frame limits below the payloads.
@@ -828,6 +854,8 @@ impl Run {
             next_token: 1,
             step: 0,
             rounds: 0,
+            heap_peak: (0, 0),
+            last_progress: 0,
             stall_episodes: 0,
             disrupted,
             executed_seen: 0,
@@ -873,14 +901,28 @@ impl Run {
                 return Ok(());
             }
             self.rounds += 1;
+            if self.rounds.is_multiple_of(PROGRESS_WINDOW) {
+                let progress = self.progress();
+                if progress == self.last_progress {
+                    let message = format!(
+                        "livelocked: tasks kept waking for {PROGRESS_WINDOW} executor rounds \
+                         without moving a byte, starting a handler or resolving a call (step \
+                         {}); {}",
+                        self.step,
+                        self.describe_links()
+                    );
+                    self.violate(4, "livelock", 0, message);
+                    return Err(Abort);
+                }
+                self.last_progress = progress;
+            }
             if self.rounds > ROUND_BUDGET {
                 self.violate(
                     4,
-                    "livelock",
+                    "round budget",
                     0,
                     format!(
-                        "stalled or livelocked: still busy after {ROUND_BUDGET} executor rounds \
-                         (step {})",
+                        "still busy after {ROUND_BUDGET} executor rounds (step {})",
                         self.step
                     ),
                 );
@@ -888,6 +930,27 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// A number that grows whenever the system does something observable.
+    fn progress(&self) -> u64 {
+        let conns = self.world.conns.borrow();
+        let bytes: usize = conns
+            .iter()
+            .map(|c| {
+                c.client.bytes_written()
+                    + c.client.bytes_read()
+                    + c.server.bytes_read()
+                    + c.server.bytes_written()
+            })
+            .sum();
+        let executed = self.world.rec.executed.lock().unwrap().len();
+        let resolved = self
+            .calls
+            .iter()
+            .filter(|c| c.outcome.borrow().is_some())
+            .count();
+        (bytes + executed + resolved + conns.len()) as u64
     }
 
     fn settle(&mut self) -> Result<(), Abort> {
@@ -905,10 +968,11 @@ impl Run {
         self.next_token += 1;
         let kind = match rng.weighted(&[45, 15, 15, 10, 5]) {
             0 => {
-                let len = if rng.chance(30) {
-                    rng.range(0, 64.min(self.world.cfg.max_payload))
-                } else {
-                    rng.log_uniform(1, self.world.cfg.max_payload)
+                let max = self.world.cfg.max_payload;
+                let len = match rng.weighted(&[30, 45, 25]) {
+                    0 => rng.range(0, 64.min(max)),
+                    1 => rng.log_uniform(1, max),
+                    _ => rng.range(max / 2, max),
                 };
                 Kind::Echo {
                     len,
@@ -1158,6 +1222,7 @@ impl Run {
         }
         let (live, peak) = measure_take_peak();
         let bound = self.memory_bound();
+        self.heap_peak = self.heap_peak.max((peak, bound));
         if peak > bound as isize {
             self.violate(
                 5,
@@ -1251,9 +1316,10 @@ impl Run {
             ];
             let settled = self.calls.iter().filter(|c| c.settled).count();
             println!(
-                "step {}: {} ({} calls, {settled} settled, {} executions; {})",
+                "step {}: {} ({} rounds, {} calls, {settled} settled, {} executions; {})",
                 self.step,
                 NAMES[action],
+                self.rounds,
                 self.calls.len(),
                 self.executed_seen,
                 self.describe_links()
@@ -1485,12 +1551,15 @@ fn run_seed(seed: u64, verbose: bool) -> Vec<Violation> {
         }
         if verbose {
             println!(
-                "seed {seed}: {} calls, {} executions, {} retracted, {} connections, {} rounds",
+                "seed {seed}: {} calls, {} executions, {} retracted, {} connections, {} rounds, \
+                 heap peak {} B (bound then {} B)",
                 run.calls.len(),
                 run.executed_seen,
                 run.retracted.len(),
                 run.world.conns.borrow().len(),
-                run.rounds
+                run.rounds,
+                run.heap_peak.0,
+                run.heap_peak.1
             );
         }
         std::mem::take(&mut run.violations)
