@@ -313,6 +313,16 @@ impl<'a> Sim<'a> {
     /// Polls woken tasks until none is woken any more, at most `max_rounds`
     /// rounds (panics past that: something spins). Returns the rounds run.
     pub fn run_until_stalled(&mut self, max_rounds: usize) -> usize {
+        match self.try_run_until_stalled(max_rounds) {
+            Ok(rounds) => rounds,
+            Err(()) => panic!("tasks still busy after {max_rounds} rounds"),
+        }
+    }
+
+    /// Like [`run_until_stalled`](Self::run_until_stalled), but returns
+    /// `Err(())` instead of panicking when tasks are still busy after
+    /// `max_rounds` rounds (so a caller can stop early and report).
+    pub fn try_run_until_stalled(&mut self, max_rounds: usize) -> Result<usize, ()> {
         for round in 0..max_rounds {
             let mut polled = false;
             for slot in &mut self.tasks {
@@ -329,10 +339,10 @@ impl<'a> Sim<'a> {
                 }
             }
             if !polled {
-                return round;
+                return Ok(round);
             }
         }
-        panic!("tasks still busy after {max_rounds} rounds");
+        Err(())
     }
 }
 
