@@ -286,7 +286,12 @@ fn grace_period_closes_connections_with_stuck_calls() {
     shutdown.trigger();
     h.pool.run_until_stalled();
     assert!(h.done.get());
-    assert_eq!(stuck.take(), Some(Err(CallError::Closed)));
+    // The grace period forced the call to end: it is answered, not cut off.
+    assert_eq!(
+        stuck.take(),
+        Some(Err(CallError::Remote(RemoteError::ShuttingDown)))
+    );
+    assert!(shutdown.is_forced());
 }
 
 #[test]
