@@ -19,8 +19,8 @@ use std::time::Duration;
 use courier::framing::split_frame;
 use courier::wire::{Header, MAX_HEADER_LEN};
 use courier::{
-    CallError, ClientBuilder, DriverError, FrameError, MethodKey, RemoteError, ServerBuilder,
-    Transport,
+    ClientBuilder, DriverError, FrameError, MethodKey, RemoteError, ServerBuilder, Shutdown,
+    Transport, WhenFull,
 };
 use courier_mem::fault::{Faults, Pattern};
 use courier_mem::{MemError, MemTransport};
@@ -112,8 +112,6 @@ fn paused_reader_gets_every_reply_pipe_far_above_the_write_mark() {
 // ---------------------------------------------------------------------------
 // Raw peers: exact bytes in, exact frames out.
 
-type ServerResult = Result<(), DriverError<MemError>>;
-
 fn frame(header: Header, body: &[u8]) -> Vec<u8> {
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut head).unwrap();
@@ -194,21 +192,24 @@ fn err(id: u32, error: RemoteError) -> (Header, Vec<u8>) {
 }
 
 /// What a server reported after its last poll.
-#[derive(Default)]
-struct Seen {
+struct Seen<E = MemError> {
     in_flight: Cell<usize>,
-    result: RefCell<Option<ServerResult>>,
+    result: RefCell<Option<Result<(), DriverError<E>>>>,
 }
 
 /// Runs `server` in `sim`, publishing its handler count after each poll.
-fn spawn_server<'a, S>(
+fn spawn_server<'a, T, S>(
     sim: &mut Sim<'a>,
-    mut server: courier::Server<MemTransport, S, impl courier::Timer + 'a>,
-) -> Rc<Seen>
+    mut server: courier::Server<T, S, impl courier::Timer + 'a>,
+) -> Rc<Seen<T::Error>>
 where
+    T: Transport + 'a,
     S: courier::Service + 'a,
 {
-    let seen = Rc::new(Seen::default());
+    let seen = Rc::new(Seen {
+        in_flight: Cell::new(0),
+        result: RefCell::new(None),
+    });
     let out = seen.clone();
     sim.spawn(async move {
         let result = std::future::poll_fn(|cx| {
@@ -465,4 +466,493 @@ fn extreme_timeouts_and_limits_do_not_panic() {
     imp.gate.open();
     sim.run_until_stalled(100);
     assert_eq!(receive(&mut peer), vec![ok(1, 1)]);
+}
+
+// ---------------------------------------------------------------------------
+// Item 2: the backlog (WhenFull::Queue) and WhenFull::Reject.
+
+/// Bytes of one `gated(id)` request frame for `id < 128`, header and body
+/// (what the backlog counts).
+const GATED_FRAME: usize = 15 + 1;
+
+/// Runs `gated(0)` in a table of one, then `n` more `gated` requests with
+/// a backlog of exactly 4 requests' bytes, then a cancel of call 0.
+/// Returns how many requests were backlogged, and whether the cancel was
+/// read (the running call dropped, so the next one started).
+fn backlog_takes(n: u32, pipe: usize) -> (usize, bool) {
+    let (mut peer, server_io) = courier_mem::pair(pipe);
+    let imp = ProbeImpl::shared(0);
+    let mut server = ServerBuilder::new()
+        .max_concurrent(1)
+        .backlog(4 * GATED_FRAME)
+        .build(server_io, support::service(&imp));
+    let mut bytes: Vec<u8> = (0..=n)
+        .flat_map(|id| call(id, ProbeClient::GATED, &[id.into()]))
+        .collect();
+    assert_eq!(bytes.len(), (n as usize + 1) * (GATED_FRAME + 4));
+    bytes.extend(cancel(0));
+    send(&mut peer, &bytes);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(Pin::new(&mut server).poll(&mut cx).is_pending());
+    let backlogged = server.backlogged();
+    let cancel_read = imp.started.load(Ordering::SeqCst) == 2;
+    assert_eq!(server.in_flight(), 1);
+    (backlogged, cancel_read)
+}
+
+#[test]
+fn backlog_limit_below_at_and_above() {
+    for pipe in [256, 1 << 20] {
+        assert_eq!(backlog_takes(3, pipe), (2, true), "below, pipe {pipe}");
+        // At the limit everything is taken, the cancel too.
+        assert_eq!(backlog_takes(4, pipe), (3, true), "at, pipe {pipe}");
+        // One more: the fifth waits unread, and the cancel behind it too.
+        assert_eq!(backlog_takes(5, pipe), (4, false), "above, pipe {pipe}");
+    }
+}
+
+/// Backlogged requests start in arrival order as slots free; a cancel
+/// removes one without a reply and without running it; one whose
+/// deadline passes is answered `DeadlineExceeded` without running.
+#[test]
+fn backlog_is_fifo_cancellable_and_expires() {
+    let clock = ManualClock::new();
+    let (mut peer, server_io) = courier_mem::pair(1 << 16);
+    let imp = ProbeImpl::shared(0);
+    let server = ServerBuilder::new()
+        .max_concurrent(1)
+        .timer(clock.clone())
+        .build(server_io, support::service(&imp));
+    let mut sim = Sim::new();
+    let seen = spawn_server(&mut sim, server);
+    let mut bytes = call(1, ProbeClient::GATED, &[1]);
+    for id in 2..=6 {
+        bytes.extend(call(id, ProbeClient::ADD, &[id.into(), 100]));
+    }
+    bytes.extend(call_with_timeout(7, ProbeClient::ADD, &[7, 100], 5));
+    bytes.extend(call(8, ProbeClient::ADD, &[8, 100]));
+    bytes.extend(cancel(4));
+    send(&mut peer, &bytes);
+    sim.run_until_stalled(100);
+    assert_eq!(imp.started.load(Ordering::SeqCst), 1, "only call 1 runs");
+    assert!(receive(&mut peer).is_empty());
+    clock.advance(Duration::from_millis(5));
+    sim.run_until_stalled(100);
+    assert_eq!(
+        receive(&mut peer),
+        vec![err(7, RemoteError::DeadlineExceeded)]
+    );
+    assert_eq!(imp.started.load(Ordering::SeqCst), 1);
+    imp.gate.open();
+    sim.run_until_stalled(100);
+    // In order, without 4 (cancelled) and 7 (expired).
+    assert_eq!(
+        receive(&mut peer),
+        vec![
+            ok(1, 1),
+            ok(2, 102),
+            ok(3, 103),
+            ok(5, 105),
+            ok(6, 106),
+            ok(8, 108)
+        ]
+    );
+    assert_eq!(imp.started.load(Ordering::SeqCst), 6);
+    assert_eq!(seen.in_flight.get(), 0);
+}
+
+/// The default backlog, `max(64 KiB, max_frame)`, over a pipe far larger:
+/// the server takes about that many bytes of requests and then stops
+/// reading; all are answered once the table frees.
+#[test]
+fn default_backlog_bounds_what_a_full_server_reads() {
+    let (mut peer, server_io) = courier_mem::pair(1 << 22);
+    let (server_io, faults) = Faults::new().wrap(server_io);
+    let imp = ProbeImpl::shared(0);
+    let server = ServerBuilder::new()
+        .max_concurrent(1)
+        .max_frame(4096)
+        .build(server_io, support::service(&imp));
+    let mut sim = Sim::new();
+    let seen = spawn_server(&mut sim, server);
+    let mut bytes = call(0, ProbeClient::GATED, &[0]);
+    let payload = vec![7u8; 1000];
+    let calls = 200u32;
+    for id in 1..=calls {
+        let mut body = varints(&[1000]);
+        body.extend_from_slice(&payload);
+        bytes.extend(frame(Header::request(id, ProbeClient::ECHO, None), &body));
+    }
+    send(&mut peer, &bytes);
+    sim.run_until_stalled(100);
+    let frame_len = 15 + 2 + 1000;
+    let backlogged = 64 * 1024 / frame_len;
+    // What was read: the requests taken, plus at most one read chunk.
+    let taken = (1 + backlogged) * (frame_len + 4) + 16 + 4;
+    assert!(
+        faults.bytes_read() <= taken + 16 * 1024,
+        "{}",
+        faults.bytes_read()
+    );
+    assert!(faults.bytes_read() < bytes.len());
+    assert_eq!(imp.started.load(Ordering::SeqCst), 1);
+    imp.gate.open();
+    sim.run_until_stalled(10_000);
+    let replies = receive(&mut peer);
+    assert_eq!(replies.len(), calls as usize + 1);
+    assert!(
+        replies.iter().map(|(h, _)| h.id()).eq(0..=calls),
+        "in order"
+    );
+    assert_eq!(seen.in_flight.get(), 0);
+}
+
+/// `WhenFull::Reject`: a request arriving at a full table is answered
+/// `Overloaded` at once; cancels and later requests go on.
+#[test]
+fn reject_answers_overloaded_and_keeps_reading() {
+    let (mut peer, server_io) = courier_mem::pair(1 << 16);
+    let imp = ProbeImpl::shared(0);
+    let server = ServerBuilder::new()
+        .max_concurrent(2)
+        .when_full(WhenFull::Reject)
+        .build(server_io, support::service(&imp));
+    let mut sim = Sim::new();
+    let seen = spawn_server(&mut sim, server);
+    let mut bytes = call(1, ProbeClient::GATED, &[1]);
+    bytes.extend(call(2, ProbeClient::GATED, &[2]));
+    bytes.extend(call(3, ProbeClient::ADD, &[3, 0]));
+    bytes.extend(call(4, 0xdead.into_key(), &[]));
+    bytes.extend(cancel(1));
+    bytes.extend(call(5, ProbeClient::ADD, &[5, 0]));
+    bytes.extend(frame(Header::Reserved { kind: 5, id: 9 }, &[1, 2, 3]));
+    bytes.extend(call(6, ProbeClient::ADD, &[6, 0]));
+    send(&mut peer, &bytes);
+    sim.run_until_stalled(100);
+    assert_eq!(
+        receive(&mut peer),
+        vec![
+            err(3, RemoteError::Overloaded),
+            err(4, RemoteError::Overloaded),
+            ok(5, 5),
+            ok(6, 6),
+        ]
+    );
+    assert_eq!(seen.in_flight.get(), 1);
+    let more = [
+        call(7, ProbeClient::GATED, &[7]),
+        call(8, ProbeClient::ADD, &[8, 0]),
+    ];
+    send(&mut peer, &more.concat());
+    sim.run_until_stalled(100);
+    assert_eq!(receive(&mut peer), vec![err(8, RemoteError::Overloaded)]);
+    assert_eq!(seen.in_flight.get(), 2);
+    imp.gate.open();
+    sim.run_until_stalled(100);
+    let mut replies = receive(&mut peer);
+    replies.sort_by_key(|(h, _)| h.id());
+    assert_eq!(replies, vec![ok(2, 2), ok(7, 7)]);
+}
+
+trait IntoKey {
+    fn into_key(self) -> MethodKey;
+}
+
+impl IntoKey for u64 {
+    fn into_key(self) -> MethodKey {
+        MethodKey(self)
+    }
+}
+
+/// Through the typed client: a call dropped while it waits in the backlog
+/// never runs.
+#[test]
+fn a_dropped_call_leaves_the_backlog_without_running() {
+    let (client_io, server_io) = courier_mem::pair(1 << 16);
+    let imp = ProbeImpl::shared(0);
+    let server = ServerBuilder::new()
+        .max_concurrent(1)
+        .build(server_io, support::service(&imp));
+    let (client, driver) = courier::Client::new(client_io);
+    let probe = ProbeClient::new(client);
+    let mut sim = Sim::new();
+    let seen = spawn_server(&mut sim, server);
+    let _driver = record(&mut sim, driver);
+    let first = record(&mut sim, probe.gated(1));
+    let abort = Rc::new(Cell::new(false));
+    let flag = abort.clone();
+    let second = probe.gated(2);
+    let dropped = record(&mut sim, async move {
+        let mut second = std::pin::pin!(second);
+        std::future::poll_fn(|cx| {
+            if flag.get() {
+                return Poll::Ready(None);
+            }
+            second.as_mut().poll(cx).map(Some)
+        })
+        .await
+    });
+    sim.run_until_stalled(100);
+    assert_eq!(imp.started.load(Ordering::SeqCst), 1);
+    abort.set(true);
+    // Wake the task that drops the call.
+    let third = record(&mut sim, probe.add(1, 1));
+    sim.run_until_stalled(100);
+    sim.spawn(async {});
+    sim.run_until_stalled(100);
+    let _ = dropped;
+    imp.gate.open();
+    sim.run_until_stalled(100);
+    assert_eq!(first.borrow_mut().take(), Some(Ok(1)));
+    assert_eq!(third.borrow_mut().take(), Some(Ok(2)));
+    assert_eq!(seen.in_flight.get(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Item 1/7: the write high-water mark, below, at and above.
+
+/// Requests `fill` replies adding up to `pipe + WRITE_MARK + delta` bytes
+/// from a peer that does not read, then one `add`: it is read (and run)
+/// only while the unsent replies are at most the mark.
+fn add_is_read_with_unsent(pipe: usize, delta: isize) -> bool {
+    let (mut peer, server_io) = courier_mem::pair(pipe);
+    let imp = ProbeImpl::shared(u32::MAX);
+    let server = ServerBuilder::new()
+        .max_frame(MAX_FRAME)
+        .build(server_io, support::service(&imp));
+    let mut sim = Sim::new();
+    let _seen = spawn_server(&mut sim, server);
+    let total = (pipe + WRITE_MARK) as isize + delta;
+    // A reply to fill(len), 128 <= len < 16384: prefix 4, header 7,
+    // varint 2, then len bytes.
+    let reply = |len: usize| 13 + len;
+    let mut lens = Vec::new();
+    let mut left = total as usize;
+    while left > 4000 {
+        lens.push(2000);
+        left -= reply(2000);
+    }
+    lens.push(left - 13);
+    assert_eq!(
+        lens.iter().map(|&l| reply(l)).sum::<usize>(),
+        total as usize
+    );
+    let requests: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| call(i as u32, ProbeClient::FILL, &[1, len as u64]))
+        .collect();
+    // Sent as the pipe takes them.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut pending: Vec<u8> = requests.concat();
+    while !pending.is_empty() {
+        if let Poll::Ready(Ok(n)) = peer.poll_write(&mut cx, &pending) {
+            pending.drain(..n);
+        }
+        sim.run_until_stalled(1000);
+    }
+    sim.run_until_stalled(1000);
+    let before = imp.started.load(Ordering::SeqCst);
+    assert_eq!(before, lens.len(), "every fill ran");
+    send(&mut peer, &call(999, ProbeClient::ADD, &[1, 1]));
+    sim.run_until_stalled(1000);
+    imp.started.load(Ordering::SeqCst) == before + 1
+}
+
+#[test]
+fn write_mark_below_at_and_above() {
+    for pipe in [8 * 1024, WRITE_MARK, 1 << 20] {
+        assert!(add_is_read_with_unsent(pipe, -1), "below, pipe {pipe}");
+        assert!(add_is_read_with_unsent(pipe, 0), "at, pipe {pipe}");
+        assert!(!add_is_read_with_unsent(pipe, 1), "above, pipe {pipe}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Item 4: shutdown.
+
+/// Triggered with a running handler and a backlog: the backlog is answered
+/// `ShuttingDown` at once, requests read later too, the running handler
+/// finishes, then the connection closes.
+#[test]
+fn shutdown_answers_the_backlog_and_lets_running_calls_finish() {
+    let shutdown = Shutdown::new();
+    let (mut peer, server_io) = courier_mem::pair(1 << 16);
+    let imp = ProbeImpl::shared(0);
+    let server = ServerBuilder::new()
+        .max_concurrent(1)
+        .shutdown(shutdown.clone())
+        .build(server_io, support::service(&imp));
+    let mut sim = Sim::new();
+    let seen = spawn_server(&mut sim, server);
+    let mut bytes = call(1, ProbeClient::GATED, &[1]);
+    bytes.extend(call(2, ProbeClient::ADD, &[2, 0]));
+    bytes.extend(call(3, ProbeClient::ADD, &[3, 0]));
+    send(&mut peer, &bytes);
+    sim.run_until_stalled(100);
+    shutdown.trigger();
+    sim.run_until_stalled(100);
+    assert_eq!(
+        receive(&mut peer),
+        vec![
+            err(2, RemoteError::ShuttingDown),
+            err(3, RemoteError::ShuttingDown)
+        ]
+    );
+    send(&mut peer, &call(4, ProbeClient::ADD, &[4, 0]));
+    sim.run_until_stalled(100);
+    assert_eq!(receive(&mut peer), vec![err(4, RemoteError::ShuttingDown)]);
+    assert!(seen.result.borrow().is_none());
+    imp.gate.open();
+    sim.run_until_stalled(100);
+    let (replies, eof) = receive_all(&mut peer);
+    assert_eq!(replies, vec![ok(1, 1)]);
+    assert!(eof);
+    assert!(matches!(*seen.result.borrow(), Some(Ok(()))));
+    assert_eq!(imp.started.load(Ordering::SeqCst), 1);
+}
+
+/// Triggered on an idle connection whose transport already holds requests
+/// the server has not seen yet: they are read and answered `ShuttingDown`
+/// before the connection closes — never silence.
+#[test]
+fn shutdown_of_an_idle_connection_answers_what_already_arrived() {
+    let shutdown = Shutdown::new();
+    let (mut peer, server_io) = courier_mem::pair(1 << 16);
+    let imp = ProbeImpl::shared(0);
+    let mut server = ServerBuilder::new()
+        .shutdown(shutdown.clone())
+        .build(server_io, support::service(&imp));
+    let (flag, waker) = Flag::new_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut server).poll(&mut cx).is_pending());
+    send(
+        &mut peer,
+        &[
+            call(1, ProbeClient::ADD, &[1, 0]),
+            call(2, ProbeClient::ADD, &[2, 0]),
+        ]
+        .concat(),
+    );
+    shutdown.trigger();
+    assert!(flag.take());
+    assert!(matches!(
+        Pin::new(&mut server).poll(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    let (replies, eof) = receive_all(&mut peer);
+    assert_eq!(
+        replies,
+        vec![
+            err(1, RemoteError::ShuttingDown),
+            err(2, RemoteError::ShuttingDown)
+        ]
+    );
+    assert!(eof);
+    assert_eq!(imp.started.load(Ordering::SeqCst), 0);
+}
+
+/// `Shutdown::force` ends the grace period: running handlers are dropped
+/// and answered `ShuttingDown`, with the backlog; then the connection
+/// closes and the server ends `Ok`. Also when it was never triggered.
+#[test]
+fn force_answers_running_calls_and_closes() {
+    for trigger_first in [true, false] {
+        let shutdown = Shutdown::new();
+        let (mut peer, server_io) = courier_mem::pair(1 << 16);
+        let imp = ProbeImpl::shared(0);
+        let server = ServerBuilder::new()
+            .max_concurrent(2)
+            .shutdown(shutdown.clone())
+            .build(server_io, support::service(&imp));
+        let mut sim = Sim::new();
+        let seen = spawn_server(&mut sim, server);
+        let bytes: Vec<u8> = (1..=3)
+            .flat_map(|id| call(id, ProbeClient::GATED, &[id.into()]))
+            .collect();
+        send(&mut peer, &bytes);
+        sim.run_until_stalled(100);
+        assert_eq!(seen.in_flight.get(), 2);
+        if trigger_first {
+            shutdown.trigger();
+            sim.run_until_stalled(100);
+            assert_eq!(receive(&mut peer), vec![err(3, RemoteError::ShuttingDown)]);
+        }
+        shutdown.force();
+        sim.run_until_stalled(100);
+        let (mut replies, eof) = receive_all(&mut peer);
+        replies.sort_by_key(|(h, _)| h.id());
+        let mut expected = vec![
+            err(1, RemoteError::ShuttingDown),
+            err(2, RemoteError::ShuttingDown),
+        ];
+        if !trigger_first {
+            expected.push(err(3, RemoteError::ShuttingDown));
+        }
+        assert_eq!(replies, expected);
+        assert!(eof);
+        assert!(matches!(*seen.result.borrow(), Some(Ok(()))));
+        assert_eq!(seen.in_flight.get(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Item 6: memory retention.
+
+/// After a burst of large replies to a slow reader and a large request,
+/// once everything is written the write buffer is back to at most the
+/// mark and the read buffer to at most a read chunk (16 KiB).
+#[test]
+fn idle_buffers_shrink_after_a_burst() {
+    let (client_io, server_io) = courier_mem::pair(8 * 1024);
+    let (client_io, client_faults) = Faults::new().wrap(client_io);
+    let imp = ProbeImpl::shared(u32::MAX);
+    let server = ServerBuilder::new().build(server_io, support::service(&imp));
+    let capacities = Rc::new(Cell::new((0, 0)));
+    let peak = Rc::new(Cell::new((0, 0)));
+    let (client, driver) = ClientBuilder::new().max_in_flight(64).build(client_io);
+    let probe = ProbeClient::new(client);
+    let mut sim = Sim::new();
+    {
+        let capacities = capacities.clone();
+        let peak = peak.clone();
+        let mut server = server;
+        sim.spawn(async move {
+            let _ = std::future::poll_fn(|cx| {
+                let poll = Pin::new(&mut server).poll(cx);
+                let now = server.buffer_capacities();
+                let (r, w) = peak.get();
+                peak.set((r.max(now.0), w.max(now.1)));
+                capacities.set(now);
+                poll
+            })
+            .await;
+        });
+    }
+    let _driver = record(&mut sim, driver);
+    client_faults.stall_reads();
+    let fills: Vec<_> = (0..64u8)
+        .map(|i| {
+            let probe = probe.clone();
+            record(&mut sim, async move { probe.fill(i, 100_000).await })
+        })
+        .collect();
+    let big = record(&mut sim, {
+        let probe = probe.clone();
+        async move { probe.echo(vec![5; 600_000]).await.map(|v| v.len()) }
+    });
+    sim.run_until_stalled(100_000);
+    client_faults.release_reads();
+    sim.run_until_stalled(1_000_000);
+    for (i, slot) in fills.iter().enumerate() {
+        assert_eq!(slot.borrow_mut().take(), Some(Ok(vec![i as u8; 100_000])));
+    }
+    assert_eq!(big.borrow_mut().take(), Some(Ok(600_000)));
+    let (peak_read, peak_write) = peak.get();
+    assert!(peak_read > 512 * 1024, "the read buffer grew: {peak_read}");
+    assert!(peak_write > 2 << 20, "the write buffer grew: {peak_write}");
+    // The mark for the default 1 MiB frame limit.
+    let (read, write) = capacities.get();
+    assert!(write <= 1 << 20, "write buffer kept {write} bytes");
+    assert!(read <= 16 * 1024, "read buffer kept {read} bytes");
 }
