@@ -451,7 +451,8 @@ pub fn graceful_shutdown<E: Env>(spawned: bool) {
     });
 }
 
-/// Shutdown with a call that never finishes: the grace period ends it.
+/// Shutdown with a call that never finishes: the grace period ends it,
+/// and the call is answered `ShuttingDown` (not cut off).
 pub fn grace_period_expires<E: Env>() {
     E::block_on(async {
         let shutdown = Shutdown::new();
@@ -467,10 +468,7 @@ pub fn grace_period_expires<E: Env>() {
         shutdown.trigger();
         within::<E, _>("server completes after the grace period", server.task).await;
         let result = within::<E, _>("stuck call fails", stuck).await;
-        assert!(
-            matches!(result, Err(CallError::Closed | CallError::Transport(_))),
-            "{result:?}"
-        );
+        assert_eq!(result, Err(CallError::Remote(RemoteError::ShuttingDown)));
         assert_eq!(probe.dropped(), 1);
     });
 }
