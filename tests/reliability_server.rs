@@ -956,3 +956,78 @@ fn idle_buffers_shrink_after_a_burst() {
     assert!(write <= 1 << 20, "write buffer kept {write} bytes");
     assert!(read <= 16 * 1024, "read buffer kept {read} bytes");
 }
+
+// ---------------------------------------------------------------------------
+// Item 1: the invariant, across configurations.
+
+/// Seeded mixes of pipe sizes (below and above the mark), table sizes,
+/// backlogs, both `WhenFull` policies, split and delayed links, handlers
+/// that yield, and a client that pauses its reads: whenever the executor
+/// finds nothing to poll, every call must have its answer — a server that
+/// returned `Pending` while it could progress shows up as a stall.
+#[test]
+fn no_stall_across_configurations() {
+    for seed in 0..16u64 {
+        let pipe = [512, 8 * 1024, WRITE_MARK, 256 * 1024][seed as usize % 4];
+        let max_concurrent = [1, 3, 64][seed as usize % 3];
+        let reject = seed % 5 == 0;
+        let backlog = [0, 700, 64 * 1024][seed as usize % 3];
+        let (client_io, server_io) = courier_mem::pair(pipe);
+        let (client_io, client_faults) = Faults::new()
+            .read_chunks(Pattern::seeded(seed, 1, 40_000))
+            .delay_writes(Pattern::seeded(seed + 1, 0, 2))
+            .wrap(client_io);
+        let (server_io, _) = Faults::new()
+            .read_chunks(Pattern::seeded(seed + 2, 1, 30_000))
+            .write_chunks(Pattern::seeded(seed + 3, 1, 300_000))
+            .delay_reads(Pattern::seeded(seed + 4, 0, 1))
+            .wrap(server_io);
+        let imp = ProbeImpl::shared(u32::MAX);
+        let mut builder = ServerBuilder::new()
+            .max_frame(MAX_FRAME)
+            .max_concurrent(max_concurrent)
+            .backlog(backlog);
+        if reject {
+            builder = builder.when_full(WhenFull::Reject);
+        }
+        let server = builder.build(server_io, support::service(&imp));
+        let (client, driver) = ClientBuilder::new().max_in_flight(2000).build(client_io);
+        let probe = ProbeClient::new(client);
+        let mut sim = Sim::new();
+        let seen = spawn_server(&mut sim, server);
+        let _driver = record(&mut sim, driver);
+        client_faults.stall_reads();
+        let calls: Vec<_> = (0..2000u64)
+            .map(|i| {
+                let probe = probe.clone();
+                let len = ((i * 7919 + seed * 31) % 3000) as usize;
+                let call = async move {
+                    match i % 3 {
+                        0 => probe.echo(vec![i as u8; len]).await.map(|v| v.len() as u64),
+                        1 => probe.yields((i % 4) as u8).await.map(u64::from),
+                        _ => probe.add(i, seed).await,
+                    }
+                };
+                (i, len, record(&mut sim, call))
+            })
+            .collect();
+        sim.run_until_stalled(1_000_000);
+        client_faults.release_reads();
+        sim.run_until_stalled(10_000_000);
+        for (i, len, slot) in &calls {
+            let expected = match i % 3 {
+                0 => *len as u64,
+                1 => i % 4,
+                _ => i + seed,
+            };
+            match slot.borrow_mut().take() {
+                Some(Ok(v)) => assert_eq!(v, expected, "seed {seed}, call {i}"),
+                Some(Err(courier::CallError::Remote(RemoteError::Overloaded))) if reject => {}
+                other => panic!("seed {seed}, call {i}: {other:?} (a stall?)"),
+            }
+        }
+        drop(probe);
+        sim.run_until_stalled(100_000);
+        assert!(matches!(*seen.result.borrow(), Some(Ok(()))), "seed {seed}");
+    }
+}
