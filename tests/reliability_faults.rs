@@ -92,8 +92,16 @@ fn drop_with_calls_pending(kind: CutKind, client_side: bool) -> Vec<Result<u64, 
         .iter()
         .map(|slot| slot.borrow_mut().take().expect("a call is still pending"))
         .collect();
-    assert_eq!(sim.live(), 0, "every task finished");
     assert_eq!(client.in_flight(), 0, "client slots leaked");
+    // The server sees end of stream between frames, which is also what a
+    // client that only shut its write half looks like: it keeps its
+    // handlers to answer them (issue 8) and learns that the peer is gone
+    // when it writes the first reply.
+    assert_eq!(server_in_flight.get(), CALLS as usize);
+    assert!(server_result.borrow().is_none());
+    imp.gate.open();
+    sim.run_until_stalled(1000);
+    assert_eq!(sim.live(), 0, "every task finished");
     assert_eq!(server_in_flight.get(), 0, "server handlers leaked");
     let server_result: Result<(), DriverError<FaultError<MemError>>> =
         server_result.borrow_mut().take().unwrap();
@@ -106,15 +114,28 @@ fn drop_with_calls_pending(kind: CutKind, client_side: bool) -> Vec<Result<u64, 
                 driver_result,
                 Err(DriverError::Transport(FaultError::Reset))
             ));
-            // The server just sees its client go away.
-            assert!(server_result.is_ok(), "{server_result:?}");
+            // The server's first reply finds its client gone.
+            assert!(
+                matches!(
+                    server_result,
+                    Err(DriverError::Transport(FaultError::Inner(MemError::Closed)))
+                ),
+                "{server_result:?}"
+            );
         }
         (CutKind::Eof, false) => {
             assert!(
                 matches!(driver_result, Err(DriverError::Closed)),
                 "{driver_result:?}"
             );
-            assert!(server_result.is_ok(), "{server_result:?}");
+            // Its own end was cut: the first reply fails.
+            assert!(
+                matches!(
+                    server_result,
+                    Err(DriverError::Transport(FaultError::Closed))
+                ),
+                "{server_result:?}"
+            );
         }
         other => unreachable!("{other:?}"),
     }
@@ -168,8 +189,20 @@ fn cut_after_some_request_frames_fails_every_call_and_leaks_nothing() {
         );
     }
     assert_eq!(client.in_flight(), 0);
+    // End of stream between frames: the server keeps the 500 calls it
+    // received to answer them, and finds the client gone when it writes.
+    assert_eq!(server_in_flight.get(), 500);
+    imp.gate.open();
+    sim.run_until_stalled(100_000);
     assert_eq!(server_in_flight.get(), 0);
-    assert!(server_result.borrow().as_ref().unwrap().is_ok());
+    assert!(
+        matches!(
+            server_result.borrow().as_ref().unwrap(),
+            Err(DriverError::Transport(MemError::Closed))
+        ),
+        "{:?}",
+        server_result.borrow()
+    );
     assert!(matches!(
         driver_result.borrow_mut().take(),
         Some(Err(DriverError::Transport(FaultError::Closed)))
@@ -242,6 +275,9 @@ fn client_that_stops_reading_bounds_the_servers_memory() {
     assert!(matches!(server_result.borrow_mut().take(), Some(Ok(()))));
 }
 
+/// With no backlog beyond one request (`backlog(0)`), a full table stops
+/// reading after that request. (The default backlog is tested in
+/// `tests/reliability_server.rs`.)
 #[test]
 fn full_handler_table_stops_reading() {
     const MAX_CONCURRENT: usize = 4;
@@ -250,16 +286,23 @@ fn full_handler_table_stops_reading() {
     let imp = ProbeImpl::shared(0);
     let mut server = ServerBuilder::new()
         .max_concurrent(MAX_CONCURRENT)
+        .backlog(0)
         .build(server_io, support::service(&imp));
     let (client, driver) = Client::new(client_io);
     let probe = ProbeClient::new(client);
     let mut sim = Sim::new();
-    let (_, server_in_flight) = record_server(&mut sim, &mut server, |server| server.in_flight());
+    let (_, server_in_flight) = record_server(&mut sim, &mut server, |server| {
+        server.in_flight() * 1000 + server.backlogged()
+    });
     let _driver = record(&mut sim, driver);
     let calls: Vec<_> = (0..500).map(|i| record(&mut sim, probe.gated(i))).collect();
     sim.run_until_stalled(10_000);
     assert_eq!(imp.started.load(Ordering::SeqCst), MAX_CONCURRENT);
-    assert_eq!(server_in_flight.get(), MAX_CONCURRENT);
+    assert_eq!(
+        server_in_flight.get(),
+        MAX_CONCURRENT * 1000 + 1,
+        "4 run, 1 waits"
+    );
     let read = server_faults.bytes_read();
     sim.run_until_stalled(10_000);
     assert_eq!(server_faults.bytes_read(), read, "reading stopped");

@@ -208,16 +208,11 @@ fn server_stream_session_gets_the_expected_replies() {
             expect_err(9, RemoteError::BadRequest),
         ];
         // Calls 6 and 7 wait on a gate the harness opens when all is
-        // quiet and no timer is due. Running calls one at a time, the server
-        // reads the cancel of 6 and the request 7 only after the gate
-        // opened, so both answer; otherwise 6 is cancelled (no reply) and 7
-        // times out after 5 ms.
-        if seed[2] >> 4 == 0 {
-            expected.push(expect_ok(6, &[6]));
-            expected.push(expect_ok(7, &[7]));
-        } else {
-            expected.push(expect_err(7, RemoteError::DeadlineExceeded));
-        }
+        // quiet and no timer is due: 6 is cancelled (no reply) and 7 times
+        // out after 5 ms. Even when the server runs calls one at a time its
+        // full table does not stop it reading: the cancel reaches it, and 7
+        // times out in the backlog.
+        expected.push(expect_err(7, RemoteError::DeadlineExceeded));
         expected.sort_by_key(|(header, _)| header.id());
         assert_eq!(got, expected, "config {:?}", &seed[..3]);
     }

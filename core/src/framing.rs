@@ -54,8 +54,16 @@ pub fn split_frame(buf: &[u8], max_frame: usize) -> Result<Option<(&[u8], usize)
     let Some(len) = frame_len(buf, max_frame)? else {
         return Ok(None);
     };
-    let end = LEN_PREFIX + len;
+    let end = frame_end(len);
     Ok(buf.get(LEN_PREFIX..end).map(|frame| (frame, end)))
+}
+
+/// The bytes a frame of `len` takes with its prefix. Saturating: with a
+/// 32-bit `usize`, a `u32::MAX` announcement would overflow `LEN_PREFIX +
+/// len`; `usize::MAX` bytes can never be buffered, so the frame just stays
+/// incomplete (and the limit check rejects it first in practice).
+pub(crate) const fn frame_end(len: usize) -> usize {
+    LEN_PREFIX.saturating_add(len)
 }
 
 #[cfg(feature = "alloc")]
@@ -71,7 +79,7 @@ mod buffered {
 
     use serde::Serialize;
 
-    use super::{frame_len, LEN_PREFIX};
+    use super::{frame_end, frame_len, LEN_PREFIX};
     use crate::error::{CallError, DriverError, FrameError};
     use crate::io::Transport;
     use crate::wire::{Header, MAX_HEADER_LEN};
@@ -108,13 +116,47 @@ mod buffered {
             let Some(len) = frame_len(buffered, self.max_frame)? else {
                 return Ok(None);
             };
-            let total = LEN_PREFIX + len;
+            let total = frame_end(len);
             if buffered.len() < total {
                 return Ok(None);
             }
             let at = self.start + LEN_PREFIX;
             self.start += total;
             Ok(Some(&self.buf[at..at + len]))
+        }
+
+        /// The kind byte and length (without the prefix) of the next frame,
+        /// as soon as its prefix and kind have arrived, without consuming
+        /// anything. `None`: not enough bytes yet, or a prefix over the
+        /// limit (which [`next_frame`](Self::next_frame) reports).
+        pub(crate) fn peek_kind(&self) -> Option<(u8, usize)> {
+            let buffered = &self.buf[self.start..self.end];
+            let len = frame_len(buffered, self.max_frame).ok().flatten()?;
+            // Byte 0 is the version, byte 1 the kind.
+            let kind = *buffered.get(LEN_PREFIX + 1)?;
+            Some((kind, len))
+        }
+
+        /// Bytes the buffer holds (its length is its capacity for reads).
+        pub(crate) fn capacity(&self) -> usize {
+            self.buf.capacity()
+        }
+
+        /// Gives memory back after a burst: keeps at most one read chunk
+        /// plus the bytes already buffered (a partly received frame).
+        pub(crate) fn shrink(&mut self) {
+            let buffered = self.end - self.start;
+            let keep = READ_CHUNK
+                .min(frame_end(self.max_frame))
+                .saturating_add(buffered);
+            if self.buf.capacity() <= keep {
+                return;
+            }
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = buffered;
+            self.buf.truncate(keep);
+            self.buf.shrink_to(keep);
         }
 
         /// Whether part of a frame is buffered (so EOF now would cut it).
@@ -151,16 +193,17 @@ mod buffered {
             let needed = frame_len(&self.buf[self.start..self.end], self.max_frame)
                 .ok()
                 .flatten()
-                .map_or(LEN_PREFIX, |len| LEN_PREFIX + len);
+                .map_or(LEN_PREFIX, frame_end);
             // Grow towards the frame's size only as its bytes arrive (at
             // most doubling), so a peer that announces a large frame and
             // sends little of it costs little memory.
             let wanted = needed
                 .min(buffered.saturating_mul(2))
-                .max(buffered + 1)
-                .max(READ_CHUNK.min(self.max_frame + LEN_PREFIX));
+                .max(buffered.saturating_add(1))
+                .max(READ_CHUNK.min(frame_end(self.max_frame)));
             if self.start > 0
-                && (self.start + needed > self.buf.len() || self.end == self.buf.len())
+                && (self.start.saturating_add(needed) > self.buf.len()
+                    || self.end == self.buf.len())
             {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.start = 0;
@@ -226,7 +269,7 @@ mod buffered {
         out.extend_from_slice(&[0; LEN_PREFIX]);
         out.extend_from_slice(&head[..head_len]);
         let flavor = LimitedVec {
-            limit: start + LEN_PREFIX + max_frame,
+            limit: (start + LEN_PREFIX).saturating_add(max_frame),
             out,
             overflow: 0,
         };
@@ -324,6 +367,21 @@ mod buffered {
         /// Whether everything was written and flushed.
         pub fn is_idle(&self) -> bool {
             self.pending() == 0 && !self.unflushed
+        }
+
+        /// The buffer's capacity.
+        pub(crate) fn capacity(&self) -> usize {
+            self.buf.capacity()
+        }
+
+        /// Gives memory back after a burst: when nothing is pending, the
+        /// buffer keeps at most `limit` bytes of capacity.
+        pub(crate) fn shrink_idle(&mut self, limit: usize) {
+            if self.pending() == 0 && self.buf.capacity() > limit {
+                self.buf.clear();
+                self.written = 0;
+                self.buf.shrink_to(limit);
+            }
         }
 
         /// Swaps the writer's buffer with `other` when the writer has nothing
@@ -471,6 +529,33 @@ mod buffered {
             assert!(r.buf.len() < 2 * stream.len());
         }
 
+        /// A reader without a limit (`usize::MAX`) fed a `u32::MAX`
+        /// announcement: no overflow, no frame, memory only for the bytes
+        /// that came; peeking sees the kind and the length.
+        #[test]
+        fn unlimited_reader_survives_a_u32_max_prefix() {
+            let mut stream = u32::MAX.to_le_bytes().to_vec();
+            stream.extend_from_slice(&[1, 0, 0, 7, 0, 0, 0]);
+            stream.extend_from_slice(&[9; 1000]);
+            let mut source = Source(&stream);
+            let mut r = FrameReader::new(usize::MAX);
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            loop {
+                assert_eq!(r.next_frame(), Ok(None));
+                match r.poll_fill(&mut source, &mut cx) {
+                    Poll::Ready(Ok(0)) => break,
+                    Poll::Ready(Ok(_)) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(r.peek_kind(), Some((0, u32::MAX as usize)));
+            assert!(r.has_partial_frame());
+            assert!(r.buf.len() <= 64 * 1024, "buffer of {} bytes", r.buf.len());
+            r.shrink();
+            assert_eq!(r.next_frame(), Ok(None));
+        }
+
         #[test]
         fn oversized_prefix_is_rejected_before_buffering() {
             let mut r = FrameReader::new(1024);
@@ -490,6 +575,29 @@ mod buffered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefix arithmetic at the extremes: a `u32::MAX` announcement
+    /// with no limit (`usize::MAX`, as `max_frame(usize::MAX)` gives on a
+    /// 32-bit target after clamping to `u32::MAX`) never overflows and
+    /// never yields a frame that has not fully arrived.
+    #[test]
+    fn prefix_arithmetic_saturates_at_u32_max() {
+        assert_eq!(frame_end(u32::MAX as usize), u32::MAX as usize + LEN_PREFIX);
+        assert_eq!(frame_end(usize::MAX), usize::MAX);
+        assert_eq!(frame_end(usize::MAX - 2), usize::MAX);
+        let mut bytes = u32::MAX.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(split_frame(&bytes, usize::MAX), Ok(None));
+        assert_eq!(split_frame(&bytes, u32::MAX as usize), Ok(None));
+        assert_eq!(
+            split_frame(&bytes, u32::MAX as usize - 1),
+            Err(FrameError::TooLarge {
+                len: u32::MAX as usize,
+                max: u32::MAX as usize - 1
+            })
+        );
+        assert_eq!(frame_len(&bytes, usize::MAX), Ok(Some(u32::MAX as usize)));
+    }
 
     #[test]
     fn split_needs_whole_frames() {

@@ -118,7 +118,9 @@ pub use error::{
 };
 pub use io::Transport;
 #[cfg(feature = "alloc")]
-pub use server::{Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn};
+pub use server::{
+    Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, WhenFull,
+};
 pub use timer::{NoTimer, Timer};
 pub use wire::MethodKey;
 

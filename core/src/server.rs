@@ -3,22 +3,65 @@
 //!
 //! The driver reads requests, asks the service for a [`Handler`] per call and
 //! runs all handlers of the connection concurrently inside its own poll, in a
-//! fixed table whose slots each keep one reusable waker, so only ready
-//! handlers are polled and nothing is spawned. With
-//! [`ServerBuilder::spawner`] each handler runs as its own task on the user's
-//! executor instead (for multi-core work) and its encoded reply comes back
-//! through a queue. Every reply is written as soon as it is ready, out of
-//! order; replies that are ready together go out in one write.
+//! table whose slots each keep one reusable waker, so only ready handlers are
+//! polled and nothing is spawned. With [`ServerBuilder::spawner`] each
+//! handler runs as its own task on the user's executor instead (for
+//! multi-core work) and its encoded reply comes back through a queue. Every
+//! reply is written as soon as it is ready, out of order; replies that are
+//! ready together go out in one write.
 //!
-//! Limits: at most `max_concurrent` handlers per connection; when the table
-//! is full, or when the peer does not read replies fast enough, the driver
-//! stops reading requests, so the pressure reaches the client through the
-//! transport instead of growing a queue here.
+//! # Guarantees
 //!
-//! Idle connections: with [`ServerBuilder::idle_timeout`] (and a [`Timer`]),
-//! a connection on which no complete frame arrives, no reply bytes leave and
-//! no handler runs for that long is closed with [`DriverError::IdleTimeout`],
-//! so a silent or trickling peer (slowloris) cannot hold it forever.
+//! - **Every request read gets exactly one reply** — its handler's value or
+//!   a [`RemoteError`] — unless the caller cancelled it, the connection
+//!   failed (a transport error, or a write the peer no longer takes), or the
+//!   peer broke the protocol (then the replies already produced are still
+//!   flushed before the connection closes with the error).
+//! - **Concurrency** ([`ServerBuilder::max_concurrent`], default
+//!   [`DEFAULT_MAX_CONCURRENT`]): at most that many handlers run at once.
+//!   What happens to a request that arrives while the table is full is the
+//!   [`WhenFull`] policy: [`WhenFull::Queue`] (the default) keeps reading and
+//!   puts requests into a FIFO backlog bounded in bytes
+//!   ([`ServerBuilder::backlog`], default `max(64 KiB, max_frame)`) — they
+//!   start in order as handlers finish, a cancel removes one without a reply
+//!   and a deadline that passes answers it [`RemoteError::DeadlineExceeded`]
+//!   without running it; once the backlog is full the driver stops reading,
+//!   so the pressure reaches the client through the transport.
+//!   [`WhenFull::Reject`] answers it [`RemoteError::Overloaded`] at once.
+//!   Either way cancels keep arriving while the table is full.
+//! - **Unsent replies**: while more than `max(max_frame, 64 KiB)`
+//!   ([`WRITE_MARK`]) bytes of replies wait for a peer that does not read,
+//!   the driver reads nothing (not even cancels), so its memory stays at
+//!   about that mark plus one table of replies.
+//! - **Fairness**: one poll handles at most [`READ_BUDGET`] frames and a
+//!   bounded number of transport reads, then yields (waking itself), so a
+//!   fast peer cannot starve the other connections of a task.
+//! - **No lost wake-up**: the driver returns `Pending` only when every way
+//!   forward waits on a registered waker (see `Server::drive`).
+//! - **Cost**: cancel is O(1) (an id map), deadlines O(log n) (an indexed
+//!   heap); the steady state allocates only the boxed handler of each call.
+//!   After a burst, once everything is written, the write buffer shrinks to
+//!   the mark and the read buffer to one read chunk plus a partial frame.
+//! - **Half-close**: when the client shuts its write half between frames,
+//!   every request already received (running or backlogged) is still
+//!   answered; then the driver closes its write half and completes with
+//!   `Ok(())`. Half a frame before end of stream is a protocol error.
+//!   (A peer that vanished entirely looks the same until a write fails.)
+//! - **Graceful shutdown** ([`ServerBuilder::shutdown`]): once the
+//!   [`Shutdown`] is triggered, requests read afterwards and the backlog are
+//!   answered [`RemoteError::ShuttingDown`], running handlers finish, and
+//!   the connection closes when they have and the transport has nothing
+//!   more to read right now (what it already holds is read and answered
+//!   first). [`Shutdown::force`] ends the grace period: running handlers are
+//!   dropped and answered `ShuttingDown`, the replies are flushed and the
+//!   connection is closed.
+//! - **Idle connections**: with [`ServerBuilder::idle_timeout`] (and a
+//!   [`Timer`]), a connection on which no complete frame arrives, no reply
+//!   bytes leave and no handler runs or waits for that long is closed with
+//!   [`DriverError::IdleTimeout`], so a silent or trickling peer (slowloris)
+//!   cannot hold it forever.
+//! - No configuration value and no peer input makes the driver panic or
+//!   overflow: sizes, timeouts and deadlines saturate.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -33,21 +76,53 @@ use core::time::Duration;
 use futures_util::future::AbortHandle;
 use serde::Serialize;
 
-use crate::deadline::Deadlines;
+use crate::deadline::{DeadlineQueue, Deadlines};
 use crate::error::{DriverError, FrameError, RemoteError};
 use crate::framing::{encode_frame, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::id_map::IdMap;
 use crate::io::Transport;
 use crate::readiness::ReadReadiness;
 use crate::sync::Mutex;
 use crate::timer::{NoTimer, Timer};
-use crate::wire::{Header, MethodKey};
+use crate::wire::{FrameKind, Header, MethodKey};
 
 /// The default bound on concurrent requests per connection.
 pub const DEFAULT_MAX_CONCURRENT: usize = 1024;
 
-/// How many rounds of handler polls and reads one driver poll does before it
-/// yields to other tasks.
+/// The least high-water mark of unsent replies: the driver stops reading
+/// while more than `max(max_frame, WRITE_MARK)` bytes wait to be written.
+pub const WRITE_MARK: usize = 64 * 1024;
+
+/// The least default backlog (see [`ServerBuilder::backlog`]): the default
+/// is `max(DEFAULT_BACKLOG, max_frame)` bytes.
+pub const DEFAULT_BACKLOG: usize = 64 * 1024;
+
+/// Frames one poll of the driver handles before it yields to other tasks.
+pub const READ_BUDGET: usize = 256;
+
+/// Transport reads one poll of the driver does before it yields.
+const FILL_BUDGET: usize = 16;
+
+/// Rounds of the driver's loop in one poll before it yields.
 const POLL_BUDGET: usize = 32;
+
+/// What the server does with a request that arrives while
+/// [`max_concurrent`](ServerBuilder::max_concurrent) handlers are running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Keep reading: cancels and reserved frame kinds are handled at once,
+    /// requests wait in a FIFO backlog bounded in bytes
+    /// ([`ServerBuilder::backlog`]) and start in order as handlers finish. A
+    /// cancel removes a waiting request (no handler, no reply); one whose
+    /// deadline passes is answered [`RemoteError::DeadlineExceeded`] without
+    /// running. While the backlog is full the server reads nothing more, so
+    /// the pressure reaches the client through the transport.
+    #[default]
+    Queue,
+    /// Answer [`RemoteError::Overloaded`] at once, and keep reading.
+    Reject,
+}
 
 /// Turns a request into a handler. Implemented by the server types the
 /// [`service!`](crate::service!) macro generates; implement it by hand for
@@ -55,10 +130,11 @@ const POLL_BUDGET: usize = 32;
 pub trait Service {
     /// Looks up `method` and decodes `args` (postcard bytes). An unknown
     /// key is [`RemoteError::UnknownMethod`]; undecodable arguments are
-    /// [`RemoteError::BadRequest`].
+    /// [`RemoteError::BadRequest`]. Called when the request arrives, also
+    /// when it then waits in the backlog; the handler is first polled when
+    /// it starts.
     fn dispatch(&self, method: MethodKey, args: &[u8]) -> Result<Handler, RemoteError>;
 }
-
 impl<S: Service + ?Sized> Service for Arc<S> {
     fn dispatch(&self, method: MethodKey, args: &[u8]) -> Result<Handler, RemoteError> {
         (**self).dispatch(method, args)
@@ -165,6 +241,8 @@ pub struct ServerBuilder<Tm = NoTimer> {
     spawner: Option<Arc<dyn Spawn>>,
     shutdown: Option<Shutdown>,
     idle_timeout: Option<Duration>,
+    when_full: WhenFull,
+    backlog: Option<usize>,
 }
 
 impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
@@ -176,14 +254,17 @@ impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
             .field("spawner", &self.spawner.is_some())
             .field("shutdown", &self.shutdown)
             .field("idle_timeout", &self.idle_timeout)
+            .field("when_full", &self.when_full)
+            .field("backlog", &self.backlog_bytes())
             .finish()
     }
 }
 
 impl ServerBuilder<NoTimer> {
     /// Defaults: [`DEFAULT_MAX_CONCURRENT`] requests, [`DEFAULT_MAX_FRAME`]
-    /// bytes per frame, handlers run inside the driver, no deadline checks,
-    /// no idle timeout.
+    /// bytes per frame, [`WhenFull::Queue`] with a backlog of
+    /// `max(DEFAULT_BACKLOG, max_frame)` bytes, handlers run inside the
+    /// driver, no deadline checks, no idle timeout.
     pub fn new() -> Self {
         ServerBuilder {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
@@ -192,6 +273,8 @@ impl ServerBuilder<NoTimer> {
             spawner: None,
             shutdown: None,
             idle_timeout: None,
+            when_full: WhenFull::Queue,
+            backlog: None,
         }
     }
 }
@@ -202,6 +285,13 @@ impl Default for ServerBuilder<NoTimer> {
     }
 }
 
+impl<Tm> ServerBuilder<Tm> {
+    fn backlog_bytes(&self) -> usize {
+        self.backlog
+            .unwrap_or_else(|| DEFAULT_BACKLOG.max(self.max_frame))
+    }
+}
+
 impl<Tm: Timer> ServerBuilder<Tm> {
     /// At most `n` requests of one connection run at once (at least 1).
     pub fn max_concurrent(mut self, n: usize) -> Self {
@@ -209,9 +299,29 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         self
     }
 
-    /// The largest frame accepted or sent, in bytes (header and body).
+    /// The largest frame accepted or sent, in bytes (header and body; at
+    /// most `u32::MAX`, the most a length prefix can announce).
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes.min(u32::MAX as usize);
+        self
+    }
+
+    /// What to do with requests that arrive while the handler table is
+    /// full; see [`WhenFull`].
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// With [`WhenFull::Queue`]: at most `bytes` of requests (header and
+    /// body of each frame) wait for a free handler slot. A request that
+    /// would go past it stays unread — and with it everything the client
+    /// sent after it — until a waiting request starts; a request larger
+    /// than the whole backlog is still taken when the backlog is empty.
+    /// `0` takes one request at a time. Default: `max(DEFAULT_BACKLOG,
+    /// max_frame)`.
+    pub fn backlog(mut self, bytes: usize) -> Self {
+        self.backlog = Some(bytes);
         self
     }
 
@@ -225,15 +335,18 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             spawner: self.spawner,
             shutdown: self.shutdown,
             idle_timeout: self.idle_timeout,
+            when_full: self.when_full,
+            backlog: self.backlog,
         }
     }
 
     /// Closes the connection with [`DriverError::IdleTimeout`] once it has
     /// been idle for `timeout`: no complete frame received, no reply bytes
-    /// taken by the transport, and no handler running. The period restarts
-    /// with each of them, and after the last handler finishes. A peer that
-    /// sends a frame byte by byte, or stops reading its replies, is idle
-    /// too. Needs a [`timer`](Self::timer): with [`NoTimer`] it never fires.
+    /// taken by the transport, and no handler running or waiting in the
+    /// backlog. The period restarts with each of them, and after the last
+    /// handler finishes. A peer that sends a frame byte by byte, or stops
+    /// reading its replies, is idle too. Needs a [`timer`](Self::timer):
+    /// with [`NoTimer`] it never fires.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
@@ -245,9 +358,11 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         self
     }
 
-    /// Lets `shutdown` stop the server gracefully: once it is triggered, new
-    /// requests are answered with [`RemoteError::ShuttingDown`], calls in
-    /// flight run to completion, and then the connection is closed.
+    /// Lets `shutdown` stop the server gracefully: once it is triggered,
+    /// new requests and the backlog are answered with
+    /// [`RemoteError::ShuttingDown`], calls in flight run to completion, and
+    /// then the connection is closed. [`Shutdown::force`] cuts the calls in
+    /// flight short (they are answered `ShuttingDown` too).
     pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = Some(shutdown);
         self
@@ -255,6 +370,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
 
     /// A server future for one connection. Poll it on any executor.
     pub fn build<T: Transport, S: Service>(self, transport: T, service: S) -> Server<T, S, Tm> {
+        let backlog = self.backlog_bytes();
         let wake = Arc::new(WakeQueue {
             state: Mutex::new(WakeState {
                 ready: Vec::new(),
@@ -279,16 +395,13 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             idle,
             max_frame: self.max_frame,
             max_concurrent: self.max_concurrent,
+            write_mark: WRITE_MARK.max(self.max_frame),
+            when_full: self.when_full,
+            backlog,
             spawner: self.spawner,
-            tasks: Tasks {
-                entries: Vec::new(),
-                free: Vec::new(),
-                live: 0,
-                wake,
-                scratch: Vec::new(),
-                done_scratch: Vec::new(),
-            },
+            tasks: Tasks::new(wake),
             draining: false,
+            forced: false,
         };
         Server {
             io: transport,
@@ -296,6 +409,8 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             readiness: ReadReadiness::new(),
             core,
             read_closed: false,
+            failure: None,
+            closing: false,
             finished: false,
             shutdown: self.shutdown.map(|signal| (signal, None)),
         }
@@ -304,20 +419,29 @@ impl<Tm: Timer> ServerBuilder<Tm> {
 
 /// Serves one connection: reads requests, runs handlers, writes replies.
 ///
-/// Completes with `Ok(())` when the client closes the connection between
-/// frames (handlers still running are dropped: nobody is left to answer),
-/// and with an error when the transport fails, the client closes in the
-/// middle of a frame, sends bytes that are not frames, or stays idle past the
-/// [idle timeout](ServerBuilder::idle_timeout). Unknown methods,
-/// undecodable arguments, missed deadlines and panicking handlers (with
-/// `std`) are answered with an error frame and the connection goes on.
+/// Completes with `Ok(())` when the client has closed its write half between
+/// frames and every request received has been answered (the driver then
+/// closes its own write half), or when a [`Shutdown`] has drained the
+/// connection. Completes with an error when the transport fails, the client
+/// closes in the middle of a frame or sends bytes that are not frames (the
+/// replies already produced are flushed first), or the connection stays idle
+/// past the [idle timeout](ServerBuilder::idle_timeout); handlers still
+/// running are then dropped. Unknown methods, undecodable arguments, missed
+/// deadlines, overload ([`WhenFull::Reject`]) and panicking handlers (with
+/// `std`) are answered with an error frame and the connection goes on. See
+/// the [module docs](self) for every guarantee.
 #[must_use = "a server does nothing unless polled"]
 pub struct Server<T, S, Tm: Timer = NoTimer> {
     io: T,
     reader: FrameReader,
     readiness: ReadReadiness,
     core: Core<S, Tm>,
+    /// The client closed its write half.
     read_closed: bool,
+    /// A protocol error: replies are flushed, then it is returned.
+    failure: Option<FrameError>,
+    /// Everything is written: the write half is being closed.
+    closing: bool,
     finished: bool,
     /// The signal and this server's waker registration with it.
     shutdown: Option<(Shutdown, Option<usize>)>,
@@ -332,9 +456,15 @@ struct Core<S, Tm: Timer> {
     idle: Option<Idle>,
     max_frame: usize,
     max_concurrent: usize,
+    write_mark: usize,
+    when_full: WhenFull,
+    backlog: usize,
     spawner: Option<Arc<dyn Spawn>>,
     tasks: Tasks,
+    /// Shutdown was triggered: no new calls.
     draining: bool,
+    /// Shutdown was forced: no more reading, every call answered now.
+    forced: bool,
 }
 
 /// The idle timeout's clock.
@@ -345,6 +475,19 @@ struct Idle {
     /// A frame arrived since `since` was taken (a flag, so that the clock is
     /// read once per batch of frames, not per frame).
     active: bool,
+}
+
+/// How the read step of one round ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Not attempted, or stopped because reading is not allowed now.
+    Stopped,
+    /// The transport returned `Pending`: its waker is registered.
+    Pending,
+    /// The budget of this poll is used up.
+    Budget,
+    /// End of stream between frames.
+    Eof,
 }
 
 // The transport and service are never pinned; handlers and the sleep are boxed.
@@ -361,7 +504,20 @@ impl<T, S, Tm: Timer> Drop for Server<T, S, Tm> {
 impl<T, S, Tm: Timer> Server<T, S, Tm> {
     /// Handlers running right now.
     pub fn in_flight(&self) -> usize {
-        self.core.tasks.live
+        self.core.tasks.running
+    }
+
+    /// Requests waiting in the backlog for a free handler slot
+    /// ([`WhenFull::Queue`]).
+    pub fn backlogged(&self) -> usize {
+        self.core.tasks.queued
+    }
+
+    /// The capacities of the read and the write buffer, in bytes; for tests
+    /// of memory retention.
+    #[doc(hidden)]
+    pub fn buffer_capacities(&self) -> (usize, usize) {
+        (self.reader.capacity(), self.core.writer.capacity())
     }
 }
 
@@ -381,45 +537,78 @@ impl<T: Transport, S: Service, Tm: Timer> Future for Server<T, S, Tm> {
 }
 
 impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
+    /// One poll: rounds of (woken handlers, read, deadlines, write) until
+    /// nothing more can happen without a wake-up.
+    ///
+    /// Invariant: it returns `Pending` only when
+    /// - reading is impossible for a reason whose end wakes us (the table
+    ///   and backlog are full → a handler's waker or the deadline sleep;
+    ///   unsent replies over the mark → the transport's write waker, since
+    ///   the write just returned `Pending`), or the last read returned
+    ///   `Pending` (the transport's read waker), or reading is over;
+    /// - the last write returned `Pending`, or nothing is left to write
+    ///   (the write step runs last in every round, after everything that
+    ///   adds replies);
+    /// - no handler is queued ready (a handler woken later wakes us);
+    /// - the deadline sleep was polled after the round's last deadline was
+    ///   armed (the timer wakes us).
+    ///
+    /// Anything else — notably a write that drained the replies back under
+    /// the mark, or a handler that freed a slot — runs another round. After
+    /// [`READ_BUDGET`] frames (or [`POLL_BUDGET`] rounds) it wakes itself
+    /// and yields instead.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
-        let core = &mut self.core;
-        core.tasks.set_driver(cx.waker());
-        if let Some((signal, key)) = &mut self.shutdown {
-            core.draining |= signal.poll_triggered(cx, key);
+        if self.closing {
+            return self.poll_close(cx);
         }
+        self.core.tasks.set_driver(cx.waker());
+        self.watch_shutdown(cx);
+        let mut frames = READ_BUDGET;
+        let mut fills = FILL_BUDGET;
         for _ in 0..POLL_BUDGET {
-            let mut progress = false;
-            if !self.read_closed && self.core.may_read() {
-                match self.read(cx) {
-                    Poll::Ready(Ok(read)) => progress |= read,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
-            }
             let core = &mut self.core;
             let finished = core.tasks.run_ready(core.writer.buffer(), core.max_frame);
-            progress |= finished;
             core.touch(finished);
-            let live = core.tasks.live;
+            core.start_queued();
+
+            let read = if self.may_read() {
+                match self.read(cx, &mut frames, &mut fills) {
+                    Ok(read) => read,
+                    Err(DriverError::Protocol(e)) => self.fail(e),
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            } else {
+                Read::Stopped
+            };
+
+            // After reading, which arms deadlines: the sleep must be polled
+            // (registered) after its last change in the round.
+            let core = &mut self.core;
             if core.expire_deadlines(cx) {
                 return Poll::Ready(Err(DriverError::IdleTimeout));
             }
-            // An expired handler frees a slot: reading may go on, and no
-            // transport wake-up will say so.
-            progress |= core.tasks.live < live;
+            core.start_queued();
             let unsent = core.writer.pending();
             let written = core.writer.poll_write_all(&mut self.io, cx);
             core.touch(core.writer.pending() < unsent);
             match written {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(()))
-                    if self.read_closed || (core.draining && core.tasks.live == 0) =>
-                {
-                    return self.io.poll_close(cx).map_err(DriverError::Transport);
+                Poll::Ready(Err(e)) => {
+                    // A protocol error is the better diagnosis.
+                    return Poll::Ready(Err(self.failure.take().map_or(e, DriverError::Protocol)));
+                }
+                Poll::Ready(Ok(())) if self.done(read) => {
+                    self.closing = true;
+                    return self.poll_close(cx);
                 }
                 _ => {}
             }
-            if !progress && !core.tasks.has_ready() {
+
+            if read == Read::Budget {
+                break;
+            }
+            let read_waits = read == Read::Pending || !self.may_read();
+            if read_waits && !self.core.tasks.has_ready() {
+                self.release_memory(read);
                 return Poll::Pending;
             }
         }
@@ -427,49 +616,128 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
         Poll::Pending
     }
 
-    /// Reads and dispatches requests. `Ok(true)`: something was read.
-    fn read(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, DriverError<T::Error>>> {
-        let mut read_any = false;
+    /// Whether the connection is finished, once everything is written.
+    fn done(&self, read: Read) -> bool {
+        let core = &self.core;
+        let quiet = core.tasks.live() == 0;
+        self.failure.is_some()
+            || core.forced
+            || (self.read_closed && quiet)
+            // Draining: close once the transport has nothing more to read
+            // right now (what it had was read and answered).
+            || (core.draining && quiet && read == Read::Pending)
+    }
+
+    /// Closes the write half; then the connection is over.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
+        let closed = core::task::ready!(self.io.poll_close(cx));
+        Poll::Ready(match self.failure.take() {
+            Some(e) => Err(DriverError::Protocol(e)),
+            None => closed.map_err(DriverError::Transport),
+        })
+    }
+
+    /// A protocol error: nothing more is read or run; the replies already
+    /// produced are flushed, then the error is returned.
+    fn fail(&mut self, e: FrameError) -> Read {
+        self.failure = Some(e);
+        self.core.tasks.clear();
+        Read::Stopped
+    }
+
+    /// Notices a triggered or forced shutdown, and keeps a waker registered
+    /// until it is forced.
+    fn watch_shutdown(&mut self, cx: &mut Context<'_>) {
+        let Some((signal, key)) = &mut self.shutdown else {
+            return;
+        };
+        if self.core.forced {
+            return;
+        }
+        let forced = signal.poll_until(cx, key, Shutdown::is_forced);
+        if forced {
+            self.core.force();
+        } else if !self.core.draining && signal.is_triggered() {
+            self.core.drain();
+        }
+    }
+
+    /// Whether reading may go on: see [`WhenFull`] and the write mark.
+    fn may_read(&self) -> bool {
+        let core = &self.core;
+        if self.read_closed || self.failure.is_some() || core.forced {
+            return false;
+        }
+        if core.writer.pending() > core.write_mark {
+            return false;
+        }
+        if core.draining || core.when_full == WhenFull::Reject || core.tasks.queued == 0 {
+            return true;
+        }
+        // Backlogging: the next request must fit (cancels always pass).
+        match self.reader.peek_kind() {
+            Some((kind, len)) if kind == FrameKind::Request.to_byte() => {
+                core.tasks.queued_bytes.saturating_add(len) <= core.backlog
+            }
+            _ => true,
+        }
+    }
+
+    /// Reads and handles frames while reading is allowed and the budgets
+    /// last.
+    fn read(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut usize,
+        fills: &mut usize,
+    ) -> Result<Read, DriverError<T::Error>> {
         loop {
-            while self.core.may_read() {
-                let Some(frame) = self.reader.next_frame().map_err(DriverError::Protocol)? else {
-                    break;
-                };
-                read_any = true;
+            if !self.may_read() {
+                return Ok(Read::Stopped);
+            }
+            if *frames == 0 {
+                return Ok(Read::Budget);
+            }
+            if let Some(frame) = self.reader.next_frame().map_err(DriverError::Protocol)? {
+                *frames -= 1;
                 let (header, body_at) = Header::decode(frame).map_err(DriverError::Protocol)?;
-                self.core.on_frame(header, &frame[body_at..]);
+                self.core.on_frame(header, &frame[body_at..], frame.len());
+                continue;
             }
-            if !self.core.may_read() {
-                return Poll::Ready(Ok(read_any));
+            if *fills == 0 {
+                return Ok(Read::Budget);
             }
+            *fills -= 1;
             match self
                 .readiness
                 .poll_fill(&mut self.reader, &mut self.io, cx.waker())
             {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
+                Poll::Pending => return Ok(Read::Pending),
+                Poll::Ready(Err(e)) => return Err(DriverError::Transport(e)),
                 Poll::Ready(Ok(0)) => {
                     if self.reader.has_partial_frame() {
-                        return Poll::Ready(Err(DriverError::Protocol(FrameError::UnexpectedEof)));
+                        return Err(DriverError::Protocol(FrameError::UnexpectedEof));
                     }
-                    // The client is gone: nobody is left to answer.
+                    // The client closed its write half: answer what it sent.
                     self.read_closed = true;
-                    self.core.tasks.clear();
-                    return Poll::Ready(Ok(true));
+                    return Ok(Read::Eof);
                 }
-                Poll::Ready(Ok(_)) => read_any = true,
+                Poll::Ready(Ok(_)) => {}
             }
+        }
+    }
+
+    /// After a burst, gives buffer memory back once it is idle.
+    fn release_memory(&mut self, read: Read) {
+        let core = &mut self.core;
+        core.writer.shrink_idle(core.write_mark);
+        if read == Read::Pending {
+            self.reader.shrink();
         }
     }
 }
 
 impl<S: Service, Tm: Timer> Core<S, Tm> {
-    /// Reading stops while the handler table is full or replies pile up.
-    fn may_read(&self) -> bool {
-        self.tasks.live < self.max_concurrent
-            && self.writer.pending() <= self.max_frame.max(64 * 1024)
-    }
-
     /// Restarts the idle period if the connection was `busy` or a frame
     /// arrived since the last call.
     fn touch(&mut self, busy: bool) {
@@ -481,7 +749,7 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
         }
     }
 
-    fn on_frame(&mut self, header: Header, body: &[u8]) {
+    fn on_frame(&mut self, header: Header, body: &[u8], len: usize) {
         if let Some(idle) = &mut self.idle {
             idle.active = true;
         }
@@ -490,15 +758,25 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
                 id,
                 method,
                 timeout_ms,
-            } => self.start(id, method, timeout_ms, body),
-            Header::Cancel { id } => self.tasks.cancel(id),
+            } => self.start(id, method, timeout_ms, body, len),
+            Header::Cancel { id } => {
+                self.tasks.cancel(id);
+                self.start_queued();
+            }
             // Responses are reserved for calls in both directions; unknown
             // kinds are skipped.
             _ => {}
         }
     }
 
-    fn start(&mut self, id: u32, method: MethodKey, timeout_ms: Option<u32>, body: &[u8]) {
+    fn start(
+        &mut self,
+        id: u32,
+        method: MethodKey,
+        timeout_ms: Option<u32>,
+        body: &[u8],
+        len: usize,
+    ) {
         let out = self.writer.buffer();
         if self.draining {
             return write_error(out, id, RemoteError::ShuttingDown, self.max_frame);
@@ -506,39 +784,84 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
         if timeout_ms == Some(0) {
             return write_error(out, id, RemoteError::DeadlineExceeded, self.max_frame);
         }
+        let full = self.tasks.running >= self.max_concurrent || self.tasks.queued > 0;
+        if full && self.when_full == WhenFull::Reject {
+            return write_error(out, id, RemoteError::Overloaded, self.max_frame);
+        }
         let handler = match self.service.dispatch(method, body) {
             Ok(handler) => handler,
             Err(error) => return write_error(out, id, error, self.max_frame),
         };
-        let deadline = timeout_ms.map(|ms| self.deadlines.now() + Duration::from_millis(ms.into()));
-        if let Some(at) = deadline {
+        let deadline = timeout_ms.map(|ms| {
+            let at = self
+                .deadlines
+                .now()
+                .saturating_add(Duration::from_millis(ms.into()));
             self.deadlines.arm(at);
+            at
+        });
+        let index = self.tasks.insert(id, deadline, full, len);
+        if full {
+            self.tasks.entries[index as usize].work = Work::Queued(handler.0);
+        } else {
+            self.launch(index, handler.0);
         }
+    }
+
+    /// Starts `handler` in the running slot `index`.
+    fn launch(&mut self, index: u32, handler: Pin<Box<dyn Respond + Send>>) {
+        let entry = &mut self.tasks.entries[index as usize];
         match &self.spawner {
             None => {
                 // Most handlers finish on their first poll: run it now, so
                 // the reply joins this batch's write and the slot is free
                 // again at once, without a trip through the wake queue.
-                let index = self.tasks.insert(id, deadline, Work::Local(handler.0));
+                entry.work = Work::Local(handler);
                 self.tasks
                     .poll_one(index, self.writer.buffer(), self.max_frame);
             }
             Some(spawner) => {
-                let (index, generation) = self.tasks.next_slot();
                 let reply_to = ReplyTo {
                     queue: self.tasks.wake.clone(),
                     index,
-                    generation,
+                    generation: entry.generation,
                 };
-                let (task, abort) = remote_task(handler, reply_to, id, self.max_frame);
-                self.tasks.insert(id, deadline, Work::Remote(abort));
+                let (task, abort) = remote_task(handler, reply_to, entry.id, self.max_frame);
+                entry.work = Work::Remote(abort);
                 spawner.spawn(task);
             }
         }
     }
 
-    /// Answers handlers whose deadline passed. Returns whether the idle
-    /// timeout expired.
+    /// Starts backlogged requests, in order, while slots are free.
+    fn start_queued(&mut self) {
+        while self.tasks.running < self.max_concurrent {
+            let Some((index, handler)) = self.tasks.promote() else {
+                return;
+            };
+            self.launch(index, handler);
+        }
+    }
+
+    /// Shutdown triggered: new requests and the backlog get `ShuttingDown`.
+    fn drain(&mut self) {
+        self.draining = true;
+        let out = self.writer.buffer();
+        self.tasks
+            .answer(out, RemoteError::ShuttingDown, self.max_frame, true);
+    }
+
+    /// Shutdown forced: every call is answered `ShuttingDown` now.
+    fn force(&mut self) {
+        self.draining = true;
+        self.forced = true;
+        let out = self.writer.buffer();
+        self.tasks
+            .answer(out, RemoteError::ShuttingDown, self.max_frame, false);
+    }
+
+    /// Answers handlers and backlogged requests whose deadline passed.
+    /// Returns whether the idle timeout expired.
     fn expire_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
         while self.deadlines.poll_fired(cx) {
             let now = self.deadlines.now();
@@ -560,7 +883,7 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
         let Some(idle) = &mut self.idle else {
             return false;
         };
-        if idle.active || self.tasks.live > 0 {
+        if idle.active || self.tasks.live() > 0 {
             idle.active = false;
             idle.since = now;
         }
@@ -575,6 +898,9 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
 
 /// Tells servers to stop taking calls and finish the ones in flight; cheap
 /// to clone, one signal for any number of connections.
+///
+/// [`trigger`](Shutdown::trigger) starts a graceful shutdown;
+/// [`force`](Shutdown::force) ends its grace period.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     inner: Arc<ShutdownInner>,
@@ -583,14 +909,24 @@ pub struct Shutdown {
 #[derive(Default)]
 struct ShutdownInner {
     triggered: AtomicBool,
-    /// Wakers of the servers watching, by registration key; `None` = free.
-    wakers: Mutex<Vec<Option<Waker>>>,
+    forced: AtomicBool,
+    /// Wakers of the servers watching, by registration key.
+    wakers: Mutex<Vec<Registration>>,
+}
+
+/// One registration slot of a [`Shutdown`].
+enum Registration {
+    /// Nobody holds this key.
+    Free,
+    /// Held by a watcher; its waker until the signal fires.
+    Held(Option<Waker>),
 }
 
 impl core::fmt::Debug for Shutdown {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Shutdown")
             .field("triggered", &self.is_triggered())
+            .field("forced", &self.is_forced())
             .finish()
     }
 }
@@ -601,46 +937,100 @@ impl Shutdown {
         Self::default()
     }
 
-    /// Starts the graceful shutdown of every server built with this signal.
+    /// Starts the graceful shutdown of every server built with this signal:
+    /// new requests and backlogged ones are answered
+    /// [`RemoteError::ShuttingDown`], running handlers finish, then each
+    /// connection closes.
     pub fn trigger(&self) {
         self.inner.triggered.store(true, Ordering::Release);
-        let wakers = self.inner.wakers.with(core::mem::take);
-        for waker in wakers.into_iter().flatten() {
-            waker.wake();
-        }
+        self.wake_all();
     }
 
-    /// Whether [`trigger`](Shutdown::trigger) was called.
+    /// Ends the grace period of every server built with this signal (and
+    /// triggers it if it was not): running handlers are dropped and
+    /// answered [`RemoteError::ShuttingDown`], every reply is flushed and
+    /// the connection is closed; the servers complete with `Ok(())` once
+    /// their replies are written. A peer that does not read its replies
+    /// keeps its server waiting for the write, so an accept loop still
+    /// bounds that wait (courier-net's `ServeBuilder` does).
+    pub fn force(&self) {
+        self.inner.forced.store(true, Ordering::Release);
+        self.inner.triggered.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    /// Whether [`trigger`](Shutdown::trigger) (or `force`) was called.
     pub fn is_triggered(&self) -> bool {
         self.inner.triggered.load(Ordering::Acquire)
     }
 
-    /// Whether it was triggered; if not, wakes `cx` when it is. `key` is the
-    /// caller's registration, kept between polls.
-    pub(crate) fn poll_triggered(&self, cx: &mut Context<'_>, key: &mut Option<usize>) -> bool {
-        if self.is_triggered() {
+    /// Whether [`force`](Shutdown::force) was called.
+    pub fn is_forced(&self) -> bool {
+        self.inner.forced.load(Ordering::Acquire)
+    }
+
+    fn wake_all(&self) {
+        let wakers: Vec<Waker> = self.inner.wakers.with(|slots| {
+            slots
+                .iter_mut()
+                .filter_map(|slot| match slot {
+                    Registration::Held(waker) => waker.take(),
+                    Registration::Free => None,
+                })
+                .collect()
+        });
+        // Woken outside the lock (waking is user code).
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Whether the signal `reached` its state; if not, wakes `cx` when the
+    /// signal changes. `key` is the caller's registration, kept between
+    /// polls.
+    pub(crate) fn poll_until(
+        &self,
+        cx: &mut Context<'_>,
+        key: &mut Option<usize>,
+        reached: fn(&Shutdown) -> bool,
+    ) -> bool {
+        if reached(self) {
             return true;
         }
-        let waker = cx.waker().clone();
-        let previous = self.inner.wakers.with(|wakers| {
-            let index = match *key {
-                Some(index) if index < wakers.len() => index,
-                _ => {
-                    let free = wakers.iter().position(Option::is_none);
-                    let index = free.unwrap_or_else(|| {
-                        wakers.push(None);
-                        wakers.len() - 1
-                    });
-                    *key = Some(index);
-                    index
-                }
-            };
-            wakers.get_mut(index).and_then(|slot| slot.replace(waker))
+        let current = *key;
+        let registered = self.inner.wakers.with(|slots| match current {
+            Some(index) => match slots.get(index) {
+                Some(Registration::Held(Some(w))) => w.will_wake(cx.waker()),
+                _ => false,
+            },
+            None => false,
         });
-        // The old waker is dropped outside the lock (its drop is user code).
-        drop(previous);
-        // Triggered between the check and the registration?
-        self.is_triggered()
+        if !registered {
+            let waker = cx.waker().clone();
+            let previous = self.inner.wakers.with(|slots| {
+                let index = match *key {
+                    Some(index) if index < slots.len() => index,
+                    _ => {
+                        let free = slots
+                            .iter()
+                            .position(|slot| matches!(slot, Registration::Free));
+                        let index = free.unwrap_or_else(|| {
+                            slots.push(Registration::Free);
+                            slots.len() - 1
+                        });
+                        *key = Some(index);
+                        index
+                    }
+                };
+                slots
+                    .get_mut(index)
+                    .map(|slot| core::mem::replace(slot, Registration::Held(Some(waker))))
+            });
+            // The old waker is dropped outside the lock (its drop is user code).
+            drop(previous);
+        }
+        // Changed between the check and the registration?
+        reached(self)
     }
 
     /// A future that completes once the signal is triggered (at once if it
@@ -654,10 +1044,11 @@ impl Shutdown {
     }
 
     fn unregister(&self, key: usize) {
-        let previous = self
-            .inner
-            .wakers
-            .with(|wakers| wakers.get_mut(key).and_then(Option::take));
+        let previous = self.inner.wakers.with(|slots| {
+            slots
+                .get_mut(key)
+                .map(|slot| core::mem::replace(slot, Registration::Free))
+        });
         drop(previous);
     }
 }
@@ -674,7 +1065,10 @@ impl Future for ShutdownTriggered {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if this.signal.poll_triggered(cx, &mut this.key) {
+        if this
+            .signal
+            .poll_until(cx, &mut this.key, Shutdown::is_triggered)
+        {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -692,9 +1086,14 @@ impl Drop for ShutdownTriggered {
 
 enum Work {
     Empty,
+    /// Waiting in the backlog; not polled yet.
+    Queued(Pin<Box<dyn Respond + Send>>),
     Local(Pin<Box<dyn Respond + Send>>),
     Remote(AbortHandle),
 }
+
+/// No slot (the end of the backlog list).
+const NONE: u32 = u32::MAX;
 
 struct Entry {
     id: u32,
@@ -702,16 +1101,27 @@ struct Entry {
     /// spawned handler is recognised.
     generation: u32,
     work: Work,
-    deadline: Option<Duration>,
+    /// Backlogged: the request's bytes, and its neighbours in the FIFO.
+    cost: usize,
+    prev: u32,
+    next: u32,
     waker: Waker,
     wake: Arc<SlotWake>,
 }
 
-/// The handler table.
+/// The handler table: running handlers and, linked in arrival order
+/// through their slots, the backlog. Request ids map to slots in O(1)
+/// (cancel), deadlines sit in an indexed heap (O(log n)).
 struct Tasks {
     entries: Vec<Entry>,
     free: Vec<u32>,
-    live: usize,
+    running: usize,
+    queued: usize,
+    queued_bytes: usize,
+    head: u32,
+    tail: u32,
+    ids: IdMap,
+    deadlines: DeadlineQueue,
     wake: Arc<WakeQueue>,
     scratch: Vec<u32>,
     done_scratch: Vec<RemoteReply>,
@@ -776,6 +1186,28 @@ impl Wake for SlotWake {
 }
 
 impl Tasks {
+    fn new(wake: Arc<WakeQueue>) -> Self {
+        Tasks {
+            entries: Vec::new(),
+            free: Vec::new(),
+            running: 0,
+            queued: 0,
+            queued_bytes: 0,
+            head: NONE,
+            tail: NONE,
+            ids: IdMap::new(),
+            deadlines: DeadlineQueue::new(),
+            wake,
+            scratch: Vec::new(),
+            done_scratch: Vec::new(),
+        }
+    }
+
+    /// Running handlers and backlogged requests.
+    fn live(&self) -> usize {
+        self.running + self.queued
+    }
+
     fn set_driver(&self, waker: &Waker) {
         let registered = self
             .wake
@@ -802,9 +1234,10 @@ impl Tasks {
         }
     }
 
-    /// Puts `work` into a free slot and returns the slot's index. A local
-    /// handler is not polled: the caller polls it once to start it.
-    fn insert(&mut self, id: u32, deadline: Option<Duration>, work: Work) -> u32 {
+    /// Takes a free slot for call `id` and returns its index; the caller
+    /// then sets its work. A `queued` slot joins the end of the backlog,
+    /// counting `cost` bytes; any other counts as running.
+    fn insert(&mut self, id: u32, deadline: Option<Duration>, queued: bool, cost: usize) -> u32 {
         let (index, _) = self.next_slot();
         if index as usize == self.entries.len() {
             let wake = Arc::new(SlotWake {
@@ -817,40 +1250,127 @@ impl Tasks {
                 id,
                 generation: 0,
                 work: Work::Empty,
-                deadline: None,
+                cost: 0,
+                prev: NONE,
+                next: NONE,
                 waker,
                 wake,
             });
         } else {
             self.free.pop();
         }
-        let entry = &mut self.entries[index as usize];
-        entry.id = id;
-        entry.deadline = deadline;
-        entry.work = work;
-        self.live += 1;
+        self.entries[index as usize].id = id;
+        self.ids.insert(id, index);
+        if let Some(at) = deadline {
+            self.deadlines.set(index, at);
+        }
+        if queued {
+            self.link(index, cost);
+        } else {
+            self.running += 1;
+        }
         index
     }
 
-    fn remove(&mut self, index: u32) {
+    /// Appends slot `index` to the backlog.
+    fn link(&mut self, index: u32, cost: usize) {
+        let tail = self.tail;
         let entry = &mut self.entries[index as usize];
-        if let Work::Remote(abort) = &entry.work {
-            abort.abort();
+        entry.cost = cost;
+        entry.prev = tail;
+        entry.next = NONE;
+        match self.entries.get_mut(tail as usize) {
+            Some(last) => last.next = index,
+            None => self.head = index,
         }
-        entry.work = Work::Empty;
-        entry.generation = entry.generation.wrapping_add(1);
-        entry.deadline = None;
-        self.free.push(index);
-        self.live -= 1;
+        self.tail = index;
+        self.queued += 1;
+        self.queued_bytes = self.queued_bytes.saturating_add(cost);
     }
 
+    /// Takes slot `index` out of the backlog.
+    fn unlink(&mut self, index: u32) {
+        let entry = &self.entries[index as usize];
+        let (prev, next, cost) = (entry.prev, entry.next, entry.cost);
+        match self.entries.get_mut(prev as usize) {
+            Some(before) => before.next = next,
+            None => self.head = next,
+        }
+        match self.entries.get_mut(next as usize) {
+            Some(after) => after.prev = prev,
+            None => self.tail = prev,
+        }
+        self.queued -= 1;
+        self.queued_bytes = self.queued_bytes.saturating_sub(cost);
+    }
+
+    /// Moves the oldest backlogged request to the running handlers, in its
+    /// own slot (its id and deadline stay); returns the slot and the
+    /// handler, which the caller starts at once.
+    fn promote(&mut self) -> Option<(u32, Pin<Box<dyn Respond + Send>>)> {
+        let index = self.head;
+        let entry = self.entries.get_mut(index as usize)?;
+        let Work::Queued(handler) = core::mem::replace(&mut entry.work, Work::Empty) else {
+            return None;
+        };
+        self.unlink(index);
+        self.running += 1;
+        Some((index, handler))
+    }
+
+    fn remove(&mut self, index: u32) {
+        let Some(entry) = self.entries.get(index as usize) else {
+            return;
+        };
+        let id = entry.id;
+        match &entry.work {
+            Work::Empty => return,
+            Work::Queued(_) => self.unlink(index),
+            Work::Local(_) => self.running -= 1,
+            Work::Remote(abort) => {
+                abort.abort();
+                self.running -= 1;
+            }
+        }
+        self.ids.remove(id, index);
+        self.deadlines.remove(index);
+        let entry = &mut self.entries[index as usize];
+        entry.generation = entry.generation.wrapping_add(1);
+        // Drops the handler (user code; no lock is held).
+        entry.work = Work::Empty;
+        self.free.push(index);
+    }
+
+    /// The caller dropped call `id`: its handler or backlogged request goes
+    /// without a reply.
     fn cancel(&mut self, id: u32) {
-        let found = self
-            .entries
-            .iter()
-            .position(|e| e.id == id && !matches!(e.work, Work::Empty));
-        if let Some(index) = found {
-            self.remove(index as u32);
+        if let Some(index) = self.ids.get(id) {
+            self.remove(index);
+        }
+    }
+
+    /// Answers backlogged requests (and with `all`, running handlers too)
+    /// with `error` and drops them.
+    fn answer(
+        &mut self,
+        out: &mut Vec<u8>,
+        error: RemoteError,
+        max_frame: usize,
+        only_queued: bool,
+    ) {
+        while self.head != NONE {
+            let index = self.head;
+            write_error(out, self.entries[index as usize].id, error, max_frame);
+            self.remove(index);
+        }
+        if only_queued {
+            return;
+        }
+        for index in 0..self.entries.len() {
+            if !matches!(self.entries[index].work, Work::Empty) {
+                write_error(out, self.entries[index].id, error, max_frame);
+                self.remove(index as u32);
+            }
         }
     }
 
@@ -897,33 +1417,40 @@ impl Tasks {
         }
     }
 
-    /// Answers handlers whose deadline passed and drops them. Returns the
-    /// next deadline still pending.
+    /// Answers handlers and backlogged requests whose deadline passed and
+    /// drops them. Returns the next deadline still pending.
     fn expire(&mut self, now: Duration, out: &mut Vec<u8>, max_frame: usize) -> Option<Duration> {
-        let mut next = None::<Duration>;
-        for index in 0..self.entries.len() {
-            let entry = &self.entries[index];
-            let Some(at) = entry.deadline else { continue };
-            if matches!(entry.work, Work::Empty) {
-                continue;
-            }
-            if at > now {
-                next = Some(next.map_or(at, |n| n.min(at)));
-                continue;
-            }
-            write_error(out, entry.id, RemoteError::DeadlineExceeded, max_frame);
-            self.remove(index as u32);
+        if self.deadlines.len() == 0 {
+            return None;
         }
-        next
+        while let Some(index) = self.deadlines.pop_due(now) {
+            let id = self.entries[index as usize].id;
+            write_error(out, id, RemoteError::DeadlineExceeded, max_frame);
+            self.remove(index);
+        }
+        self.deadlines.peek().map(|(at, _)| at)
     }
 
-    /// Drops every handler (the connection is gone).
+    /// Drops every handler and backlogged request (the connection is gone).
     fn clear(&mut self) {
-        for index in 0..self.entries.len() {
-            if !matches!(self.entries[index].work, Work::Empty) {
-                self.remove(index as u32);
+        for (index, entry) in self.entries.iter_mut().enumerate() {
+            if let Work::Remote(abort) = &entry.work {
+                abort.abort();
+            }
+            if !matches!(entry.work, Work::Empty) {
+                entry.generation = entry.generation.wrapping_add(1);
+                // Drops the handler (user code; no lock is held).
+                entry.work = Work::Empty;
+                self.free.push(index as u32);
             }
         }
+        self.ids.clear();
+        self.deadlines.clear();
+        self.head = NONE;
+        self.tail = NONE;
+        self.running = 0;
+        self.queued = 0;
+        self.queued_bytes = 0;
     }
 }
 
@@ -961,13 +1488,12 @@ struct ReplyTo {
 /// Wraps a handler into a task for a spawner: it encodes its reply into its
 /// own buffer and hands it back to the driver through the wake queue.
 fn remote_task(
-    handler: Handler,
+    mut handler: Pin<Box<dyn Respond + Send>>,
     reply_to: ReplyTo,
     id: u32,
     max_frame: usize,
 ) -> (Pin<Box<dyn Future<Output = ()> + Send>>, AbortHandle) {
     let (abort, registration) = AbortHandle::new_pair();
-    let mut handler = handler.0;
     let task = async move {
         let mut frame = Vec::new();
         let run = core::future::poll_fn(|cx| {

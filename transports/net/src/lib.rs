@@ -25,11 +25,21 @@
 //! - **Graceful shutdown** ([`ServeBuilder::shutdown`]): when the
 //!   [`courier::Shutdown`] signal is triggered the listener is dropped (no
 //!   new connections; a Unix socket file is removed), every connection
-//!   answers new requests with `RemoteError::ShuttingDown` and closes once
-//!   its calls in flight have finished, and the `Serve` future completes when
-//!   all connections are closed or the grace period
-//!   ([`ServeBuilder::grace_period`]) has passed, whichever is first; then
-//!   the remaining connections are closed.
+//!   answers new and backlogged requests with `RemoteError::ShuttingDown`
+//!   and closes once its calls in flight have finished, and the `Serve`
+//!   future completes when all connections are closed. If the grace period
+//!   ([`ServeBuilder::grace_period`]) passes first, the loop calls
+//!   [`courier::Shutdown::force`]: every connection drops its running
+//!   handlers, answers them `ShuttingDown` and flushes its replies; after at
+//!   most [`FLUSH_PERIOD`] more (for clients that do not read) the remaining
+//!   connections are dropped. Every call a connection received therefore
+//!   gets a reply, unless its client stops reading. `force` acts on the
+//!   signal, so it reaches every server built with the same signal.
+//! - **Overload** ([`ServeBuilder::when_full`], [`ServeBuilder::backlog`]):
+//!   what a connection does with requests beyond
+//!   [`ServeBuilder::max_concurrent`] — queue them in a backlog bounded in
+//!   bytes (the default; then it stops reading) or answer
+//!   `RemoteError::Overloaded`; see [`courier::WhenFull`].
 //! - **Accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`, ...) are logged and
 //!   retried after a back-off that doubles from
 //!   [`ServeBuilder::accept_backoff`] up to one second, or as soon as a
@@ -43,9 +53,13 @@
 //!   `info`, clean closes at `debug`. Install any `log` backend to see them.
 //!
 //! Per-connection settings ([`ServeBuilder::max_frame`],
-//! [`ServeBuilder::max_concurrent`], [`ServeBuilder::handler_spawner`], the
-//! timer for deadlines) are passed to each connection's
-//! [`courier::ServerBuilder`].
+//! [`ServeBuilder::max_concurrent`], [`ServeBuilder::when_full`],
+//! [`ServeBuilder::backlog`], [`ServeBuilder::idle_timeout`],
+//! [`ServeBuilder::handler_spawner`], the timer for deadlines) are passed to
+//! each connection's [`courier::ServerBuilder`], which documents the
+//! guarantees of one connection (every request answered, half-close,
+//! backpressure, fairness). Every duration and size saturates: no
+//! configuration value panics.
 //!
 //! # Example
 //!
@@ -114,7 +128,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use courier::{
-    Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, Timer, Transport,
+    Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, Timer, Transport, WhenFull,
 };
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -128,6 +142,10 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// The default first back-off after a failed accept.
 pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How long connections may still flush their replies after the grace
+/// period ended ([`courier::Shutdown::force`]) before they are dropped.
+pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 /// The longest back-off after failed accepts.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -208,7 +226,8 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     }
 
     /// How long a graceful shutdown waits for calls in flight before it
-    /// closes the remaining connections.
+    /// forces them to end (see the [crate docs](crate)). `Duration::MAX`
+    /// (or any time past the timer's range) waits for ever.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -231,6 +250,20 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     /// At most `n` calls of one connection run at once.
     pub fn max_concurrent(mut self, n: usize) -> Self {
         self.server = self.server.max_concurrent(n);
+        self
+    }
+
+    /// What a connection does with requests that arrive while
+    /// `max_concurrent` calls run (see [`ServerBuilder::when_full`]).
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.server = self.server.when_full(policy);
+        self
+    }
+
+    /// Bytes of requests a connection keeps waiting for a free slot with
+    /// [`WhenFull::Queue`] (see [`ServerBuilder::backlog`]).
+    pub fn backlog(mut self, bytes: usize) -> Self {
+        self.server = self.server.backlog(bytes);
         self
     }
 
@@ -330,6 +363,8 @@ enum Sleeping {
     No,
     Backoff,
     Grace,
+    /// After `force`: the connections flush their last replies.
+    Flush,
 }
 
 /// Hands a connection to the user's spawner.
@@ -476,27 +511,54 @@ where
             self.config.grace,
             self.tracker.live()
         );
-        let timer = &self.config.timer;
-        self.sleep = Some(Box::pin(timer.sleep_until(timer.now() + self.config.grace)));
-        self.sleeping = Sleeping::Grace;
+        self.sleep_for(self.config.grace, Sleeping::Grace);
     }
 
-    /// After shutdown: waits for the connections, or for the grace period.
+    /// Arms the one sleep `wait` from now (saturating: a far wait is a
+    /// wait for ever, never an overflow).
+    fn sleep_for(&mut self, wait: Duration, why: Sleeping) {
+        let timer = &self.config.timer;
+        let at = timer.now().saturating_add(wait);
+        self.sleep = Some(Box::pin(timer.sleep_until(at)));
+        self.sleeping = why;
+    }
+
+    /// After shutdown: waits for the connections; when the grace period is
+    /// over, forces the calls in flight to end and waits at most
+    /// [`FLUSH_PERIOD`] for their replies to be flushed.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let live = self.tracker.live();
-        if live == 0 {
-            log::info!(target: "courier_net", "shutdown complete");
-            return Poll::Ready(());
+        loop {
+            let live = self.tracker.live();
+            if live == 0 {
+                log::info!(target: "courier_net", "shutdown complete");
+                return Poll::Ready(());
+            }
+            let sleeping = self.sleeping;
+            match sleeping {
+                Sleeping::Grace if self.sleep_fired(cx) => {
+                    log::warn!(
+                        target: "courier_net",
+                        "grace period over: ending the calls in flight on {live} connection(s)"
+                    );
+                    if let Some(signal) = &self.config.shutdown {
+                        signal.force();
+                    }
+                    self.sleep_for(FLUSH_PERIOD, Sleeping::Flush);
+                    // The connections inside this future end now, or
+                    // once their replies are written.
+                    self.poll_local(cx);
+                }
+                Sleeping::Flush if self.sleep_fired(cx) => {
+                    log::warn!(
+                        target: "courier_net",
+                        "closing {live} connection(s) that did not take their last replies"
+                    );
+                    self.close_all();
+                    return Poll::Ready(());
+                }
+                _ => return Poll::Pending,
+            }
         }
-        if self.sleeping == Sleeping::Grace && self.sleep_fired(cx) {
-            log::warn!(
-                target: "courier_net",
-                "grace period over: closing {live} connection(s) with calls in flight"
-            );
-            self.close_all();
-            return Poll::Ready(());
-        }
-        Poll::Pending
     }
 
     fn sleep_fired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -580,11 +642,9 @@ where
             target: "courier_net",
             "accept failed: {error}; retrying in {wait:?} or when a connection closes"
         );
-        self.next_backoff = (wait * 2).min(MAX_ACCEPT_BACKOFF).max(wait);
-        let timer = &self.config.timer;
+        self.next_backoff = wait.saturating_mul(2).min(MAX_ACCEPT_BACKOFF).max(wait);
         self.tracker.take_closed();
-        self.sleep = Some(Box::pin(timer.sleep_until(timer.now() + wait)));
-        self.sleeping = Sleeping::Backoff;
+        self.sleep_for(wait, Sleeping::Backoff);
         if self.sleep_fired(cx) {
             cx.waker().wake_by_ref();
         }

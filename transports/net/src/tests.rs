@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use courier::{CallError, Client, NoTimer, RemoteError};
+use courier::{CallError, Client, NoTimer, RemoteError, WhenFull};
 use courier_mem::MemTransport;
 use futures::channel::{mpsc, oneshot};
 use futures::executor::LocalPool;
@@ -286,7 +286,12 @@ fn grace_period_closes_connections_with_stuck_calls() {
     shutdown.trigger();
     h.pool.run_until_stalled();
     assert!(h.done.get());
-    assert_eq!(stuck.take(), Some(Err(CallError::Closed)));
+    // The grace period forced the call to end: it is answered, not cut off.
+    assert_eq!(
+        stuck.take(),
+        Some(Err(CallError::Remote(RemoteError::ShuttingDown)))
+    );
+    assert!(shutdown.is_forced());
 }
 
 #[test]
@@ -299,4 +304,149 @@ fn dropping_serve_closes_connections() {
     drop(h.serve.take());
     h.pool.run_until_stalled();
     assert_eq!(stuck.take(), Some(Err(CallError::Closed)));
+}
+
+/// A timer at the far end of its range whose sleeps never end: any
+/// `now + d` without saturation would overflow.
+#[derive(Clone, Copy, Debug)]
+struct FarFuture;
+
+impl Timer for FarFuture {
+    type Sleep = futures::future::Pending<()>;
+    fn now(&self) -> Duration {
+        Duration::MAX - Duration::from_millis(1)
+    }
+    fn sleep_until(&self, _: Duration) -> Self::Sleep {
+        futures::future::pending()
+    }
+    fn reset(&self, _: Pin<&mut Self::Sleep>, _: Duration) {}
+}
+
+#[test]
+fn extreme_durations_saturate() {
+    let shutdown = Shutdown::new();
+    let builder = ServeBuilder::new(FarFuture)
+        .grace_period(Duration::MAX)
+        .accept_backoff(Duration::MAX)
+        .idle_timeout(Duration::MAX)
+        .max_frame(usize::MAX)
+        .max_concurrent(usize::MAX)
+        .backlog(usize::MAX)
+        .max_connections(usize::MAX)
+        .shutdown(shutdown.clone());
+    let mut h = Harness::new(builder);
+    let client = h.connect();
+    let c = client.clone();
+    let stuck = h.start(async move { c.gated(1).await });
+    assert_eq!(h.imp.started.load(Ordering::SeqCst), 1);
+    // A back-off of Duration::MAX.
+    h.accept_error(EMFILE);
+    h.pool.run_until_stalled();
+    shutdown.trigger();
+    h.pool.run_until_stalled();
+    assert!(!h.done.get(), "a grace period of Duration::MAX waits");
+    assert_eq!(stuck.take(), None);
+}
+
+/// The grace period ends, the calls are forced to end, but a client that
+/// does not read keeps its last replies unsent: after `FLUSH_PERIOD` the
+/// connection is dropped anyway.
+#[test]
+fn forced_connections_get_a_bounded_time_to_flush() {
+    let shutdown = Shutdown::new();
+    let (grace_tx, grace_rx) = oneshot::channel::<()>();
+    let (flush_tx, flush_rx) = oneshot::channel::<()>();
+    let builder =
+        ServeBuilder::new(Steps::new(vec![grace_rx, flush_rx])).shutdown(shutdown.clone());
+    let mut h = Harness::new(builder);
+    // A client whose replies cannot be written: a one-byte pipe it never
+    // reads.
+    let (client_io, server_io) = courier_mem::pair(1);
+    h.conns.unbounded_send(Ok(server_io)).unwrap();
+    let mut client_io = client_io;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut request = Vec::new();
+    {
+        let mut head = [0u8; 32];
+        let n = courier::wire::Header::request(1, ProbeClient::GATED, None)
+            .encode(&mut head)
+            .unwrap();
+        request.extend(((n + 1) as u32).to_le_bytes());
+        request.extend(&head[..n]);
+        request.push(1);
+    }
+    let mut sent = 0;
+    while sent < request.len() {
+        if let Poll::Ready(Ok(n)) = client_io.poll_write(&mut cx, &request[sent..]) {
+            sent += n;
+        }
+        h.pool.run_until_stalled();
+    }
+    assert_eq!(h.imp.started.load(Ordering::SeqCst), 1);
+    shutdown.trigger();
+    h.pool.run_until_stalled();
+    assert!(!h.done.get(), "within the grace period");
+    grace_tx.send(()).unwrap();
+    h.pool.run_until_stalled();
+    assert!(shutdown.is_forced());
+    assert!(!h.done.get(), "flushing: the client reads nothing");
+    flush_tx.send(()).unwrap();
+    h.pool.run_until_stalled();
+    assert!(h.done.get(), "dropped after the flush period");
+}
+
+/// A timer whose successive sleeps end when the test says so.
+#[derive(Clone)]
+struct Steps(Arc<Mutex<Vec<oneshot::Receiver<()>>>>);
+
+impl Steps {
+    fn new(mut steps: Vec<oneshot::Receiver<()>>) -> Self {
+        steps.reverse();
+        Steps(Arc::new(Mutex::new(steps)))
+    }
+}
+
+impl fmt::Debug for Steps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Steps")
+    }
+}
+
+impl Timer for Steps {
+    type Sleep = futures::future::Map<oneshot::Receiver<()>, fn(Result<(), oneshot::Canceled>)>;
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn sleep_until(&self, _: Duration) -> Self::Sleep {
+        let rx = self
+            .0
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or_else(|| oneshot::channel().1);
+        rx.map(drop as fn(_))
+    }
+    fn reset(&self, mut sleep: Pin<&mut Self::Sleep>, at: Duration) {
+        sleep.set(self.sleep_until(at));
+    }
+}
+
+#[test]
+fn when_full_and_backlog_reach_the_connections() {
+    let builder = ServeBuilder::new(NoTimer)
+        .max_concurrent(1)
+        .when_full(WhenFull::Reject);
+    let mut h = Harness::new(builder);
+    let client = h.connect();
+    let c = client.clone();
+    let stuck = h.start(async move { c.gated(1).await });
+    let c = client.clone();
+    let rejected = h.start(async move { c.echo(2).await });
+    assert_eq!(
+        rejected.take(),
+        Some(Err(CallError::Remote(RemoteError::Overloaded)))
+    );
+    h.imp.open_gate();
+    h.pool.run_until_stalled();
+    assert_eq!(stuck.take(), Some(Ok(1)));
 }
