@@ -67,8 +67,7 @@ impl RawPeer {
             self.buf.extend_from_slice(&chunk[..n]);
         }
         let mut frames = Vec::new();
-        while let Some((frame, used)) = courier::framing::split_frame(&self.buf, 1 << 20).unwrap()
-        {
+        while let Some((frame, used)) = courier::framing::split_frame(&self.buf, 1 << 20).unwrap() {
             let (header, at) = Header::decode(frame).unwrap();
             frames.push((header, frame[at..].to_vec()));
             self.buf.drain(..used);
@@ -112,9 +111,7 @@ fn queued_request_bytes_stay_under_the_mark() {
         faults.stall_writes();
         let imp = ProbeImpl::shared(0);
         let server = ServerBuilder::new().build(server_io, support::service(&imp));
-        let (client, driver) = ClientBuilder::new()
-            .max_queued_bytes(mark)
-            .build(client_io);
+        let (client, driver) = ClientBuilder::new().max_queued_bytes(mark).build(client_io);
         let probe = ProbeClient::new(client.clone());
         let mut sim = Sim::new();
         let _server = record(&mut sim, server);
@@ -374,7 +371,10 @@ fn a_call_sent_on_a_lost_connection_fails_and_is_not_resent() {
     sim.run_until_stalled(1000);
     let result = lost.borrow_mut().take();
     assert!(
-        matches!(result, Some(Err(CallError::Closed | CallError::Transport(_)))),
+        matches!(
+            result,
+            Some(Err(CallError::Closed | CallError::Transport(_)))
+        ),
         "{result:?}"
     );
     // The client reconnects at once (the lost link was up for no time but
@@ -382,7 +382,10 @@ fn a_call_sent_on_a_lost_connection_fails_and_is_not_resent() {
     clock.advance(Duration::from_secs(1));
     sim.run_until_stalled(1000);
     let second = dialer.accepted.borrow_mut().pop().expect("reconnected");
-    assert!(RawPeer::new(second).frames().is_empty(), "the call was re-sent");
+    assert!(
+        RawPeer::new(second).frames().is_empty(),
+        "the call was re-sent"
+    );
 }
 
 /// A server that accepts and closes at once is dialled at the backoff's
@@ -392,7 +395,8 @@ fn a_server_that_closes_at_once_is_dialled_at_the_backoff_pace() {
     let clock = ManualClock::new();
     let dialer = Dialer::default();
     dialer.close_at_once.store(true, Ordering::SeqCst);
-    let policy = ReconnectPolicy::new().backoff(Duration::from_millis(10), Duration::from_millis(40));
+    let policy =
+        ReconnectPolicy::new().backoff(Duration::from_millis(10), Duration::from_millis(40));
     let (client, driver) = ClientBuilder::new()
         .timer(clock.clone())
         .build_reconnecting(dialer.connector(), policy);
@@ -489,8 +493,9 @@ fn a_panicking_serialize_or_deserialize_fails_only_its_own_call() {
     let (_, waker) = Flag::new_waker();
 
     let mut boom = client.call::<Boom, u64>(ProbeClient::ADD, Boom);
-    let panicked =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_once(&mut boom, &waker)));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_once(&mut boom, &waker)
+    }));
     assert!(panicked.is_err());
     drop(boom);
     assert_eq!(client.in_flight(), 0);
@@ -501,8 +506,9 @@ fn a_panicking_serialize_or_deserialize_fails_only_its_own_call() {
     let mut bust = client.call::<(u64, u64), Bust>(ProbeClient::ADD, (1, 2));
     assert!(poll_once(&mut bust, &waker).is_pending());
     sim.run_until_stalled(1000);
-    let panicked =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_once(&mut bust, &waker)));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_once(&mut bust, &waker)
+    }));
     assert!(panicked.is_err());
     drop(bust);
     assert_eq!(client.in_flight(), 0);

@@ -103,6 +103,8 @@ struct Vector {
     pending: Option<String>,
     max_concurrent: Option<usize>,
     max_frame: Option<usize>,
+    /// `reject=1`: the server answers requests at a full table `Overloaded`.
+    reject: bool,
     steps: Vec<Step>,
 }
 
@@ -159,6 +161,7 @@ fn parse_vectors(text: &str) -> Result<Vec<Vector>, String> {
                 pending: None,
                 max_concurrent: None,
                 max_frame: None,
+                reject: false,
                 steps: Vec::new(),
             });
             continue;
@@ -178,6 +181,7 @@ fn parse_vectors(text: &str) -> Result<Vec<Vector>, String> {
                 match key {
                     "max_concurrent" => vector.max_concurrent = Some(value),
                     "max_frame" => vector.max_frame = Some(value),
+                    "reject" => vector.reject = value != 0,
                     other => return Err(here(&format!("unknown config key {other}"))),
                 }
             }
@@ -407,6 +411,9 @@ fn replay(vector: &Vector) -> Result<(), String> {
         .shutdown(shutdown.clone());
     if let Some(n) = vector.max_concurrent {
         builder = builder.max_concurrent(n);
+    }
+    if vector.reject {
+        builder = builder.when_full(courier::WhenFull::Reject);
     }
     if let Some(n) = vector.max_frame {
         builder = builder.max_frame(n);

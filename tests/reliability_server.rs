@@ -625,7 +625,14 @@ fn reject_answers_overloaded_and_keeps_reading() {
     bytes.extend(call(4, 0xdead.into_key(), &[]));
     bytes.extend(cancel(1));
     bytes.extend(call(5, ProbeClient::ADD, &[5, 0]));
-    bytes.extend(frame(Header::Reserved { kind: 5, id: 9 }, &[1, 2, 3]));
+    bytes.extend(frame(
+        Header::Reserved {
+            kind: 5,
+            flags: 0,
+            id: 9,
+        },
+        &[1, 2, 3],
+    ));
     bytes.extend(call(6, ProbeClient::ADD, &[6, 0]));
     send(&mut peer, &bytes);
     sim.run_until_stalled(100);

@@ -85,7 +85,6 @@ impl DeadlineQueue {
     }
 
     /// Slots with a deadline.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
@@ -152,7 +151,6 @@ impl DeadlineQueue {
     }
 
     /// Forgets every deadline.
-    #[allow(dead_code)] // for the server's table
     pub(crate) fn clear(&mut self) {
         self.heap.clear();
         self.position.iter_mut().for_each(|p| *p = ABSENT);

@@ -123,7 +123,6 @@ impl IdMap {
     }
 
     /// Removes every entry, keeping the table.
-    #[allow(dead_code)] // for the server's table
     pub(crate) fn clear(&mut self) {
         self.cells.iter_mut().for_each(|cell| *cell = None);
         self.len = 0;

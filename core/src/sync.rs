@@ -13,12 +13,17 @@
 //! wakers, drops of user values) runs inside one.
 
 /// A mutex whose critical sections are closures.
-#[derive(Default)]
 pub(crate) struct Mutex<T> {
     #[cfg(feature = "std")]
     inner: std::sync::Mutex<T>,
     #[cfg(not(feature = "std"))]
     inner: critical_section::Mutex<core::cell::RefCell<T>>,
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
+    }
 }
 
 impl<T> Mutex<T> {
