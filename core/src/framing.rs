@@ -67,7 +67,7 @@ pub(crate) const fn frame_end(len: usize) -> usize {
 }
 
 #[cfg(feature = "alloc")]
-pub(crate) use buffered::encode_frame;
+pub(crate) use buffered::{encode_frame, encode_frame_into};
 #[cfg(feature = "alloc")]
 pub use buffered::{EncodeError, FrameReader, FrameWriter};
 
@@ -291,6 +291,44 @@ mod buffered {
         };
         out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_le_bytes());
         Ok(())
+    }
+
+    /// Encodes one frame (prefix, header, postcard body) into the start of
+    /// `buf`, for small frames that need no heap buffer. Returns its length,
+    /// or `None` when it does not fit in `buf` (encode it with
+    /// [`encode_frame`] then).
+    pub(crate) fn encode_frame_into<T: Serialize + ?Sized>(
+        buf: &mut [u8],
+        header: &Header,
+        body: &T,
+        max_frame: usize,
+    ) -> Result<Option<usize>, EncodeError> {
+        let Some(head) = buf.get_mut(LEN_PREFIX..) else {
+            return Ok(None);
+        };
+        let Ok(head_len) = header.encode(head) else {
+            return Ok(None);
+        };
+        let Some(rest) = head.get_mut(head_len..) else {
+            return Ok(None);
+        };
+        let body_len = match postcard::to_slice(body, rest) {
+            Ok(used) => used.len(),
+            Err(postcard::Error::SerializeBufferFull) => return Ok(None),
+            Err(_) => return Err(EncodeError::Serialize),
+        };
+        let len = head_len + body_len;
+        if len > max_frame {
+            return Err(EncodeError::TooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        let Ok(prefix) = u32::try_from(len) else {
+            return Ok(None);
+        };
+        buf[..LEN_PREFIX].copy_from_slice(&prefix.to_le_bytes());
+        Ok(Some(LEN_PREFIX + len))
     }
 
     /// A postcard output that appends to a `Vec` up to a limit and then only

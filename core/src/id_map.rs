@@ -15,8 +15,27 @@ use alloc::vec::Vec;
 /// A multimap from request id to slot index.
 #[derive(Debug, Default)]
 pub(crate) struct IdMap {
-    cells: Vec<Option<(u32, u32)>>,
+    /// `(slot + 1) << 32 | id`, or [`EMPTY`]. Packing a cell into one word
+    /// keeps a probe to one load and one compare.
+    cells: Vec<u64>,
+    mask: usize,
+    /// `32 - log2(cells.len())`: the hash keeps the top bits of the product.
+    shift: u32,
     len: usize,
+}
+
+const EMPTY: u64 = 0;
+
+fn pack(id: u32, slot: u32) -> u64 {
+    ((u64::from(slot) + 1) << 32) | u64::from(id)
+}
+
+fn id_of(cell: u64) -> u32 {
+    cell as u32
+}
+
+fn slot_of(cell: u64) -> u32 {
+    ((cell >> 32) as u32).wrapping_sub(1)
 }
 
 impl IdMap {
@@ -31,41 +50,49 @@ impl IdMap {
     }
 
     fn home(&self, id: u32) -> usize {
-        // Fibonacci hashing spreads sequential ids over the table.
-        let mask = self.cells.len() - 1;
-        (id.wrapping_mul(0x9e37_79b9) as usize) & mask
+        // Fibonacci hashing: the top bits of the product spread sequential
+        // ids evenly (the low bits would put every ninth id next to each
+        // other and build long probe runs).
+        (id.wrapping_mul(0x9e37_79b9)
+            .checked_shr(self.shift)
+            .unwrap_or(0) as usize)
+            & self.mask
     }
 
-    /// Adds `id → slot` (an equal id already present stays too).
+    /// Adds `id → slot` (an equal id already present stays too). Slots are
+    /// table indices, below `u32::MAX`.
     pub(crate) fn insert(&mut self, id: u32, slot: u32) {
         if (self.len + 1).saturating_mul(2) > self.cells.len() {
             self.grow();
         }
-        let mask = self.cells.len() - 1;
         let mut at = self.home(id);
-        while self.cells.get(at).is_some_and(Option::is_some) {
-            at = (at + 1) & mask;
-        }
-        if let Some(cell) = self.cells.get_mut(at) {
-            *cell = Some((id, slot));
-            self.len += 1;
+        loop {
+            match self.cells.get_mut(at) {
+                Some(cell) if *cell == EMPTY => {
+                    *cell = pack(id, slot);
+                    self.len += 1;
+                    return;
+                }
+                Some(_) => at = (at + 1) & self.mask,
+                None => return,
+            }
         }
     }
 
     /// The slot of some entry for `id`.
     pub(crate) fn get(&self, id: u32) -> Option<u32> {
-        self.position(id, |_| true).map(|(_, slot)| slot)
+        self.find(id, |_| true).map(|(_, slot)| slot)
     }
 
     /// Whether `id → slot` is present.
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u32, slot: u32) -> bool {
-        self.position(id, |s| s == slot).is_some()
+        self.find(id, |s| s == slot).is_some()
     }
 
     /// Removes the entry `id → slot`; returns whether it was there.
     pub(crate) fn remove(&mut self, id: u32, slot: u32) -> bool {
-        match self.position(id, |s| s == slot) {
+        match self.find(id, |s| s == slot) {
             Some((at, _)) => {
                 self.remove_at(at);
                 true
@@ -74,57 +101,63 @@ impl IdMap {
         }
     }
 
-    /// Finds the cell of an entry for `id` whose slot passes `accept`.
-    fn position(&self, id: u32, accept: impl Fn(u32) -> bool) -> Option<(usize, u32)> {
+    /// The cell of an entry for `id` whose slot passes `accept`.
+    fn find(&self, id: u32, accept: impl Fn(u32) -> bool) -> Option<(usize, u32)> {
         if self.len == 0 {
             return None;
         }
-        let mask = self.cells.len() - 1;
         let mut at = self.home(id);
-        while let Some(Some((key, slot))) = self.cells.get(at) {
-            if *key == id && accept(*slot) {
-                return Some((at, *slot));
+        loop {
+            let cell = *self.cells.get(at)?;
+            if cell == EMPTY {
+                return None;
             }
-            at = (at + 1) & mask;
+            if id_of(cell) == id && accept(slot_of(cell)) {
+                return Some((at, slot_of(cell)));
+            }
+            at = (at + 1) & self.mask;
         }
-        None
     }
 
-    /// Empties cell `at` and shifts later cells of the probe run back, so
+    /// Empties cell `hole` and shifts later cells of its probe run back, so
     /// lookups never need tombstones.
     fn remove_at(&mut self, mut hole: usize) {
-        let mask = self.cells.len() - 1;
-        if let Some(cell) = self.cells.get_mut(hole) {
-            *cell = None;
-            self.len -= 1;
-        }
+        let mask = self.mask;
         let mut at = (hole + 1) & mask;
-        while let Some(&Some((id, _))) = self.cells.get(at) {
-            let home = self.home(id);
+        loop {
+            let cell = self.cells.get(at).copied().unwrap_or(EMPTY);
+            if cell == EMPTY {
+                break;
+            }
             // The entry may move into the hole if the hole lies on its probe
             // path, i.e. cyclically within [home, at).
-            let distance_to_hole = hole.wrapping_sub(home) & mask;
-            let distance_to_here = at.wrapping_sub(home) & mask;
-            if distance_to_hole < distance_to_here {
+            let home = self.home(id_of(cell));
+            if hole.wrapping_sub(home) & mask < at.wrapping_sub(home) & mask {
                 self.cells.swap(hole, at);
                 hole = at;
             }
             at = (at + 1) & mask;
         }
+        if let Some(cell) = self.cells.get_mut(hole) {
+            *cell = EMPTY;
+            self.len -= 1;
+        }
     }
 
     fn grow(&mut self) {
         let size = self.cells.len().saturating_mul(2).max(16);
-        let old = core::mem::replace(&mut self.cells, vec![None; size]);
+        let old = core::mem::replace(&mut self.cells, vec![EMPTY; size]);
+        self.mask = size - 1;
+        self.shift = 32u32.saturating_sub(size.trailing_zeros());
         self.len = 0;
-        for (id, slot) in old.into_iter().flatten() {
-            self.insert(id, slot);
+        for cell in old.into_iter().filter(|&c| c != EMPTY) {
+            self.insert(id_of(cell), slot_of(cell));
         }
     }
 
     /// Removes every entry, keeping the table.
     pub(crate) fn clear(&mut self) {
-        self.cells.iter_mut().for_each(|cell| *cell = None);
+        self.cells.iter_mut().for_each(|cell| *cell = EMPTY);
         self.len = 0;
     }
 }

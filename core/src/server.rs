@@ -800,7 +800,10 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
             self.deadlines.arm(at);
             at
         });
-        let index = self.tasks.insert(id, deadline, full, len);
+        // A handler run inside the driver usually finishes on its first
+        // poll: it enters the id index only if it does not.
+        let index_now = full || self.spawner.is_some();
+        let index = self.tasks.insert(id, deadline, full, len, index_now);
         if full {
             self.tasks.entries[index as usize].work = Work::Queued(handler.0);
         } else {
@@ -817,8 +820,12 @@ impl<S: Service, Tm: Timer> Core<S, Tm> {
                 // the reply joins this batch's write and the slot is free
                 // again at once, without a trip through the wake queue.
                 entry.work = Work::Local(handler);
-                self.tasks
+                let finished = self
+                    .tasks
                     .poll_one(index, self.writer.buffer(), self.max_frame);
+                if !finished {
+                    self.tasks.index(index);
+                }
             }
             Some(spawner) => {
                 let reply_to = ReplyTo {
@@ -1101,6 +1108,8 @@ struct Entry {
     /// spawned handler is recognised.
     generation: u32,
     work: Work,
+    /// In the id index (a handler that finished on its first poll never is).
+    indexed: bool,
     /// Backlogged: the request's bytes, and its neighbours in the FIFO.
     cost: usize,
     prev: u32,
@@ -1237,7 +1246,14 @@ impl Tasks {
     /// Takes a free slot for call `id` and returns its index; the caller
     /// then sets its work. A `queued` slot joins the end of the backlog,
     /// counting `cost` bytes; any other counts as running.
-    fn insert(&mut self, id: u32, deadline: Option<Duration>, queued: bool, cost: usize) -> u32 {
+    fn insert(
+        &mut self,
+        id: u32,
+        deadline: Option<Duration>,
+        queued: bool,
+        cost: usize,
+        index_now: bool,
+    ) -> u32 {
         let (index, _) = self.next_slot();
         if index as usize == self.entries.len() {
             let wake = Arc::new(SlotWake {
@@ -1251,6 +1267,7 @@ impl Tasks {
                 generation: 0,
                 work: Work::Empty,
                 cost: 0,
+                indexed: false,
                 prev: NONE,
                 next: NONE,
                 waker,
@@ -1260,7 +1277,9 @@ impl Tasks {
             self.free.pop();
         }
         self.entries[index as usize].id = id;
-        self.ids.insert(id, index);
+        if index_now {
+            self.index(index);
+        }
         if let Some(at) = deadline {
             self.deadlines.set(index, at);
         }
@@ -1270,6 +1289,16 @@ impl Tasks {
             self.running += 1;
         }
         index
+    }
+
+    /// Makes slot `index` findable by its request id (for cancels).
+    fn index(&mut self, index: u32) {
+        if let Some(entry) = self.entries.get_mut(index as usize) {
+            if !entry.indexed {
+                entry.indexed = true;
+                self.ids.insert(entry.id, index);
+            }
+        }
     }
 
     /// Appends slot `index` to the backlog.
@@ -1332,7 +1361,10 @@ impl Tasks {
                 self.running -= 1;
             }
         }
-        self.ids.remove(id, index);
+        let entry = &mut self.entries[index as usize];
+        if core::mem::take(&mut entry.indexed) {
+            self.ids.remove(id, index);
+        }
         self.deadlines.remove(index);
         let entry = &mut self.entries[index as usize];
         entry.generation = entry.generation.wrapping_add(1);

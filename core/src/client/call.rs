@@ -11,11 +11,11 @@ use core::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::state::{Acquired, Phase, SLOT_KEEP};
+use super::state::{Acquired, Frame, Phase, SLOT_KEEP};
 use super::Client;
 use crate::deadline::timeout_to_ms;
 use crate::error::CallError;
-use crate::framing::encode_frame;
+use crate::framing::{encode_frame, encode_frame_into};
 use crate::wire::{Header, MethodKey};
 
 enum CallState {
@@ -88,8 +88,20 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     }
 }
 
+/// Requests and replies up to this size travel through a buffer on the
+/// caller's stack, so that a call takes the client's lock once to start and
+/// once to finish; larger ones use the slot's own buffer and one more lock.
+const INLINE: usize = 256;
+
+/// Where the request id sits in an encoded request (after the length
+/// prefix, version, kind and flags).
+const ID_AT: usize = 4 + 3;
+
 /// What a poll for the reply found.
 enum Look {
+    /// A small reply, copied out; the slot is already free again.
+    Inline(Result<(), CallError>, [u8; INLINE], usize, Option<Waker>),
+    /// The reply in the slot's buffer, taken out.
     Done(Result<(), CallError>, Vec<u8>),
     Registered,
     NeedsWaker,
@@ -99,13 +111,21 @@ enum Look {
 enum Start {
     Failed(CallError, Option<Waker>),
     Queued(u64),
-    Slot { slot: u32, id: u32, buf: Vec<u8> },
+    /// The request (encoded inline) is queued; wake the driver.
+    Sent(u32, Option<Waker>),
+    /// A slot to encode into, outside the lock.
+    Slot {
+        slot: u32,
+        id: u32,
+        buf: Vec<u8>,
+    },
 }
 
 impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
     fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let shared = &*self.client.shared;
-        if matches!(self.state, CallState::Start) {
+        let first = matches!(self.state, CallState::Start);
+        if first {
             if self.timeout.is_some() {
                 shared.timed.store(true, Ordering::Relaxed);
             }
@@ -119,10 +139,25 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         };
         let deadline = self.deadline();
         let now = match deadline {
-            Some(_) => (shared.clock)(),
-            None => self.started.unwrap_or_default(),
+            Some(_) if !first => (shared.clock)(),
+            _ => self.started.unwrap_or_default(),
         };
         let expired = deadline.is_some_and(|at| at <= now);
+        let timeout_ms = deadline.map(|at| timeout_to_ms(at.saturating_sub(now)));
+        // A small request is encoded before the lock (with id 0, patched
+        // under it), so the start takes the lock once.
+        let mut inline = [0u8; INLINE];
+        let mut inline_len = None;
+        if first && !expired {
+            let Some(request) = self.request.as_ref() else {
+                return self.finish(Err(CallError::Encode));
+            };
+            let header = Header::request(0, self.method, timeout_ms);
+            match encode_frame_into(&mut inline, &header, request, shared.max_frame) {
+                Ok(len) => inline_len = len,
+                Err(error) => return self.finish(Err(error.into())),
+            }
+        }
         let waker = cx.waker().clone();
         let start = shared.state.with(|state| {
             let fail = match state.closed {
@@ -136,35 +171,59 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             }
             match state.acquire(ticket, &waker, deadline) {
                 Acquired::Queued(t) => Start::Queued(t),
-                Acquired::Slot { slot, id } => {
-                    let buf = state
-                        .slot_mut(slot)
-                        .map(|s| core::mem::take(&mut s.buf))
-                        .unwrap_or_default();
-                    Start::Slot { slot, id, buf }
-                }
+                Acquired::Slot { slot, id } => match inline_len {
+                    Some(len) => {
+                        let frame = inline.get_mut(..len).unwrap_or_default();
+                        if let Some(field) = frame.get_mut(ID_AT..ID_AT + 4) {
+                            field.copy_from_slice(&id.to_le_bytes());
+                        }
+                        let frame = Frame::Inline(frame);
+                        state.submit(slot, frame, waker, deadline, now, shared.max_queued);
+                        Start::Sent(slot, state.driver.take())
+                    }
+                    None => {
+                        let buf = state
+                            .slot_mut(slot)
+                            .map(|s| core::mem::take(&mut s.buf))
+                            .unwrap_or_default();
+                        Start::Slot { slot, id, buf }
+                    }
+                },
             }
         });
         match start {
             Start::Failed(error, next) => {
-                self.state = CallState::Finished;
                 if let Some(next) = next {
                     next.wake();
                 }
-                Poll::Ready(Err(error))
+                self.finish(Err(error))
             }
             Start::Queued(t) => {
                 self.state = CallState::Queued(t);
                 Poll::Pending
             }
+            Start::Sent(slot, driver) => {
+                self.state = CallState::Sent(slot);
+                drop(self.request.take());
+                if let Some(driver) = driver {
+                    driver.wake();
+                }
+                Poll::Pending
+            }
             Start::Slot { slot, id, buf } => {
                 self.state = CallState::Encoding(slot);
-                self.send(slot, id, buf, deadline, now, waker)
+                self.send(slot, id, buf, deadline, now, cx.waker().clone())
             }
         }
     }
 
-    /// Encodes the request (no lock held) and queues it.
+    fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Result<Resp, CallError>> {
+        self.state = CallState::Finished;
+        Poll::Ready(result)
+    }
+
+    /// Encodes the request into the slot's buffer (no lock held) and
+    /// queues it.
     fn send(
         &mut self,
         slot: u32,
@@ -190,15 +249,15 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             if let Some(error) = state.closed {
                 return (Some((error, state.release(slot))), None);
             }
-            state.submit(slot, buf, waker, deadline, now, shared.max_queued);
+            let frame = Frame::Owned(buf);
+            state.submit(slot, frame, waker, deadline, now, shared.max_queued);
             (None, state.driver.take())
         });
         if let Some((error, next)) = closed {
-            self.state = CallState::Finished;
             if let Some(next) = next {
                 next.wake();
             }
-            return Poll::Ready(Err(error));
+            return self.finish(Err(error));
         }
         self.state = CallState::Sent(slot);
         if let Some(driver) = driver {
@@ -219,15 +278,31 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
 
     fn poll_response(&mut self, slot: u32, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let shared = &*self.client.shared;
-        let look = shared.state.with(|state| match state.slot_mut(slot) {
-            None => Look::Done(Err(CallError::Closed), Vec::new()),
-            Some(s) => match s.phase {
+        let look = shared.state.with(|state| {
+            let Some(s) = state.slot_mut(slot) else {
+                return Look::Done(Err(CallError::Closed), Vec::new());
+            };
+            match s.phase {
+                Phase::Done(result) if s.buf.len() <= INLINE => {
+                    let mut body = [0u8; INLINE];
+                    let len = s.buf.len();
+                    body[..len].copy_from_slice(&s.buf);
+                    Look::Inline(result, body, len, state.release(slot))
+                }
                 Phase::Done(result) => Look::Done(result, core::mem::take(&mut s.buf)),
                 _ if s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) => Look::Registered,
                 _ => Look::NeedsWaker,
-            },
+            }
         });
-        let done = match look {
+        let (result, body) = match look {
+            Look::Inline(result, body, len, next) => {
+                self.state = CallState::Finished;
+                if let Some(next) = next {
+                    next.wake();
+                }
+                let body = body.get(..len).unwrap_or_default();
+                return Poll::Ready(result.and_then(|()| decode_exact(body)));
+            }
             Look::Done(result, body) => (result, body),
             Look::Registered => return Poll::Pending,
             Look::NeedsWaker => {
@@ -249,7 +324,6 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 }
             }
         };
-        let (result, body) = done;
         self.state = CallState::Decoding(slot);
         let response = result.and_then(|()| decode_exact(&body));
         let next = shared.state.with(|state| {

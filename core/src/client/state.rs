@@ -76,6 +76,8 @@ pub(crate) struct State {
     free: Vec<u32>,
     ids: IdMap,
     next_id: u32,
+    /// The id counter went round once: new ids must skip those in flight.
+    ids_wrapped: bool,
     pub(crate) in_flight: usize,
     /// Deadlines of calls in the table.
     deadlines: DeadlineQueue,
@@ -113,6 +115,14 @@ struct Waiter {
     deadline: Option<Duration>,
 }
 
+/// An encoded request handed to [`State::submit`].
+pub(crate) enum Frame<'a> {
+    /// Encoded on the caller's stack.
+    Inline(&'a [u8]),
+    /// Encoded in the slot's own buffer, which goes back to the slot.
+    Owned(Vec<u8>),
+}
+
 /// What `State::acquire` decided.
 pub(crate) enum Acquired {
     Slot { slot: u32, id: u32 },
@@ -127,6 +137,7 @@ impl State {
             free: Vec::new(),
             ids: IdMap::new(),
             next_id: 0,
+            ids_wrapped: false,
             in_flight: 0,
             deadlines: DeadlineQueue::new(),
             out: Vec::new(),
@@ -222,7 +233,8 @@ impl State {
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
-            if self.ids.get(id).is_none() {
+            self.ids_wrapped |= self.next_id == 0;
+            if !self.ids_wrapped || self.ids.get(id).is_none() {
                 return id;
             }
         }
@@ -238,7 +250,7 @@ impl State {
     pub(crate) fn submit(
         &mut self,
         slot: u32,
-        mut frame: Vec<u8>,
+        frame: Frame<'_>,
         waker: Waker,
         deadline: Option<Duration>,
         now: Duration,
@@ -265,14 +277,26 @@ impl State {
         if room {
             s.phase = Phase::Waiting;
             s.epoch = out_epoch;
-            self.out.extend_from_slice(&frame);
             self.timed_in_out |= deadline.is_some();
-            frame.clear();
+            match frame {
+                Frame::Inline(bytes) => self.out.extend_from_slice(bytes),
+                Frame::Owned(mut buf) => {
+                    self.out.extend_from_slice(&buf);
+                    buf.clear();
+                    s.buf = buf;
+                }
+            }
         } else {
             s.phase = Phase::Parked;
             self.parked.push_back((slot, id));
+            match frame {
+                Frame::Inline(bytes) => {
+                    s.buf.clear();
+                    s.buf.extend_from_slice(bytes);
+                }
+                Frame::Owned(buf) => s.buf = buf,
+            }
         }
-        s.buf = frame;
         if let Some(at) = in_force {
             self.deadlines.set(slot, at);
         }
