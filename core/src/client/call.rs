@@ -97,7 +97,8 @@ const INLINE: usize = 256;
 /// prefix, version, kind and flags).
 const ID_AT: usize = 4 + 3;
 
-/// What a poll for the reply found.
+/// What a poll for the reply found (a temporary on the stack, never kept).
+#[allow(clippy::large_enum_variant)]
 enum Look {
     /// A small reply, copied out; the slot is already free again.
     Inline(Result<(), CallError>, [u8; INLINE], usize, Option<Waker>),
