@@ -484,6 +484,40 @@ mod buffered {
             assert_eq!(r.next_frame().unwrap(), None);
         }
 
+        /// The stack encoder writes the same bytes as the buffered one, says
+        /// when a frame does not fit its buffer (below, at and above the
+        /// exact size), and applies the frame limit.
+        #[test]
+        fn encode_into_a_slice_matches_and_knows_its_room() {
+            let header = Header::request(7, MethodKey(9), Some(250));
+            let body = (3u64, "hello");
+            let mut expected = Vec::new();
+            encode_frame(&mut expected, &header, &body, 1024).unwrap();
+            let exact = expected.len();
+            for room in [exact - 1, exact, exact + 1, 256] {
+                let mut buf = [0u8; 256];
+                let got = encode_frame_into(&mut buf[..room], &header, &body, 1024).unwrap();
+                if room < exact {
+                    assert_eq!(got, None, "room {room}");
+                } else {
+                    assert_eq!(got, Some(exact), "room {room}");
+                    assert_eq!(&buf[..exact], &expected[..]);
+                }
+            }
+            let mut buf = [0u8; 256];
+            assert_eq!(
+                encode_frame_into(&mut buf, &header, &body, exact - LEN_PREFIX - 1),
+                Err(EncodeError::TooLarge {
+                    len: exact - LEN_PREFIX,
+                    max: exact - LEN_PREFIX - 1
+                })
+            );
+            assert_eq!(
+                encode_frame_into(&mut buf[..3], &header, &body, 1024),
+                Ok(None)
+            );
+        }
+
         #[test]
         fn oversized_encode_names_sizes_and_rolls_back() {
             let mut w = FrameWriter::new(32);

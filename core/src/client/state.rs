@@ -726,3 +726,69 @@ fn take_back_from_writer(writer: &mut FrameWriter, id: u32) -> bool {
     let from = outbox::boundary_at_or_after(buf, written);
     outbox::remove_request(buf, from, id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+
+    struct Nop;
+    impl Wake for Nop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    fn waker() -> Waker {
+        Waker::from(Arc::new(Nop))
+    }
+
+    fn take(state: &mut State) -> (u32, u32) {
+        match state.acquire(None, &waker(), None) {
+            Acquired::Slot { slot, id } => (slot, id),
+            Acquired::Queued(_) => panic!("no slot"),
+        }
+    }
+
+    /// Ids count up through the wrap at `u32::MAX` and, once wrapped, skip
+    /// ids still in flight.
+    #[test]
+    fn ids_wrap_and_skip_ids_in_flight() {
+        let mut state = State::new(8);
+        state.next_id = u32::MAX - 1;
+        let (_, a) = take(&mut state);
+        let (held, b) = take(&mut state);
+        assert_eq!((a, b), (u32::MAX - 1, u32::MAX));
+        let (slot, c) = take(&mut state);
+        assert_eq!(c, 0);
+        state.release(slot);
+        // Go round once more: `u32::MAX` is still in flight and is skipped.
+        state.next_id = u32::MAX;
+        let (_, d) = take(&mut state);
+        assert_eq!(d, 0);
+        state.release(held);
+        state.next_id = u32::MAX;
+        let (_, e) = take(&mut state);
+        assert_eq!(e, u32::MAX);
+    }
+
+    /// A slot keeps at most `SLOT_KEEP` bytes of buffer once its call ends:
+    /// below and at the bound the capacity is kept for reuse, above it is
+    /// freed.
+    #[test]
+    fn released_slots_keep_at_most_slot_keep_bytes() {
+        for (capacity, kept) in [
+            (SLOT_KEEP - 1, true),
+            (SLOT_KEEP, true),
+            (SLOT_KEEP + 1, false),
+            (1 << 20, false),
+        ] {
+            let mut state = State::new(1);
+            let (slot, _) = take(&mut state);
+            state.slot_mut(slot).unwrap().buf = Vec::with_capacity(capacity);
+            state.release(slot);
+            let left = state.slots[slot as usize].buf.capacity();
+            assert_eq!(left >= capacity, kept, "capacity {capacity}: {left} left");
+            assert!(left <= SLOT_KEEP);
+        }
+    }
+}
