@@ -63,7 +63,7 @@ mod state;
 pub(crate) use call::decode_exact;
 pub use call::Call;
 pub use driver::ClientDriver;
-pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver};
+pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
 
 /// The default bound on calls in flight per connection.
@@ -71,6 +71,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// The largest `max_in_flight`.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 1 << 16;
+
+/// The most buffer capacity an idle slot keeps: a call whose request or
+/// reply needed more frees it when it ends, so a burst of large calls does
+/// not pin `max_in_flight × max_frame` bytes.
+pub const SLOT_KEEP: usize = 8 * 1024;
 
 /// The default bound on request bytes waiting for the transport.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024;

@@ -28,10 +28,7 @@ use crate::framing::{encode_frame, FrameWriter};
 use crate::id_map::IdMap;
 use crate::wire::Header;
 
-/// An idle slot keeps at most this much buffer capacity; a call that needed
-/// more frees it when it ends, so a burst of large calls does not pin its
-/// peak memory forever.
-pub(crate) const SLOT_KEEP: usize = 8 * 1024;
+pub(crate) use super::SLOT_KEEP;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Phase {
