@@ -134,6 +134,13 @@ use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 
+mod api;
+#[cfg(feature = "async-io")]
+pub mod async_io;
+mod dial;
+
+pub use dial::{connect_with, Connector, Dial};
+
 /// The default connection limit.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -782,3 +789,9 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What [`transport_api!`](crate::transport_api) expands to.
+    pub use courier;
+}

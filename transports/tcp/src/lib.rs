@@ -83,15 +83,12 @@ use std::fmt;
 use std::io;
 
 use courier::{TransportError, TransportErrorKind};
-pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
+pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 
 #[cfg(feature = "async-io")]
 mod async_io_backend;
 #[cfg(feature = "async-io")]
-pub use async_io_backend::{
-    builder, connect, connect_reconnecting, connect_stream, connect_with, serve, serve_addr, Conn,
-    Connector, Driver, TcpListener,
-};
+pub use async_io_backend::*;
 
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -129,4 +126,21 @@ impl TransportError for TcpError {
             TcpError::Connect(e) | TcpError::Bind(e) => TransportError::kind(e),
         }
     }
+}
+
+/// Turns `TCP_NODELAY` on for a stream just connected.
+fn nodelay<S>(
+    stream: io::Result<S>,
+    set_nodelay: impl FnOnce(&S, bool) -> io::Result<()>,
+) -> Result<S, TcpError> {
+    let stream = stream.map_err(TcpError::Connect)?;
+    set_nodelay(&stream, true).map_err(TcpError::Connect)?;
+    Ok(stream)
+}
+
+/// Turns `TCP_NODELAY` on for an accepted stream.
+fn accepted<S>(stream: S, set_nodelay: impl FnOnce(&S, bool) -> io::Result<()>) -> S {
+    // Without it the connection still works, only slower.
+    let _ = set_nodelay(&stream, true);
+    stream
 }
