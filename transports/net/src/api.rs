@@ -25,9 +25,9 @@
 ///   `Error = error`;
 /// - `listener`: a [`Listener`] type with an inherent
 ///   `async fn bind<A: addr>(addr: A) -> Result<Self, error>`;
-/// - `conn`: the connection type ([`courier::io::FuturesIo`] or
-///   [`courier::io::TokioIo`] around `stream`, or any [`courier::Transport`]
-///   with an `into_inner(self) -> stream` method);
+/// - `conn`: the connection type (`FuturesIo` or `TokioIo` from
+///   [`courier::io`] around `stream`, or any [`courier::Transport`] with an
+///   `into_inner(self) -> stream` method);
 /// - `stream`: the raw stream type, returned by `connect_stream`;
 /// - `error`: the error of dialing and binding;
 /// - `timer`: the runtime's [`courier::Timer`] (`Default`), used by

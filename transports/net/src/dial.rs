@@ -19,9 +19,8 @@ use courier::{Client, ClientBuilder, ClientDriver, Timer, Transport, TransportEr
 /// # Contract
 ///
 /// - [`dial`](Dial::dial) makes one attempt and returns a connected
-///   [`Transport`] (a socket stream adapted with [`courier::io::FuturesIo`]
-///   or [`courier::io::TokioIo`]), with every option it promises already
-///   applied; it does not retry — [`Connector`] and
+///   [`Transport`] (a socket stream adapted with `FuturesIo` or `TokioIo`
+///   from [`courier::io`]), with every option it promises already applied; it does not retry — [`Connector`] and
 ///   [`courier::client::ReconnectingDriver`] do that.
 /// - Its future must be `Send`, so that reconnecting drivers can run on
 ///   multi-threaded executors (every socket runtime's futures are).

@@ -29,6 +29,10 @@
 //!   `async-io`, on by default) and work under smol or any other executor;
 //!   the `tokio` module (feature `tokio`) has the same API on
 //!   tokio's own sockets, with no compatibility layer.
+//! - **Built on [`courier_net`]**: this crate only provides [`TcpDialer`]
+//!   (a [`Dial`] implementation) and [`TcpListener`] (a [`Listener`]); the
+//!   functions come from [`courier_net::transport_api!`], so `courier-unix`
+//!   has the same ones. [`serve_addr`] binds and serves in one step.
 //!
 //! Connection-level failures are [`TcpError`]s; once connected, the
 //! transport's error is `std::io::Error`, and callers see

@@ -15,7 +15,7 @@
 //!   re-dials with backoff whenever the connection is lost; a
 //!   [`courier::client::ReconnectPolicy`] says whether calls fail fast or
 //!   wait during the outage.
-//! - **Server**: [`UnixListener::bind`] then [`serve`] (or
+//! - **Server**: [`UnixListener::bind`]`(path).await` then [`serve`] (or
 //!   [`builder`]`().….serve(...)`) gives a [`Serve`] future that runs one
 //!   [`courier::Server`] per connection inside itself, or on your executor
 //!   with [`ServeBuilder::serve_spawned`]. Connection limit, graceful
@@ -31,6 +31,10 @@
 //! - **Backends**: the top-level items use async-io / async-net (feature
 //!   `async-io`, default; smol or any executor); the `tokio`
 //!   module (feature `tokio`) uses tokio's own sockets natively.
+//! - **Built on [`courier_net`]**: this crate only provides [`UnixDialer`]
+//!   (a [`Dial`] implementation) and [`UnixListener`] (a [`Listener`]); the
+//!   functions come from [`courier_net::transport_api!`], so `courier-tcp`
+//!   has the same ones. [`serve_addr`] binds and serves in one step.
 //!
 //! # Example
 //!
