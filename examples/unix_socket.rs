@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(std::os::unix::net::UnixListener::bind(&path)?);
 
     smol::block_on(async {
-        let listener = courier_unix::UnixListener::bind(&path)?;
+        let listener = courier_unix::UnixListener::bind(&path).await?;
         println!("listening on {} (stale file replaced)", path.display());
         let shutdown = courier::Shutdown::new();
         let server = courier_unix::builder()

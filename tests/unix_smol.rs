@@ -30,14 +30,16 @@ impl Env for UnixSmol {
     fn bind() -> (Self::Listener, Addr) {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let path = dir.path().join("courier.sock");
-        let listener = courier_unix::UnixListener::bind(&path).unwrap();
+        // Binding does not wait for anything: block on it where we are.
+        let listener =
+            futures::executor::block_on(courier_unix::UnixListener::bind(&path)).unwrap();
         (listener, Addr::Unix(path, dir))
     }
     fn bind_at(addr: &Addr) -> Self::Listener {
         let Addr::Unix(path, _) = addr else {
             unreachable!()
         };
-        courier_unix::UnixListener::bind(path).unwrap()
+        futures::executor::block_on(courier_unix::UnixListener::bind(path)).unwrap()
     }
     fn reconnecting(
         addr: &Addr,
@@ -91,19 +93,14 @@ fn stale_socket_file_is_replaced() {
     // A listener dropped without cleanup (as after a crash) leaves its file.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let live = courier_unix::UnixListener::bind(&path).expect("stale file replaced");
-    assert!(matches!(
-        courier_unix::UnixListener::bind(&path),
-        Err(courier_unix::UnixError::InUse)
-    ));
+    let bind = |path| smol::block_on(courier_unix::UnixListener::bind(path));
+    let live = bind(&path).expect("stale file replaced");
+    assert!(matches!(bind(&path), Err(courier_unix::UnixError::InUse)));
     drop(live);
     assert!(!path.exists(), "own socket file removed on drop");
 
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, b"keep me").unwrap();
-    assert!(matches!(
-        courier_unix::UnixListener::bind(&file),
-        Err(courier_unix::UnixError::Bind(_))
-    ));
+    assert!(matches!(bind(&file), Err(courier_unix::UnixError::Bind(_))));
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }

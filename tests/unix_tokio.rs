@@ -39,14 +39,16 @@ impl Env for UnixTokio {
     fn bind() -> (Self::Listener, Addr) {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let path = dir.path().join("courier.sock");
-        let listener = courier_unix::tokio::UnixListener::bind(&path).unwrap();
+        // Binding does not wait for anything: block on it where we are.
+        let listener =
+            futures::executor::block_on(courier_unix::tokio::UnixListener::bind(&path)).unwrap();
         (listener, Addr::Unix(path, dir))
     }
     fn bind_at(addr: &Addr) -> Self::Listener {
         let Addr::Unix(path, _) = addr else {
             unreachable!()
         };
-        courier_unix::tokio::UnixListener::bind(path).unwrap()
+        futures::executor::block_on(courier_unix::tokio::UnixListener::bind(path)).unwrap()
     }
     fn reconnecting(
         addr: &Addr,

@@ -163,7 +163,9 @@ fn smol_unix(rt: &SmolRuntime, args: &Args) -> Started {
     let phase = Phase::new();
     let path = socket_path();
     let _ = std::fs::remove_file(&path);
-    let listener = courier_unix::UnixListener::bind(&path).expect("bind");
+    let listener = rt
+        .block_on(courier_unix::UnixListener::bind(&path))
+        .expect("bind");
     let serve = courier_unix::builder()
         .max_concurrent(limits(args))
         .serve(listener, service());
@@ -197,7 +199,7 @@ fn tokio_unix(rt: &TokioRuntime, args: &Args) -> Started {
     let _ = std::fs::remove_file(&path);
     // Binding registers the socket with the runtime: do it inside.
     let listener = rt
-        .block_on(async { courier_unix::tokio::UnixListener::bind(&path) })
+        .block_on(courier_unix::tokio::UnixListener::bind(&path))
         .expect("bind");
     let serve = courier_unix::tokio::builder()
         .max_concurrent(limits(args))

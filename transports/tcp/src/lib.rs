@@ -29,6 +29,10 @@
 //!   `async-io`, on by default) and work under smol or any other executor;
 //!   the `tokio` module (feature `tokio`) has the same API on
 //!   tokio's own sockets, with no compatibility layer.
+//! - **Built on [`courier_net`]**: this crate only provides [`TcpDialer`]
+//!   (a [`Dial`] implementation) and [`TcpListener`] (a [`Listener`]); the
+//!   functions come from [`courier_net::transport_api!`], so `courier-unix`
+//!   has the same ones. [`serve_addr`] binds and serves in one step.
 //!
 //! Connection-level failures are [`TcpError`]s; once connected, the
 //! transport's error is `std::io::Error`, and callers see
@@ -83,15 +87,12 @@ use std::fmt;
 use std::io;
 
 use courier::{TransportError, TransportErrorKind};
-pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
+pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 
 #[cfg(feature = "async-io")]
 mod async_io_backend;
 #[cfg(feature = "async-io")]
-pub use async_io_backend::{
-    builder, connect, connect_reconnecting, connect_stream, connect_with, serve, serve_addr, Conn,
-    Connector, Driver, TcpListener,
-};
+pub use async_io_backend::*;
 
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -129,4 +130,21 @@ impl TransportError for TcpError {
             TcpError::Connect(e) | TcpError::Bind(e) => TransportError::kind(e),
         }
     }
+}
+
+/// Turns `TCP_NODELAY` on for a stream just connected.
+fn nodelay<S>(
+    stream: io::Result<S>,
+    set_nodelay: impl FnOnce(&S, bool) -> io::Result<()>,
+) -> Result<S, TcpError> {
+    let stream = stream.map_err(TcpError::Connect)?;
+    set_nodelay(&stream, true).map_err(TcpError::Connect)?;
+    Ok(stream)
+}
+
+/// Turns `TCP_NODELAY` on for an accepted stream.
+fn accepted<S>(stream: S, set_nodelay: impl FnOnce(&S, bool) -> io::Result<()>) -> S {
+    // Without it the connection still works, only slower.
+    let _ = set_nodelay(&stream, true);
+    stream
 }

@@ -14,50 +14,26 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use ::tokio::net::ToSocketAddrs;
+use ::tokio::net::{TcpStream, ToSocketAddrs};
 use courier::io::TokioIo;
 use courier::timer::TokioTimer;
-use std::future::Future;
-use std::pin::Pin;
-
-use courier::client::{Connect, ReconnectPolicy, ReconnectingDriver};
-use courier::{Client, ClientBuilder, ClientDriver, Service, Timer};
-use courier_net::{Listener, Serve, ServeBuilder};
+use courier_net::{Dial, Listener};
 
 use crate::TcpError;
 
-/// A client-side or accepted connection: a tokio stream as a
-/// [`courier::Transport`].
-pub type Conn = TokioIo<::tokio::net::TcpStream>;
+/// Dials TCP addresses with tokio, with `TCP_NODELAY` on.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct TcpDialer;
 
-/// The client driver of a [`Conn`].
-pub type Driver<Tm = TokioTimer> = ClientDriver<Conn, Tm>;
+impl<A: ToSocketAddrs + Send> Dial<A> for TcpDialer {
+    type Conn = Conn;
+    type Error = TcpError;
 
-/// Connects to `addr` with `TCP_NODELAY` on.
-pub async fn connect_stream<A: ToSocketAddrs>(
-    addr: A,
-) -> Result<::tokio::net::TcpStream, TcpError> {
-    let stream = ::tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(TcpError::Connect)?;
-    stream.set_nodelay(true).map_err(TcpError::Connect)?;
-    Ok(stream)
-}
-
-/// Connects to `addr`: a client with default settings and a [`TokioTimer`]
-/// (so call timeouts are also checked locally), and the driver to poll.
-pub async fn connect<A: ToSocketAddrs>(addr: A) -> Result<(Client, Driver), TcpError> {
-    connect_with(addr, ClientBuilder::new().timer(TokioTimer::new())).await
-}
-
-/// Connects to `addr` with a configured client (frame limit, calls in
-/// flight, timer).
-pub async fn connect_with<A: ToSocketAddrs, Tm: Timer + Clone + Send + Sync + 'static>(
-    addr: A,
-    builder: ClientBuilder<Tm>,
-) -> Result<(Client, Driver<Tm>), TcpError> {
-    let stream = connect_stream(addr).await?;
-    Ok(builder.build(TokioIo::new(stream)))
+    async fn dial(&self, addr: A) -> Result<Conn, TcpError> {
+        let stream = TcpStream::connect(addr).await;
+        crate::nodelay(stream, TcpStream::set_nodelay).map(TokioIo::new)
+    }
 }
 
 /// A tokio TCP listener for [`serve`]; accepted connections get
@@ -69,10 +45,8 @@ impl TcpListener {
     /// Binds `addr` (port 0 picks a free port; see
     /// [`local_addr`](TcpListener::local_addr)).
     pub async fn bind<A: ToSocketAddrs>(addr: A) -> Result<Self, TcpError> {
-        let listener = ::tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(TcpError::Bind)?;
-        Ok(TcpListener(listener))
+        let listener = ::tokio::net::TcpListener::bind(addr).await;
+        Ok(TcpListener(listener.map_err(TcpError::Bind)?))
     }
 
     /// The address the listener is bound to.
@@ -93,70 +67,18 @@ impl Listener for TcpListener {
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Conn, SocketAddr)>> {
         self.0.poll_accept(cx).map_ok(|(stream, peer)| {
-            // Without it the connection still works, only slower.
-            let _ = stream.set_nodelay(true);
+            let stream = crate::accepted(stream, TcpStream::set_nodelay);
             (TokioIo::new(stream), peer)
         })
     }
 }
 
-/// A [`ServeBuilder`] with a [`TokioTimer`], to configure limits and
-/// shutdown before [`ServeBuilder::serve`].
-pub fn builder() -> ServeBuilder<TokioTimer> {
-    ServeBuilder::new(TokioTimer::new())
-}
-
-/// Serves `service` on every connection `listener` accepts, with default
-/// settings (see [`builder`] for the others).
-pub fn serve<S: Service + Clone>(
+courier_net::transport_api! {
+    dialer: TcpDialer,
     listener: TcpListener,
-    service: S,
-) -> Serve<TcpListener, S, TokioTimer> {
-    builder().serve(listener, service)
-}
-
-/// Binds `addr` and serves `service` on it with default settings.
-pub async fn serve_addr<A: ToSocketAddrs, S: Service + Clone>(
-    addr: A,
-    service: S,
-) -> Result<Serve<TcpListener, S, TokioTimer>, TcpError> {
-    Ok(serve(TcpListener::bind(addr).await?, service))
-}
-
-/// Dials an address for a reconnecting client
-/// ([`ClientBuilder::build_reconnecting`]): each attempt resolves the
-/// address again and connects with `TCP_NODELAY` on.
-#[derive(Clone, Debug)]
-pub struct Connector<A> {
-    addr: A,
-}
-
-impl<A> Connector<A> {
-    /// A connector for `addr`.
-    pub fn new(addr: A) -> Self {
-        Connector { addr }
-    }
-}
-
-impl<A: ToSocketAddrs + Clone + Send + 'static> Connect for Connector<A> {
-    type Transport = Conn;
-    type Error = TcpError;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, TcpError>> + Send>>;
-
-    fn connect(&mut self) -> Self::Future {
-        let addr = self.addr.clone();
-        Box::pin(async move { connect_stream(addr).await.map(TokioIo::new) })
-    }
-}
-
-/// A client that re-dials `addr` with `policy` whenever its connection is
-/// lost, with default settings and a [`TokioTimer`]; nothing is dialed
-/// until the driver is polled.
-pub fn connect_reconnecting<A: ToSocketAddrs + Clone + Send + 'static>(
-    addr: A,
-    policy: ReconnectPolicy,
-) -> (Client, ReconnectingDriver<Connector<A>, TokioTimer>) {
-    ClientBuilder::new()
-        .timer(TokioTimer::new())
-        .build_reconnecting(Connector::new(addr), policy)
+    conn: TokioIo<TcpStream>,
+    stream: TcpStream,
+    error: TcpError,
+    timer: TokioTimer,
+    addr: ToSocketAddrs,
 }

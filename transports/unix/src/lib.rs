@@ -15,7 +15,7 @@
 //!   re-dials with backoff whenever the connection is lost; a
 //!   [`courier::client::ReconnectPolicy`] says whether calls fail fast or
 //!   wait during the outage.
-//! - **Server**: [`UnixListener::bind`] then [`serve`] (or
+//! - **Server**: [`UnixListener::bind`]`(path).await` then [`serve`] (or
 //!   [`builder`]`().….serve(...)`) gives a [`Serve`] future that runs one
 //!   [`courier::Server`] per connection inside itself, or on your executor
 //!   with [`ServeBuilder::serve_spawned`]. Connection limit, graceful
@@ -31,6 +31,10 @@
 //! - **Backends**: the top-level items use async-io / async-net (feature
 //!   `async-io`, default; smol or any executor); the `tokio`
 //!   module (feature `tokio`) uses tokio's own sockets natively.
+//! - **Built on [`courier_net`]**: this crate only provides [`UnixDialer`]
+//!   (a [`Dial`] implementation) and [`UnixListener`] (a [`Listener`]); the
+//!   functions come from [`courier_net::transport_api!`], so `courier-tcp`
+//!   has the same ones. [`serve_addr`] binds and serves in one step.
 //!
 //! # Example
 //!
@@ -54,7 +58,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("greeter.sock");
 //! smol::block_on(async {
-//!     let listener = courier_unix::UnixListener::bind(&path)?;
+//!     let listener = courier_unix::UnixListener::bind(&path).await?;
 //!     let shutdown = courier::Shutdown::new();
 //!     let server = courier_unix::builder()
 //!         .shutdown(shutdown.clone())
@@ -80,21 +84,19 @@
 #![warn(missing_docs)]
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use courier::{TransportError, TransportErrorKind};
-pub use courier_net::{AtLimit, Listener, Serve, ServeBuilder, Stats};
+pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 
 #[cfg(feature = "async-io")]
 mod async_io_backend;
 #[cfg(feature = "async-io")]
-pub use async_io_backend::{
-    builder, connect, connect_reconnecting, connect_stream, connect_with, serve, Conn, Connector,
-    Driver, UnixListener,
-};
+pub use async_io_backend::*;
 
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -159,33 +161,31 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds `path` with std, removing a stale socket file first.
-fn bind_std(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile), UnixError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(UnixError::InUse),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    match std::fs::remove_file(path) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                            return Err(UnixError::Bind(e))
-                        }
-                        _ => {}
-                    }
-                }
-                Err(e) => return Err(UnixError::Bind(e)),
-            }
+/// What a listener keeps besides its socket: how its connections are named
+/// in log messages, and the socket file it created, if any.
+#[derive(Debug)]
+struct Local {
+    peer: Arc<str>,
+    _file: Option<SocketFile>,
+}
+
+impl Local {
+    /// A listener bound elsewhere: its file is left alone.
+    fn unowned(path: Option<&Path>) -> Self {
+        Local {
+            peer: peer_label(path),
+            _file: None,
         }
-        Ok(_) => {
-            let e = io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "path exists and is not a socket",
-            );
-            return Err(UnixError::Bind(e));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(UnixError::Bind(e)),
     }
+
+    fn peer(&self) -> Arc<str> {
+        self.peer.clone()
+    }
+}
+
+/// Binds `path` with std, removing a stale socket file first.
+fn bind_std(path: &Path) -> Result<(std::os::unix::net::UnixListener, Local), UnixError> {
+    remove_stale(path)?;
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(UnixError::Bind)?;
     let meta = std::fs::symlink_metadata(path).map_err(UnixError::Bind)?;
     let file = SocketFile {
@@ -193,7 +193,47 @@ fn bind_std(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile
         dev: meta.dev(),
         ino: meta.ino(),
     };
-    Ok((listener, file))
+    let local = Local {
+        peer: peer_label(Some(path)),
+        _file: Some(file),
+    };
+    Ok((listener, local))
+}
+
+/// Removes the socket file at `path` if nothing accepts on it any more;
+/// fails if a server still does, or if `path` is not a socket.
+fn remove_stale(path: &Path) -> Result<(), UnixError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => Err(UnixError::InUse),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(UnixError::Bind(e)),
+                        _ => Ok(()),
+                    }
+                }
+                Err(e) => Err(UnixError::Bind(e)),
+            }
+        }
+        Ok(_) => {
+            let e = io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            );
+            Err(UnixError::Bind(e))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(UnixError::Bind(e)),
+    }
+}
+
+/// One connection attempt of a [`UnixDialer`] of either runtime.
+async fn dial<S, C>(
+    connect: impl Future<Output = io::Result<S>>,
+    wrap: impl FnOnce(S) -> C,
+) -> Result<C, UnixError> {
+    connect.await.map(wrap).map_err(UnixError::Connect)
 }
 
 /// How connections to `path` are named in log messages.
