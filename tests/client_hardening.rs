@@ -8,6 +8,8 @@
 #[path = "reliability/support.rs"]
 mod support;
 
+use support::record;
+
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
@@ -24,17 +26,6 @@ use courier::{CallError, Client, ClientBuilder, ServerBuilder, Transport};
 use courier_mem::fault::Faults;
 use courier_mem::MemTransport;
 use support::{Flag, ManualClock, ProbeClient, ProbeImpl, Sim};
-
-type Out<T> = Rc<RefCell<Option<T>>>;
-
-fn record<'a, F: Future + 'a>(sim: &mut Sim<'a>, future: F) -> Out<F::Output> {
-    let slot = Rc::new(RefCell::new(None));
-    let out = slot.clone();
-    sim.spawn(async move {
-        *out.borrow_mut() = Some(future.await);
-    });
-    slot
-}
 
 /// Polls `future` once with `waker`.
 fn poll_once<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {

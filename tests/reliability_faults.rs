@@ -6,6 +6,8 @@
 #[path = "reliability/support.rs"]
 mod support;
 
+use support::{record, Slot};
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -17,18 +19,6 @@ use courier::{CallError, Client, ClientBuilder, DriverError, ServerBuilder, Tran
 use courier_mem::fault::{CutKind, FaultError, Faults, Pattern};
 use courier_mem::MemError;
 use support::{ManualClock, ProbeClient, ProbeImpl, Sim};
-
-type Slot<T> = Rc<RefCell<Option<T>>>;
-
-/// Runs a future inside a [`Sim`] and keeps its output for the test.
-fn record<'a, F: Future + 'a>(sim: &mut Sim<'a>, future: F) -> Slot<F::Output> {
-    let slot = Rc::new(RefCell::new(None));
-    let out = slot.clone();
-    sim.spawn(async move {
-        *out.borrow_mut() = Some(future.await);
-    });
-    slot
-}
 
 /// Runs a server (borrowed, so the test can inspect it afterwards) inside a
 /// [`Sim`], publishing its handler count after every poll.

@@ -11,6 +11,8 @@
 #[path = "reliability/support.rs"]
 mod support;
 
+use support::frame;
+
 #[path = "reliability/fuzz_harness.rs"]
 mod fuzz_harness;
 
@@ -64,15 +66,6 @@ fn varint(mut n: u64, out: &mut Vec<u8>) {
         n >>= 7;
     }
     out.push(n as u8);
-}
-
-fn frame(header: Header, body: &[u8]) -> Vec<u8> {
-    let mut head = [0u8; courier::wire::MAX_HEADER_LEN];
-    let n = header.encode(&mut head).unwrap();
-    let mut out = ((n + body.len()) as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&head[..n]);
-    out.extend_from_slice(body);
-    out
 }
 
 fn request(id: u32, method: MethodKey, timeout_ms: Option<u32>, body: &[u8]) -> Vec<u8> {

@@ -4,41 +4,20 @@
 #[path = "reliability/support.rs"]
 mod support;
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::rc::Rc;
+use support::{frame, record, varints};
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use courier::framing::split_frame;
-use courier::wire::{Header, MAX_HEADER_LEN};
+use courier::wire::Header;
 use courier::{
     CallError, Client, DriverError, FrameError, MethodKey, RemoteError, ServerBuilder, Transport,
 };
 use courier_mem::{MemError, MemTransport};
 use support::{ProbeClient, ProbeImpl, Sim};
-
-type Slot<T> = Rc<RefCell<Option<T>>>;
-
-fn record<'a, F: Future + 'a>(sim: &mut Sim<'a>, future: F) -> Slot<F::Output> {
-    let slot = Rc::new(RefCell::new(None));
-    let out = slot.clone();
-    sim.spawn(async move {
-        *out.borrow_mut() = Some(future.await);
-    });
-    slot
-}
-
-fn frame(header: Header, body: &[u8]) -> Vec<u8> {
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut head).unwrap();
-    let mut out = ((n + body.len()) as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&head[..n]);
-    out.extend_from_slice(body);
-    out
-}
 
 fn request(id: u32, method: MethodKey, body: &[u8]) -> Vec<u8> {
     frame(Header::request(id, method, None), body)
@@ -72,19 +51,6 @@ fn receive(peer: &mut MemTransport) -> Vec<(Header, Vec<u8>)> {
     }
     assert!(rest.is_empty(), "a partial frame was left");
     frames
-}
-
-fn varints(values: &[u64]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &v in values {
-        let mut n = v;
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-    out
 }
 
 #[test]

@@ -4,10 +4,10 @@
 #[path = "reliability/support.rs"]
 mod support;
 
-use std::cell::RefCell;
+use support::record;
+
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -102,16 +102,6 @@ fn trickling_peer_is_closed_although_bytes_arrive() {
         "{result:?}"
     );
     assert_eq!(at, IDLE, "closed as soon as the idle period passed");
-}
-
-/// Runs a future inside a [`Sim`] and keeps its output for the test.
-fn record<'a, F: Future + 'a>(sim: &mut Sim<'a>, future: F) -> Rc<RefCell<Option<F::Output>>> {
-    let slot = Rc::new(RefCell::new(None));
-    let out = slot.clone();
-    sim.spawn(async move {
-        *out.borrow_mut() = Some(future.await);
-    });
-    slot
 }
 
 #[test]

@@ -8,6 +8,8 @@
 #[path = "reliability/support.rs"]
 mod support;
 
+use support::{frame, record, varints};
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use courier::framing::split_frame;
-use courier::wire::{Header, MAX_HEADER_LEN};
+use courier::wire::Header;
 use courier::{
     ClientBuilder, DriverError, FrameError, MethodKey, RemoteError, ServerBuilder, Shutdown,
     Transport, WhenFull,
@@ -25,17 +27,6 @@ use courier::{
 use courier_mem::fault::{Faults, Pattern};
 use courier_mem::{MemError, MemTransport};
 use support::{Flag, ManualClock, ProbeClient, ProbeImpl, Sim};
-
-type Slot<T> = Rc<RefCell<Option<T>>>;
-
-fn record<'a, F: Future + 'a>(sim: &mut Sim<'a>, future: F) -> Slot<F::Output> {
-    let slot = Rc::new(RefCell::new(None));
-    let out = slot.clone();
-    sim.spawn(async move {
-        *out.borrow_mut() = Some(future.await);
-    });
-    slot
-}
 
 /// The write high-water mark for `max_frame` ≤ 64 KiB.
 const WRITE_MARK: usize = 64 * 1024;
@@ -111,28 +102,6 @@ fn paused_reader_gets_every_reply_pipe_far_above_the_write_mark() {
 
 // ---------------------------------------------------------------------------
 // Raw peers: exact bytes in, exact frames out.
-
-fn frame(header: Header, body: &[u8]) -> Vec<u8> {
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut head).unwrap();
-    let mut out = ((n + body.len()) as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&head[..n]);
-    out.extend_from_slice(body);
-    out
-}
-
-fn varints(values: &[u64]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &v in values {
-        let mut n = v;
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-    out
-}
 
 fn call(id: u32, method: MethodKey, args: &[u64]) -> Vec<u8> {
     frame(Header::request(id, method, None), &varints(args))

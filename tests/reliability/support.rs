@@ -3,9 +3,11 @@
 //! service.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -349,4 +351,41 @@ impl<'a> Sim<'a> {
 /// The server side of the probe service over `imp`.
 pub fn service(imp: &Arc<ProbeImpl>) -> ProbeServer<Shared> {
     ProbeServer::new(Shared(imp.clone()))
+}
+
+/// Where a task run by [`record`] leaves its output.
+pub type Slot<T> = Rc<RefCell<Option<T>>>;
+
+/// Runs a future inside a [`Sim`] and keeps its output for the test.
+pub fn record<'a, F: Future + 'a>(sim: &mut Sim<'a>, future: F) -> Slot<F::Output> {
+    let slot = Rc::new(RefCell::new(None));
+    let out = slot.clone();
+    sim.spawn(async move {
+        *out.borrow_mut() = Some(future.await);
+    });
+    slot
+}
+
+/// One frame's bytes: length prefix, `header`, then `body` as given.
+pub fn frame(header: courier::wire::Header, body: &[u8]) -> Vec<u8> {
+    let mut head = [0u8; courier::wire::MAX_HEADER_LEN];
+    let n = header.encode(&mut head).unwrap();
+    let mut out = ((n + body.len()) as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Postcard varints (LEB128) of `values`, back to back.
+pub fn varints(values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &v in values {
+        let mut n = v;
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    out
 }
