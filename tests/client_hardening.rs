@@ -580,3 +580,55 @@ fn wakers_run_outside_the_clients_lock() {
     assert!(woken >= 3, "woken {woken} times");
     assert!(matches!(third, Poll::Ready(_)), "{third:?}");
 }
+
+/// Extreme configuration values saturate instead of panicking: unbounded
+/// limits, a `Duration::MAX` timeout (the wire carries `u32::MAX` ms), and
+/// a reconnect policy of `Duration::MAX` everywhere.
+#[test]
+fn extreme_client_configuration_saturates() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1));
+    let (client_io, server_io) = courier_mem::pair(1 << 20);
+    let mut peer = RawPeer::new(server_io);
+    let (client, driver) = ClientBuilder::new()
+        .timer(clock.clone())
+        .max_in_flight(usize::MAX)
+        .max_frame(usize::MAX)
+        .max_queued_bytes(usize::MAX)
+        .build(client_io);
+    let timed = ProbeClient::new(client.clone()).with_timeout(Duration::MAX);
+    let mut sim = Sim::new();
+    let _driver = record(&mut sim, driver);
+    let call = record(&mut sim, timed.add(1, 2));
+    sim.run_until_stalled(1000);
+    let frames = peer.frames();
+    let Some((Header::Request { id, timeout_ms, .. }, _)) = frames.first().cloned() else {
+        panic!("not sent: {frames:?}");
+    };
+    assert_eq!(timeout_ms, Some(u32::MAX));
+    clock.advance(Duration::from_secs(1 << 40));
+    peer.reply(id, &3u64);
+    sim.run_until_stalled(1000);
+    assert_eq!(call.borrow_mut().take(), Some(Ok(3)));
+
+    let dialer = Dialer::default();
+    dialer.refuse.store(true, Ordering::SeqCst);
+    let policy = ReconnectPolicy::new()
+        .backoff(Duration::MAX, Duration::MAX)
+        .healthy_after(Duration::MAX)
+        .outage(Outage::Wait {
+            max_wait: Duration::MAX,
+        });
+    let (client, driver) = ClientBuilder::new()
+        .timer(clock.clone())
+        .build_reconnecting(dialer.connector(), policy);
+    let timed = ProbeClient::new(client.clone()).with_timeout(Duration::MAX);
+    let mut sim = Sim::new();
+    let _driver = record(&mut sim, driver);
+    let waiting = record(&mut sim, timed.add(1, 1));
+    sim.run_until_stalled(1000);
+    clock.advance(Duration::from_secs(1 << 40));
+    sim.run_until_stalled(1000);
+    assert_eq!(dialer.attempts(), 1, "the backoff saturates far away");
+    assert!(waiting.borrow().is_none(), "the call still waits");
+}

@@ -370,17 +370,18 @@ impl<Req: Serialize, Resp: DeserializeOwned> Future for Call<'_, Req, Resp> {
 impl<Req, Resp> Drop for Call<'_, Req, Resp> {
     fn drop(&mut self) {
         let shared = &*self.client.shared;
-        let (next, driver) = match self.state {
-            CallState::Queued(ticket) => (shared.state.with(|s| s.abandon(ticket)), None),
+        let (next, driver, own) = match self.state {
+            CallState::Queued(ticket) => (shared.state.with(|s| s.abandon(ticket)), None, None),
             CallState::Encoding(slot) | CallState::Decoding(slot) => {
-                (shared.state.with(|s| s.release(slot)), None)
+                (shared.state.with(|s| s.release(slot)), None, None)
             }
             CallState::Sent(slot) => shared.state.with(|s| {
-                let (next, run_driver) = s.drop_call(slot);
-                (next, run_driver.then(|| s.driver.take()).flatten())
+                let (next, run_driver, own) = s.drop_call(slot);
+                (next, run_driver.then(|| s.driver.take()).flatten(), own)
             }),
             CallState::Start | CallState::Finished => return,
         };
+        drop(own);
         self.state = CallState::Finished;
         if let Some(next) = next {
             next.wake();

@@ -353,8 +353,19 @@ impl State {
 
     /// A caller drops its call while it holds slot `slot`. Takes back a
     /// request that has not left the process, or queues a cancel for one
-    /// that has. Returns a waiter to wake, and whether the driver must run.
-    pub(crate) fn drop_call(&mut self, slot: u32) -> (Option<Waker>, bool) {
+    /// that has. Returns a waiter to wake, whether the driver must run, and
+    /// the call's own waker (for the caller to drop outside the lock: it
+    /// may hold the last reference to a task).
+    pub(crate) fn drop_call(&mut self, slot: u32) -> (Option<Waker>, bool, Option<Waker>) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return (None, false, None);
+        };
+        let own = s.waker.take();
+        let (next, run_driver) = self.settle_dropped(slot);
+        (next, run_driver, own)
+    }
+
+    fn settle_dropped(&mut self, slot: u32) -> (Option<Waker>, bool) {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return (None, false);
         };
