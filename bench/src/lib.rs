@@ -5,9 +5,9 @@
 //!
 //! The binary runs a courier server and client in one process, over TCP,
 //! Unix sockets or the in-memory transport, on smol (default) or tokio, and
-//! measures them the way the peer benchmarks in `../shared/peers` do (their
-//! `bench-common`): the same flags, warm-up / measure / stop phase clock,
-//! HdrHistogram recorder and result line, see [`measure`].
+//! measures them the way the peer benchmarks in `bench/peers/` do: the same
+//! flags, warm-up / measure / stop phase clock, HdrHistogram recorder and
+//! result line, from the same source file, see [`measure`].
 //!
 //! The service has the peers' two methods: `add(u64, u64) -> u64`
 //! (`--payload 0`) and an echo of the payload. The echo takes and returns a
@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod cli;
 pub mod measure;
 
 use courier::{ClientBuilder, ClientDriver, ServerBuilder, Timer, Transport};

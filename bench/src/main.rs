@@ -1,7 +1,7 @@
 //! `courier-bench`: courier's throughput and latency on loopback, measured
-//! the way the peer benchmarks in `../shared/peers` measure tarpc and raw
-//! sockets (same flags, same phase clock, same histogram, same result line;
-//! see `courier_bench::measure`).
+//! the way the peer benchmarks in `bench/peers/` measure tarpc, tonic and
+//! raw sockets (same flags, same phase clock, same histogram, same result
+//! line: they compile the same `courier_bench::measure` source).
 //!
 //! ```text
 //! cargo run --release --bin courier-bench -- --transport tcp --concurrency 64 --payload 16
@@ -16,29 +16,24 @@
 
 use std::sync::Arc;
 
-use courier_bench::measure::{report, run_phases, Args, Phase, Recorder, USAGE};
+use courier_bench::cli::{Options, USAGE};
+use courier_bench::measure::{fail, report, run_phases, Args, Phase, Recorder};
 use courier_bench::{
     start_client, BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime,
 };
 
 fn main() {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    let (rec, elapsed) = if args.runtime == "tokio" {
+    let Options {
+        args,
+        runtime,
+        mem_capacity,
+    } = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| fail(USAGE, &e));
+    let (rec, elapsed) = if runtime == "tokio" {
         let rt = TokioRuntime::new(args.workers);
         let callers = match args.transport.as_str() {
             "tcp" => tokio_tcp(&rt, &args),
             "unix" => tokio_unix(&rt, &args),
-            _ => mem(&rt, &args, args.mem_capacity),
+            _ => mem(&rt, &args, mem_capacity),
         };
         measure(&rt, &args, callers)
     } else {
@@ -46,13 +41,13 @@ fn main() {
         let callers = match args.transport.as_str() {
             "tcp" => smol_tcp(&rt, &args),
             "unix" => smol_unix(&rt, &args),
-            _ => mem(&rt, &args, args.mem_capacity),
+            _ => mem(&rt, &args, mem_capacity),
         };
         measure(&rt, &args, callers)
     };
     eprintln!(
         "# courier: runtime={} workers={} transport={}",
-        args.runtime, args.workers, args.transport
+        runtime, args.workers, args.transport
     );
     report("courier", &args, &rec, elapsed);
     if rec.calls == 0 {

@@ -1,16 +1,24 @@
-//! The measurement, done the way the peer benchmarks in `../shared/peers`
-//! do it (their `bench-common` crate), so the numbers are comparable:
+//! The measurement every benchmark binary shares: `courier-bench` and the
+//! peer benchmarks in `bench/peers/` (tarpc, tonic, raw), which compile this
+//! same file (their `bench-common` crate includes it with `#[path]`), so the
+//! numbers are comparable by construction:
 //!
-//! - the peers' flags, as `--flag value` or `--flag=value`;
+//! - the same flags, as `--flag value` or `--flag=value`, plus per-binary
+//!   extra flags (`--echo`, `--client`, `--mode`, `--runtime`, ...);
 //! - a phase clock on a plain OS thread: warm-up, then the measured window,
 //!   then stop; workers look at the phase after every call;
 //! - a call counts if it completes while the phase is MEASURE, and its
 //!   latency (send to reply, ns) goes into an HdrHistogram (1 ns .. 60 s, 3
 //!   significant digits); `calls_per_s` = counted calls / measured time;
-//! - one result line on stdout in the peers' format, details on stderr.
+//! - exactly one result line on stdout, details on stderr:
 //!
-//! (Reimplemented rather than depended on: a path dependency into the peers'
-//! workspace pulls it into this workspace's `cargo fmt --all`.)
+//! ```text
+//! <name> transport=<t> conc=<N> payload=<B> calls_per_s=<int> p50_us=<f> p99_us=<f> conns=<C> nodelay=<0|1>
+//! # <name>: calls= errors= elapsed_s= mean_us= p999_us= max_us=      (stderr)
+//! ```
+//!
+//! Self-contained on purpose (std and `hdrhistogram` only): it must build
+//! in both workspaces.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -18,15 +26,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// The transports `--transport` accepts.
-pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
-
-/// Command-line options: the peers' plus `--runtime` and `--mem-capacity`.
+/// Command-line options shared by all benchmark binaries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Args {
-    /// `tcp`, `unix` or `mem`.
+    /// `tcp`, `unix` or `mem` (whichever the binary supports).
     pub transport: String,
-    /// Calls in flight per connection.
+    /// Calls in flight per client connection.
     pub concurrency: usize,
     /// Echo payload in bytes; 0 calls `add(u64, u64)` instead.
     pub payload: usize,
@@ -36,15 +41,12 @@ pub struct Args {
     pub warmup: Duration,
     /// Client connections.
     pub conns: usize,
-    /// TCP_NODELAY (courier-tcp always sets it, so only `true` is accepted
-    /// for TCP).
+    /// TCP_NODELAY on both ends.
     pub nodelay: bool,
-    /// Executor threads.
+    /// Executor (tokio worker) threads; ignored by raw.
     pub workers: usize,
-    /// `smol` or `tokio`.
-    pub runtime: String,
-    /// Bytes buffered per direction by the in-memory transport.
-    pub mem_capacity: usize,
+    /// Binary-specific flags (`--name value`), allowed via `extra_flags`.
+    pub extra: Vec<(String, String)>,
 }
 
 impl Default for Args {
@@ -58,16 +60,21 @@ impl Default for Args {
             conns: 1,
             nodelay: true,
             workers: 2,
-            runtime: "smol".into(),
-            mem_capacity: 1 << 20,
+            extra: Vec::new(),
         }
     }
 }
 
-/// The usage text.
-pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
-[--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--mem-capacity BYTES]\npayload 0 means: call add(u64,u64) instead of echo";
+/// The usage text of a binary accepting `transports` and `extra_flags`.
+pub fn usage(bin: &str, transports: &[&str], extra_flags: &[&str]) -> String {
+    let extra: String = extra_flags.iter().map(|f| format!(" [{f} V]")).collect();
+    format!(
+        "usage: {bin} [--transport {}] [--concurrency N] [--payload BYTES] \
+         [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 0|1] [--workers W]{extra}\n\
+         payload 0 means: call add(u64,u64) instead of echo",
+        transports.join("|")
+    )
+}
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
     value
@@ -81,21 +88,46 @@ fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
 }
 
 impl Args {
-    /// Parses arguments (without the program name). `Err("")` asks for the
-    /// usage text (`--help`).
-    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, String> {
-        let mut out = Args::default();
-        let mut args = args.into_iter();
+    /// Parses arguments (without the program name) on top of
+    /// `Args::default()`. `Err("")` asks for the usage text (`--help`).
+    pub fn parse_from<I, S>(
+        args: I,
+        transports: &[&str],
+        extra_flags: &[&str],
+    ) -> Result<Args, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Args::parse_with(Args::default(), args, transports, extra_flags)
+    }
+
+    /// Parses arguments (without the program name) on top of `defaults`.
+    /// `Err("")` asks for the usage text (`--help`).
+    pub fn parse_with<I, S>(
+        defaults: Args,
+        args: I,
+        transports: &[&str],
+        extra_flags: &[&str],
+    ) -> Result<Args, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut out = defaults;
+        let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_string(), Some(value.to_string()))
+                }
                 _ => (arg.clone(), None),
             };
             if flag == "-h" || flag == "--help" {
                 return Err(String::new());
             }
             let value = match inline {
-                Some(value) => value.to_string(),
+                Some(value) => value,
                 None => args
                     .next()
                     .ok_or_else(|| format!("{flag}: missing value"))?,
@@ -108,8 +140,6 @@ impl Args {
                 "--warmup" | "-w" => out.warmup = seconds(&flag, &value)?,
                 "--conns" => out.conns = number(&flag, &value)?,
                 "--workers" => out.workers = number(&flag, &value)?,
-                "--runtime" => out.runtime = value,
-                "--mem-capacity" => out.mem_capacity = number(&flag, &value)?,
                 "--nodelay" => {
                     out.nodelay = match value.as_str() {
                         "1" | "true" | "on" | "yes" => true,
@@ -117,43 +147,64 @@ impl Args {
                         _ => return Err(format!("--nodelay: expected 0|1, got {value:?}")),
                     }
                 }
+                f if extra_flags.contains(&f) => out.extra.push((flag, value)),
                 _ => return Err(format!("unknown argument {arg:?}")),
             }
         }
-        out.check()?;
+        if !transports.contains(&out.transport.as_str()) {
+            return Err(format!(
+                "--transport: expected {}, got {:?}",
+                transports.join("|"),
+                out.transport
+            ));
+        }
+        if out.concurrency == 0 || out.conns == 0 || out.workers == 0 {
+            return Err("--concurrency, --conns and --workers must be >= 1".into());
+        }
+        if out.payload > 1 << 24 {
+            return Err("--payload must be <= 16 MiB".into());
+        }
         Ok(out)
     }
 
-    fn check(&self) -> Result<(), String> {
-        if !TRANSPORTS.contains(&self.transport.as_str()) {
-            return Err(format!(
-                "--transport: expected tcp|unix|mem, got {:?}",
-                self.transport
-            ));
+    /// Parses the process arguments on top of `defaults`; prints the usage
+    /// and exits on `--help` or an error.
+    pub fn from_env(defaults: Args, transports: &[&str], extra_flags: &[&str]) -> Args {
+        let mut argv = std::env::args();
+        let bin = argv.next().unwrap_or_else(|| "bench".into());
+        match Args::parse_with(defaults, argv, transports, extra_flags) {
+            Ok(args) => args,
+            Err(e) => fail(&usage(&bin, transports, extra_flags), &e),
         }
-        if !["smol", "tokio"].contains(&self.runtime.as_str()) {
-            return Err(format!(
-                "--runtime: expected smol|tokio, got {:?}",
-                self.runtime
-            ));
-        }
-        if self.concurrency == 0 || self.conns == 0 || self.workers == 0 {
-            return Err("--concurrency, --conns and --workers must be >= 1".into());
-        }
-        if self.payload > 1 << 24 || self.mem_capacity == 0 {
-            return Err("--payload must be <= 16 MiB and --mem-capacity > 0".into());
-        }
-        if !self.nodelay && self.transport == "tcp" {
-            // courier coalesces frames into one write itself.
-            return Err("--nodelay 0: courier-tcp always sets TCP_NODELAY".into());
-        }
-        Ok(())
+    }
+
+    /// The last value given for a binary-specific flag.
+    pub fn extra(&self, flag: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .rev()
+            .find(|(f, _)| f == flag)
+            .map(|(_, v)| v.as_str())
     }
 }
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+/// Prints `usage` and exits: status 0 when `error` is empty (`--help`),
+/// else prints `error` first and exits with status 2.
+pub fn fail(usage: &str, error: &str) -> ! {
+    if error.is_empty() {
+        println!("{usage}");
+        std::process::exit(0);
+    }
+    eprintln!("error: {error}\n{usage}");
+    std::process::exit(2);
+}
+
+/// Warm-up: calls are made but not counted.
+pub const WARMUP: u8 = 0;
+/// The measured window.
+pub const MEASURE: u8 = 1;
+/// Workers stop calling.
+pub const STOP: u8 = 2;
 
 /// Which phase the run is in; workers read it after every call.
 #[derive(Debug, Default)]
@@ -165,7 +216,14 @@ impl Phase {
         Arc::new(Phase(AtomicU8::new(WARMUP)))
     }
 
-    fn set(&self, phase: u8) {
+    /// The current phase ([`WARMUP`], [`MEASURE`] or [`STOP`]).
+    #[inline]
+    pub fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves to another phase.
+    pub fn set(&self, phase: u8) {
         self.0.store(phase, Ordering::SeqCst);
     }
 }
@@ -212,7 +270,7 @@ impl Recorder {
     /// has stopped (the worker then stops calling).
     #[inline]
     pub fn finish(&mut self, phase: &Phase, ok: bool, latency: Duration) -> bool {
-        match phase.0.load(Ordering::Relaxed) {
+        match phase.get() {
             WARMUP => true,
             MEASURE if ok => {
                 self.calls += 1;
@@ -236,7 +294,7 @@ impl Recorder {
     }
 }
 
-/// Prints the peers' result line on stdout and the detail line on stderr.
+/// Prints the result line on stdout and the detail line on stderr.
 pub fn report(name: &str, args: &Args, rec: &Recorder, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let per_s = if secs > 0.0 {
@@ -269,29 +327,39 @@ pub fn report(name: &str, args: &Args, rec: &Recorder, elapsed: Duration) {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, String> {
-        Args::parse(args.iter().map(|s| s.to_string()))
+    const TRANSPORTS: &[&str] = &["tcp", "mem"];
+
+    fn parse(args: &[&str], extra: &[&str]) -> Result<Args, String> {
+        Args::parse_from(args.iter().copied(), TRANSPORTS, extra)
     }
 
     #[test]
     fn both_flag_spellings() {
-        let a = parse(&[
-            "--transport",
-            "mem",
-            "--concurrency=64",
-            "--payload",
-            "0",
-            "--duration=0.5",
-            "--runtime",
-            "tokio",
-        ])
+        let a = parse(
+            &[
+                "--transport",
+                "mem",
+                "--concurrency=64",
+                "--payload",
+                "0",
+                "--duration=0.5",
+                "--conns",
+                "2",
+                "--mode",
+                "stream",
+            ],
+            &["--mode"],
+        )
         .unwrap();
         assert_eq!(a.transport, "mem");
         assert_eq!(a.concurrency, 64);
         assert_eq!(a.payload, 0);
         assert_eq!(a.duration, Duration::from_millis(500));
-        assert_eq!(a.runtime, "tokio");
+        assert_eq!(a.conns, 2);
         assert_eq!(a.warmup, Duration::from_secs(1));
+        assert!(a.nodelay);
+        assert_eq!(a.extra("--mode"), Some("stream"));
+        assert_eq!(a.extra("--echo"), None);
     }
 
     #[test]
@@ -300,14 +368,27 @@ mod tests {
             &["--transport", "udp"][..],
             &["--concurrency", "0"],
             &["--bogus", "1"],
+            &["--mode", "stream"],
             &["--duration", "-1"],
-            &["--nodelay", "0"],
-            &["--runtime", "async-std"],
+            &["--nodelay", "maybe"],
             &["--payload"],
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            assert!(parse(bad, &[]).is_err(), "{bad:?}");
         }
-        assert_eq!(parse(&["--help"]), Err(String::new()));
+        assert_eq!(parse(&["--help"], &[]), Err(String::new()));
+    }
+
+    #[test]
+    fn defaults_can_be_changed() {
+        let defaults = Args {
+            nodelay: false,
+            ..Args::default()
+        };
+        let a = Args::parse_with(defaults.clone(), ["--payload", "4096"], TRANSPORTS, &[]).unwrap();
+        assert!(!a.nodelay);
+        assert_eq!(a.payload, 4096);
+        let a = Args::parse_with(defaults, ["--nodelay=1"], TRANSPORTS, &[]).unwrap();
+        assert!(a.nodelay);
     }
 
     #[test]
