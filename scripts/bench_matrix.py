@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
-"""Builds courier-bench and the peer benchmarks, runs them alternately and
-writes the table with courier's ratios against tarpc and the raw floor.
+"""Builds courier-bench and the peer benchmarks (bench/peers: tarpc, tonic,
+raw sockets), runs them alternately and writes the table with courier's
+ratios against tarpc, tonic and the raw floor.
 
     python3 scripts/bench_matrix.py                 # unpinned, 3 reps x 5 s
     python3 scripts/bench_matrix.py --pin 0         # everything on vCPU 0
     python3 scripts/bench_matrix.py --pin both      # one matrix each way
     python3 scripts/bench_matrix.py --reps 1 --duration 2   # a quick look
+    python3 scripts/bench_matrix.py --quick         # smoke test, ~1 min
 
 The alternating, the wait for a quiet machine and the per-run CPU accounting
-are the peers' own runner (../shared/peers/scripts/run_matrix.py); courier
-joins it with --peer. Results go to bench/results/ (a JSON line per run, the
-runner's median table, and a summary with ratios), and the summary is
-printed. Compare numbers only within one matrix: the machine is noisy.
+are the peers' runner (bench/peers/scripts/run_matrix.py); courier joins it
+with --peer. Results go to bench/results/ (a JSON line per run, the runner's
+median table, and a summary with ratios), and the summary is printed.
+Compare numbers only within one matrix: the machine is noisy.
+
+--peers-dir builds and runs another copy of the peer workspace instead (e.g.
+a reference checkout, to check the in-repo peers against it); for a
+read-only copy give --peers-target, a writable target directory.
 
 Standard library only.
 """
@@ -28,23 +34,26 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-PEERS = os.path.normpath(os.path.join(REPO, "..", "shared", "peers"))
+PEERS = os.path.join(REPO, "bench", "peers")
 RUNNER = os.path.join(PEERS, "scripts", "run_matrix.py")
 COURIER = os.path.join(REPO, "target", "release", "courier-bench")
 RESULTS = os.path.join(REPO, "bench", "results")
 
-DEFAULT_LABELS = "tarpc,tarpc-bytebuf,raw,raw-single,courier"
+DEFAULT_LABELS = "tarpc,tarpc-bytebuf,tonic,raw,raw-single,courier"
+QUICK = dict(reps=1, duration=1.0, warmup=0.5, configs="64x16",
+             only="tarpc,tonic,tonic-stream,raw,raw-single,courier")
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def build():
+def build(peers_dir, peers_target):
     log("building courier-bench (release)...")
     subprocess.run(["cargo", "build", "--release", "-p", "courier-bench"], cwd=REPO, check=True)
-    log("building the peer benchmarks (release)...")
-    subprocess.run(["cargo", "build", "--release"], cwd=PEERS, check=True)
+    log(f"building the peer benchmarks in {os.path.relpath(peers_dir, REPO)} (release)...")
+    env = dict(os.environ, CARGO_TARGET_DIR=peers_target)
+    subprocess.run(["cargo", "build", "--release"], cwd=peers_dir, env=env, check=True)
 
 
 def machine():
@@ -118,6 +127,10 @@ EXTRA = [
     ("TCP conc=1 16 B: calls/s vs tarpc", ("courier", "tcp", 1, 16), ("tarpc", "tcp", 1, 16), "calls_per_s"),
     ("mem conc=64 4096 B: calls/s vs tarpc mem", ("courier", "mem", 64, 4096), ("tarpc", "mem", 64, 4096), "calls_per_s"),
     ("mem conc=1 16 B: p50 vs tarpc mem", ("courier", "mem", 1, 16), ("tarpc", "mem", 1, 16), "p50_us"),
+    ("TCP conc=64 16 B: calls/s vs tonic", ("courier", "tcp", 64, 16), ("tonic", "tcp", 64, 16), "calls_per_s"),
+    ("TCP conc=64 4096 B: calls/s vs tonic", ("courier", "tcp", 64, 4096), ("tonic", "tcp", 64, 4096), "calls_per_s"),
+    ("TCP conc=1 16 B: p50 vs tonic", ("courier", "tcp", 1, 16), ("tonic", "tcp", 1, 16), "p50_us"),
+    ("mem conc=64 16 B: calls/s vs tonic mem", ("courier", "mem", 64, 16), ("tonic", "mem", 64, 16), "calls_per_s"),
 ]
 
 
@@ -156,6 +169,7 @@ def run_matrix(args, pin, stamp):
     courier_cmd = shlex.quote(COURIER) + (" " + args.courier_args if args.courier_args else "")
     argv = [sys.executable, RUNNER, "--reps", str(args.reps), "--duration", str(args.duration),
             "--warmup", str(args.warmup), "--only", args.only,
+            "--bin-dir", os.path.join(args.peers_target, "release"),
             "--peer", f"courier;{args.transports};{courier_cmd}",
             "--jsonl", jsonl, "--md", table]
     for extra in args.peer:
@@ -183,6 +197,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--warmup", type=float, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 rep x 1 s, conc 64 x 16 B only, tonic-stream too (~1 min)")
     ap.add_argument("--pin", default="", help="'' (unpinned), a vCPU list for taskset, or 'both' (unpinned, then 0)")
     ap.add_argument("--only", default=DEFAULT_LABELS, help=f"labels to run (default {DEFAULT_LABELS})")
     ap.add_argument("--transports", default="tcp,mem", help="courier's transports (default tcp,mem)")
@@ -190,13 +206,21 @@ def main():
     ap.add_argument("--courier-args", default="", help="extra flags for courier-bench, e.g. '--runtime tokio'")
     ap.add_argument("--peer", action="append", default=[], help="more --peer specs for the runner")
     ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    ap.add_argument("--peers-dir", default=PEERS,
+                    help="peer benchmark workspace to build and run (default bench/peers)")
+    ap.add_argument("--peers-target", default="",
+                    help="its cargo target directory (default <peers-dir>/target)")
     ap.add_argument("--out", default="", help="summary file (default bench/results/summary-<time>.md)")
+    if "--quick" in sys.argv[1:]:
+        ap.set_defaults(**QUICK)  # flags given explicitly still win
     args = ap.parse_args()
+    args.peers_dir = os.path.abspath(args.peers_dir)
+    args.peers_target = os.path.abspath(args.peers_target or os.path.join(args.peers_dir, "target"))
 
-    if not os.path.exists(RUNNER):
-        sys.exit(f"peer benchmarks not found at {PEERS}")
+    if not os.path.exists(os.path.join(args.peers_dir, "Cargo.toml")):
+        sys.exit(f"peer benchmarks not found at {args.peers_dir}")
     if not args.no_build:
-        build()
+        build(args.peers_dir, args.peers_target)
     os.makedirs(RESULTS, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     pins = ["", "0"] if args.pin == "both" else [args.pin]
@@ -204,7 +228,8 @@ def main():
     parts = [f"## Matrix {stamp}", "",
              f"- Machine: {machine()}.",
              f"- Command: `{cmd.strip()}` ({args.reps} reps x {args.duration:g} s, "
-             f"{args.warmup:g} s warm-up, one connection, alternated by the peers' runner).",
+             f"{args.warmup:g} s warm-up, one connection, alternated by the peers' runner; "
+             f"peers built from `{os.path.relpath(args.peers_dir, REPO)}`).",
              "- Cells: median of the reps; `per round` = the ratio within each round.", ""]
     for pin in pins:
         parts.append(run_matrix(args, pin, stamp))
