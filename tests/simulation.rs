@@ -85,8 +85,14 @@ use support::{ManualClock, Sim};
 /// about 40 s in a debug build on a shared 2-core machine.
 const DEFAULT_SEEDS: u64 = 150;
 
-/// Executor rounds one run may take before it counts as livelocked.
+/// Executor rounds one run may take before it counts as livelocked, on top
+/// of `ROUNDS_PER_PROGRESS` for every unit of observable progress (a link
+/// that splits every read into single bytes and delays each one legitimately
+/// spends a few rounds per byte).
 const ROUND_BUDGET: usize = 3_000_000;
+
+/// Rounds allowed per unit of observable progress beyond the budget.
+const ROUNDS_PER_PROGRESS: usize = 4;
 
 /// Executor rounds in which something must move (a byte, a handler, a
 /// result) while tasks keep waking each other; else it is a livelock.
@@ -916,13 +922,15 @@ impl Run {
                 }
                 self.last_progress = progress;
             }
-            if self.rounds > ROUND_BUDGET {
+            let budget = ROUND_BUDGET
+                .saturating_add(ROUNDS_PER_PROGRESS.saturating_mul(self.last_progress as usize));
+            if self.rounds > budget {
                 self.violate(
                     4,
                     "round budget",
                     0,
                     format!(
-                        "still busy after {ROUND_BUDGET} executor rounds (step {})",
+                        "still busy after {budget} executor rounds (step {})",
                         self.step
                     ),
                 );
