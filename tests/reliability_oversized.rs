@@ -5,8 +5,6 @@
 #[path = "reliability/support.rs"]
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,49 +15,13 @@ use courier::{
 };
 use support::{Flag, ProbeClient, ProbeImpl};
 
-struct Counting;
-
-thread_local! {
-    /// Live bytes allocated by this thread since `measure` started, and
-    /// their peak; `None` when not measuring.
-    static LIVE: Cell<Option<(isize, isize)>> = const { Cell::new(None) };
-}
-
-fn track(delta: isize) {
-    // `try_with`: the allocator also runs while thread locals are torn down.
-    let _ = LIVE.try_with(|live| {
-        if let Some((now, peak)) = live.get() {
-            let now = now + delta;
-            live.set(Some((now, peak.max(now))));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        track(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        track(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        track(new_size as isize - layout.size() as isize);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "reliability/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: heap::Counting = heap::Counting;
 
-/// Runs `f` and returns its result and the peak of heap bytes it held.
-fn measure<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LIVE.with(|live| live.set(Some((0, 0))));
-    let result = f();
-    let (_, peak) = LIVE.with(|live| live.take()).unwrap();
-    (result, peak as usize)
-}
+use heap::measure;
 
 /// Polls `future` with a flag waker until it is ready; panics if it waits
 /// without having been woken (it would hang).

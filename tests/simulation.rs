@@ -64,7 +64,6 @@
 #[path = "reliability/support.rs"]
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -107,57 +106,11 @@ const HANDLER_PANIC: &str = "simulated handler panic";
 // ---------------------------------------------------------------------------
 // Heap accounting: live bytes allocated by this thread while measuring.
 
-struct Counting;
-
-thread_local! {
-    /// (live, peak) heap bytes since `measure_start`; `None` when off.
-    static LIVE: Cell<Option<(isize, isize)>> = const { Cell::new(None) };
-}
-
-fn track(delta: isize) {
-    // `try_with`: the allocator also runs while thread locals are torn down.
-    let _ = LIVE.try_with(|live| {
-        if let Some((now, peak)) = live.get() {
-            let now = now + delta;
-            live.set(Some((now, peak.max(now))));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        track(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        track(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        track(new_size as isize - layout.size() as isize);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "reliability/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn measure_start() {
-    LIVE.with(|live| live.set(Some((0, 0))));
-}
-
-/// (live, peak since the last call); the peak restarts at the live level.
-fn measure_take_peak() -> (isize, isize) {
-    LIVE.with(|live| {
-        let (now, peak) = live.get().unwrap_or((0, 0));
-        live.set(Some((now, now)));
-        (now, peak)
-    })
-}
-
-fn measure_stop() -> isize {
-    LIVE.with(|live| live.take()).map_or(0, |(now, _)| now)
-}
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 // ---------------------------------------------------------------------------
 // A small deterministic generator (splitmix64).
@@ -1228,7 +1181,7 @@ impl Run {
                 format!("a pipe of capacity {capacity} held {held} bytes"),
             );
         }
-        let (live, peak) = measure_take_peak();
+        let (live, peak) = heap::take_peak();
         let bound = self.memory_bound();
         self.heap_peak = self.heap_peak.max((peak, bound));
         if peak > bound as isize {
@@ -1544,7 +1497,7 @@ impl Run {
 /// Runs one seed; returns the violations found.
 fn run_seed(seed: u64, verbose: bool) -> Vec<Violation> {
     quiet_handler_panics();
-    measure_start();
+    heap::start();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut run = Run::new(seed, verbose);
         let steps = run.world.cfg.steps;
@@ -1588,7 +1541,7 @@ fn run_seed(seed: u64, verbose: bool) -> Vec<Violation> {
         }
     };
     // Everything of the run is dropped: its heap must be back (invariant 5).
-    let left = measure_stop();
+    let left = heap::stop();
     if left > 0 && violations.is_empty() {
         violations.push(Violation {
             invariant: 5,
