@@ -632,3 +632,43 @@ fn extreme_client_configuration_saturates() {
     assert_eq!(dialer.attempts(), 1, "the backoff saturates far away");
     assert!(waiting.borrow().is_none(), "the call still waits");
 }
+
+/// Requests and replies up to 256 bytes travel through the caller's stack,
+/// larger ones through the slot's buffer: echoes whose request frame and
+/// reply body cross that size (below, at and above) all come back intact,
+/// with the transport stalled (parked requests) and not.
+#[test]
+fn frames_around_the_inline_size_round_trip() {
+    for stalled in [false, true] {
+        let (client_io, server_io) = courier_mem::pair(1 << 20);
+        let (client_io, faults) = Faults::new().wrap(client_io);
+        let imp = ProbeImpl::shared(0);
+        let server = ServerBuilder::new().build(server_io, support::service(&imp));
+        let (client, driver) = ClientBuilder::new().max_queued_bytes(300).build(client_io);
+        let probe = ProbeClient::new(client.clone());
+        let mut sim = Sim::new();
+        let _server = record(&mut sim, server);
+        let _driver = record(&mut sim, driver);
+        if stalled {
+            faults.stall_writes();
+        }
+        // Request frame = 4 + 15 + 2 + n bytes: 256 at n = 235. Reply
+        // body = 2 + n bytes: 256 at n = 254.
+        let sizes: Vec<usize> = (230..=260).collect();
+        let calls: Vec<_> = sizes
+            .iter()
+            .map(|&n| record(&mut sim, probe.echo(vec![n as u8; n])))
+            .collect();
+        sim.run_until_stalled(10_000);
+        faults.release_writes();
+        sim.run_until_stalled(10_000);
+        for (call, &n) in calls.iter().zip(&sizes) {
+            assert_eq!(
+                call.borrow_mut().take(),
+                Some(Ok(vec![n as u8; n])),
+                "{n} B"
+            );
+        }
+        assert_eq!(client.in_flight(), 0);
+    }
+}

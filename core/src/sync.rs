@@ -9,8 +9,11 @@
 //! `critical-section-single-core` feature).
 //!
 //! The lock is only taken through [`Mutex::with`], so no guard can be held
-//! across an `.await`, and sections stay short: no user code (serde, timers,
-//! wakers, drops of user values) runs inside one.
+//! across an `.await`, and sections stay short: no serde, no timer, no
+//! waker wake and no drop of a user value runs inside one. The one piece of
+//! executor code that may is a waker *clone* where a waker must be kept for
+//! several waiters at once (a reference-count increment in every executor
+//! we know).
 
 /// A mutex whose critical sections are closures.
 pub(crate) struct Mutex<T> {

@@ -159,7 +159,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 Err(error) => return self.finish(Err(error.into())),
             }
         }
-        let waker = cx.waker().clone();
+        // Cloned outside the lock; whatever the lock does not keep is used
+        // or dropped after it.
+        let mut waker = Some(cx.waker().clone());
         let start = shared.state.with(|state| {
             let fail = match state.closed {
                 Some(error) => Some(error),
@@ -170,7 +172,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 let next = ticket.and_then(|t| state.abandon(t));
                 return Start::Failed(error, next);
             }
-            match state.acquire(ticket, &waker, deadline) {
+            match state.acquire(ticket, &mut waker, deadline) {
                 Acquired::Queued(t) => Start::Queued(t),
                 Acquired::Slot { slot, id } => match inline_len {
                     Some(len) => {
@@ -179,6 +181,8 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                             field.copy_from_slice(&id.to_le_bytes());
                         }
                         let frame = Frame::Inline(frame);
+                        // Always there: only queueing takes it.
+                        let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
                         state.submit(slot, frame, waker, deadline, now, shared.max_queued);
                         Start::Sent(slot, state.driver.take())
                     }
@@ -213,7 +217,8 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             }
             Start::Slot { slot, id, buf } => {
                 self.state = CallState::Encoding(slot);
-                self.send(slot, id, buf, deadline, now, cx.waker().clone())
+                let waker = waker.unwrap_or_else(|| cx.waker().clone());
+                self.send(slot, id, buf, deadline, now, waker)
             }
         }
     }

@@ -156,11 +156,12 @@ impl State {
 
     /// Takes a slot if this caller may have one, else queues it (or renews
     /// its place). `ticket` is the caller's place in the queue, if it has
-    /// one.
+    /// one. A queued caller's waker is moved out of `waker`; a renewed one
+    /// swaps with the stale waker, which the caller drops outside the lock.
     pub(crate) fn acquire(
         &mut self,
         ticket: Option<u64>,
-        waker: &Waker,
+        waker: &mut Option<Waker>,
         deadline: Option<Duration>,
     ) -> Acquired {
         match ticket {
@@ -170,9 +171,9 @@ impl State {
                 return self.take_slot();
             }
             Some(t) => {
-                if let Some(Some(entry)) = self.waiter_mut(t) {
-                    if !entry.waker.will_wake(waker) {
-                        entry.waker = waker.clone();
+                if let (Some(Some(entry)), Some(new)) = (self.waiter_mut(t), waker.as_mut()) {
+                    if !entry.waker.will_wake(new) {
+                        core::mem::swap(&mut entry.waker, new);
                     }
                 }
                 return Acquired::Queued(t);
@@ -183,10 +184,11 @@ impl State {
             return self.take_slot();
         }
         let t = self.waiters.head + self.waiters.queue.len() as u64;
-        self.waiters.queue.push_back(Some(Waiter {
-            waker: waker.clone(),
-            deadline,
-        }));
+        if let Some(waker) = waker.take() {
+            self.waiters
+                .queue
+                .push_back(Some(Waiter { waker, deadline }));
+        }
         if let Some(at) = deadline {
             self.waiters.earliest = Some(self.waiters.earliest.map_or(at, |e| e.min(at)));
         }
@@ -751,7 +753,7 @@ mod tests {
     }
 
     fn take(state: &mut State) -> (u32, u32) {
-        match state.acquire(None, &waker(), None) {
+        match state.acquire(None, &mut Some(waker()), None) {
             Acquired::Slot { slot, id } => (slot, id),
             Acquired::Queued(_) => panic!("no slot"),
         }
