@@ -13,26 +13,31 @@
 //! ```text
 //! offset size  field
 //! 0      1     protocol version, currently 1
-//! 1      1     kind: 0 request, 1 response, 2 error, 3 cancel
-//!                    (4-255 reserved, skipped whole)
+//! 1      1     kind: 0 request, 1 response, 2 error, 3 cancel,
+//!                    4 item, 5 credit, 6 end, 7 notify
+//!                    (8-255 reserved, skipped whole)
 //! 2      1     flags: request: bit 0 = the request carries a timeout;
-//!                     response, error, cancel: none; reserved kinds: any
+//!                     item, credit: bit 0 = sent by the callee;
+//!                     others: none; reserved kinds: any
 //! 3      4     request id, u32 LE (chosen by the caller, echoed in the reply)
-//! -- request only:
+//! -- request and notify:
 //! 7      8     method key, u64 LE
-//! 15     4     timeout in milliseconds, u32 LE (only when flags bit 0 is set)
-//! -- error only:
+//! 15     4     timeout in milliseconds, u32 LE (request, flags bit 0 only)
+//! -- error:
 //! 7      1     error code (see [`RemoteError`])
-//! then          body: postcard bytes (request arguments as a tuple, or the
-//!               response value); empty for cancel and error frames
+//! -- credit:
+//! 7      4     items granted, u32 LE
+//! then          body: postcard bytes (request arguments as a tuple, the
+//!               response value, or one stream item); empty otherwise
 //! ```
 //!
 //! The timeout is relative ("this much time is left"), as in gRPC, so the two
-//! peers need no shared clock. Kinds 4–255 are reserved (for one-way
-//! notifications, streaming, calls in both directions): a peer skips such a
-//! frame whole, whatever its flags and body, so adding them breaks no
-//! existing peer and lets them define their own flags. Undefined flag bits
-//! on the four known kinds are a [`FrameError::UnknownFlags`].
+//! peers need no shared clock. Kinds 4–7 carry streams (items, credit, the
+//! end of a caller's items) and one-way notifications. Kinds 8–255 are
+//! reserved: a peer skips such a frame whole, whatever its flags and body,
+//! so adding them breaks no existing peer and lets them define their own
+//! flags. Undefined flag bits on the known kinds are a
+//! [`FrameError::UnknownFlags`].
 //!
 //! # Example: exact bytes
 //!
@@ -86,6 +91,9 @@ pub const COMMON_HEADER_LEN: usize = 7;
 pub const MAX_HEADER_LEN: usize = 19;
 
 const FLAG_TIMEOUT: u8 = 1;
+/// On item and credit frames: the frame comes from the side that answers
+/// the call (the callee), not the side that made it.
+const FLAG_FROM_CALLEE: u8 = 1;
 
 /// What a frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +107,14 @@ pub enum FrameKind {
     Error,
     /// The caller gave up on the call with this id.
     Cancel,
+    /// One item of a stream, in either direction.
+    Item,
+    /// More items the receiver of a stream will take.
+    Credit,
+    /// The caller has sent all its items.
+    End,
+    /// A one-way call: no id, no reply.
+    Notify,
     /// A kind this version does not know (reserved for later versions).
     Reserved(u8),
 }
@@ -111,6 +127,10 @@ impl FrameKind {
             FrameKind::Response => 1,
             FrameKind::Error => 2,
             FrameKind::Cancel => 3,
+            FrameKind::Item => 4,
+            FrameKind::Credit => 5,
+            FrameKind::End => 6,
+            FrameKind::Notify => 7,
             FrameKind::Reserved(b) => b,
         }
     }
@@ -122,6 +142,10 @@ impl FrameKind {
             1 => FrameKind::Response,
             2 => FrameKind::Error,
             3 => FrameKind::Cancel,
+            4 => FrameKind::Item,
+            5 => FrameKind::Credit,
+            6 => FrameKind::End,
+            7 => FrameKind::Notify,
             other => FrameKind::Reserved(other),
         }
     }
@@ -213,7 +237,37 @@ pub enum Header {
         /// The call's id.
         id: u32,
     },
-    /// A reserved kind (4–255) this version skips whole, whatever its flags
+    /// One item of call `id`'s stream; the body is the item.
+    Item {
+        /// The call's id.
+        id: u32,
+        /// Sent by the callee (an item of the response stream) rather than
+        /// the caller (an item of the request stream).
+        from_callee: bool,
+    },
+    /// The sender of this frame will take `grant` more items of call `id`.
+    Credit {
+        /// The call's id.
+        id: u32,
+        /// Sent by the callee (credit for the caller's items) rather than
+        /// the caller (credit for the callee's items).
+        from_callee: bool,
+        /// How many more items may be sent.
+        grant: u32,
+    },
+    /// The caller of call `id` has sent its last item.
+    End {
+        /// The call's id.
+        id: u32,
+    },
+    /// A one-way call of `method`: no reply, and no id to answer to.
+    Notify {
+        /// The id field, which no reply echoes (sent as 0).
+        id: u32,
+        /// Which method.
+        method: MethodKey,
+    },
+    /// A reserved kind (8–255) this version skips whole, whatever its flags
     /// and body.
     Reserved {
         /// The kind byte.
@@ -242,6 +296,10 @@ impl Header {
             | Header::Response { id }
             | Header::Error { id, .. }
             | Header::Cancel { id }
+            | Header::Item { id, .. }
+            | Header::Credit { id, .. }
+            | Header::End { id }
+            | Header::Notify { id, .. }
             | Header::Reserved { id, .. } => id,
         }
     }
@@ -253,6 +311,10 @@ impl Header {
             Header::Response { .. } => FrameKind::Response,
             Header::Error { .. } => FrameKind::Error,
             Header::Cancel { .. } => FrameKind::Cancel,
+            Header::Item { .. } => FrameKind::Item,
+            Header::Credit { .. } => FrameKind::Credit,
+            Header::End { .. } => FrameKind::End,
+            Header::Notify { .. } => FrameKind::Notify,
             Header::Reserved { kind, .. } => FrameKind::Reserved(kind),
         }
     }
@@ -264,9 +326,14 @@ impl Header {
                 timeout_ms: Some(_),
                 ..
             } => MAX_HEADER_LEN,
-            Header::Request { .. } => COMMON_HEADER_LEN + 8,
+            Header::Request { .. } | Header::Notify { .. } => COMMON_HEADER_LEN + 8,
             Header::Error { .. } => COMMON_HEADER_LEN + 1,
-            _ => COMMON_HEADER_LEN,
+            Header::Credit { .. } => COMMON_HEADER_LEN + 4,
+            Header::Response { .. }
+            | Header::Cancel { .. }
+            | Header::Item { .. }
+            | Header::End { .. }
+            | Header::Reserved { .. } => COMMON_HEADER_LEN,
         }
     }
 
@@ -279,6 +346,12 @@ impl Header {
                 timeout_ms: Some(_),
                 ..
             } => FLAG_TIMEOUT,
+            Header::Item {
+                from_callee: true, ..
+            }
+            | Header::Credit {
+                from_callee: true, ..
+            } => FLAG_FROM_CALLEE,
             Header::Reserved { flags, .. } => flags,
             _ => 0,
         };
@@ -295,7 +368,9 @@ impl Header {
                     out[15..19].copy_from_slice(&ms.to_le_bytes());
                 }
             }
+            Header::Notify { method, .. } => out[7..15].copy_from_slice(&method.0.to_le_bytes()),
             Header::Error { error, .. } => out[7] = error.code(),
+            Header::Credit { grant, .. } => out[7..11].copy_from_slice(&grant.to_le_bytes()),
             _ => {}
         }
         Ok(len)
@@ -317,9 +392,15 @@ impl Header {
         // reserved kind is skipped whole, and its flags are its own.
         let allowed = match kind {
             FrameKind::Request => FLAG_TIMEOUT,
+            FrameKind::Item | FrameKind::Credit => FLAG_FROM_CALLEE,
             FrameKind::Reserved(_) => u8::MAX,
-            _ => 0,
+            FrameKind::Response
+            | FrameKind::Error
+            | FrameKind::Cancel
+            | FrameKind::End
+            | FrameKind::Notify => 0,
         };
+        let from_callee = flags & FLAG_FROM_CALLEE != 0;
         if flags & !allowed != 0 {
             return Err(FrameError::UnknownFlags(flags));
         }
@@ -342,6 +423,17 @@ impl Header {
                 }
             }
             FrameKind::Cancel => Header::Cancel { id },
+            FrameKind::Item => Header::Item { id, from_callee },
+            FrameKind::Credit => Header::Credit {
+                id,
+                from_callee,
+                grant: read_u32(frame, COMMON_HEADER_LEN)?,
+            },
+            FrameKind::End => Header::End { id },
+            FrameKind::Notify => Header::Notify {
+                id,
+                method: MethodKey(read_u64(frame, COMMON_HEADER_LEN)?),
+            },
             FrameKind::Reserved(kind) => Header::Reserved { kind, flags, id },
         };
         let body_at = header.encoded_len();
@@ -400,11 +492,11 @@ mod tests {
 
     #[test]
     fn reserved_kinds_decode_for_skipping() {
-        let (h, at) = Header::decode(&[1, 5, 0, 1, 0, 0, 0, 0xaa]).unwrap();
+        let (h, at) = Header::decode(&[1, 8, 0, 1, 0, 0, 0, 0xaa]).unwrap();
         assert_eq!(
             h,
             Header::Reserved {
-                kind: 5,
+                kind: 8,
                 flags: 0,
                 id: 1
             }
@@ -414,7 +506,7 @@ mod tests {
 
     #[test]
     fn reserved_kinds_decode_with_any_flags() {
-        for kind in [4u8, 7, 0x80, 0xff] {
+        for kind in [8u8, 9, 0x80, 0xff] {
             for flags in [0x01u8, 0x02, 0x80, 0xff] {
                 let (h, at) = Header::decode(&[1, kind, flags, 2, 0, 0, 0, 0xaa]).unwrap();
                 assert_eq!(h, Header::Reserved { kind, flags, id: 2 });
@@ -436,8 +528,8 @@ mod tests {
             frame[2] = flags;
             assert_eq!(Header::decode(&frame), Err(FrameError::UnknownFlags(flags)));
         }
-        // Response, error, cancel: no flag is defined.
-        for kind in 1u8..=3 {
+        // Response, error, cancel, end, notify: no flag is defined.
+        for kind in [1u8, 2, 3, 6, 7] {
             for flags in [0x01u8, 0x40, 0xff] {
                 assert_eq!(
                     Header::decode(&[1, kind, flags, 0, 0, 0, 0, 1]),
@@ -448,6 +540,57 @@ mod tests {
         }
         // A reserved kind needs its common header like any other.
         assert_eq!(Header::decode(&[1, 9, 0xff, 0]), Err(FrameError::Truncated));
+        // Item and credit: only bit 0 (from the callee).
+        for kind in [4u8, 5] {
+            for flags in [0x02u8, 0x81, 0xff] {
+                assert_eq!(
+                    Header::decode(&[1, kind, flags, 0, 0, 0, 0, 1, 0, 0, 0]),
+                    Err(FrameError::UnknownFlags(flags)),
+                    "kind {kind}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stream_and_notify_bytes() {
+        let item = Header::Item {
+            id: 3,
+            from_callee: true,
+        };
+        assert_eq!(&roundtrip(item)[..7], &[1, 4, 1, 3, 0, 0, 0]);
+        let item = Header::Item {
+            id: 3,
+            from_callee: false,
+        };
+        assert_eq!(&roundtrip(item)[..7], &[1, 4, 0, 3, 0, 0, 0]);
+        let credit = Header::Credit {
+            id: 3,
+            from_callee: false,
+            grant: 0x0102,
+        };
+        assert_eq!(&roundtrip(credit)[..11], &[1, 5, 0, 3, 0, 0, 0, 2, 1, 0, 0]);
+        assert_eq!(
+            &roundtrip(Header::End { id: 258 })[..7],
+            &[1, 6, 0, 2, 1, 0, 0]
+        );
+        let notify = Header::Notify {
+            id: 0,
+            method: MethodKey(0x1122_3344_5566_7788),
+        };
+        assert_eq!(
+            &roundtrip(notify)[..15],
+            &[1, 7, 0, 0, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
+        );
+        // Cut short.
+        assert_eq!(
+            Header::decode(&[1, 5, 0, 3, 0, 0, 0, 2, 1, 0]),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(
+            Header::decode(&[1, 7, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]),
+            Err(FrameError::Truncated)
+        );
     }
 
     #[test]
