@@ -35,6 +35,8 @@ pub enum FrameError {
     BufferTooSmall,
     /// The stream ended in the middle of a frame.
     UnexpectedEof,
+    /// A stream item arrived beyond the credit its receiver granted.
+    CreditExceeded,
 }
 
 impl fmt::Display for FrameError {
@@ -48,6 +50,7 @@ impl fmt::Display for FrameError {
             FrameError::UnknownFlags(b) => write!(f, "unknown header flags {b:#04x}"),
             FrameError::BufferTooSmall => f.write_str("output buffer too small for the header"),
             FrameError::UnexpectedEof => f.write_str("stream ended in the middle of a frame"),
+            FrameError::CreditExceeded => f.write_str("stream item beyond the granted credit"),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::error::CallError;
 use crate::framing::{encode_frame, encode_frame_into};
 use crate::wire::{Header, MethodKey};
 
-enum CallState {
+pub(super) enum CallState {
     Start,
     /// Waiting for a slot, with this ticket.
     Queued(u64),
@@ -40,14 +40,27 @@ enum CallState {
 /// cancelled with a cancel frame so the server drops the handler.
 #[must_use = "a call does nothing unless awaited"]
 pub struct Call<'a, Req, Resp> {
-    client: &'a Client,
+    pub(super) client: &'a Client,
     method: MethodKey,
     timeout: Option<Duration>,
     /// When the call started (its first poll), if it needs a clock.
     started: Option<Duration>,
     request: Option<Req>,
-    state: CallState,
+    pub(super) state: CallState,
+    /// A streaming call's shape, sent with its request.
+    pub(super) stream: Option<StreamOpen>,
+    /// The request id, once the request was encoded into its slot.
+    pub(super) id: u32,
     _response: PhantomData<fn() -> Resp>,
+}
+
+/// What a streaming call sets up with its request.
+#[derive(Clone, Copy)]
+pub(super) struct StreamOpen {
+    /// The credit granted at once for the response stream, if it has one.
+    pub(super) grant: Option<u32>,
+    /// The call sends a request stream.
+    pub(super) sends: bool,
 }
 
 // The request is only ever moved out, never pinned.
@@ -62,6 +75,8 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
             started: None,
             request: Some(request),
             state: CallState::Start,
+            stream: None,
+            id: 0,
             _response: PhantomData,
         }
     }
@@ -123,7 +138,7 @@ enum Start {
 }
 
 impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
-    fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
+    pub(super) fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let shared = &*self.client.shared;
         let first = matches!(self.state, CallState::Start);
         if first {
@@ -149,7 +164,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         // under it), so the start takes the lock once.
         let mut inline = [0u8; INLINE];
         let mut inline_len = None;
-        if first && !expired {
+        if first && !expired && self.stream.is_none() {
             let Some(request) = self.request.as_ref() else {
                 return self.finish(Err(CallError::Encode));
             };
@@ -242,6 +257,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         let shared = &*self.client.shared;
         let timeout_ms = deadline.map(|at| timeout_to_ms(at.saturating_sub(now)));
         let header = Header::request(id, self.method, timeout_ms);
+        self.id = id;
         buf.clear();
         let Some(request) = self.request.take() else {
             return self.fail(slot, CallError::Encode);
@@ -251,9 +267,24 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         if let Err(error) = encoded {
             return self.fail(slot, error.into());
         }
+        let stream = self.stream;
+        if let Some(grant) = stream.and_then(|s| s.grant) {
+            // The first credit rides with the request: no round trip.
+            let credit = Header::Credit {
+                id,
+                from_callee: false,
+                grant,
+            };
+            if let Err(error) = encode_frame(&mut buf, &credit, &(), shared.max_frame) {
+                return self.fail(slot, error.into());
+            }
+        }
         let (closed, driver) = shared.state.with(|state| {
             if let Some(error) = state.closed {
                 return (Some((error, state.release(slot))), None);
+            }
+            if let Some(open) = stream {
+                state.open_stream(slot, open.grant, open.sends);
             }
             let frame = Frame::Owned(buf);
             state.submit(slot, frame, waker, deadline, now, shared.max_queued);
@@ -273,7 +304,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
     }
 
     /// Frees the slot of a call that failed before it was queued.
-    fn fail(&mut self, slot: u32, error: CallError) -> Poll<Result<Resp, CallError>> {
+    pub(super) fn fail(&mut self, slot: u32, error: CallError) -> Poll<Result<Resp, CallError>> {
         self.state = CallState::Finished;
         let next = self.client.shared.state.with(|state| state.release(slot));
         if let Some(next) = next {
@@ -282,7 +313,11 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         Poll::Ready(Err(error))
     }
 
-    fn poll_response(&mut self, slot: u32, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
+    pub(super) fn poll_response(
+        &mut self,
+        slot: u32,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Resp, CallError>> {
         let shared = &*self.client.shared;
         let look = shared.state.with(|state| {
             let Some(s) = state.slot_mut(slot) else {
@@ -372,20 +407,15 @@ impl<Req: Serialize, Resp: DeserializeOwned> Future for Call<'_, Req, Resp> {
     }
 }
 
-impl<Req, Resp> Drop for Call<'_, Req, Resp> {
-    fn drop(&mut self) {
+impl<Req, Resp> Call<'_, Req, Resp> {
+    /// Ends a sent call that its caller gives up on: its request is taken
+    /// back if it never left the process, else a cancel is queued.
+    pub(super) fn abandon_sent(&mut self, slot: u32) {
         let shared = &*self.client.shared;
-        let (next, driver, own) = match self.state {
-            CallState::Queued(ticket) => (shared.state.with(|s| s.abandon(ticket)), None, None),
-            CallState::Encoding(slot) | CallState::Decoding(slot) => {
-                (shared.state.with(|s| s.release(slot)), None, None)
-            }
-            CallState::Sent(slot) => shared.state.with(|s| {
-                let (next, run_driver, own) = s.drop_call(slot);
-                (next, run_driver.then(|| s.driver.take()).flatten(), own)
-            }),
-            CallState::Start | CallState::Finished => return,
-        };
+        let (next, driver, own) = shared.state.with(|s| {
+            let (next, run_driver, own) = s.drop_call(slot);
+            (next, run_driver.then(|| s.driver.take()).flatten(), own)
+        });
         drop(own);
         self.state = CallState::Finished;
         if let Some(next) = next {
@@ -393,6 +423,24 @@ impl<Req, Resp> Drop for Call<'_, Req, Resp> {
         }
         if let Some(driver) = driver {
             driver.wake();
+        }
+    }
+}
+
+impl<Req, Resp> Drop for Call<'_, Req, Resp> {
+    fn drop(&mut self) {
+        let shared = &*self.client.shared;
+        let next = match self.state {
+            CallState::Queued(ticket) => shared.state.with(|s| s.abandon(ticket)),
+            CallState::Encoding(slot) | CallState::Decoding(slot) => {
+                shared.state.with(|s| s.release(slot))
+            }
+            CallState::Sent(slot) => return self.abandon_sent(slot),
+            CallState::Start | CallState::Finished => return,
+        };
+        self.state = CallState::Finished;
+        if let Some(next) = next {
+            next.wake();
         }
     }
 }

@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
+use super::state::{Routed, State};
 use super::{wake_all, Shared};
 use crate::deadline::Deadlines;
 use crate::error::{CallError, DriverError, FrameError};
@@ -205,6 +206,52 @@ impl Shared {
     }
 }
 
+/// The client's one dispatch point: what each kind of frame does to the
+/// calls (PROTOCOL.md R4: frames for the callee role are not for a client).
+fn route(
+    state: &mut State,
+    header: Header,
+    body: &[u8],
+    max_queued: usize,
+    wake: &mut Vec<Waker>,
+) -> Result<(), FrameError> {
+    let routed = match header {
+        Header::Response { id } => state.complete(id, Ok(()), body).map(Routed::Wake),
+        Header::Error { id, error } => state
+            .complete(id, Err(CallError::Remote(error)), &[])
+            .map(Routed::Wake),
+        Header::Item {
+            id,
+            from_callee: true,
+        } => Some(state.deliver_item(id, body)?),
+        Header::Credit {
+            id,
+            from_callee: true,
+            grant,
+        } => Some(state.add_send_credit(id, grant)),
+        // A plain client serves nothing: a request gets UnknownMethod.
+        Header::Request { id, .. } => {
+            state.refuse_request(id, max_queued);
+            None
+        }
+        // The rest of the callee role, and reserved kinds (R6): ignored.
+        Header::Cancel { .. }
+        | Header::Item {
+            from_callee: false, ..
+        }
+        | Header::Credit {
+            from_callee: false, ..
+        }
+        | Header::End { .. }
+        | Header::Notify { .. }
+        | Header::Reserved { .. } => None,
+    };
+    if let Some(Routed::Wake(waker)) = routed {
+        wake.push(waker);
+    }
+    Ok(())
+}
+
 /// One connection's transport and buffers.
 pub(crate) struct Conn<T> {
     io: T,
@@ -274,18 +321,7 @@ impl<T: Transport> Conn<T> {
                 *frames_read += 1;
                 let (header, body_at) = Header::decode(frame)?;
                 let body = frame.get(body_at..).unwrap_or_default();
-                let waker = match header {
-                    Header::Response { id } => state.complete(id, Ok(()), body),
-                    Header::Error { id, error } => {
-                        state.complete(id, Err(CallError::Remote(error)), &[])
-                    }
-                    // Requests and cancels from the server are reserved for
-                    // calls in both directions; reserved kinds are skipped.
-                    Header::Request { .. } | Header::Cancel { .. } | Header::Reserved { .. } => {
-                        None
-                    }
-                };
-                wake.extend(waker);
+                route(state, header, body, shared.max_queued, wake)?;
             }
             Ok(())
         });

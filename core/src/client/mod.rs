@@ -59,10 +59,12 @@ mod driver;
 mod outbox;
 mod reconnect;
 mod state;
+mod stream;
 
 pub(crate) use call::decode_exact;
 pub use call::Call;
 pub use driver::ClientDriver;
+pub use stream::{CallStream, Upload, DEFAULT_CREDIT};
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
 
@@ -213,6 +215,50 @@ impl Client {
         Call::new(self, method, request)
     }
 
+    /// Starts a server-streaming call of `method`: the callee answers
+    /// `request` with a stream of items (see [`CallStream`]).
+    pub fn server_stream<Req, T>(&self, method: MethodKey, request: Req) -> CallStream<'_, Req, T>
+    where
+        Req: Serialize,
+        T: DeserializeOwned,
+    {
+        CallStream::new(Call::new(self, method, request), None::<NoItems>)
+    }
+
+    /// Starts a bidirectional call of `method`: `items` go to the callee
+    /// (within its credit) while its items come back (see [`CallStream`]).
+    pub fn bidi_stream<'a, Req, S, T>(
+        &'a self,
+        method: MethodKey,
+        request: Req,
+        items: S,
+    ) -> CallStream<'a, Req, T>
+    where
+        Req: Serialize,
+        S: futures_util::Stream + Send + 'a,
+        S::Item: Serialize,
+        T: DeserializeOwned,
+    {
+        CallStream::new(Call::new(self, method, request), Some(items))
+    }
+
+    /// Starts a client-streaming call of `method`: `items` go to the
+    /// callee (within its credit), which answers once (see [`Upload`]).
+    pub fn client_stream<'a, Req, S, Resp>(
+        &'a self,
+        method: MethodKey,
+        request: Req,
+        items: S,
+    ) -> Upload<'a, Req, Resp>
+    where
+        Req: Serialize,
+        S: futures_util::Stream + Send + 'a,
+        S::Item: Serialize,
+        Resp: DeserializeOwned,
+    {
+        Upload::new(Call::new(self, method, request), items)
+    }
+
     /// Calls holding a slot right now (queued, sent, or answered but not yet
     /// taken).
     pub fn in_flight(&self) -> usize {
@@ -248,6 +294,9 @@ impl Drop for Client {
 }
 
 /// What the handles and the driver share.
+/// The request stream of a call that has none.
+type NoItems = futures_util::stream::Empty<()>;
+
 pub(crate) struct Shared {
     state: Mutex<State>,
     handles: AtomicUsize,

@@ -23,7 +23,7 @@ use core::time::Duration;
 
 use super::outbox;
 use crate::deadline::DeadlineQueue;
-use crate::error::CallError;
+use crate::error::{CallError, FrameError};
 use crate::framing::{encode_frame, FrameWriter};
 use crate::id_map::IdMap;
 use crate::wire::Header;
@@ -58,6 +58,49 @@ pub(crate) struct Slot {
     /// The deadline in force is the outage wait, not the call's own.
     outage_bound: bool,
     epoch: u64,
+    /// The stream parts of a streaming call (idle for a unary one).
+    pub(crate) stream: SlotStream,
+}
+
+/// A streaming call's items and credit, on the caller's side.
+///
+/// Memory bound: `recv_credit` (granted, not yet received) plus the items
+/// in `inbox` plus those the consumer holds never exceed the window the
+/// consumer grants, because it grants only what it has consumed.
+#[derive(Default)]
+pub(crate) struct SlotStream {
+    /// The call has a response stream.
+    pub(crate) receives: bool,
+    /// The call has a request stream.
+    pub(crate) sends: bool,
+    /// Items received, not yet taken: each a u32 LE length, then the body.
+    pub(crate) inbox: Vec<u8>,
+    /// Items the callee may still send (granted, not yet received).
+    pub(crate) recv_credit: u32,
+    /// Items this caller may still send (granted by the callee, not taken
+    /// by the caller's pump yet).
+    pub(crate) send_credit: u32,
+}
+
+impl SlotStream {
+    fn reset(&mut self) {
+        self.receives = false;
+        self.sends = false;
+        self.recv_credit = 0;
+        self.send_credit = 0;
+        if self.inbox.capacity() > SLOT_KEEP {
+            self.inbox = Vec::new();
+        }
+        self.inbox.clear();
+    }
+}
+
+/// What routing a stream frame found.
+pub(crate) enum Routed {
+    /// Nothing to wake.
+    Quiet,
+    /// The call's task, to wake.
+    Wake(Waker),
 }
 
 /// While a reconnecting client is disconnected and lets calls wait.
@@ -213,6 +256,7 @@ impl State {
                     deadline: None,
                     outage_bound: false,
                     epoch: 0,
+                    stream: SlotStream::default(),
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -316,6 +360,7 @@ impl State {
             s.buf = Vec::new();
         }
         s.buf.clear();
+        s.stream.reset();
         let id = s.id;
         self.ids.remove(id, slot);
         self.deadlines.remove(slot);
@@ -426,6 +471,107 @@ impl State {
         s.buf.clear();
         s.buf.extend_from_slice(body);
         self.resolve(slot, result)
+    }
+
+    /// Makes slot `slot` (held by its caller, before `submit`) a streaming
+    /// call: it receives items (having granted `grant`) and/or sends them.
+    pub(crate) fn open_stream(&mut self, slot: u32, grant: Option<u32>, sends: bool) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.stream.receives = grant.is_some();
+            s.stream.recv_credit = grant.unwrap_or(0);
+            s.stream.sends = sends;
+        }
+    }
+
+    /// The running call `id`, if it is one waiting for its reply.
+    fn running(&mut self, id: u32) -> Option<&mut Slot> {
+        let slot = self.ids.get(id)?;
+        let s = self.slots.get_mut(slot as usize)?;
+        (s.phase == Phase::Waiting && s.id == id).then_some(s)
+    }
+
+    /// Routes an item of call `id`'s response stream to its inbox (R10: an
+    /// item beyond the credit granted is a protocol violation). Items of
+    /// calls that are over, or that have no response stream, are ignored.
+    pub(crate) fn deliver_item(&mut self, id: u32, body: &[u8]) -> Result<Routed, FrameError> {
+        let Some(s) = self.running(id).filter(|s| s.stream.receives) else {
+            return Ok(Routed::Quiet);
+        };
+        let stream = &mut s.stream;
+        stream.recv_credit = stream
+            .recv_credit
+            .checked_sub(1)
+            .ok_or(FrameError::CreditExceeded)?;
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        stream.inbox.extend_from_slice(&len.to_le_bytes());
+        stream.inbox.extend_from_slice(body);
+        Ok(s.waker.take().map_or(Routed::Quiet, Routed::Wake))
+    }
+
+    /// Adds the callee's `grant` to call `id`'s credit for its own items.
+    pub(crate) fn add_send_credit(&mut self, id: u32, grant: u32) -> Routed {
+        let Some(s) = self.running(id).filter(|s| s.stream.sends) else {
+            return Routed::Quiet;
+        };
+        s.stream.send_credit = s.stream.send_credit.saturating_add(grant);
+        if grant == 0 {
+            return Routed::Quiet;
+        }
+        s.waker.take().map_or(Routed::Quiet, Routed::Wake)
+    }
+
+    /// Queues a frame a streaming call sends after its request (items,
+    /// end, credit) if the call still runs on a live connection. Returns
+    /// whether it was queued; the driver must then be woken.
+    pub(crate) fn queue_stream_frames(&mut self, slot: u32, id: u32, frames: &[u8]) -> bool {
+        if self.closed.is_some() || self.outage.is_some() {
+            return false;
+        }
+        let running = self
+            .slots
+            .get(slot as usize)
+            .is_some_and(|s| s.phase == Phase::Waiting && s.id == id);
+        if running {
+            self.out.extend_from_slice(frames);
+        }
+        running
+    }
+
+    /// Grants the callee `grant` more items of call `id`'s response stream
+    /// and queues the credit frame. Returns whether it was queued.
+    pub(crate) fn grant(&mut self, slot: u32, id: u32, grant: u32) -> bool {
+        if self.closed.is_some() || self.outage.is_some() {
+            return false;
+        }
+        let Some(s) = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|s| s.phase == Phase::Waiting && s.id == id)
+        else {
+            return false;
+        };
+        s.stream.recv_credit = s.stream.recv_credit.saturating_add(grant);
+        let header = Header::Credit {
+            id,
+            from_callee: false,
+            grant,
+        };
+        encode_frame(&mut self.out, &header, &(), 64).is_ok()
+    }
+
+    /// Answers a request from the peer: a plain client serves nothing
+    /// (R4). A peer that floods requests without reading the answers gets
+    /// no more of them once `max_queued` bytes wait. Returns whether a
+    /// frame was queued.
+    pub(crate) fn refuse_request(&mut self, id: u32, max_queued: usize) -> bool {
+        if self.closed.is_some() || self.out.len() >= max_queued {
+            return false;
+        }
+        let header = Header::Error {
+            id,
+            error: crate::error::RemoteError::UnknownMethod,
+        };
+        encode_frame(&mut self.out, &header, &(), 64).is_ok()
     }
 
     /// Fails calls whose deadline passed, taking back requests that were

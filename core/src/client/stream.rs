@@ -1,0 +1,456 @@
+//! Streaming calls on the caller's side: [`CallStream`] (a response
+//! stream, with or without a request stream) and [`Upload`] (a request
+//! stream and one reply).
+//!
+//! Both run on the caller's task, without spawning: polling them pumps the
+//! caller's items out (within the credit the callee granted), hands
+//! received items over in batches (one lock per batch) and grants credit
+//! back as items are consumed.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::call::{decode_exact, Call, CallState, StreamOpen};
+use super::state::Phase;
+use crate::error::CallError;
+use crate::framing::encode_frame;
+use crate::wire::Header;
+
+/// The credit a response stream grants unless told otherwise: items the
+/// callee may send ahead of the consumer.
+pub const DEFAULT_CREDIT: u32 = 128;
+
+/// How many bytes of its own items a call queues per turn, so that one
+/// stream does not crowd out the others (PROTOCOL.md R12).
+const TURN_BYTES: usize = 16 * 1024;
+
+/// A caller's request stream, its item type erased.
+trait ItemSource: Send {
+    /// Encodes the next item as an item frame of call `id` into `out`.
+    fn poll_encode(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        id: u32,
+        out: &mut Vec<u8>,
+        max_frame: usize,
+    ) -> Poll<Option<Result<(), CallError>>>;
+}
+
+impl<S> ItemSource for S
+where
+    S: Stream + Send,
+    S::Item: Serialize,
+{
+    fn poll_encode(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        id: u32,
+        out: &mut Vec<u8>,
+        max_frame: usize,
+    ) -> Poll<Option<Result<(), CallError>>> {
+        let item = core::task::ready!(self.poll_next(cx));
+        Poll::Ready(item.map(|item| {
+            let header = Header::Item {
+                id,
+                from_callee: false,
+            };
+            encode_frame(out, &header, &item, max_frame).map_err(CallError::from)
+        }))
+    }
+}
+
+/// Pumps a request stream out within the callee's credit.
+struct Pump<'a> {
+    source: Pin<Box<dyn ItemSource + 'a>>,
+    /// Credit taken from the slot, not yet used.
+    credit: u32,
+    /// Frames encoded and not yet queued.
+    batch: Vec<u8>,
+    /// The source was polled and returned `Pending` (its waker is set).
+    waiting: bool,
+    /// The end frame is queued: nothing more to send.
+    done: bool,
+}
+
+impl Pump<'_> {
+    /// Encodes ready items while there is credit, up to one turn.
+    fn fill(&mut self, cx: &mut Context<'_>, id: u32, max_frame: usize) -> Result<(), CallError> {
+        self.waiting = false;
+        while !self.done && self.credit > 0 && self.batch.len() < TURN_BYTES {
+            match self
+                .source
+                .as_mut()
+                .poll_encode(cx, id, &mut self.batch, max_frame)
+            {
+                Poll::Ready(Some(Ok(()))) => self.credit -= 1,
+                Poll::Ready(Some(Err(error))) => return Err(error),
+                Poll::Ready(None) => {
+                    encode_frame(&mut self.batch, &Header::End { id }, &(), max_frame)?;
+                    self.done = true;
+                }
+                Poll::Pending => {
+                    self.waiting = true;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether another fill could make progress without a wake-up.
+    fn can_fill(&self) -> bool {
+        !self.done && !self.waiting && self.credit > 0
+    }
+}
+
+/// What one step of a streaming call produced.
+enum Event<Resp> {
+    /// An item: its body is `staged[at..end]`.
+    Item(usize, usize),
+    /// The call is over.
+    End(Result<Resp, CallError>),
+}
+
+/// The machinery both kinds of streaming call share.
+struct StreamCall<'a, Req, Resp> {
+    call: Call<'a, Req, Resp>,
+    /// Items taken from the slot in one batch, each a u32 LE length then
+    /// the body; `staged_at` is where the next one starts.
+    staged: Vec<u8>,
+    staged_at: usize,
+    /// The window granted to the callee; 0 without a response stream.
+    window: u32,
+    /// Items consumed since credit was last granted.
+    consumed: u32,
+    pump: Option<Pump<'a>>,
+    ended: bool,
+}
+
+impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
+    fn new(mut call: Call<'a, Req, Resp>, window: Option<u32>, pump: Option<Pump<'a>>) -> Self {
+        let window = window.map(|w| w.max(1));
+        call.stream = Some(StreamOpen {
+            grant: window,
+            sends: pump.is_some(),
+        });
+        StreamCall {
+            call,
+            staged: Vec::new(),
+            staged_at: 0,
+            window: window.unwrap_or(0),
+            consumed: 0,
+            pump,
+            ended: false,
+        }
+    }
+
+    /// The next staged item, if any.
+    fn next_staged(&mut self) -> Option<(usize, usize)> {
+        let at = self.staged_at;
+        let len = self.staged.get(at..at.checked_add(4)?)?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let start = at + 4;
+        let end = start.saturating_add(len).min(self.staged.len());
+        self.staged_at = end;
+        self.consumed = self.consumed.saturating_add(1);
+        Some((start, end))
+    }
+
+    fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Event<Resp>> {
+        self.ended = true;
+        self.pump = None;
+        Poll::Ready(Event::End(result))
+    }
+
+    /// One step: start the call, pump items out, hand an item over or end.
+    ///
+    /// Invariant: it returns `Pending` only when the call's start is
+    /// pending (its waker registered by [`Call::start`]), or when, in one
+    /// critical section, nothing was staged or received, the call was not
+    /// over, and the request stream (if any) had no credit left, had ended,
+    /// or returned `Pending` from its own poll — and the task's waker was
+    /// stored in the slot, where an item, credit or the end wakes it.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Event<Resp>> {
+        let slot = loop {
+            match self.call.state {
+                CallState::Sent(slot) => break slot,
+                CallState::Finished => return self.finish(Err(CallError::Closed)),
+                _ => {
+                    if let Poll::Ready(result) = self.call.start(cx) {
+                        return self.finish(result);
+                    }
+                    if !matches!(self.call.state, CallState::Sent(_)) {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        };
+        let id = self.call.id;
+        let max_frame = self.call.client.shared.max_frame;
+        loop {
+            if let Some(pump) = self.pump.as_mut() {
+                if let Err(error) = pump.fill(cx, id, max_frame) {
+                    self.call.abandon_sent(slot);
+                    return self.finish(Err(error));
+                }
+            }
+            let batch_ready = self.pump.as_ref().is_some_and(|p| !p.batch.is_empty());
+            let grant_due = self.window > 0 && self.consumed > self.window / 2;
+            if !batch_ready && !grant_due {
+                if let Some((start, end)) = self.next_staged() {
+                    return Poll::Ready(Event::Item(start, end));
+                }
+            }
+            match self.exchange(slot, id, cx) {
+                Exchange::Again => continue,
+                Exchange::Wait => return Poll::Pending,
+                Exchange::Terminal => {
+                    return match self.call.poll_response(slot, cx) {
+                        Poll::Ready(result) => self.finish(result),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Under one lock: queues the pumped items, grants consumed credit,
+    /// takes new credit and, if nothing is staged, the received items.
+    fn exchange(&mut self, slot: u32, id: u32, cx: &mut Context<'_>) -> Exchange {
+        let StreamCall {
+            call,
+            staged,
+            staged_at,
+            window,
+            consumed,
+            pump,
+            ..
+        } = self;
+        let shared = &*call.client.shared;
+        let grant = if *window > 0 && *consumed > *window / 2 {
+            core::mem::take(consumed)
+        } else {
+            0
+        };
+        let staged_empty = *staged_at >= staged.len();
+        if staged_empty {
+            staged.clear();
+            *staged_at = 0;
+        }
+        let mut waker = Some(cx.waker().clone());
+        let (outcome, wake_driver, unused) = shared.state.with(|state| {
+            let mut wake_driver = false;
+            if let Some(pump) = pump.as_mut() {
+                if !pump.batch.is_empty() {
+                    wake_driver |= state.queue_stream_frames(slot, id, &pump.batch);
+                    pump.batch.clear();
+                }
+            }
+            if grant > 0 {
+                wake_driver |= state.grant(slot, id, grant);
+            }
+            let Some(s) = state.slot_mut(slot) else {
+                return (Exchange::Terminal, wake_driver, waker.take());
+            };
+            if let Some(pump) = pump.as_mut() {
+                pump.credit = pump
+                    .credit
+                    .saturating_add(core::mem::take(&mut s.stream.send_credit));
+            }
+            if !staged_empty {
+                return (Exchange::Again, wake_driver, waker.take());
+            }
+            if !s.stream.inbox.is_empty() {
+                core::mem::swap(&mut s.stream.inbox, staged);
+                return (Exchange::Again, wake_driver, waker.take());
+            }
+            if matches!(s.phase, Phase::Done(_)) {
+                return (Exchange::Terminal, wake_driver, waker.take());
+            }
+            if pump.as_ref().is_some_and(Pump::can_fill) {
+                return (Exchange::Again, wake_driver, waker.take());
+            }
+            let unused = match (&s.waker, waker.take()) {
+                (Some(old), Some(new)) if old.will_wake(&new) => Some(new),
+                (_, new) => core::mem::replace(&mut s.waker, new),
+            };
+            (Exchange::Wait, wake_driver, unused)
+        });
+        // Wakers are dropped outside the lock.
+        drop(unused);
+        if wake_driver {
+            shared.wake_driver();
+        }
+        outcome
+    }
+}
+
+/// What [`StreamCall::exchange`] decided.
+enum Exchange {
+    /// Something changed: step again.
+    Again,
+    /// The waker is stored; nothing to do until woken.
+    Wait,
+    /// The call is over: take its result.
+    Terminal,
+}
+
+/// The response stream of a call (server streaming or bidirectional): a
+/// [`Stream`] of the callee's items, each decoded on its own.
+///
+/// How it ends says how the call ended (PROTOCOL.md R11): `None` after the
+/// last item when the callee finished normally; one `Some(Err(..))` and
+/// then `None` when the callee sent an error
+/// ([`CallError::Remote`]), the deadline passed
+/// ([`CallError::DeadlineExceeded`]) or the connection was lost. An item
+/// that does not decode is `Some(Err(CallError::Decode))` and the stream
+/// goes on.
+///
+/// Nothing happens until it is first polled. Dropping it before the end
+/// cancels the call: the callee's handler is dropped. At most the granted
+/// credit (see [`with_credit`](CallStream::with_credit)) of items is ever
+/// buffered for it, however slowly it is read.
+#[must_use = "a stream call does nothing unless polled"]
+pub struct CallStream<'a, Req, T> {
+    inner: StreamCall<'a, Req, ()>,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<'a, Req: Serialize, T: DeserializeOwned> CallStream<'a, Req, T> {
+    pub(super) fn new<S>(call: Call<'a, Req, ()>, items: Option<S>) -> Self
+    where
+        S: Stream + Send + 'a,
+        S::Item: Serialize,
+    {
+        CallStream {
+            inner: StreamCall::new(call, Some(DEFAULT_CREDIT), items.map(Pump::new)),
+            _item: PhantomData,
+        }
+    }
+
+    /// Sets how many items the callee may send ahead of this consumer
+    /// (its credit window; [`DEFAULT_CREDIT`] unless set; at least 1).
+    /// A larger window keeps a fast link busy; a smaller one bounds the
+    /// memory a slow consumer costs.
+    pub fn with_credit(mut self, items: u32) -> Self {
+        let items = items.max(1);
+        self.inner.window = items;
+        if let Some(open) = self.inner.call.stream.as_mut() {
+            open.grant = Some(items);
+        }
+        self
+    }
+
+    /// Gives the call a timeout, counted from the first poll, covering the
+    /// whole stream (see [`Call::with_timeout`]).
+    pub fn with_timeout(mut self, timeout: core::time::Duration) -> Self {
+        self.inner.call = self.inner.call.with_timeout(timeout);
+        self
+    }
+
+    /// Like [`with_timeout`](CallStream::with_timeout), for an optional
+    /// timeout.
+    pub fn with_optional_timeout(mut self, timeout: Option<core::time::Duration>) -> Self {
+        self.inner.call = self.inner.call.with_optional_timeout(timeout);
+        self
+    }
+}
+
+impl<Req: Serialize, T: DeserializeOwned> Stream for CallStream<'_, Req, T> {
+    type Item = Result<T, CallError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.inner.ended {
+            return Poll::Ready(None);
+        }
+        match core::task::ready!(this.inner.poll_step(cx)) {
+            Event::Item(start, end) => {
+                let body = this.inner.staged.get(start..end).unwrap_or_default();
+                Poll::Ready(Some(decode_exact(body)))
+            }
+            Event::End(Ok(())) => Poll::Ready(None),
+            Event::End(Err(error)) => Poll::Ready(Some(Err(error))),
+        }
+    }
+}
+
+impl<Req, T> Unpin for CallStream<'_, Req, T> {}
+
+/// A client-streaming call: sends the caller's items (within the callee's
+/// credit), then resolves to the callee's one reply.
+///
+/// Nothing happens until it is first polled. Dropping it before the reply
+/// cancels the call. The reply may come before every item was sent (the
+/// handler stopped reading): the rest are not sent.
+#[must_use = "a stream call does nothing unless awaited"]
+pub struct Upload<'a, Req, Resp> {
+    inner: StreamCall<'a, Req, Resp>,
+}
+
+impl<'a, Req: Serialize, Resp: DeserializeOwned> Upload<'a, Req, Resp> {
+    pub(super) fn new<S>(call: Call<'a, Req, Resp>, items: S) -> Self
+    where
+        S: Stream + Send + 'a,
+        S::Item: Serialize,
+    {
+        Upload {
+            inner: StreamCall::new(call, None, Some(Pump::new(items))),
+        }
+    }
+
+    /// Gives the call a timeout, counted from the first poll, covering the
+    /// whole upload (see [`Call::with_timeout`]).
+    pub fn with_timeout(mut self, timeout: core::time::Duration) -> Self {
+        self.inner.call = self.inner.call.with_timeout(timeout);
+        self
+    }
+
+    /// Like [`with_timeout`](Upload::with_timeout), for an optional timeout.
+    pub fn with_optional_timeout(mut self, timeout: Option<core::time::Duration>) -> Self {
+        self.inner.call = self.inner.call.with_optional_timeout(timeout);
+        self
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> Future for Upload<'_, Req, Resp> {
+    type Output = Result<Resp, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match core::task::ready!(this.inner.poll_step(cx)) {
+                // The callee sent items on a call without a response
+                // stream: the slot ignores them, so none arrive here.
+                Event::Item(..) => continue,
+                Event::End(result) => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl<Req, Resp> Unpin for Upload<'_, Req, Resp> {}
+
+impl<'a> Pump<'a> {
+    fn new<S>(items: S) -> Self
+    where
+        S: Stream + Send + 'a,
+        S::Item: Serialize,
+    {
+        Pump {
+            source: Box::pin(items),
+            credit: 0,
+            batch: Vec::new(),
+            waiting: false,
+            done: false,
+        }
+    }
+}
