@@ -279,11 +279,11 @@ impl<T: Transport> Conn<T> {
                     Header::Error { id, error } => {
                         state.complete(id, Err(CallError::Remote(error)), &[])
                     }
-                    // Requests and cancels from the server are reserved for
-                    // calls in both directions; reserved kinds are skipped.
-                    Header::Request { .. } | Header::Cancel { .. } | Header::Reserved { .. } => {
-                        None
-                    }
+                    // R4: requests and cancels sent to a client are ignored
+                    // (reserved for calls in both directions).
+                    Header::Request { .. } | Header::Cancel { .. } => None,
+                    // R6: reserved kinds are skipped whole.
+                    Header::Reserved { .. } => None,
                 };
                 wake.extend(waker);
             }

@@ -75,9 +75,11 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
                 self.handlers.cancel(id);
                 self.start_queued();
             }
-            // Responses are reserved for calls in both directions; unknown
-            // kinds are skipped.
-            _ => {}
+            // R4: replies sent to a server are ignored (reserved for calls
+            // in both directions).
+            Header::Response { .. } | Header::Error { .. } => {}
+            // R6: reserved kinds are skipped whole.
+            Header::Reserved { .. } => {}
         }
     }
 
