@@ -1,0 +1,228 @@
+//! [`ServerBuilder`]: a connection's configuration, and the [`WhenFull`]
+//! policy.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::connection::{Connection, Idle};
+use super::handlers::{HandlerTable, WakeQueue, WakeState};
+use super::{
+    Server, Service, Shutdown, Spawn, DEFAULT_BACKLOG, DEFAULT_MAX_CONCURRENT, WRITE_MARK,
+};
+use crate::deadline::Deadlines;
+
+use crate::framing::{FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::io::Transport;
+use crate::readiness::ReadReadiness;
+use crate::sync::Mutex;
+use crate::timer::{NoTimer, Timer};
+
+/// What the server does with a request that arrives while
+/// [`max_concurrent`](ServerBuilder::max_concurrent) handlers are running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Keep reading: cancels and reserved frame kinds are handled at once,
+    /// requests wait in a FIFO backlog bounded in bytes
+    /// ([`ServerBuilder::backlog`]) and start in order as handlers finish. A
+    /// cancel removes a waiting request (no handler, no reply); one whose
+    /// deadline passes is answered
+    /// [`RemoteError::DeadlineExceeded`](crate::RemoteError::DeadlineExceeded)
+    /// without running. While the backlog is full the server reads nothing
+    /// more, so the pressure reaches the client through the transport.
+    #[default]
+    Queue,
+    /// Answer [`RemoteError::Overloaded`](crate::RemoteError::Overloaded) at
+    /// once, and keep reading.
+    Reject,
+}
+
+/// Configures and builds a server for one connection. Cloneable, so one
+/// builder can serve as the template for every connection of a listener.
+#[derive(Clone)]
+#[must_use]
+pub struct ServerBuilder<Tm = NoTimer> {
+    max_concurrent: usize,
+    max_frame: usize,
+    timer: Tm,
+    spawner: Option<Arc<dyn Spawn>>,
+    shutdown: Option<Shutdown>,
+    idle_timeout: Option<Duration>,
+    when_full: WhenFull,
+    backlog: Option<usize>,
+}
+
+impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("max_concurrent", &self.max_concurrent)
+            .field("max_frame", &self.max_frame)
+            .field("timer", &self.timer)
+            .field("spawner", &self.spawner.is_some())
+            .field("shutdown", &self.shutdown)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("when_full", &self.when_full)
+            .field("backlog", &self.backlog_bytes())
+            .finish()
+    }
+}
+
+impl ServerBuilder<NoTimer> {
+    /// Defaults: [`DEFAULT_MAX_CONCURRENT`] requests, [`DEFAULT_MAX_FRAME`]
+    /// bytes per frame, [`WhenFull::Queue`] with a backlog of
+    /// `max(DEFAULT_BACKLOG, max_frame)` bytes, handlers run inside the
+    /// driver, no deadline checks, no idle timeout.
+    pub fn new() -> Self {
+        ServerBuilder {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_frame: DEFAULT_MAX_FRAME,
+            timer: NoTimer,
+            spawner: None,
+            shutdown: None,
+            idle_timeout: None,
+            when_full: WhenFull::Queue,
+            backlog: None,
+        }
+    }
+}
+
+impl Default for ServerBuilder<NoTimer> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Tm> ServerBuilder<Tm> {
+    fn backlog_bytes(&self) -> usize {
+        self.backlog
+            .unwrap_or_else(|| DEFAULT_BACKLOG.max(self.max_frame))
+    }
+}
+
+impl<Tm: Timer> ServerBuilder<Tm> {
+    /// At most `n` requests of one connection run at once (at least 1).
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = n.max(1);
+        self
+    }
+
+    /// The largest frame accepted or sent, in bytes (header and body; at
+    /// most `u32::MAX`, the most a length prefix can announce).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.min(u32::MAX as usize);
+        self
+    }
+
+    /// What to do with requests that arrive while the handler table is
+    /// full; see [`WhenFull`].
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// With [`WhenFull::Queue`]: at most `bytes` of requests (header and
+    /// body of each frame) wait for a free handler slot. A request that
+    /// would go past it stays unread — and with it everything the client
+    /// sent after it — until a waiting request starts; a request larger
+    /// than the whole backlog is still taken when the backlog is empty.
+    /// `0` takes one request at a time. Default: `max(DEFAULT_BACKLOG,
+    /// max_frame)`.
+    pub fn backlog(mut self, bytes: usize) -> Self {
+        self.backlog = Some(bytes);
+        self
+    }
+
+    /// The timer that enforces the deadlines requests carry and the idle
+    /// timeout.
+    pub fn timer<T2: Timer>(self, timer: T2) -> ServerBuilder<T2> {
+        ServerBuilder {
+            max_concurrent: self.max_concurrent,
+            max_frame: self.max_frame,
+            timer,
+            spawner: self.spawner,
+            shutdown: self.shutdown,
+            idle_timeout: self.idle_timeout,
+            when_full: self.when_full,
+            backlog: self.backlog,
+        }
+    }
+
+    /// Closes the connection with
+    /// [`DriverError::IdleTimeout`](crate::DriverError::IdleTimeout) once it
+    /// has been idle for `timeout`: no complete frame received, no reply bytes
+    /// taken by the transport, and no handler running or waiting in the
+    /// backlog. The period restarts with each of them, and after the last
+    /// handler finishes. A peer that sends a frame byte by byte, or stops
+    /// reading its replies, is idle too. Needs a [`timer`](Self::timer):
+    /// with [`NoTimer`] it never fires.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs each handler as a task on `spawner` instead of inside the driver.
+    pub fn spawner(mut self, spawner: impl Spawn + 'static) -> Self {
+        self.spawner = Some(Arc::new(spawner));
+        self
+    }
+
+    /// Lets `shutdown` stop the server gracefully: once it is triggered,
+    /// new requests and the backlog are answered with
+    /// [`RemoteError::ShuttingDown`](crate::RemoteError::ShuttingDown), calls
+    /// in flight run to completion, and then the connection is closed.
+    /// [`Shutdown::force`] cuts the calls in flight short (they are answered
+    /// `ShuttingDown` too).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// A server future for one connection. Poll it on any executor.
+    pub fn build<T: Transport, S: Service>(self, transport: T, service: S) -> Server<T, S, Tm> {
+        let backlog = self.backlog_bytes();
+        let wake = Arc::new(WakeQueue {
+            state: Mutex::new(WakeState {
+                ready: Vec::new(),
+                done: Vec::new(),
+                driver: None,
+            }),
+        });
+        let mut deadlines = Deadlines::new(self.timer);
+        let idle = self.idle_timeout.map(|timeout| {
+            let since = deadlines.now();
+            deadlines.arm(since.saturating_add(timeout));
+            Idle {
+                timeout,
+                since,
+                active: false,
+            }
+        });
+        let connection = Connection {
+            service,
+            writer: FrameWriter::new(self.max_frame),
+            deadlines,
+            idle,
+            max_frame: self.max_frame,
+            max_concurrent: self.max_concurrent,
+            write_mark: WRITE_MARK.max(self.max_frame),
+            when_full: self.when_full,
+            backlog,
+            spawner: self.spawner,
+            handlers: HandlerTable::new(wake),
+            draining: false,
+            forced: false,
+        };
+        Server {
+            io: transport,
+            reader: FrameReader::new(self.max_frame),
+            readiness: ReadReadiness::new(),
+            connection,
+            read_closed: false,
+            failure: None,
+            closing: false,
+            finished: false,
+            shutdown: self.shutdown.map(|signal| (signal, None)),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One connection's calls: what each received frame does (start, cancel),
+//! launching handlers, the backlog, deadlines, the idle timeout and
+//! shutdown.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::pin::Pin;
+use core::task::Context;
+use core::time::Duration;
+
+use super::handlers::{HandlerTable, SlotState};
+use super::remote::{remote_task, ReplyTo};
+use super::service::{write_error, Respond};
+use super::{Service, Spawn, WhenFull};
+use crate::deadline::Deadlines;
+use crate::error::RemoteError;
+use crate::framing::FrameWriter;
+use crate::timer::Timer;
+use crate::wire::{Header, MethodKey};
+
+/// One connection's calls and unsent replies: everything but the transport
+/// and the reader, so a frame borrowed from the reader can be handled while
+/// the rest is mutated.
+pub(super) struct Connection<S, Tm: Timer> {
+    pub(super) service: S,
+    pub(super) writer: FrameWriter,
+    pub(super) deadlines: Deadlines<Tm>,
+    pub(super) idle: Option<Idle>,
+    pub(super) max_frame: usize,
+    pub(super) max_concurrent: usize,
+    pub(super) write_mark: usize,
+    pub(super) when_full: WhenFull,
+    pub(super) backlog: usize,
+    pub(super) spawner: Option<Arc<dyn Spawn>>,
+    pub(super) handlers: HandlerTable,
+    /// Shutdown was triggered: no new calls.
+    pub(super) draining: bool,
+    /// Shutdown was forced: no more reading, every call answered now.
+    pub(super) forced: bool,
+}
+
+/// The idle timeout's clock.
+pub(super) struct Idle {
+    pub(super) timeout: Duration,
+    /// When the connection was last seen busy.
+    pub(super) since: Duration,
+    /// A frame arrived since `since` was taken (a flag, so that the clock is
+    /// read once per batch of frames, not per frame).
+    pub(super) active: bool,
+}
+
+impl<S: Service, Tm: Timer> Connection<S, Tm> {
+    /// Restarts the idle period if the connection was `busy` or a frame
+    /// arrived since the last call.
+    pub(super) fn touch(&mut self, busy: bool) {
+        if let Some(idle) = &mut self.idle {
+            if busy || idle.active {
+                idle.active = false;
+                idle.since = self.deadlines.now();
+            }
+        }
+    }
+
+    pub(super) fn on_frame(&mut self, header: Header, body: &[u8], len: usize) {
+        if let Some(idle) = &mut self.idle {
+            idle.active = true;
+        }
+        match header {
+            Header::Request {
+                id,
+                method,
+                timeout_ms,
+            } => self.start(id, method, timeout_ms, body, len),
+            Header::Cancel { id } => {
+                self.handlers.cancel(id);
+                self.start_queued();
+            }
+            // R4: replies sent to a server are ignored (reserved for calls
+            // in both directions).
+            Header::Response { .. } | Header::Error { .. } => {}
+            // R6: reserved kinds are skipped whole.
+            Header::Reserved { .. } => {}
+        }
+    }
+
+    fn start(
+        &mut self,
+        id: u32,
+        method: MethodKey,
+        timeout_ms: Option<u32>,
+        body: &[u8],
+        len: usize,
+    ) {
+        let out = self.writer.buffer();
+        if self.draining {
+            return write_error(out, id, RemoteError::ShuttingDown, self.max_frame);
+        }
+        if timeout_ms == Some(0) {
+            return write_error(out, id, RemoteError::DeadlineExceeded, self.max_frame);
+        }
+        let full = self.handlers.running >= self.max_concurrent || self.handlers.queued > 0;
+        if full && self.when_full == WhenFull::Reject {
+            return write_error(out, id, RemoteError::Overloaded, self.max_frame);
+        }
+        let handler = match self.service.dispatch(method, body) {
+            Ok(handler) => handler,
+            Err(error) => return write_error(out, id, error, self.max_frame),
+        };
+        let deadline = timeout_ms.map(|ms| {
+            let at = self
+                .deadlines
+                .now()
+                .saturating_add(Duration::from_millis(ms.into()));
+            self.deadlines.arm(at);
+            at
+        });
+        // A handler run inside the driver usually finishes on its first
+        // poll: it enters the id index only if it does not.
+        let index_now = full || self.spawner.is_some();
+        let index = self.handlers.insert(id, deadline, full, len, index_now);
+        if full {
+            self.handlers.slots[index as usize].state = SlotState::Queued(handler.0);
+        } else {
+            self.launch(index, handler.0);
+        }
+    }
+
+    /// Starts `handler` in the running slot `index`.
+    fn launch(&mut self, index: u32, handler: Pin<Box<dyn Respond + Send>>) {
+        let slot = &mut self.handlers.slots[index as usize];
+        match &self.spawner {
+            None => {
+                // Most handlers finish on their first poll: run it now, so
+                // the reply joins this batch's write and the slot is free
+                // again at once, without a trip through the wake queue.
+                slot.state = SlotState::Local(handler);
+                let finished = self
+                    .handlers
+                    .poll_one(index, self.writer.buffer(), self.max_frame);
+                if !finished {
+                    self.handlers.index(index);
+                }
+            }
+            Some(spawner) => {
+                let reply_to = ReplyTo {
+                    queue: self.handlers.wake.clone(),
+                    index,
+                    generation: slot.generation,
+                };
+                let (task, abort) = remote_task(handler, reply_to, slot.id, self.max_frame);
+                slot.state = SlotState::Remote(abort);
+                spawner.spawn(task);
+            }
+        }
+    }
+
+    /// Starts backlogged requests, in order, while slots are free.
+    pub(super) fn start_queued(&mut self) {
+        while self.handlers.running < self.max_concurrent {
+            let Some((index, handler)) = self.handlers.promote() else {
+                return;
+            };
+            self.launch(index, handler);
+        }
+    }
+
+    /// Shutdown triggered: new requests and the backlog get `ShuttingDown`.
+    pub(super) fn drain(&mut self) {
+        self.draining = true;
+        let out = self.writer.buffer();
+        self.handlers
+            .answer(out, RemoteError::ShuttingDown, self.max_frame, true);
+    }
+
+    /// Shutdown forced: every call is answered `ShuttingDown` now.
+    pub(super) fn force(&mut self) {
+        self.draining = true;
+        self.forced = true;
+        let out = self.writer.buffer();
+        self.handlers
+            .answer(out, RemoteError::ShuttingDown, self.max_frame, false);
+    }
+
+    /// Answers handlers and backlogged requests whose deadline passed.
+    /// Returns whether the idle timeout expired.
+    pub(super) fn expire_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.deadlines.poll_fired(cx) {
+            let now = self.deadlines.now();
+            let out = self.writer.buffer();
+            if let Some(next) = self.handlers.expire(now, out, self.max_frame) {
+                self.deadlines.arm(next);
+            }
+            if self.idle_expired(now) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Checks the idle timeout when the timer fired, and re-arms it: the
+    /// sleep only ever moves earlier, so after activity it fires at the old
+    /// time and is moved on here.
+    fn idle_expired(&mut self, now: Duration) -> bool {
+        let Some(idle) = &mut self.idle else {
+            return false;
+        };
+        if idle.active || self.handlers.live() > 0 {
+            idle.active = false;
+            idle.since = now;
+        }
+        let at = idle.since.saturating_add(idle.timeout);
+        if now >= at {
+            return true;
+        }
+        self.deadlines.arm(at);
+        false
+    }
+}

@@ -1,0 +1,417 @@
+//! The handler table: one slot per running handler or backlogged request,
+//! each with its own waker, and the queue through which slots are woken and
+//! spawned handlers hand back their replies.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::task::Wake;
+use alloc::vec::Vec;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+
+use futures_util::future::AbortHandle;
+
+use super::remote::RemoteReply;
+use super::service::{poll_guarded, write_error, Respond};
+use crate::deadline::DeadlineQueue;
+use crate::error::RemoteError;
+use crate::id_map::IdMap;
+use crate::sync::Mutex;
+
+/// What occupies a handler slot.
+pub(super) enum SlotState {
+    Empty,
+    /// Waiting in the backlog; not polled yet.
+    Queued(Pin<Box<dyn Respond + Send>>),
+    Local(Pin<Box<dyn Respond + Send>>),
+    Remote(AbortHandle),
+}
+
+/// No slot (the end of the backlog list).
+const NONE: u32 = u32::MAX;
+
+pub(super) struct Slot {
+    pub(super) id: u32,
+    /// Bumped whenever the slot is reused, so a late reply from an aborted
+    /// spawned handler is recognised.
+    pub(super) generation: u32,
+    pub(super) state: SlotState,
+    /// In the id index (a handler that finished on its first poll never is).
+    indexed: bool,
+    /// Backlogged: the request's bytes, and its neighbours in the FIFO.
+    cost: usize,
+    prev: u32,
+    next: u32,
+    waker: Waker,
+    wake: Arc<SlotWake>,
+}
+
+/// The handler table: running handlers and, linked in arrival order
+/// through their slots, the backlog. Request ids map to slots in O(1)
+/// (cancel), deadlines sit in an indexed heap (O(log n)).
+pub(super) struct HandlerTable {
+    pub(super) slots: Vec<Slot>,
+    free: Vec<u32>,
+    pub(super) running: usize,
+    pub(super) queued: usize,
+    pub(super) queued_bytes: usize,
+    head: u32,
+    tail: u32,
+    ids: IdMap,
+    deadlines: DeadlineQueue,
+    pub(super) wake: Arc<WakeQueue>,
+    scratch: Vec<u32>,
+    done_scratch: Vec<RemoteReply>,
+}
+
+/// Which handler slots were woken, and replies from spawned handlers.
+pub(super) struct WakeQueue {
+    pub(super) state: Mutex<WakeState>,
+}
+
+pub(super) struct WakeState {
+    pub(super) ready: Vec<u32>,
+    pub(super) done: Vec<RemoteReply>,
+    pub(super) driver: Option<Waker>,
+}
+
+impl WakeQueue {
+    fn push_ready(&self, index: u32) {
+        let driver = self.state.with(|state| {
+            state.ready.push(index);
+            state.driver.take()
+        });
+        if let Some(waker) = driver {
+            waker.wake();
+        }
+    }
+
+    pub(super) fn push_done(&self, reply: RemoteReply) {
+        let driver = self.state.with(|state| {
+            state.done.push(reply);
+            state.driver.take()
+        });
+        if let Some(waker) = driver {
+            waker.wake();
+        }
+    }
+}
+
+/// The waker of one handler slot: queues the slot once until it is polled.
+struct SlotWake {
+    index: u32,
+    queued: AtomicBool,
+    queue: Arc<WakeQueue>,
+}
+
+impl Wake for SlotWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.queue.push_ready(self.index);
+        }
+    }
+}
+
+impl HandlerTable {
+    pub(super) fn new(wake: Arc<WakeQueue>) -> Self {
+        HandlerTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            running: 0,
+            queued: 0,
+            queued_bytes: 0,
+            head: NONE,
+            tail: NONE,
+            ids: IdMap::new(),
+            deadlines: DeadlineQueue::new(),
+            wake,
+            scratch: Vec::new(),
+            done_scratch: Vec::new(),
+        }
+    }
+
+    /// Running handlers and backlogged requests.
+    pub(super) fn live(&self) -> usize {
+        self.running + self.queued
+    }
+
+    pub(super) fn set_driver(&self, waker: &Waker) {
+        let registered = self
+            .wake
+            .state
+            .with(|state| state.driver.as_ref().is_some_and(|w| w.will_wake(waker)));
+        if !registered {
+            let waker = waker.clone();
+            let previous = self.wake.state.with(|state| state.driver.replace(waker));
+            drop(previous);
+        }
+    }
+
+    pub(super) fn has_ready(&self) -> bool {
+        self.wake
+            .state
+            .with(|state| !state.ready.is_empty() || !state.done.is_empty())
+    }
+
+    /// The slot the next `insert` uses, and its generation.
+    fn next_slot(&self) -> (u32, u32) {
+        match self.free.last() {
+            Some(&index) => (index, self.slots[index as usize].generation),
+            None => (self.slots.len() as u32, 0),
+        }
+    }
+
+    /// Takes a free slot for call `id` and returns its index; the caller
+    /// then sets its work. A `queued` slot joins the end of the backlog,
+    /// counting `cost` bytes; any other counts as running.
+    pub(super) fn insert(
+        &mut self,
+        id: u32,
+        deadline: Option<Duration>,
+        queued: bool,
+        cost: usize,
+        index_now: bool,
+    ) -> u32 {
+        let (index, _) = self.next_slot();
+        if index as usize == self.slots.len() {
+            let wake = Arc::new(SlotWake {
+                index,
+                queued: AtomicBool::new(false),
+                queue: self.wake.clone(),
+            });
+            let waker = Waker::from(wake.clone());
+            self.slots.push(Slot {
+                id,
+                generation: 0,
+                state: SlotState::Empty,
+                cost: 0,
+                indexed: false,
+                prev: NONE,
+                next: NONE,
+                waker,
+                wake,
+            });
+        } else {
+            self.free.pop();
+        }
+        self.slots[index as usize].id = id;
+        if index_now {
+            self.index(index);
+        }
+        if let Some(at) = deadline {
+            self.deadlines.set(index, at);
+        }
+        if queued {
+            self.link(index, cost);
+        } else {
+            self.running += 1;
+        }
+        index
+    }
+
+    /// Makes slot `index` findable by its request id (for cancels).
+    pub(super) fn index(&mut self, index: u32) {
+        if let Some(slot) = self.slots.get_mut(index as usize) {
+            if !slot.indexed {
+                slot.indexed = true;
+                self.ids.insert(slot.id, index);
+            }
+        }
+    }
+
+    /// Appends slot `index` to the backlog.
+    fn link(&mut self, index: u32, cost: usize) {
+        let tail = self.tail;
+        let slot = &mut self.slots[index as usize];
+        slot.cost = cost;
+        slot.prev = tail;
+        slot.next = NONE;
+        match self.slots.get_mut(tail as usize) {
+            Some(last) => last.next = index,
+            None => self.head = index,
+        }
+        self.tail = index;
+        self.queued += 1;
+        self.queued_bytes = self.queued_bytes.saturating_add(cost);
+    }
+
+    /// Takes slot `index` out of the backlog.
+    fn unlink(&mut self, index: u32) {
+        let slot = &self.slots[index as usize];
+        let (prev, next, cost) = (slot.prev, slot.next, slot.cost);
+        match self.slots.get_mut(prev as usize) {
+            Some(before) => before.next = next,
+            None => self.head = next,
+        }
+        match self.slots.get_mut(next as usize) {
+            Some(after) => after.prev = prev,
+            None => self.tail = prev,
+        }
+        self.queued -= 1;
+        self.queued_bytes = self.queued_bytes.saturating_sub(cost);
+    }
+
+    /// Moves the oldest backlogged request to the running handlers, in its
+    /// own slot (its id and deadline stay); returns the slot and the
+    /// handler, which the caller starts at once.
+    pub(super) fn promote(&mut self) -> Option<(u32, Pin<Box<dyn Respond + Send>>)> {
+        let index = self.head;
+        let slot = self.slots.get_mut(index as usize)?;
+        let SlotState::Queued(handler) = core::mem::replace(&mut slot.state, SlotState::Empty)
+        else {
+            return None;
+        };
+        self.unlink(index);
+        self.running += 1;
+        Some((index, handler))
+    }
+
+    fn remove(&mut self, index: u32) {
+        let Some(slot) = self.slots.get(index as usize) else {
+            return;
+        };
+        let id = slot.id;
+        match &slot.state {
+            SlotState::Empty => return,
+            SlotState::Queued(_) => self.unlink(index),
+            SlotState::Local(_) => self.running -= 1,
+            SlotState::Remote(abort) => {
+                abort.abort();
+                self.running -= 1;
+            }
+        }
+        let slot = &mut self.slots[index as usize];
+        if core::mem::take(&mut slot.indexed) {
+            self.ids.remove(id, index);
+        }
+        self.deadlines.remove(index);
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        // Drops the handler (user code; no lock is held).
+        slot.state = SlotState::Empty;
+        self.free.push(index);
+    }
+
+    /// The caller dropped call `id`: its handler or backlogged request goes
+    /// without a reply.
+    pub(super) fn cancel(&mut self, id: u32) {
+        if let Some(index) = self.ids.get(id) {
+            self.remove(index);
+        }
+    }
+
+    /// Answers backlogged requests (and with `all`, running handlers too)
+    /// with `error` and drops them.
+    pub(super) fn answer(
+        &mut self,
+        out: &mut Vec<u8>,
+        error: RemoteError,
+        max_frame: usize,
+        only_queued: bool,
+    ) {
+        while self.head != NONE {
+            let index = self.head;
+            write_error(out, self.slots[index as usize].id, error, max_frame);
+            self.remove(index);
+        }
+        if only_queued {
+            return;
+        }
+        for index in 0..self.slots.len() {
+            if !matches!(self.slots[index].state, SlotState::Empty) {
+                write_error(out, self.slots[index].id, error, max_frame);
+                self.remove(index as u32);
+            }
+        }
+    }
+
+    /// Polls woken handlers and collects spawned handlers' replies.
+    /// Returns whether any handler finished.
+    pub(super) fn run_ready(&mut self, out: &mut Vec<u8>, max_frame: usize) -> bool {
+        let mut ready = core::mem::take(&mut self.scratch);
+        let mut done = core::mem::take(&mut self.done_scratch);
+        self.wake.state.with(|state| {
+            core::mem::swap(&mut ready, &mut state.ready);
+            core::mem::swap(&mut done, &mut state.done);
+        });
+        let mut finished = false;
+        for &index in &ready {
+            finished |= self.poll_one(index, out, max_frame);
+        }
+        for reply in done.drain(..) {
+            let slot = &self.slots[reply.index as usize];
+            if slot.generation == reply.generation && matches!(slot.state, SlotState::Remote(_)) {
+                out.extend_from_slice(&reply.frame);
+                self.remove(reply.index);
+                finished = true;
+            }
+        }
+        ready.clear();
+        self.scratch = ready;
+        self.done_scratch = done;
+        finished
+    }
+
+    pub(super) fn poll_one(&mut self, index: u32, out: &mut Vec<u8>, max_frame: usize) -> bool {
+        let slot = &mut self.slots[index as usize];
+        slot.wake.queued.store(false, Ordering::Release);
+        let SlotState::Local(handler) = &mut slot.state else {
+            return false;
+        };
+        let mut cx = Context::from_waker(&slot.waker);
+        match poll_guarded(handler.as_mut(), &mut cx, out, slot.id, max_frame) {
+            Poll::Pending => false,
+            Poll::Ready(()) => {
+                self.remove(index);
+                true
+            }
+        }
+    }
+
+    /// Answers handlers and backlogged requests whose deadline passed and
+    /// drops them. Returns the next deadline still pending.
+    pub(super) fn expire(
+        &mut self,
+        now: Duration,
+        out: &mut Vec<u8>,
+        max_frame: usize,
+    ) -> Option<Duration> {
+        if self.deadlines.len() == 0 {
+            return None;
+        }
+        while let Some(index) = self.deadlines.pop_due(now) {
+            let id = self.slots[index as usize].id;
+            write_error(out, id, RemoteError::DeadlineExceeded, max_frame);
+            self.remove(index);
+        }
+        self.deadlines.peek().map(|(at, _)| at)
+    }
+
+    /// Drops every handler and backlogged request (the connection is gone).
+    pub(super) fn clear(&mut self) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let SlotState::Remote(abort) = &slot.state {
+                abort.abort();
+            }
+            if !matches!(slot.state, SlotState::Empty) {
+                slot.generation = slot.generation.wrapping_add(1);
+                // Drops the handler (user code; no lock is held).
+                slot.state = SlotState::Empty;
+                self.free.push(index as u32);
+            }
+        }
+        self.ids.clear();
+        self.deadlines.clear();
+        self.head = NONE;
+        self.tail = NONE;
+        self.running = 0;
+        self.queued = 0;
+        self.queued_bytes = 0;
+    }
+}
