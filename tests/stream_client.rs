@@ -41,7 +41,9 @@ impl Peer {
                 }
             }
             let mut chunk = [0u8; 4096];
-            let n = poll_fn(|cx| self.io.poll_read(cx, &mut chunk)).await.unwrap();
+            let n = poll_fn(|cx| self.io.poll_read(cx, &mut chunk))
+                .await
+                .unwrap();
             if n == 0 {
                 return None;
             }
@@ -116,9 +118,7 @@ fn server_stream_sends_request_and_credit_then_ends_normally() {
         })
         .unwrap();
     let items = pool.run_until(async move {
-        let stream = client
-            .server_stream::<_, u64>(KEY, (3u32,))
-            .with_credit(5);
+        let stream = client.server_stream::<_, u64>(KEY, (3u32,)).with_credit(5);
         stream.collect::<Vec<_>>().await
     });
     assert_eq!(items, vec![Ok(0), Ok(10), Ok(20)]);
@@ -177,7 +177,14 @@ fn credit_follows_consumption_and_excess_items_close_the_connection() {
     });
     let seen = pool.run_until(done_rx).unwrap();
     assert!(
-        matches!(seen[0], Header::Credit { grant: 3, from_callee: false, .. }),
+        matches!(
+            seen[0],
+            Header::Credit {
+                grant: 3,
+                from_callee: false,
+                ..
+            }
+        ),
         "{seen:?}"
     );
     assert!(
@@ -306,7 +313,13 @@ fn upload_sends_within_credit_and_ends() {
             let mut sum = 0u64;
             for _ in 0..2 {
                 let (h, body) = peer.read().await.unwrap();
-                assert_eq!(h, Header::Item { id, from_callee: false });
+                assert_eq!(
+                    h,
+                    Header::Item {
+                        id,
+                        from_callee: false
+                    }
+                );
                 sum += postcard::from_bytes::<u64>(&body).unwrap();
                 log.push(h);
             }
@@ -327,8 +340,11 @@ fn upload_sends_within_credit_and_ends() {
                     other => panic!("{other:?}"),
                 }
             }
-            peer.write(Header::Response { id }, &postcard::to_allocvec(&sum).unwrap())
-                .await;
+            peer.write(
+                Header::Response { id },
+                &postcard::to_allocvec(&sum).unwrap(),
+            )
+            .await;
             let _ = log_tx.send(log);
         })
         .unwrap();

@@ -200,6 +200,9 @@ pub enum CallError {
     Decode,
     /// The connection was dropped because the peer broke the protocol.
     Protocol(FrameError),
+    /// The caller cancelled the call (seen by the callee's side: a
+    /// handler's incoming stream or its context).
+    Cancelled,
 }
 
 impl fmt::Display for CallError {
@@ -218,6 +221,7 @@ impl fmt::Display for CallError {
             CallError::Encode => f.write_str("could not serialize the arguments"),
             CallError::Decode => f.write_str("could not decode the response"),
             CallError::Protocol(e) => write!(f, "protocol error: {e}"),
+            CallError::Cancelled => f.write_str("the caller cancelled the call"),
         }
     }
 }

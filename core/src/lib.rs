@@ -109,10 +109,12 @@ pub mod server;
 #[cfg(feature = "alloc")]
 mod service;
 #[cfg(feature = "alloc")]
+mod stream;
+#[cfg(feature = "alloc")]
 mod sync;
 
 #[cfg(feature = "alloc")]
-pub use client::{Call, Client, ClientBuilder, ClientDriver};
+pub use client::{Call, CallStream, Client, ClientBuilder, ClientDriver, Notify, Upload};
 pub use error::{
     CallError, DriverError, FrameError, RemoteError, TransportError, TransportErrorKind,
 };
@@ -121,6 +123,8 @@ pub use io::Transport;
 pub use server::{
     Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, WhenFull,
 };
+#[cfg(feature = "alloc")]
+pub use stream::Streaming;
 pub use timer::{NoTimer, Timer};
 pub use wire::MethodKey;
 

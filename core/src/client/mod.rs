@@ -64,9 +64,9 @@ mod stream;
 pub(crate) use call::decode_exact;
 pub use call::Call;
 pub use driver::ClientDriver;
-pub use stream::{CallStream, Upload, DEFAULT_CREDIT};
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
+pub use stream::{CallStream, Notify, Upload, DEFAULT_CREDIT};
 
 /// The default bound on calls in flight per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
@@ -213,6 +213,12 @@ impl Client {
         Resp: DeserializeOwned,
     {
         Call::new(self, method, request)
+    }
+
+    /// Sends a notification of `method`: a one-way call that is never
+    /// answered (see [`Notify`]).
+    pub fn notify<Req: Serialize>(&self, method: MethodKey, request: &Req) -> Notify<'_> {
+        Notify::new(self, method, request)
     }
 
     /// Starts a server-streaming call of `method`: the callee answers

@@ -133,6 +133,8 @@ pub(crate) struct State {
     /// Slots in `Phase::Retracting`.
     retracting: Vec<u32>,
     pub(crate) driver: Option<Waker>,
+    /// Notifications waiting for room in `out`.
+    room_waiters: Vec<Waker>,
     pub(crate) closed: Option<CallError>,
     pub(crate) outage: Option<OutageWait>,
     waiters: Waiters,
@@ -187,6 +189,7 @@ impl State {
             parked: VecDeque::new(),
             retracting: Vec::new(),
             driver: None,
+            room_waiters: Vec::new(),
             closed: None,
             outage: None,
             waiters: Waiters::default(),
@@ -559,6 +562,31 @@ impl State {
         encode_frame(&mut self.out, &header, &(), 64).is_ok()
     }
 
+    /// Queues a notification frame if `out` has room (or the client is
+    /// gone: then `Err`); else stores `waker` for when it has. Returns
+    /// `Ok(true)` when queued, `Ok(false)` when waiting.
+    pub(crate) fn queue_notification(
+        &mut self,
+        frame: &[u8],
+        waker: &mut Option<Waker>,
+        max_queued: usize,
+    ) -> Result<bool, CallError> {
+        if let Some(error) = self.closed {
+            return Err(error);
+        }
+        if let Some(outage) = self.outage {
+            return Err(outage.error);
+        }
+        if self.out.len() < max_queued {
+            self.out.extend_from_slice(frame);
+            return Ok(true);
+        }
+        if let Some(waker) = waker.take() {
+            self.room_waiters.push(waker);
+        }
+        Ok(false)
+    }
+
     /// Answers a request from the peer: a plain client serves nothing
     /// (R4). A peer that floods requests without reading the answers gets
     /// no more of them once `max_queued` bytes wait. Returns whether a
@@ -695,6 +723,7 @@ impl State {
         if !writer.take_from(&mut self.out) {
             return false;
         }
+        wake.append(&mut self.room_waiters);
         self.out_epoch += 1;
         self.writer_empty = false;
         self.unpark(max_queued);
@@ -763,6 +792,7 @@ impl State {
         self.out.clear();
         self.parked.clear();
         self.wake_all_waiters(wake);
+        wake.append(&mut self.room_waiters);
     }
 
     /// Fails every call in the table except those `keep` says survive;

@@ -454,3 +454,69 @@ impl<'a> Pump<'a> {
         }
     }
 }
+
+/// A notification on its way: resolves once the frame is queued for the
+/// driver (no reply ever comes, PROTOCOL.md 3.10), or fails if the client
+/// is closed, disconnected, or the notification cannot be encoded. It
+/// waits while the client's queue is full, like a call's request.
+#[must_use = "a notification is sent only when awaited"]
+pub struct Notify<'a> {
+    client: &'a super::Client,
+    frame: Result<Vec<u8>, CallError>,
+    done: bool,
+}
+
+impl<'a> Notify<'a> {
+    pub(super) fn new<Req: Serialize>(
+        client: &'a super::Client,
+        method: crate::wire::MethodKey,
+        args: &Req,
+    ) -> Self {
+        let mut frame = Vec::new();
+        let header = Header::Notify { id: 0, method };
+        let frame = encode_frame(&mut frame, &header, args, client.shared.max_frame)
+            .map(|()| frame)
+            .map_err(CallError::from);
+        Notify {
+            client,
+            frame,
+            done: false,
+        }
+    }
+}
+
+impl Future for Notify<'_> {
+    type Output = Result<(), CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        let frame = match &this.frame {
+            Ok(frame) => frame,
+            Err(error) => return Poll::Ready(Err(*error)),
+        };
+        let shared = &*this.client.shared;
+        let mut waker = Some(cx.waker().clone());
+        let (queued, driver) = shared.state.with(|state| {
+            let queued = state.queue_notification(frame, &mut waker, shared.max_queued);
+            let driver = matches!(queued, Ok(true))
+                .then(|| state.driver.take())
+                .flatten();
+            (queued, driver)
+        });
+        drop(waker);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        match queued {
+            Ok(true) => {
+                this.done = true;
+                Poll::Ready(Ok(()))
+            }
+            Ok(false) => Poll::Pending,
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}

@@ -51,6 +51,7 @@ pub struct ServerBuilder<Tm = NoTimer> {
     idle_timeout: Option<Duration>,
     when_full: WhenFull,
     backlog: Option<usize>,
+    stream_credit: u32,
 }
 
 impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
@@ -83,6 +84,7 @@ impl ServerBuilder<NoTimer> {
             idle_timeout: None,
             when_full: WhenFull::Queue,
             backlog: None,
+            stream_credit: crate::client::DEFAULT_CREDIT,
         }
     }
 }
@@ -145,7 +147,18 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             idle_timeout: self.idle_timeout,
             when_full: self.when_full,
             backlog: self.backlog,
+            stream_credit: self.stream_credit,
         }
+    }
+
+    /// How many items a caller may send ahead of a handler that receives
+    /// a stream (client-streaming and bidirectional methods): the credit
+    /// window of each request stream. At least 1; default
+    /// [`DEFAULT_CREDIT`](crate::client::DEFAULT_CREDIT). A slow handler
+    /// costs at most this many items of memory per stream.
+    pub fn stream_credit(mut self, items: u32) -> Self {
+        self.stream_credit = items.max(1);
+        self
     }
 
     /// Closes the connection with
@@ -198,6 +211,9 @@ impl<Tm: Timer> ServerBuilder<Tm> {
                 active: false,
             }
         });
+        let mut handlers = HandlerTable::new(wake);
+        let write_mark = WRITE_MARK.max(self.max_frame);
+        handlers.write_mark = write_mark;
         let connection = Connection {
             service,
             writer: FrameWriter::new(self.max_frame),
@@ -205,11 +221,12 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             idle,
             max_frame: self.max_frame,
             max_concurrent: self.max_concurrent,
-            write_mark: WRITE_MARK.max(self.max_frame),
+            write_mark,
             when_full: self.when_full,
             backlog,
+            stream_credit: self.stream_credit,
             spawner: self.spawner,
-            handlers: HandlerTable::new(wake),
+            handlers,
             draining: false,
             forced: false,
         };

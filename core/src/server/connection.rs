@@ -11,9 +11,9 @@ use core::time::Duration;
 use super::handlers::{HandlerTable, SlotState};
 use super::remote::{remote_task, ReplyTo};
 use super::service::{write_error, Respond};
-use super::{Service, Spawn, WhenFull};
+use super::{Handler, Service, Spawn, WhenFull};
 use crate::deadline::Deadlines;
-use crate::error::RemoteError;
+use crate::error::{FrameError, RemoteError};
 use crate::framing::FrameWriter;
 use crate::timer::Timer;
 use crate::wire::{Header, MethodKey};
@@ -31,6 +31,8 @@ pub(super) struct Connection<S, Tm: Timer> {
     pub(super) write_mark: usize,
     pub(super) when_full: WhenFull,
     pub(super) backlog: usize,
+    /// The credit window each request stream is granted.
+    pub(super) stream_credit: u32,
     pub(super) spawner: Option<Arc<dyn Spawn>>,
     pub(super) handlers: HandlerTable,
     /// Shutdown was triggered: no new calls.
@@ -61,7 +63,14 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         }
     }
 
-    pub(super) fn on_frame(&mut self, header: Header, body: &[u8], len: usize) {
+    /// The server's one dispatch point: what each kind of frame does.
+    /// An error is a protocol violation that closes the connection.
+    pub(super) fn on_frame(
+        &mut self,
+        header: Header,
+        body: &[u8],
+        len: usize,
+    ) -> Result<(), FrameError> {
         if let Some(idle) = &mut self.idle {
             idle.active = true;
         }
@@ -75,12 +84,49 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
                 self.handlers.cancel(id);
                 self.start_queued();
             }
-            // R4: replies sent to a server are ignored (reserved for calls
-            // in both directions).
-            Header::Response { .. } | Header::Error { .. } => {}
+            Header::Item {
+                id,
+                from_callee: false,
+            } => self.handlers.deliver_item(id, body)?,
+            Header::Credit {
+                id,
+                from_callee: false,
+                grant,
+            } => self.handlers.add_credit(id, grant),
+            Header::End { id } => self.handlers.end_items(id),
+            Header::Notify { method, .. } => self.notify(method, body, len),
+            // R4: frames for the caller role (replies, the callee's items
+            // and credit) are ignored by a server, which makes no calls.
+            Header::Response { .. }
+            | Header::Error { .. }
+            | Header::Item {
+                from_callee: true, ..
+            }
+            | Header::Credit {
+                from_callee: true, ..
+            } => {}
             // R6: reserved kinds are skipped whole.
             Header::Reserved { .. } => {}
         }
+        Ok(())
+    }
+
+    /// A one-way call: run like a request, but never answered — an
+    /// unknown method, bad arguments or a shutdown drop it silently.
+    fn notify(&mut self, method: MethodKey, body: &[u8], len: usize) {
+        if self.draining {
+            return;
+        }
+        let full = self.handlers.running >= self.max_concurrent || self.handlers.queued > 0;
+        if full && self.when_full == WhenFull::Reject {
+            return;
+        }
+        let Ok(handler) = self.service.dispatch(method, body) else {
+            return;
+        };
+        let index = self.handlers.insert(0, None, full, len, false);
+        self.handlers.slots[index as usize].quiet = true;
+        self.place(index, full, handler);
     }
 
     fn start(
@@ -115,20 +161,38 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
             at
         });
         // A handler run inside the driver usually finishes on its first
-        // poll: it enters the id index only if it does not.
-        let index_now = full || self.spawner.is_some();
+        // poll: it enters the id index only if it does not. A streaming
+        // one is indexed at once, for the items and credit that follow.
+        let index_now = full || self.spawner.is_some() || handler.streaming;
         let index = self.handlers.insert(id, deadline, full, len, index_now);
-        if full {
-            self.handlers.slots[index as usize].state = SlotState::Queued(handler.0);
+        self.place(index, full, handler);
+    }
+
+    /// Puts `handler` into its new slot: backlogged, or started.
+    fn place(&mut self, index: u32, queued: bool, handler: Handler) {
+        let slot = &mut self.handlers.slots[index as usize];
+        slot.incoming = handler.incoming;
+        slot.streaming = handler.streaming;
+        if queued {
+            slot.state = SlotState::Queued(handler.respond);
         } else {
-            self.launch(index, handler.0);
+            self.launch(index, handler.respond);
         }
     }
 
-    /// Starts `handler` in the running slot `index`.
+    /// Starts `handler` in the running slot `index`. A streaming handler
+    /// runs in the connection's task even with a spawner: its items and
+    /// credit are routed there.
     fn launch(&mut self, index: u32, handler: Pin<Box<dyn Respond + Send>>) {
         let slot = &mut self.handlers.slots[index as usize];
-        match &self.spawner {
+        let spawner = self.spawner.as_ref().filter(|_| !slot.streaming);
+        if slot.incoming.is_some() {
+            let window = self.stream_credit;
+            self.handlers
+                .open_incoming(index, window, self.writer.buffer());
+        }
+        let slot = &mut self.handlers.slots[index as usize];
+        match spawner {
             None => {
                 // Most handlers finish on their first poll: run it now, so
                 // the reply joins this batch's write and the slot is free

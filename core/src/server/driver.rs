@@ -164,7 +164,10 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             connection.start_queued();
             let unsent = connection.writer.pending();
             let written = connection.writer.poll_write_all(&mut self.io, cx);
-            connection.touch(connection.writer.pending() < unsent);
+            let pending = connection.writer.pending();
+            connection.touch(pending < unsent);
+            // Streams that waited for room under the mark run again.
+            connection.handlers.wake_waiting_for_room(pending);
             match written {
                 Poll::Ready(Err(e)) => {
                     // A protocol error is the better diagnosis.
@@ -278,8 +281,10 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             if let Some(frame) = self.reader.next_frame().map_err(DriverError::Protocol)? {
                 *frames -= 1;
                 let (header, body_at) = Header::decode(frame).map_err(DriverError::Protocol)?;
+                let body = frame.get(body_at..).unwrap_or_default();
                 self.connection
-                    .on_frame(header, &frame[body_at..], frame.len());
+                    .on_frame(header, body, frame.len())
+                    .map_err(DriverError::Protocol)?;
                 continue;
             }
             if *fills == 0 {

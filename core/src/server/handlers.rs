@@ -14,11 +14,14 @@ use core::time::Duration;
 use futures_util::future::AbortHandle;
 
 use super::remote::RemoteReply;
-use super::service::{poll_guarded, write_error, Respond};
+use super::service::{poll_guarded, write_error, Reply, Respond};
 use crate::deadline::DeadlineQueue;
-use crate::error::RemoteError;
+use crate::error::{CallError, FrameError, RemoteError};
+use crate::framing::encode_frame;
 use crate::id_map::IdMap;
+use crate::stream::{Incoming, IncomingRef};
 use crate::sync::Mutex;
+use crate::wire::Header;
 
 /// What occupies a handler slot.
 pub(super) enum SlotState {
@@ -46,6 +49,14 @@ pub(super) struct Slot {
     next: u32,
     waker: Waker,
     wake: Arc<SlotWake>,
+    /// Items the handler may still send (its caller's credit).
+    pub(super) credit: u32,
+    /// The caller's items, for a handler that receives a stream.
+    pub(super) incoming: Option<IncomingRef>,
+    /// A notification: whatever the handler replies is discarded.
+    pub(super) quiet: bool,
+    /// Sends or receives items: runs in the connection's task.
+    pub(super) streaming: bool,
 }
 
 /// The handler table: running handlers and, linked in arrival order
@@ -64,6 +75,11 @@ pub(super) struct HandlerTable {
     pub(super) wake: Arc<WakeQueue>,
     scratch: Vec<u32>,
     done_scratch: Vec<RemoteReply>,
+    /// Streaming handlers waiting for the unsent bytes to go under the
+    /// write mark.
+    waiting_for_room: Vec<u32>,
+    /// The connection's write mark.
+    pub(super) write_mark: usize,
 }
 
 /// Which handler slots were woken, and replies from spawned handlers.
@@ -133,6 +149,8 @@ impl HandlerTable {
             wake,
             scratch: Vec::new(),
             done_scratch: Vec::new(),
+            waiting_for_room: Vec::new(),
+            write_mark: usize::MAX,
         }
     }
 
@@ -196,6 +214,10 @@ impl HandlerTable {
                 next: NONE,
                 waker,
                 wake,
+                credit: 0,
+                incoming: None,
+                quiet: false,
+                streaming: false,
             });
         } else {
             self.free.pop();
@@ -272,7 +294,9 @@ impl HandlerTable {
         Some((index, handler))
     }
 
-    fn remove(&mut self, index: u32) {
+    /// Frees slot `index`, dropping its handler; a stream it was receiving
+    /// ends with `reason` (for a consumer moved out of the handler).
+    fn remove(&mut self, index: u32, reason: CallError) {
         let Some(slot) = self.slots.get(index as usize) else {
             return;
         };
@@ -293,17 +317,85 @@ impl HandlerTable {
         self.deadlines.remove(index);
         let slot = &mut self.slots[index as usize];
         slot.generation = slot.generation.wrapping_add(1);
+        slot.credit = 0;
+        slot.quiet = false;
+        slot.streaming = false;
+        let incoming = slot.incoming.take();
         // Drops the handler (user code; no lock is held).
         slot.state = SlotState::Empty;
         self.free.push(index);
+        end_incoming(incoming, Err(reason));
     }
 
     /// The caller dropped call `id`: its handler or backlogged request goes
     /// without a reply.
     pub(super) fn cancel(&mut self, id: u32) {
         if let Some(index) = self.ids.get(id) {
-            self.remove(index);
+            self.remove(index, CallError::Cancelled);
         }
+    }
+
+    /// The running call `id`, if it is indexed.
+    fn slot_of(&mut self, id: u32) -> Option<&mut Slot> {
+        let index = self.ids.get(id)?;
+        self.slots.get_mut(index as usize)
+    }
+
+    /// An item of call `id`'s request stream arrived (R10: beyond the
+    /// credit granted it is a protocol violation; for a call that is not
+    /// receiving, it is ignored).
+    pub(super) fn deliver_item(&mut self, id: u32, body: &[u8]) -> Result<(), FrameError> {
+        let Some(incoming) = self.slot_of(id).and_then(|s| s.incoming.clone()) else {
+            return Ok(());
+        };
+        let waker = incoming.with(|incoming| incoming.deliver(body))?;
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The caller of call `id` sent its last item.
+    pub(super) fn end_items(&mut self, id: u32) {
+        let incoming = self.slot_of(id).and_then(|s| s.incoming.clone());
+        end_incoming(incoming, Ok(()));
+    }
+
+    /// The caller granted call `id` more credit for its items.
+    pub(super) fn add_credit(&mut self, id: u32, grant: u32) {
+        if let Some(slot) = self.slot_of(id) {
+            let was_blocked = slot.credit == 0;
+            slot.credit = slot.credit.saturating_add(grant);
+            if was_blocked && grant > 0 && matches!(slot.state, SlotState::Local(_)) {
+                slot.waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Handlers that waited for the unsent bytes to go under the mark run
+    /// again.
+    pub(super) fn wake_waiting_for_room(&mut self, pending: usize) {
+        if pending > self.write_mark || self.waiting_for_room.is_empty() {
+            return;
+        }
+        for index in self.waiting_for_room.drain(..) {
+            if let Some(slot) = self.slots.get(index as usize) {
+                slot.waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Opens the request stream of the handler just launched in `index`:
+    /// the caller gets its first credit.
+    pub(super) fn open_incoming(&mut self, index: u32, window: u32, out: &mut Vec<u8>) {
+        let Some(slot) = self.slots.get(index as usize) else {
+            return;
+        };
+        let Some(incoming) = &slot.incoming else {
+            return;
+        };
+        let grant = incoming.with(|incoming| incoming.open(window, &slot.waker));
+        write_credit(out, slot.id, grant);
     }
 
     /// Answers backlogged requests (and with `all`, running handlers too)
@@ -318,15 +410,17 @@ impl HandlerTable {
         while self.head != NONE {
             let index = self.head;
             write_error(out, self.slots[index as usize].id, error, max_frame);
-            self.remove(index);
+            self.remove(index, CallError::Remote(error));
         }
         if only_queued {
             return;
         }
         for index in 0..self.slots.len() {
             if !matches!(self.slots[index].state, SlotState::Empty) {
-                write_error(out, self.slots[index].id, error, max_frame);
-                self.remove(index as u32);
+                if !self.slots[index].quiet {
+                    write_error(out, self.slots[index].id, error, max_frame);
+                }
+                self.remove(index as u32, CallError::Remote(error));
             }
         }
     }
@@ -347,8 +441,10 @@ impl HandlerTable {
         for reply in done.drain(..) {
             let slot = &self.slots[reply.index as usize];
             if slot.generation == reply.generation && matches!(slot.state, SlotState::Remote(_)) {
-                out.extend_from_slice(&reply.frame);
-                self.remove(reply.index);
+                if !slot.quiet {
+                    out.extend_from_slice(&reply.frame);
+                }
+                self.remove(reply.index, CallError::Closed);
                 finished = true;
             }
         }
@@ -358,17 +454,46 @@ impl HandlerTable {
         finished
     }
 
+    /// Polls the handler in `index`; returns whether it finished.
     pub(super) fn poll_one(&mut self, index: u32, out: &mut Vec<u8>, max_frame: usize) -> bool {
+        let write_mark = self.write_mark;
         let slot = &mut self.slots[index as usize];
         slot.wake.queued.store(false, Ordering::Release);
         let SlotState::Local(handler) = &mut slot.state else {
             return false;
         };
+        let start = out.len();
+        let mut reply = Reply {
+            room: out.len() <= write_mark,
+            out,
+            id: slot.id,
+            max_frame,
+            credit: slot.credit,
+            blocked: false,
+        };
         let mut cx = Context::from_waker(&slot.waker);
-        match poll_guarded(handler.as_mut(), &mut cx, out, slot.id, max_frame) {
-            Poll::Pending => false,
+        let poll = poll_guarded(handler.as_mut(), &mut cx, &mut reply);
+        slot.credit = reply.credit;
+        let blocked_on_room = reply.blocked && !reply.room;
+        if slot.quiet {
+            // A notification is never answered.
+            out.truncate(start);
+        }
+        if let Some(incoming) = &slot.incoming {
+            let grant = incoming.with(Incoming::take_grant);
+            if grant > 0 {
+                write_credit(out, slot.id, grant);
+            }
+        }
+        match poll {
+            Poll::Pending => {
+                if blocked_on_room {
+                    self.waiting_for_room.push(index);
+                }
+                false
+            }
             Poll::Ready(()) => {
-                self.remove(index);
+                self.remove(index, CallError::Closed);
                 true
             }
         }
@@ -388,7 +513,7 @@ impl HandlerTable {
         while let Some(index) = self.deadlines.pop_due(now) {
             let id = self.slots[index as usize].id;
             write_error(out, id, RemoteError::DeadlineExceeded, max_frame);
-            self.remove(index);
+            self.remove(index, CallError::DeadlineExceeded);
         }
         self.deadlines.peek().map(|(at, _)| at)
     }
@@ -401,11 +526,17 @@ impl HandlerTable {
             }
             if !matches!(slot.state, SlotState::Empty) {
                 slot.generation = slot.generation.wrapping_add(1);
+                slot.credit = 0;
+                slot.quiet = false;
+                slot.streaming = false;
+                let incoming = slot.incoming.take();
                 // Drops the handler (user code; no lock is held).
                 slot.state = SlotState::Empty;
                 self.free.push(index as u32);
+                end_incoming(incoming, Err(CallError::Closed));
             }
         }
+        self.waiting_for_room.clear();
         self.ids.clear();
         self.deadlines.clear();
         self.head = NONE;
@@ -414,4 +545,22 @@ impl HandlerTable {
         self.queued = 0;
         self.queued_bytes = 0;
     }
+}
+
+/// Ends a request stream, waking its consumer.
+fn end_incoming(incoming: Option<IncomingRef>, end: Result<(), CallError>) {
+    let waker = incoming.and_then(|incoming| incoming.with(|incoming| incoming.finish(end)));
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// Grants the caller of call `id` more items (an 11-byte credit frame).
+fn write_credit(out: &mut Vec<u8>, id: u32, grant: u32) {
+    let header = Header::Credit {
+        id,
+        from_callee: true,
+        grant,
+    };
+    let _ = encode_frame(out, &header, &(), usize::MAX);
 }

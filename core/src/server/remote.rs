@@ -10,7 +10,7 @@ use core::pin::Pin;
 use futures_util::future::AbortHandle;
 
 use super::handlers::WakeQueue;
-use super::service::{poll_guarded, Respond};
+use super::service::{poll_guarded, Reply, Respond};
 
 /// A spawned handler's encoded reply, for the slot it was launched from.
 pub(super) struct RemoteReply {
@@ -38,7 +38,15 @@ pub(super) fn remote_task(
     let task = async move {
         let mut frame = Vec::new();
         let run = core::future::poll_fn(|cx| {
-            poll_guarded(handler.as_mut(), cx, &mut frame, id, max_frame)
+            let mut reply = Reply {
+                out: &mut frame,
+                id,
+                max_frame,
+                credit: 0,
+                room: true,
+                blocked: false,
+            };
+            poll_guarded(handler.as_mut(), cx, &mut reply)
         });
         if futures_util::future::Abortable::new(run, registration)
             .await

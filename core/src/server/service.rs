@@ -9,10 +9,13 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::RemoteError;
 use crate::framing::encode_frame;
+use crate::stream::{Incoming, IncomingRef, Streaming};
 use crate::wire::{Header, MethodKey};
 
 /// Turns a request into a handler. Implemented by the server types the
@@ -38,8 +41,17 @@ impl<S: Service + ?Sized> Service for &S {
     }
 }
 
-/// One call being served: a future whose output is encoded as the reply.
-pub struct Handler(pub(super) Pin<Box<dyn Respond + Send>>);
+/// One call being served: a future whose output is encoded as the reply,
+/// or (for a streaming method) a stream of items and a future, with the
+/// caller's items if the method receives any.
+pub struct Handler {
+    pub(super) respond: Pin<Box<dyn Respond + Send>>,
+    /// The caller's items, for a method that receives a stream.
+    pub(super) incoming: Option<IncomingRef>,
+    /// Sends or receives items: runs in the connection's task (never
+    /// spawned), where credit and items are routed.
+    pub(super) streaming: bool,
+}
 
 impl core::fmt::Debug for Handler {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -54,22 +66,143 @@ impl Handler {
         F: Future + Send + 'static,
         F::Output: Serialize,
     {
-        Handler(Box::pin(Responder { future }))
+        Handler {
+            respond: Box::pin(Responder { future }),
+            incoming: None,
+            streaming: false,
+        }
+    }
+
+    /// A server-streaming handler: `future` resolves to a [`Stream`] whose
+    /// items go to the caller as item frames, within the caller's credit;
+    /// when it ends, the call ends normally (a response `()`). Dropped
+    /// unfinished if the caller cancels, the deadline passes or the
+    /// connection goes.
+    pub fn stream<F, S>(future: F) -> Self
+    where
+        F: Future<Output = S> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: Serialize,
+    {
+        Handler {
+            respond: Box::pin(Emitter::Starting { future }),
+            incoming: None,
+            streaming: true,
+        }
+    }
+
+    /// A handler that receives the caller's items (client-streaming and
+    /// bidirectional methods): `make` gets the [`Streaming`] of items and
+    /// returns the handler proper ([`Handler::new`] for one reply,
+    /// [`Handler::stream`] for a stream back).
+    pub fn receiving<T, M>(make: M) -> Self
+    where
+        T: DeserializeOwned,
+        M: FnOnce(Streaming<T>) -> Handler,
+    {
+        let incoming = Incoming::new();
+        let mut handler = make(Streaming::new(incoming.clone()));
+        handler.incoming = Some(incoming);
+        handler.streaming = true;
+        handler
+    }
+}
+
+/// What a handler writes its reply (and items) into, for one poll.
+pub(super) struct Reply<'a> {
+    pub(super) out: &'a mut Vec<u8>,
+    pub(super) id: u32,
+    pub(super) max_frame: usize,
+    /// Items the handler may still send (the caller's credit).
+    pub(super) credit: u32,
+    /// The connection's unsent bytes are under the write mark.
+    pub(super) room: bool,
+    /// Set by a handler that had an item ready but no room or credit.
+    pub(super) blocked: bool,
+}
+
+/// How many bytes of items one handler writes per poll, so that streams
+/// take turns (PROTOCOL.md R12).
+const TURN_BYTES: usize = 16 * 1024;
+
+pin_project_lite::pin_project! {
+    /// A server-streaming handler: first its future, then its stream.
+    #[project = EmitterProj]
+    enum Emitter<F, S> {
+        Starting { #[pin] future: F },
+        Sending { #[pin] stream: S },
+        Finished,
+    }
+}
+
+impl<F, S> Respond for Emitter<F, S>
+where
+    F: Future<Output = S>,
+    S: Stream,
+    S::Item: Serialize,
+{
+    /// Writes items while there is credit and room, at most one turn; an
+    /// exhausted credit or room returns `Pending` with `blocked` set, and
+    /// the driver polls again when credit or room comes. A full turn
+    /// wakes itself, to go to the back of the ready queue.
+    fn poll_respond(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        reply: &mut Reply<'_>,
+    ) -> Poll<()> {
+        let start = reply.out.len();
+        loop {
+            match self.as_mut().project() {
+                EmitterProj::Starting { future } => {
+                    let stream = core::task::ready!(future.poll(cx));
+                    self.set(Emitter::Sending { stream });
+                }
+                EmitterProj::Sending { mut stream } => {
+                    if reply.credit == 0 || !reply.room {
+                        reply.blocked = true;
+                        return Poll::Pending;
+                    }
+                    if reply.out.len().saturating_sub(start) >= TURN_BYTES {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    let item = core::task::ready!(stream.as_mut().poll_next(cx));
+                    let id = reply.id;
+                    let Some(item) = item else {
+                        let _ =
+                            encode_frame(reply.out, &Header::Response { id }, &(), reply.max_frame);
+                        self.set(Emitter::Finished);
+                        return Poll::Ready(());
+                    };
+                    let header = Header::Item {
+                        id,
+                        from_callee: true,
+                    };
+                    if encode_frame(reply.out, &header, &item, reply.max_frame).is_err() {
+                        write_error(
+                            reply.out,
+                            id,
+                            RemoteError::ResponseTooLarge,
+                            reply.max_frame,
+                        );
+                        self.set(Emitter::Finished);
+                        return Poll::Ready(());
+                    }
+                    reply.credit -= 1;
+                }
+                EmitterProj::Finished => return Poll::Ready(()),
+            }
+        }
     }
 }
 
 /// A handler future with its output type erased: it encodes the reply.
 pub(super) trait Respond {
-    /// Polls the handler; when it is done, appends the reply frame for `id`
-    /// to `out` (an error frame if the value cannot be encoded in
-    /// `max_frame` bytes).
-    fn poll_respond(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut Vec<u8>,
-        id: u32,
-        max_frame: usize,
-    ) -> Poll<()>;
+    /// Polls the handler; when it is done, appends the reply frame for
+    /// `reply.id` to `reply.out` (an error frame if the value cannot be
+    /// encoded in `max_frame` bytes). A streaming handler appends items
+    /// before, using `reply.credit`.
+    fn poll_respond(self: Pin<&mut Self>, cx: &mut Context<'_>, reply: &mut Reply<'_>) -> Poll<()>;
 }
 
 pin_project_lite::pin_project! {
@@ -84,18 +217,13 @@ where
     F: Future,
     F::Output: Serialize,
 {
-    fn poll_respond(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut Vec<u8>,
-        id: u32,
-        max_frame: usize,
-    ) -> Poll<()> {
+    fn poll_respond(self: Pin<&mut Self>, cx: &mut Context<'_>, reply: &mut Reply<'_>) -> Poll<()> {
         let Poll::Ready(value) = self.project().future.poll(cx) else {
             return Poll::Pending;
         };
-        if encode_frame(out, &Header::Response { id }, &value, max_frame).is_err() {
-            write_error(out, id, RemoteError::ResponseTooLarge, max_frame);
+        let (id, max_frame) = (reply.id, reply.max_frame);
+        if encode_frame(reply.out, &Header::Response { id }, &value, max_frame).is_err() {
+            write_error(reply.out, id, RemoteError::ResponseTooLarge, max_frame);
         }
         Poll::Ready(())
     }
@@ -121,26 +249,48 @@ where
     }
 }
 
+/// Where the last whole frame written from `start` on ends.
+#[cfg(feature = "std")]
+fn whole_frames_end(out: &[u8], start: usize) -> usize {
+    let mut at = start;
+    while let Some(prefix) = out.get(at..at.saturating_add(4)) {
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let end = at.saturating_add(4).saturating_add(len);
+        // A zero prefix is a frame whose length was never patched in.
+        if len == 0 || end > out.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
 /// Polls a handler; with `std`, a panic becomes a `HandlerPanicked` reply.
 pub(super) fn poll_guarded(
     handler: Pin<&mut (dyn Respond + Send)>,
     cx: &mut Context<'_>,
-    out: &mut Vec<u8>,
-    id: u32,
-    max_frame: usize,
+    reply: &mut Reply<'_>,
 ) -> Poll<()> {
     #[cfg(feature = "std")]
     {
-        let start = out.len();
+        let start = reply.out.len();
         let poll = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handler.poll_respond(cx, out, id, max_frame)
+            handler.poll_respond(cx, reply)
         }));
         poll.unwrap_or_else(|_| {
-            out.truncate(start);
-            write_error(out, id, RemoteError::HandlerPanicked, max_frame);
+            // Items written whole before the panic stay (the caller sees
+            // them, then the error); a frame cut short by it goes.
+            let end = whole_frames_end(reply.out, start);
+            reply.out.truncate(end);
+            write_error(
+                reply.out,
+                reply.id,
+                RemoteError::HandlerPanicked,
+                reply.max_frame,
+            );
             Poll::Ready(())
         })
     }
     #[cfg(not(feature = "std"))]
-    handler.poll_respond(cx, out, id, max_frame)
+    handler.poll_respond(cx, reply)
 }

@@ -1,0 +1,233 @@
+//! [`Streaming`]: the items a handler receives from its caller
+//! (client-streaming and bidirectional methods).
+//!
+//! The server driver puts each item frame's body into the call's
+//! [`Incoming`] buffer; the handler's `Streaming<T>` takes them in
+//! batches, decodes them one by one and hands consumed credit back for the
+//! driver to grant (PROTOCOL.md R10). A caller that sends faster than the
+//! handler reads is stopped by credit after one window: the buffer never
+//! holds more than the window.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+
+use crate::client::decode_exact;
+use crate::error::{CallError, FrameError};
+use crate::sync::Mutex;
+
+/// What a call's receiving side shares with the driver.
+pub(crate) struct Incoming {
+    /// Items received, not yet taken: each a u32 LE length, then the body.
+    items: Vec<u8>,
+    /// How the item stream ended: `Ok` at the caller's end frame, `Err`
+    /// when the call ended first (cancelled, expired, connection lost).
+    end: Option<Result<(), CallError>>,
+    /// The consumer's waker.
+    waker: Option<Waker>,
+    /// Items the caller may still send (granted, not yet received).
+    credit_left: u32,
+    /// Items consumed and not yet granted back.
+    to_grant: u32,
+    /// Wakes the driver to grant credit (the handler's own waker).
+    grant_waker: Option<Waker>,
+    /// The credit window the consumer grants back up to.
+    window: u32,
+}
+
+/// A handle on one call's [`Incoming`] buffer.
+pub(crate) type IncomingRef = Arc<Mutex<Incoming>>;
+
+impl Incoming {
+    /// An empty buffer; no credit is granted until [`Incoming::open`].
+    pub(crate) fn new() -> IncomingRef {
+        Arc::new(Mutex::new(Incoming {
+            items: Vec::new(),
+            end: None,
+            waker: None,
+            credit_left: 0,
+            to_grant: 0,
+            grant_waker: None,
+            window: 1,
+        }))
+    }
+
+    /// The handler starts: the caller gets `window` items of credit (the
+    /// returned grant, for the driver to send) and `waker` is the one that
+    /// makes the driver grant more.
+    pub(crate) fn open(&mut self, window: u32, waker: &Waker) -> u32 {
+        let window = window.max(1);
+        self.window = window;
+        self.credit_left = window;
+        self.grant_waker = Some(waker.clone());
+        window
+    }
+
+    /// Stores an item that arrived; beyond the credit it is a protocol
+    /// violation. Returns the consumer's waker.
+    pub(crate) fn deliver(&mut self, body: &[u8]) -> Result<Option<Waker>, FrameError> {
+        if self.end.is_some() {
+            return Ok(None); // items after the end: ignored
+        }
+        self.credit_left = self
+            .credit_left
+            .checked_sub(1)
+            .ok_or(FrameError::CreditExceeded)?;
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        self.items.extend_from_slice(&len.to_le_bytes());
+        self.items.extend_from_slice(body);
+        Ok(self.waker.take())
+    }
+
+    /// Ends the item stream (`Ok` for the caller's end frame). Only the
+    /// first ending counts. Returns the consumer's waker.
+    pub(crate) fn finish(&mut self, end: Result<(), CallError>) -> Option<Waker> {
+        if self.end.is_none() {
+            self.end = Some(end);
+        }
+        self.waker.take()
+    }
+
+    /// Credit to grant the caller now (what was consumed), counted as
+    /// granted.
+    pub(crate) fn take_grant(&mut self) -> u32 {
+        let grant = core::mem::take(&mut self.to_grant);
+        self.credit_left = self.credit_left.saturating_add(grant);
+        if self.end.is_some() {
+            0
+        } else {
+            grant
+        }
+    }
+}
+
+/// The items a handler receives from its caller: a [`Stream`] of
+/// `Result<T, CallError>`.
+///
+/// It ends with `None` after the caller's last item (its end frame). If
+/// the call ends first, the stream yields one error and then `None`:
+/// [`CallError::Cancelled`] when the caller cancelled,
+/// [`CallError::DeadlineExceeded`] when the deadline passed,
+/// [`CallError::Closed`] when the connection was lost or the server shut
+/// down — which a handler that moved its stream into another task sees; a
+/// handler running the call itself is dropped instead. An item that does
+/// not decode is `Some(Err(CallError::Decode))`, and the stream goes on.
+///
+/// Credit: the caller may send at most the server's stream window
+/// (`ServerBuilder::stream_credit`) ahead of this consumer; consumed items
+/// are granted back once more than half the window was consumed.
+pub struct Streaming<T> {
+    shared: IncomingRef,
+    staged: Vec<u8>,
+    staged_at: usize,
+    window: u32,
+    consumed: u32,
+    ended: bool,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> core::fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("window", &self.window)
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl<T> Streaming<T> {
+    pub(crate) fn new(shared: IncomingRef) -> Self {
+        Streaming {
+            shared,
+            staged: Vec::new(),
+            staged_at: 0,
+            window: 1,
+            consumed: 0,
+            ended: false,
+            _item: PhantomData,
+        }
+    }
+
+    fn next_staged(&mut self) -> Option<&[u8]> {
+        let at = self.staged_at;
+        let len = self.staged.get(at..at.checked_add(4)?)?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let start = at + 4;
+        let end = start.saturating_add(len).min(self.staged.len());
+        self.staged_at = end;
+        self.consumed = self.consumed.saturating_add(1);
+        self.staged.get(start..end)
+    }
+
+    /// Hands consumed credit to the driver once more than half the window
+    /// was consumed.
+    fn return_credit(&mut self) {
+        if self.consumed <= self.window / 2 {
+            return;
+        }
+        let consumed = core::mem::take(&mut self.consumed);
+        let waker = self.shared.with(|incoming| {
+            incoming.to_grant = incoming.to_grant.saturating_add(consumed);
+            incoming.grant_waker.clone()
+        });
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Streaming<T> {
+    type Item = Result<T, CallError>;
+
+    /// Invariant: `Pending` only after finding, under the lock, no item
+    /// and no end, with the consumer's waker stored there.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.staged_at >= this.staged.len() {
+            this.return_credit();
+            this.staged.clear();
+            this.staged_at = 0;
+            let mut staged = core::mem::take(&mut this.staged);
+            let waker = cx.waker().clone();
+            let (end, unused) = this.shared.with(|incoming| {
+                this.window = incoming.window;
+                if !incoming.items.is_empty() {
+                    core::mem::swap(&mut incoming.items, &mut staged);
+                    return (None, Some(waker));
+                }
+                match incoming.end {
+                    Some(end) => (Some(end), Some(waker)),
+                    None => (None, incoming.waker.replace(waker)),
+                }
+            });
+            drop(unused);
+            this.staged = staged;
+            if this.staged.is_empty() {
+                return match end {
+                    Some(Ok(())) => {
+                        this.ended = true;
+                        Poll::Ready(None)
+                    }
+                    Some(Err(error)) => {
+                        this.ended = true;
+                        Poll::Ready(Some(Err(error)))
+                    }
+                    None => Poll::Pending,
+                };
+            }
+        }
+        let item = this.next_staged().map(decode_exact::<T>);
+        this.return_credit();
+        Poll::Ready(item)
+    }
+}
+
+impl<T> Unpin for Streaming<T> {}
