@@ -596,7 +596,7 @@ fn reject_answers_overloaded_and_keeps_reading() {
     bytes.extend(call(5, ProbeClient::ADD, &[5, 0]));
     bytes.extend(frame(
         Header::Reserved {
-            kind: 5,
+            kind: 8,
             flags: 0,
             id: 9,
         },
