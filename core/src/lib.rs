@@ -114,7 +114,8 @@ mod sync;
 #[cfg(feature = "alloc")]
 pub use client::{Call, Client, ClientBuilder, ClientDriver};
 pub use error::{
-    CallError, DriverError, FrameError, RemoteError, TransportError, TransportErrorKind,
+    CallError, ConnectError, DriverError, FrameError, RemoteError, TransportError,
+    TransportErrorKind, Unsent,
 };
 pub use io::Transport;
 #[cfg(feature = "alloc")]

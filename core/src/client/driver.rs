@@ -106,6 +106,8 @@ impl<T: Transport, Tm: Timer> Future for ClientDriver<T, Tm> {
         let result = core::task::ready!(this.drive(cx));
         this.finished = true;
         let error = match &result {
+            // The server closed an idle connection while handles remain.
+            Ok(()) if this.shared.handles.load(Ordering::Acquire) > 0 => CallError::ConnectionLost,
             Ok(()) => CallError::Closed,
             Err(e) => e.to_call_error(),
         };
@@ -202,6 +204,7 @@ impl Shared {
     pub(crate) fn close(&self, error: CallError, wake: &mut Vec<Waker>) {
         self.state.with(|state| state.close(error, wake));
         wake_all(wake);
+        self.set_connection(super::ConnectionState::Closed);
     }
 }
 
