@@ -370,6 +370,7 @@ impl CallError {
 
     /// The error for a call whose request never left the process, when the
     /// connection ended (or the client closed) with `self`.
+    #[cfg(feature = "alloc")]
     pub(crate) const fn not_sent(self) -> CallError {
         match self {
             CallError::ConnectionLost | CallError::Transport(_) | CallError::Protocol(_) => {
@@ -477,6 +478,76 @@ mod tests {
         for code in 0..=255u8 {
             assert_eq!(RemoteError::from_code(code).code(), code);
         }
+    }
+
+    /// The table on `CallError`, row by row.
+    #[test]
+    fn retryable_only_when_the_call_certainly_did_not_run() {
+        let refused = ConnectError::from_kind(TransportErrorKind::Refused);
+        let retryable = [
+            CallError::NotSent(Unsent::Disconnected),
+            CallError::NotSent(Unsent::Closed),
+            CallError::Connect(refused),
+            CallError::Remote(RemoteError::Overloaded),
+        ];
+        let not = [
+            CallError::Remote(RemoteError::UnknownMethod),
+            CallError::Remote(RemoteError::BadRequest),
+            CallError::Remote(RemoteError::DeadlineExceeded),
+            CallError::Remote(RemoteError::HandlerPanicked),
+            CallError::Remote(RemoteError::ShuttingDown),
+            CallError::Remote(RemoteError::ResponseTooLarge),
+            CallError::Remote(RemoteError::Other(9)),
+            CallError::DeadlineExceeded,
+            CallError::Transport(TransportErrorKind::TimedOut),
+            CallError::ConnectionLost,
+            CallError::Closed,
+            CallError::RequestTooLarge { len: 2, max: 1 },
+            CallError::Encode,
+            CallError::Decode,
+            CallError::Protocol(FrameError::Truncated),
+        ];
+        assert!(retryable.iter().all(CallError::is_retryable));
+        assert!(!not.iter().any(CallError::is_retryable));
+    }
+
+    /// Errors that end a connection become, for calls that never left,
+    /// their not-sent form; the others stay.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn not_sent_forms() {
+        let lost = [
+            CallError::ConnectionLost,
+            CallError::Transport(TransportErrorKind::Io),
+            CallError::Protocol(FrameError::UnexpectedEof),
+        ];
+        for e in lost {
+            assert_eq!(e.not_sent(), CallError::NotSent(Unsent::Disconnected));
+        }
+        assert_eq!(
+            CallError::Closed.not_sent(),
+            CallError::NotSent(Unsent::Closed)
+        );
+        let refused = CallError::Connect(ConnectError::from_kind(TransportErrorKind::Refused));
+        assert_eq!(refused.not_sent(), refused);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn io_errors_keep_their_kind() {
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let c = ConnectError::new(&e);
+        assert_eq!(c.kind(), TransportErrorKind::Refused);
+        assert_eq!(c.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let c = ConnectError::new(&e);
+        assert_eq!(c.kind(), TransportErrorKind::Io);
+        assert_eq!(c.io_kind(), Some(std::io::ErrorKind::PermissionDenied));
+        extern crate std;
+        use std::string::ToString;
+        assert!(CallError::Connect(c)
+            .to_string()
+            .contains("permission denied"));
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub use call::Call;
 pub use driver::ClientDriver;
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
-pub use watch::{Changed, ConnectionState, ConnectionWatch};
 use watch::Watch;
+pub use watch::{Changed, ConnectionState, ConnectionWatch};
 
 /// The default bound on calls in flight per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
