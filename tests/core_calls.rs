@@ -502,7 +502,7 @@ fn graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones() {
             assert!(
                 matches!(
                     late,
-                    Err(CallError::Remote(RemoteError::ShuttingDown) | CallError::Closed)
+                    Err(CallError::Remote(RemoteError::ShuttingDown) | CallError::NotSent(_))
                 ),
                 "{late:?}"
             );

@@ -203,8 +203,9 @@ impl Shared {
     /// Fails every pending and later call with `error`.
     pub(crate) fn close(&self, error: CallError, wake: &mut Vec<Waker>) {
         self.state.with(|state| state.close(error, wake));
-        wake_all(wake);
+        // Before the failed calls wake, so that they see it.
         self.set_connection(super::ConnectionState::Closed);
+        wake_all(wake);
     }
 }
 

@@ -278,13 +278,15 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
         self.shared
             .state
             .with(|state| state.connection_lost(error, outage, now, &mut self.wake));
-        wake_all(&mut self.wake);
+        // Before the failed calls wake: a caller that sees its error sees
+        // the client disconnected.
         let since = match self.shared.connection().0 {
             ConnectionState::Disconnected { since, .. } => since,
             _ => now,
         };
         self.shared
             .set_connection(ConnectionState::Disconnected { since, error });
+        wake_all(&mut self.wake);
         if healthy {
             self.next_backoff = self.policy.initial_backoff;
             self.link = Link::Connecting(Box::pin(self.connect.connect()));
