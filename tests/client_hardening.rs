@@ -20,9 +20,9 @@ use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use courier::client::{Outage, ReconnectPolicy};
+use courier::client::{ConnectionState, Outage, ReconnectPolicy};
 use courier::wire::Header;
-use courier::{CallError, Client, ClientBuilder, ServerBuilder, Transport};
+use courier::{CallError, Client, ClientBuilder, ServerBuilder, Transport, Unsent};
 use courier_mem::fault::Faults;
 use courier_mem::MemTransport;
 use support::{Flag, ManualClock, ProbeClient, ProbeImpl, Sim};
@@ -161,6 +161,50 @@ fn a_call_dropped_before_its_request_leaves_is_never_sent() {
     let later = record(&mut sim, probe.add(2, 3));
     sim.run_until_stalled(1000);
     assert_eq!(later.borrow_mut().take(), Some(Ok(5)));
+}
+
+/// When the connection is lost, the call whose request was handed to the
+/// transport may have run (`ConnectionLost`, not retryable); the calls
+/// still queued or parked in the client were certainly not sent
+/// (`NotSent`, retryable), and neither are later ones.
+#[test]
+fn a_lost_connection_tells_sent_from_unsent_calls() {
+    let (client_io, server_io) = courier_mem::pair(1 << 20);
+    let (client_io, faults) = Faults::new().wrap(client_io);
+    faults.stall_writes();
+    let (client, driver) = ClientBuilder::new()
+        .max_queued_bytes(2 * FRAME_OF_ECHO_1000)
+        .build(client_io);
+    let probe = ProbeClient::new(client.clone());
+    let mut sim = Sim::new();
+    let _driver = record(&mut sim, driver);
+    // The first goes to the writer, two to the queue, the rest are parked.
+    let calls: Vec<_> = (0..6u8)
+        .map(|i| {
+            let call = record(&mut sim, probe.echo(vec![i; 1000]));
+            sim.run_until_stalled(1000);
+            call
+        })
+        .collect();
+    assert_eq!(client.queued_bytes(), 2 * FRAME_OF_ECHO_1000);
+    assert_eq!(client.connection(), ConnectionState::Connected);
+    drop(server_io); // the server vanishes
+    sim.run_until_stalled(1000);
+    let results: Vec<_> = calls.iter().map(|c| c.borrow_mut().take()).collect();
+    assert_eq!(results[0], Some(Err(CallError::ConnectionLost)));
+    for result in &results[1..] {
+        assert_eq!(*result, Some(Err(CallError::NotSent(Unsent::Disconnected))));
+    }
+    assert!(!CallError::ConnectionLost.is_retryable());
+    assert!(CallError::NotSent(Unsent::Disconnected).is_retryable());
+    let later = record(&mut sim, probe.add(2, 3));
+    sim.run_until_stalled(1000);
+    assert_eq!(
+        later.borrow_mut().take(),
+        Some(Err(CallError::NotSent(Unsent::Disconnected)))
+    );
+    assert_eq!(client.connection(), ConnectionState::Closed);
+    assert_eq!(client.in_flight(), 0);
 }
 
 /// A call whose timeout passes while its request waits for a stalled
@@ -321,10 +365,15 @@ fn a_call_that_failed_during_an_outage_is_never_sent_after_it() {
         clock.advance(Duration::from_millis(10));
         sim.run_until_stalled(1000);
     }
-    assert_eq!(
-        failed.borrow_mut().take(),
-        Some(Err(CallError::DeadlineExceeded))
-    );
+    // Its time ran out while the client could not connect: it fails with
+    // the refused attempt's error, as never sent.
+    let failed = failed.borrow_mut().take().expect("failed");
+    let Err(CallError::Connect(refused)) = failed else {
+        panic!("{failed:?}");
+    };
+    assert_eq!(refused.kind(), courier::TransportErrorKind::Refused);
+    assert_eq!(refused.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+    assert!(failed.unwrap_err().is_retryable());
     assert!(waits.borrow().is_none());
     dialer.refuse.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_millis(10));
@@ -361,13 +410,9 @@ fn a_call_sent_on_a_lost_connection_fails_and_is_not_resent() {
     drop(peer); // the server dies with the call in flight
     sim.run_until_stalled(1000);
     let result = lost.borrow_mut().take();
-    assert!(
-        matches!(
-            result,
-            Some(Err(CallError::Closed | CallError::Transport(_)))
-        ),
-        "{result:?}"
-    );
+    // It may have run: the one error for a vanished peer, not retryable.
+    assert_eq!(result, Some(Err(CallError::ConnectionLost)));
+    assert!(!CallError::ConnectionLost.is_retryable());
     // The client reconnects at once (the lost link was up for no time but
     // not healthy: it waits one backoff); the new server sees nothing.
     clock.advance(Duration::from_secs(1));

@@ -334,12 +334,12 @@ fn oversized_frame_from_the_peer_closes_the_connection_with_a_typed_error() {
         let calc = TestClient::new(client);
         let calls = async {
             let result = calc.bytes(vec![1; 4096]).await;
-            assert!(
-                matches!(result, Err(CallError::Closed | CallError::Transport(_))),
-                "{result:?}"
+            assert_eq!(result, Err(CallError::ConnectionLost));
+            // The connection is gone: later calls fail fast, not sent.
+            assert_eq!(
+                calc.echo(1).await,
+                Err(CallError::NotSent(courier::Unsent::Disconnected))
             );
-            // The connection is gone: later calls fail fast.
-            assert!(calc.echo(1).await.is_err());
         };
         let ((), driver, server) = futures::join!(calls, driver, server);
         match server {
@@ -383,17 +383,16 @@ fn server_gone_mid_call_fails_every_pending_call_and_new_ones_fail_fast() {
             assert!(!server_alive, "handlers never all started");
             let mut failed = 0;
             while let Some(result) = pending.next().await {
-                assert!(
-                    matches!(result, Err(CallError::Closed | CallError::Transport(_))),
-                    "{result:?}"
-                );
+                assert_eq!(result, Err(CallError::ConnectionLost));
                 failed += 1;
             }
             assert_eq!(failed, 100);
             assert_eq!(probe.dropped(), 100, "the server dropped its handlers");
             assert_eq!(calc.client().in_flight(), 0);
             assert!(calc.client().is_closed());
-            assert!(calc.echo(1).await.is_err());
+            let late = calc.echo(1).await;
+            assert_eq!(late, Err(CallError::NotSent(courier::Unsent::Disconnected)));
+            assert!(late.unwrap_err().is_retryable());
         };
         let ((), driver) = futures::join!(calls, driver);
         assert!(
@@ -412,8 +411,12 @@ fn dropping_the_client_driver_fails_pending_calls() {
         let mut call = Box::pin(calc.echo(1));
         assert!(futures::poll!(call.as_mut()).is_pending());
         drop(driver);
-        assert_eq!(call.await, Err(CallError::Closed));
-        assert_eq!(calc.echo(2).await, Err(CallError::Closed));
+        // The driver never ran: the request never left the process.
+        assert_eq!(call.await, Err(CallError::NotSent(courier::Unsent::Closed)));
+        assert_eq!(
+            calc.echo(2).await,
+            Err(CallError::NotSent(courier::Unsent::Closed))
+        );
     });
 }
 
@@ -499,7 +502,7 @@ fn graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones() {
             assert!(
                 matches!(
                     late,
-                    Err(CallError::Remote(RemoteError::ShuttingDown) | CallError::Closed)
+                    Err(CallError::Remote(RemoteError::ShuttingDown) | CallError::NotSent(_))
                 ),
                 "{late:?}"
             );

@@ -111,7 +111,10 @@ fn half_a_response_frame_then_eof_fails_the_call_with_a_typed_error() {
     assert!(call.borrow().is_none(), "no reply yet");
     drop(peer);
     sim.run_until_stalled(100);
-    assert_eq!(call.borrow_mut().take(), Some(Err(CallError::Closed)));
+    assert_eq!(
+        call.borrow_mut().take(),
+        Some(Err(CallError::ConnectionLost))
+    );
     assert!(matches!(
         driver_result.borrow_mut().take(),
         Some(Err(DriverError::Closed))

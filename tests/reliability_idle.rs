@@ -162,7 +162,11 @@ fn busy_connection_stays_open_and_idle_counts_from_the_last_activity() {
     assert!(driver_result.is_some(), "the client driver saw the close");
     let late = record(&mut sim, probe.add(1, 1));
     sim.run_until_stalled(100);
-    assert_eq!(late.borrow_mut().take(), Some(Err(CallError::Closed)));
+    // The connection is gone: not sent.
+    assert_eq!(
+        late.borrow_mut().take(),
+        Some(Err(CallError::NotSent(courier::Unsent::Disconnected)))
+    );
 }
 
 #[test]

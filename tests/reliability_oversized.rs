@@ -146,7 +146,7 @@ fn a_large_announced_frame_under_the_limit_costs_only_what_arrives() {
         // The peer goes away mid-frame: the call fails with a typed error.
         drop(peer);
         assert!(matches!(run(&mut driver), Err(DriverError::Closed)));
-        assert_eq!(run(call), Err(CallError::Closed));
+        assert_eq!(run(call), Err(CallError::ConnectionLost));
     });
     assert!(peak < SMALL, "the client held {peak} bytes");
 }

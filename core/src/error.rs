@@ -4,8 +4,10 @@
 //! - [`RemoteError`]: a failure the server reports for one call (sent as an
 //!   error frame).
 //! - [`CallError`]: what one caller gets when its call fails — a remote error,
-//!   a deadline, a closed or failed connection, or a value that could not be
-//!   encoded or decoded. Application errors are not here: a method that
+//!   a deadline, a lost or failed connection, a request never sent, or a
+//!   value that could not be encoded or decoded;
+//!   [`CallError::is_retryable`] says whether it certainly did not run on a
+//!   server (the table is on [`CallError`]). Application errors are not here: a method that
 //!   returns `Result<T, E>` hands its `E` to the caller as `Ok(Err(e))`.
 //! - [`DriverError`]: why a client or server driver stopped; it keeps the
 //!   transport's own error.
@@ -134,8 +136,21 @@ pub enum TransportErrorKind {
     Reset,
     /// A read or write timed out.
     TimedOut,
+    /// A connection attempt was refused: nothing listens at the address.
+    Refused,
+    /// A connection attempt found no route to the host or network.
+    Unreachable,
     /// Any other I/O failure.
     Io,
+}
+
+impl TransportErrorKind {
+    /// Whether the peer went away: it closed the connection, or the
+    /// connection was reset or broken. Callers of a connection lost this way
+    /// see [`CallError::ConnectionLost`], whichever of the two it was.
+    pub const fn is_disconnect(self) -> bool {
+        matches!(self, TransportErrorKind::Closed | TransportErrorKind::Reset)
+    }
 }
 
 impl fmt::Display for TransportErrorKind {
@@ -144,6 +159,8 @@ impl fmt::Display for TransportErrorKind {
             TransportErrorKind::Closed => "connection closed",
             TransportErrorKind::Reset => "connection reset",
             TransportErrorKind::TimedOut => "connection timed out",
+            TransportErrorKind::Refused => "connection refused",
+            TransportErrorKind::Unreachable => "host or network unreachable",
             TransportErrorKind::Io => "I/O error",
         })
     }
@@ -153,6 +170,14 @@ impl fmt::Display for TransportErrorKind {
 pub trait TransportError: fmt::Debug + fmt::Display {
     /// The kind reported to callers.
     fn kind(&self) -> TransportErrorKind;
+
+    /// The operating system's kind of the error, for errors that come from
+    /// `std::io`; `None` by default. [`ConnectError::io_kind`] reports it
+    /// to callers of a reconnecting client whose connection attempt failed.
+    #[cfg(feature = "std")]
+    fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        None
+    }
 }
 
 impl TransportError for core::convert::Infallible {
@@ -169,23 +194,147 @@ impl TransportError for std::io::Error {
             K::UnexpectedEof | K::BrokenPipe | K::NotConnected => TransportErrorKind::Closed,
             K::ConnectionReset | K::ConnectionAborted => TransportErrorKind::Reset,
             K::TimedOut => TransportErrorKind::TimedOut,
+            K::ConnectionRefused => TransportErrorKind::Refused,
+            K::HostUnreachable | K::NetworkUnreachable => TransportErrorKind::Unreachable,
             _ => TransportErrorKind::Io,
         }
+    }
+
+    fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        Some(std::io::Error::kind(self))
+    }
+}
+
+/// Why a reconnecting client's connection attempt failed: the transport's
+/// [kind](TransportErrorKind) and, under `std`, the operating system's
+/// [`std::io::ErrorKind`] when the transport's error carries one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectError {
+    kind: TransportErrorKind,
+    #[cfg(feature = "std")]
+    io: Option<std::io::ErrorKind>,
+}
+
+impl ConnectError {
+    /// An attempt that failed with `error`.
+    pub fn new<E: TransportError + ?Sized>(error: &E) -> Self {
+        ConnectError {
+            kind: error.kind(),
+            #[cfg(feature = "std")]
+            io: error.io_kind(),
+        }
+    }
+
+    /// An attempt that failed with an error of `kind` (no OS error kind).
+    pub const fn from_kind(kind: TransportErrorKind) -> Self {
+        ConnectError {
+            kind,
+            #[cfg(feature = "std")]
+            io: None,
+        }
+    }
+
+    /// The transport's kind of the failure, e.g.
+    /// [`TransportErrorKind::Refused`].
+    pub const fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The operating system's kind of the failure, e.g.
+    /// [`std::io::ErrorKind::ConnectionRefused`], if the transport's error
+    /// came from `std::io`.
+    #[cfg(feature = "std")]
+    pub const fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        self.io
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "std")]
+        if let Some(io) = self.io {
+            if self.kind == TransportErrorKind::Io {
+                return write!(f, "{io}");
+            }
+        }
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+/// Why a request was never sent (see [`CallError::NotSent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unsent {
+    /// There was no connection: it was lost (the peer went away, the
+    /// transport failed, or the peer broke the protocol) before the request
+    /// was handed to it, or it had not been made yet.
+    Disconnected,
+    /// The client was closed: its driver finished or was dropped.
+    Closed,
+}
+
+impl fmt::Display for Unsent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unsent::Disconnected => "no connection",
+            Unsent::Closed => "client closed",
+        })
     }
 }
 
 /// Why one call failed.
+///
+/// Whether the request may have run on a server is part of the error: the
+/// client knows whether a request's bytes may have left the process (see
+/// the [client's guarantees](crate::client#guarantees)), and
+/// [`is_retryable`](CallError::is_retryable) is true only when they
+/// certainly did not, or the server said it did not start the call.
+///
+/// | variant | may have run on a server | `is_retryable()` |
+/// |---|---|---|
+/// | [`NotSent`](CallError::NotSent) — no connection, or the client closed, before the request was handed to the transport | no | **true** |
+/// | [`Connect`](CallError::Connect) — a reconnecting client's connection attempt failed (refused, unreachable, …) | no | **true** |
+/// | [`Remote`](CallError::Remote)`(`[`Overloaded`](RemoteError::Overloaded)`)` — rejected before its handler started | no | **true** |
+/// | [`Remote`](CallError::Remote)`(`[`UnknownMethod`](RemoteError::UnknownMethod) / [`BadRequest`](RemoteError::BadRequest)`)` | no, but the same request fails the same way again | false |
+/// | [`Remote`](CallError::Remote)`(`[`ShuttingDown`](RemoteError::ShuttingDown)`)` — also sent for calls still running when a shutdown's grace period ended | maybe | false |
+/// | [`Remote`](CallError::Remote)`(`any other`)` — deadline on the server, handler panicked, response too large, unknown code | yes | false |
+/// | [`ConnectionLost`](CallError::ConnectionLost) — the peer went away (EOF, reset, broken pipe) after the request may have been handed to the transport | maybe | false |
+/// | [`Transport`](CallError::Transport) — the connection failed otherwise (timed out, other I/O error) after the request may have been handed to it | maybe | false |
+/// | [`Protocol`](CallError::Protocol) — the peer broke the protocol; the connection was dropped | maybe | false |
+/// | [`Closed`](CallError::Closed) — the client's driver finished or was dropped after the request may have been handed to the transport | maybe | false |
+/// | [`DeadlineExceeded`](CallError::DeadlineExceeded) — the call's own timeout passed (its request may have been sent) | maybe | false |
+/// | [`RequestTooLarge`](CallError::RequestTooLarge), [`Encode`](CallError::Encode) | no, but the same request fails the same way again | false |
+/// | [`Decode`](CallError::Decode) — the server answered | yes | false |
+///
+/// A call whose time runs out while a reconnecting client is disconnected
+/// (its own timeout, or [`Outage::Wait`](crate::client::Outage::Wait)'s
+/// `max_wait`) was never sent, and fails with the outage's error:
+/// [`Connect`](CallError::Connect) if the last attempt to connect failed,
+/// else [`NotSent`](CallError::NotSent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
     /// The server answered with an error.
     Remote(RemoteError),
     /// The call's timeout passed before a reply arrived (checked locally).
+    /// Its request may have been sent.
     DeadlineExceeded,
-    /// The connection failed; the transport's error was of this kind.
+    /// The connection failed, other than by the peer going away (a timeout,
+    /// another I/O error), after the request may have been handed to it.
     Transport(TransportErrorKind),
-    /// The connection was closed: by the peer, or because the driver was
-    /// dropped or shut down.
+    /// The peer went away — it closed the connection (EOF), or the
+    /// connection was reset or broken — after the request may have been
+    /// handed to the transport. The server may have run it. Every backend
+    /// reports a vanished peer this way, whether the driver noticed it
+    /// reading or writing.
+    ConnectionLost,
+    /// A reconnecting client's attempt to connect failed; the request was
+    /// never sent.
+    Connect(ConnectError),
+    /// The request was never handed to a transport, so no server ran it.
+    NotSent(Unsent),
+    /// The client's driver finished or was dropped after the request may
+    /// have been handed to the transport.
     Closed,
     /// The encoded request was over the frame limit; nothing was sent.
     RequestTooLarge {
@@ -205,13 +354,52 @@ pub enum CallError {
     Cancelled,
 }
 
+impl CallError {
+    /// Whether the call may be retried knowing that it did not run on any
+    /// server: its request was never sent ([`NotSent`](CallError::NotSent),
+    /// [`Connect`](CallError::Connect)), or the server rejected it before
+    /// starting it ([`RemoteError::Overloaded`]). False for every error
+    /// after which the server may have run the call, and for failures that
+    /// a retry would repeat (encoding, size limits, unknown method). See
+    /// the table on [`CallError`].
+    ///
+    /// An idempotent call may be retried after more errors than these; a
+    /// retry loop should also bound its attempts and back off.
+    pub const fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            CallError::NotSent(_)
+                | CallError::Connect(_)
+                | CallError::Remote(RemoteError::Overloaded)
+        )
+    }
+
+    /// The error for a call whose request never left the process, when the
+    /// connection ended (or the client closed) with `self`.
+    #[cfg(feature = "alloc")]
+    pub(crate) const fn not_sent(self) -> CallError {
+        match self {
+            CallError::ConnectionLost | CallError::Transport(_) | CallError::Protocol(_) => {
+                CallError::NotSent(Unsent::Disconnected)
+            }
+            CallError::Closed => CallError::NotSent(Unsent::Closed),
+            other => other,
+        }
+    }
+}
+
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Remote(e) => write!(f, "server error: {e}"),
             CallError::DeadlineExceeded => f.write_str("deadline exceeded"),
             CallError::Transport(k) => write!(f, "transport failed: {k}"),
-            CallError::Closed => f.write_str("connection closed"),
+            CallError::ConnectionLost => {
+                f.write_str("connection lost while the request may have been on the server")
+            }
+            CallError::Connect(e) => write!(f, "could not connect: {e}"),
+            CallError::NotSent(why) => write!(f, "request not sent: {why}"),
+            CallError::Closed => f.write_str("client closed"),
             CallError::RequestTooLarge { len, max } => {
                 write!(
                     f,
@@ -247,8 +435,9 @@ impl<E: TransportError> DriverError<E> {
     /// What callers of the failed connection are told.
     pub fn to_call_error(&self) -> CallError {
         match self {
+            DriverError::Transport(e) if e.kind().is_disconnect() => CallError::ConnectionLost,
             DriverError::Transport(e) => CallError::Transport(e.kind()),
-            DriverError::Closed => CallError::Closed,
+            DriverError::Closed => CallError::ConnectionLost,
             DriverError::Protocol(e) => CallError::Protocol(*e),
             DriverError::IdleTimeout => CallError::Transport(TransportErrorKind::TimedOut),
         }
@@ -284,6 +473,8 @@ impl std::error::Error for FrameError {}
 impl std::error::Error for RemoteError {}
 #[cfg(feature = "std")]
 impl std::error::Error for CallError {}
+#[cfg(feature = "std")]
+impl std::error::Error for ConnectError {}
 
 #[cfg(test)]
 mod tests {
@@ -294,6 +485,76 @@ mod tests {
         for code in 0..=255u8 {
             assert_eq!(RemoteError::from_code(code).code(), code);
         }
+    }
+
+    /// The table on `CallError`, row by row.
+    #[test]
+    fn retryable_only_when_the_call_certainly_did_not_run() {
+        let refused = ConnectError::from_kind(TransportErrorKind::Refused);
+        let retryable = [
+            CallError::NotSent(Unsent::Disconnected),
+            CallError::NotSent(Unsent::Closed),
+            CallError::Connect(refused),
+            CallError::Remote(RemoteError::Overloaded),
+        ];
+        let not = [
+            CallError::Remote(RemoteError::UnknownMethod),
+            CallError::Remote(RemoteError::BadRequest),
+            CallError::Remote(RemoteError::DeadlineExceeded),
+            CallError::Remote(RemoteError::HandlerPanicked),
+            CallError::Remote(RemoteError::ShuttingDown),
+            CallError::Remote(RemoteError::ResponseTooLarge),
+            CallError::Remote(RemoteError::Other(9)),
+            CallError::DeadlineExceeded,
+            CallError::Transport(TransportErrorKind::TimedOut),
+            CallError::ConnectionLost,
+            CallError::Closed,
+            CallError::RequestTooLarge { len: 2, max: 1 },
+            CallError::Encode,
+            CallError::Decode,
+            CallError::Protocol(FrameError::Truncated),
+        ];
+        assert!(retryable.iter().all(CallError::is_retryable));
+        assert!(!not.iter().any(CallError::is_retryable));
+    }
+
+    /// Errors that end a connection become, for calls that never left,
+    /// their not-sent form; the others stay.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn not_sent_forms() {
+        let lost = [
+            CallError::ConnectionLost,
+            CallError::Transport(TransportErrorKind::Io),
+            CallError::Protocol(FrameError::UnexpectedEof),
+        ];
+        for e in lost {
+            assert_eq!(e.not_sent(), CallError::NotSent(Unsent::Disconnected));
+        }
+        assert_eq!(
+            CallError::Closed.not_sent(),
+            CallError::NotSent(Unsent::Closed)
+        );
+        let refused = CallError::Connect(ConnectError::from_kind(TransportErrorKind::Refused));
+        assert_eq!(refused.not_sent(), refused);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn io_errors_keep_their_kind() {
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let c = ConnectError::new(&e);
+        assert_eq!(c.kind(), TransportErrorKind::Refused);
+        assert_eq!(c.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let c = ConnectError::new(&e);
+        assert_eq!(c.kind(), TransportErrorKind::Io);
+        assert_eq!(c.io_kind(), Some(std::io::ErrorKind::PermissionDenied));
+        extern crate std;
+        use std::string::ToString;
+        assert!(CallError::Connect(c)
+            .to_string()
+            .contains("permission denied"));
     }
 
     #[test]

@@ -116,7 +116,8 @@ mod sync;
 #[cfg(feature = "alloc")]
 pub use client::{Call, CallStream, Client, ClientBuilder, ClientDriver, Notify, Upload};
 pub use error::{
-    CallError, DriverError, FrameError, RemoteError, TransportError, TransportErrorKind,
+    CallError, ConnectError, DriverError, FrameError, RemoteError, TransportError,
+    TransportErrorKind, Unsent,
 };
 pub use io::Transport;
 #[cfg(feature = "alloc")]

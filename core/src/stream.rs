@@ -113,9 +113,11 @@ impl Incoming {
 /// the call ends first, the stream yields one error and then `None`:
 /// [`CallError::Cancelled`] when the caller cancelled,
 /// [`CallError::DeadlineExceeded`] when the deadline passed,
-/// [`CallError::Closed`] when the connection was lost or the server shut
-/// down — which a handler that moved its stream into another task sees; a
-/// handler running the call itself is dropped instead. An item that does
+/// [`CallError::ConnectionLost`] when the connection ended,
+/// [`CallError::Remote`] with `ShuttingDown` when the server shut down,
+/// [`CallError::Closed`] when the handler finished first — which a handler
+/// that moved its stream into another task sees; a handler running the
+/// call itself is dropped instead. An item that does
 /// not decode is `Some(Err(CallError::Decode))`, and the stream goes on.
 ///
 /// Credit: the caller may send at most the server's stream window

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use courier::client::ReconnectPolicy;
-use courier::{CallError, Client, RemoteError, Shutdown, Spawn};
+use courier::client::{ConnectionState, ReconnectPolicy};
+use courier::{CallError, Client, RemoteError, Shutdown, Spawn, TransportErrorKind, Unsent};
 use courier_net::{AtLimit, Listener, ServeBuilder, Stats};
 use futures::channel::oneshot;
 use futures::future::{self, BoxFuture, Either, FutureExt, RemoteHandle};
@@ -291,14 +291,17 @@ pub fn server_killed_mid_call<E: Env>() {
         wait_for::<E>("handlers started", || probe.started() == 2).await;
         drop(server.task);
         let (a, b) = within::<E, _>("calls fail after the server is killed", pending).await;
+        // Whether the driver saw a reset or an end of stream, reading or
+        // writing, the calls that ran see one error, and it is not
+        // retryable: they ran.
         for result in [a, b] {
-            assert!(
-                matches!(result, Err(CallError::Closed | CallError::Transport(_))),
-                "{result:?}"
-            );
+            assert_eq!(result, Err(CallError::ConnectionLost));
+            assert!(!result.unwrap_err().is_retryable());
         }
         let later = within::<E, _>("a later call", conn.client.add(1, 2)).await;
-        assert!(later.is_err(), "{later:?}");
+        assert_eq!(later, Err(CallError::NotSent(Unsent::Disconnected)));
+        assert!(later.unwrap_err().is_retryable());
+        assert_eq!(conn.client.client().connection(), ConnectionState::Closed);
     });
 }
 
@@ -417,8 +420,12 @@ pub fn max_connections_reject<E: Env>() {
         assert_eq!(within::<E, _>("call", first.client.add(1, 0)).await, Ok(1));
         let second = connect::<E>(&server.addr).await;
         let rejected = within::<E, _>("rejected call", second.client.add(2, 0)).await;
+        // Sent before the close was noticed, or not sent after it.
         assert!(
-            matches!(rejected, Err(CallError::Closed | CallError::Transport(_))),
+            matches!(
+                rejected,
+                Err(CallError::ConnectionLost | CallError::NotSent(Unsent::Disconnected))
+            ),
             "{rejected:?}"
         );
         assert!(!logged(&["rejected connection", "limit 1"]).is_empty());
@@ -489,37 +496,94 @@ pub fn reconnect_across_restart<E: Env>() {
         let policy =
             ReconnectPolicy::new().backoff(Duration::from_millis(10), Duration::from_millis(100));
         let (client, driver) = E::reconnecting(&addr, policy);
+        let mut watch = client.watch_connection();
         let _driver = E::spawn(driver);
         let client = NetClient::new(client);
         assert_eq!(within::<E, _>("first call", client.add(1, 1)).await, Ok(2));
+        assert_eq!(client.client().connection(), ConnectionState::Connected);
+        assert_eq!(watch.get(), ConnectionState::Connected);
 
         drop(first.task);
-        within::<E, _>("calls fail while the server is down", async {
+        // The handle sees the loss, without a call.
+        let down = within::<E, _>("disconnected", async {
             loop {
-                match client.add(2, 2).await {
-                    // The loss is not noticed yet.
-                    Ok(_) => E::sleep(Duration::from_millis(5)).await,
-                    Err(CallError::Closed | CallError::Transport(_)) => break,
-                    Err(e) => panic!("unexpected error {e:?}"),
+                match watch.changed().await {
+                    ConnectionState::Connected => {}
+                    other => break other,
                 }
             }
         })
         .await;
+        let ConnectionState::Disconnected { error, .. } = down else {
+            panic!("{down:?}");
+        };
+        // The peer vanished, or the immediate re-dial already failed.
+        assert!(
+            matches!(error, CallError::ConnectionLost | CallError::Connect(_)),
+            "{error:?}"
+        );
+        // While down, calls fail fast and certainly were not sent.
+        let failed = within::<E, _>("a call while down", client.add(2, 2)).await;
+        assert!(
+            matches!(
+                failed,
+                Err(CallError::NotSent(Unsent::Disconnected) | CallError::Connect(_))
+            ),
+            "{failed:?}"
+        );
+        assert!(failed.unwrap_err().is_retryable());
 
         let second = start_on::<E>(E::bind_at(&addr), addr.clone(), E::builder(), false);
-        within::<E, _>("calls succeed after the restart", async {
+        let up = within::<E, _>("connected again", async {
             loop {
-                match client.add(3, 3).await {
-                    Ok(sum) => break assert_eq!(sum, 6),
-                    Err(CallError::Closed | CallError::Transport(_)) => {
-                        E::sleep(Duration::from_millis(5)).await
-                    }
-                    Err(e) => panic!("unexpected error {e:?}"),
+                match watch.changed().await {
+                    ConnectionState::Disconnected { .. } => {}
+                    other => break other,
                 }
             }
         })
         .await;
+        assert_eq!(up, ConnectionState::Connected);
+        assert_eq!(within::<E, _>("call after", client.add(3, 3)).await, Ok(6));
         assert_eq!(second.stats.connections(), 1);
+    });
+}
+
+/// Dialing an address nobody listens on (the server's listener was
+/// dropped): calls fail with `Connect`, keeping the OS's error kind, and are
+/// retryable.
+pub fn connect_refused<E: Env>() {
+    E::block_on(async {
+        let server = start::<E>(E::builder(), false);
+        let addr = server.addr.clone();
+        drop(server.task);
+        // The listener is closed once the serve future is dropped.
+        wait_for::<E>("listener closed", || match &addr {
+            Addr::Tcp(a) => std::net::TcpStream::connect(a).is_err(),
+            Addr::Unix(path, _) => !path.exists(),
+        })
+        .await;
+        let (client, driver) = E::reconnecting(&addr, ReconnectPolicy::new());
+        let _driver = E::spawn(driver);
+        let client = NetClient::new(client);
+        let refused = within::<E, _>("a call to nowhere", client.add(1, 1)).await;
+        let Err(CallError::Connect(error)) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(refused.unwrap_err().is_retryable());
+        match &addr {
+            Addr::Tcp(_) => {
+                assert_eq!(error.kind(), TransportErrorKind::Refused);
+                assert_eq!(error.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+            }
+            // The socket file went with the listener.
+            Addr::Unix(..) => assert_eq!(error.io_kind(), Some(io::ErrorKind::NotFound)),
+        }
+        let state = client.client().connection();
+        assert!(
+            matches!(state, ConnectionState::Disconnected { error: CallError::Connect(e), .. } if e == error),
+            "{state:?}"
+        );
     });
 }
 
@@ -570,6 +634,10 @@ macro_rules! scenarios {
         #[test]
         fn reconnect_across_restart() {
             sockets::reconnect_across_restart::<$env>();
+        }
+        #[test]
+        fn connect_refused() {
+            sockets::connect_refused::<$env>();
         }
         #[test]
         fn grace_period_expires() {

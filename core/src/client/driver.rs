@@ -107,6 +107,8 @@ impl<T: Transport, Tm: Timer> Future for ClientDriver<T, Tm> {
         let result = core::task::ready!(this.drive(cx));
         this.finished = true;
         let error = match &result {
+            // The server closed an idle connection while handles remain.
+            Ok(()) if this.shared.handles.load(Ordering::Acquire) > 0 => CallError::ConnectionLost,
             Ok(()) => CallError::Closed,
             Err(e) => e.to_call_error(),
         };
@@ -202,6 +204,8 @@ impl Shared {
     /// Fails every pending and later call with `error`.
     pub(crate) fn close(&self, error: CallError, wake: &mut Vec<Waker>) {
         self.state.with(|state| state.close(error, wake));
+        // Before the failed calls wake, so that they see it.
+        self.set_connection(super::ConnectionState::Closed);
         wake_all(wake);
     }
 }

@@ -60,6 +60,7 @@ mod outbox;
 mod reconnect;
 mod state;
 mod stream;
+mod watch;
 
 pub(crate) use call::decode_exact;
 pub use call::Call;
@@ -67,6 +68,8 @@ pub use driver::ClientDriver;
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
 pub use stream::{CallStream, Notify, Upload, DEFAULT_CREDIT};
+use watch::Watch;
+pub use watch::{Changed, ConnectionState, ConnectionWatch};
 
 /// The default bound on calls in flight per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
@@ -117,6 +120,11 @@ impl<Tm: Timer + Clone + Send + Sync + 'static> ClientBuilder<Tm> {
         let timer = self.timer.clone();
         Arc::new(Shared {
             state: Mutex::new(State::new(self.max_in_flight)),
+            watch: Mutex::new(Watch::new(if reconnecting {
+                ConnectionState::Connecting
+            } else {
+                ConnectionState::Connected
+            })),
             handles: AtomicUsize::new(1),
             max_frame: self.max_frame,
             max_queued: self.max_queued,
@@ -280,6 +288,22 @@ impl Client {
     pub fn queued_bytes(&self) -> usize {
         self.shared.state.with(|state| state.out.len())
     }
+
+    /// Where the connection stands now: connecting, connected,
+    /// disconnected (since when, and why), or closed. A client built with
+    /// [`ClientBuilder::build`] is `Connected` until its connection ends,
+    /// then `Closed`; a [reconnecting](ClientBuilder::build_reconnecting)
+    /// one goes between `Connected` and `Disconnected` until it closes.
+    pub fn connection(&self) -> ConnectionState {
+        self.shared.connection().0
+    }
+
+    /// A watch on [`connection`](Self::connection) whose
+    /// [`changed`](ConnectionWatch::changed) future waits for the next
+    /// change; the current state counts as seen.
+    pub fn watch_connection(&self) -> ConnectionWatch {
+        ConnectionWatch::new(self.shared.clone())
+    }
 }
 
 impl Clone for Client {
@@ -305,6 +329,8 @@ type NoItems = futures_util::stream::Empty<()>;
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// The connection state; its own lock, never taken inside `state`'s.
+    watch: Mutex<Watch>,
     handles: AtomicUsize,
     max_frame: usize,
     max_queued: usize,

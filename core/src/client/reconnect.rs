@@ -9,9 +9,9 @@ use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use super::driver::{Conn, Step};
-use super::{wake_all, Shared};
+use super::{wake_all, ConnectionState, Shared};
 use crate::deadline::Deadlines;
-use crate::error::{CallError, TransportError};
+use crate::error::{CallError, ConnectError, TransportError, Unsent};
 use crate::io::Transport;
 use crate::timer::Timer;
 
@@ -48,14 +48,21 @@ where
 }
 
 /// What calls do while a reconnecting client is disconnected.
+///
+/// Either way, a call whose request may have reached the server when the
+/// connection was lost fails with that connection's error
+/// ([`CallError::ConnectionLost`] for a peer that went away) and is never
+/// sent again: at most once. Only calls whose request never left the
+/// process are held (`Wait`) or failed as never sent (`FailFast`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outage {
-    /// Fail at once with the error that ended the last connection.
+    /// Fail at once, as never sent: [`CallError::Connect`] if the last
+    /// attempt to connect failed, else [`CallError::NotSent`].
     FailFast,
     /// Queue for the next connection, until the call's own timeout or
-    /// `max_wait`, whichever comes first; then fail with the error that
-    /// ended the last connection.
+    /// `max_wait`, whichever comes first; then fail as never sent, as under
+    /// `FailFast`.
     Wait {
         /// The longest a call waits for a connection.
         max_wait: Duration,
@@ -180,9 +187,10 @@ impl<C: Connect, Tm: Timer + Clone> ReconnectingDriver<C, Tm> {
         // `Outage::Wait` they wait as in any outage.
         if let Some(wait) = policy.outage_wait() {
             let now = timer.now();
+            let error = CallError::NotSent(Unsent::Disconnected);
             shared
                 .state
-                .with(|state| state.connection_lost(CallError::Closed, Some(wait), now, &mut wake));
+                .with(|state| state.connection_lost(error, Some(wait), now, &mut wake));
         }
         ReconnectingDriver {
             shared,
@@ -204,7 +212,8 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
         self.connections
     }
 
-    /// Whether a connection is up right now.
+    /// Whether a connection is up right now. Once the driver is spawned,
+    /// [`Client::connection`](crate::Client::connection) tells the same.
     pub fn is_connected(&self) -> bool {
         matches!(self.link, Link::Up { .. })
     }
@@ -232,16 +241,17 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
                     };
                     self.connections += 1;
                     self.shared.state.with(|state| state.reconnected());
+                    self.shared.set_connection(ConnectionState::Connected);
                     true
                 }
                 Poll::Ready(Err(e)) => {
-                    self.lost(CallError::Transport(e.kind()), false);
+                    self.lost(CallError::Connect(ConnectError::new(&e)), false);
                     true
                 }
             },
             Link::Up { conn, since } => {
                 let ended = match conn.read(&self.shared, cx, &mut self.wake) {
-                    Poll::Ready(Ok(())) => Some(CallError::Closed),
+                    Poll::Ready(Ok(())) => Some(CallError::ConnectionLost),
                     Poll::Ready(Err(e)) => Some(e.to_call_error()),
                     Poll::Pending => conn
                         .write(&self.shared, &self.sleep, cx, &mut self.wake)
@@ -268,6 +278,14 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
         self.shared
             .state
             .with(|state| state.connection_lost(error, outage, now, &mut self.wake));
+        // Before the failed calls wake: a caller that sees its error sees
+        // the client disconnected.
+        let since = match self.shared.connection().0 {
+            ConnectionState::Disconnected { since, .. } => since,
+            _ => now,
+        };
+        self.shared
+            .set_connection(ConnectionState::Disconnected { since, error });
         wake_all(&mut self.wake);
         if healthy {
             self.next_backoff = self.policy.initial_backoff;

@@ -617,15 +617,18 @@ impl State {
             let Some(&Slot {
                 phase,
                 outage_bound,
+                epoch,
                 ..
             }) = self.slots.get(slot as usize)
             else {
                 continue;
             };
-            let error = if outage_bound {
-                self.outage.map_or(CallError::Closed, |o| o.error)
-            } else {
-                CallError::DeadlineExceeded
+            let unsent = phase == Phase::Parked || epoch == self.out_epoch;
+            let error = match self.outage {
+                // Held back by an outage: it fails as never sent, whichever
+                // bound ran out first.
+                Some(o) if outage_bound || unsent => o.error.not_sent(),
+                _ => CallError::DeadlineExceeded,
             };
             if phase == Phase::Waiting {
                 run_driver |= self.take_back_or_cancel(slot, writer.as_deref_mut());
@@ -787,7 +790,13 @@ impl State {
     /// Fails every pending call and waiter; new calls fail with `error`.
     /// Wakers go to `wake`.
     pub(crate) fn close(&mut self, error: CallError, wake: &mut Vec<Waker>) {
-        let error = *self.closed.get_or_insert(error);
+        let error = match self.closed {
+            // Already closed to new calls (a reconnecting client between
+            // connections): no call in the table was sent.
+            Some(unsent) => unsent,
+            None => error,
+        };
+        self.closed = Some(error.not_sent());
         self.fail_unless(error, |_| false, wake);
         self.out.clear();
         self.parked.clear();
@@ -796,7 +805,9 @@ impl State {
     }
 
     /// Fails every call in the table except those `keep` says survive;
-    /// calls dropped while in the writer are freed.
+    /// calls dropped while in the writer are freed. Calls whose request
+    /// never left the process (parked, or still in `out`) fail with
+    /// `error`'s not-sent form.
     fn fail_unless(
         &mut self,
         error: CallError,
@@ -808,8 +819,10 @@ impl State {
                 continue;
             };
             let (phase, kept) = (s.phase, keep(s));
+            let unsent = phase == Phase::Parked || s.epoch == self.out_epoch;
             match phase {
                 Phase::Waiting | Phase::Parked if !kept => {
+                    let error = if unsent { error.not_sent() } else { error };
                     wake.extend(self.resolve(slot, Err(error)));
                 }
                 Phase::Retracting => {
@@ -847,7 +860,7 @@ impl State {
                 self.fail_unless(error, |_| false, wake);
                 self.out.clear();
                 self.parked.clear();
-                self.closed = Some(error);
+                self.closed = Some(error.not_sent());
                 self.wake_all_waiters(wake);
             }
             Some(max_wait) => {

@@ -533,7 +533,7 @@ impl HandlerTable {
                 // Drops the handler (user code; no lock is held).
                 slot.state = SlotState::Empty;
                 self.free.push(index as u32);
-                end_incoming(incoming, Err(CallError::Closed));
+                end_incoming(incoming, Err(CallError::ConnectionLost));
             }
         }
         self.waiting_for_room.clear();

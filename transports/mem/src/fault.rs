@@ -185,6 +185,14 @@ impl<E: TransportError> TransportError for FaultError<E> {
             FaultError::Reset => TransportErrorKind::Reset,
         }
     }
+
+    #[cfg(feature = "std")]
+    fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            FaultError::Inner(e) => e.io_kind(),
+            FaultError::Closed | FaultError::Reset => None,
+        }
+    }
 }
 
 /// What goes wrong, and when. Build it, then [`wrap`](Faults::wrap) a

@@ -28,9 +28,28 @@
 //! connections and polls every connection's server *inside the same task*
 //! (in a `FuturesUnordered`): nothing is spawned, which suits one-core and
 //! embedded-style executors. [`ServeBuilder::serve_spawned`] instead hands
-//! each connection to a [`courier::Spawn`] of your executor so connections
-//! run on all cores; the `Serve` future still tracks them for the limit and
-//! for shutdown.
+//! each connection to a [`courier::Spawn`] of your executor; the `Serve`
+//! future still tracks them for the limit and for shutdown.
+//!
+//! ## What each mode runs where, and what it costs
+//!
+//! A task runs on one core at a time, so what decides how many cores a
+//! server can use is how its work is split into tasks. Neither mode is the
+//! default for speed; measure with your handlers.
+//!
+//! | mode | tasks | cores it can use | cost |
+//! |---|---|---|---|
+//! | [`serve`](ServeBuilder::serve) | one, for the accept loop, every connection and every handler | one, in all | none beyond the calls themselves |
+//! | [`serve_spawned`](ServeBuilder::serve_spawned) | one per connection (reads, writes and every handler of its calls) | one per connection: several connections run in parallel, one connection never uses more than one core | one spawn per connection |
+//! | [`handler_spawner`](ServeBuilder::handler_spawner) (with either) | one per call, besides the connection's | a single connection's handlers run in parallel | a spawn (an allocation) per call and a wake-up across tasks, often across threads, for its reply |
+//!
+//! So a server with a single busy connection (one client multiplexing all
+//! its calls) uses one core unless `handler_spawner` is set. Setting it
+//! pays off when handlers do enough work per call to outweigh the
+//! per-call spawn; for short handlers it is a net loss. In one
+//! measurement on a 2-vCPU machine, one connection with short handlers did
+//! 459k calls/s without `handler_spawner` and 253k calls/s with it. The
+//! defaults do not spawn handlers.
 //!
 //! - **Connection limit** ([`ServeBuilder::max_connections`]): with
 //!   [`AtLimit::Pause`] (the default) the loop stops accepting while the
@@ -419,7 +438,12 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     }
 
     /// Runs each call's handler as a task on `spawner` (see
-    /// [`ServerBuilder::spawner`]).
+    /// [`ServerBuilder::spawner`]), so that the handlers of one connection
+    /// can run on several cores. Without it a connection's handlers run in
+    /// its own task, on one core at a time. It costs a spawn per call and a
+    /// cross-task wake-up for each reply, which for short handlers costs
+    /// more than the parallelism gains (see [what each mode
+    /// costs](crate#what-each-mode-runs-where-and-what-it-costs)).
     pub fn handler_spawner(mut self, spawner: impl Spawn + 'static) -> Self {
         self.server = self.server.spawner(spawner);
         self
@@ -464,9 +488,13 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     }
 
     /// Like [`serve`](ServeBuilder::serve), but each connection runs as a
-    /// task on `spawner`, so connections use every core. The returned future
-    /// still enforces the limit and the shutdown, and dropping it closes the
-    /// spawned connections too.
+    /// task on `spawner`, so different connections can run on different
+    /// cores; one connection, with the handlers of its calls, still runs on
+    /// one core at a time unless [`handler_spawner`](Self::handler_spawner)
+    /// is set (see [what each mode
+    /// costs](crate#what-each-mode-runs-where-and-what-it-costs)). The
+    /// returned future still enforces the limit and the shutdown, and
+    /// dropping it closes the spawned connections too.
     pub fn serve_spawned<L, S>(
         self,
         listener: L,

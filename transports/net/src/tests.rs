@@ -241,7 +241,11 @@ fn reject_at_limit_closes_new_connections() {
     );
     let second = h.connect();
     let got = h.start(async move { second.echo(2).await });
-    assert_eq!(got.take(), Some(Err(CallError::Closed)));
+    // Closed before the call started: it was never sent.
+    assert_eq!(
+        got.take(),
+        Some(Err(CallError::NotSent(courier::Unsent::Disconnected)))
+    );
     // The first connection is unaffected.
     assert_eq!(
         h.start(async move { first.echo(3).await }).take(),
@@ -303,7 +307,7 @@ fn dropping_serve_closes_connections() {
     assert_eq!(stuck.take(), None);
     drop(h.serve.take());
     h.pool.run_until_stalled();
-    assert_eq!(stuck.take(), Some(Err(CallError::Closed)));
+    assert_eq!(stuck.take(), Some(Err(CallError::ConnectionLost)));
 }
 
 /// A timer at the far end of its range whose sleeps never end: any

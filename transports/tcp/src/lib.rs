@@ -130,6 +130,12 @@ impl TransportError for TcpError {
             TcpError::Connect(e) | TcpError::Bind(e) => TransportError::kind(e),
         }
     }
+
+    fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            TcpError::Connect(e) | TcpError::Bind(e) => Some(e.kind()),
+        }
+    }
 }
 
 /// Turns `TCP_NODELAY` on for a stream just connected.

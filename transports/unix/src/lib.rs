@@ -140,6 +140,13 @@ impl TransportError for UnixError {
             UnixError::InUse => TransportErrorKind::Io,
         }
     }
+
+    fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            UnixError::Connect(e) | UnixError::Bind(e) => Some(e.kind()),
+            UnixError::InUse => Some(io::ErrorKind::AddrInUse),
+        }
+    }
 }
 
 /// The socket file a listener created; removed on drop if it is still the
