@@ -406,12 +406,16 @@ impl Service {
             let doc = format!(
                 "Method key of `{name}`: hashes the service and method names and the wire schemas of the arguments and the result."
             );
-            let arg_types = method.params.iter().map(|(_, ty)| ty);
-            let ret = &method.ret;
-            let args_span = method.ident.span();
-            let args_schema = quote_spanned! {args_span=>
-                <(#(#arg_types,)*) as ::courier::Schema>::SCHEMA
+            // The argument tuple's shape, written out (the shape the tuple's
+            // own `Schema` impl gives) so that a type without a schema is
+            // reported at that type.
+            let arg_schemas = method.params.iter().map(|(_, ty)| {
+                quote_spanned! {ty.span()=> <#ty as ::courier::Schema>::SCHEMA }
+            });
+            let args_schema = quote! {
+                &::courier::schema::Shape::Tuple(&[#(#arg_schemas),*])
             };
+            let ret = &method.ret;
             let ret_schema = quote_spanned! {ret.span()=>
                 <#ret as ::courier::Schema>::SCHEMA
             };
