@@ -87,8 +87,6 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
-// The code `#[derive(Schema)]` generates names `::courier`.
-extern crate self as courier;
 #[cfg(feature = "std")]
 extern crate std;
 

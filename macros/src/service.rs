@@ -148,7 +148,7 @@ fn parse_method(method: TraitItemFn) -> syn::Result<Method> {
     }
     if sig.asyncness.is_none() {
         return Err(Error::new_spanned(
-            &sig.fn_token,
+            sig.fn_token,
             "service methods are `async fn`",
         ));
     }

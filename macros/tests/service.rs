@@ -120,10 +120,8 @@ fn keys_hash_the_wire_schema() {
 #[test]
 fn calls_round_trip_and_a_schema_mismatch_is_an_unknown_method() {
     let (client_io, server_io) = courier_mem::pair(64 * 1024);
-    let server = courier::ServerBuilder::new().build(
-        server_io,
-        KitchenServer::from_arc(Arc::new(Impl)).clone(),
-    );
+    let server = courier::ServerBuilder::new()
+        .build(server_io, KitchenServer::from_arc(Arc::new(Impl)).clone());
     let (client, driver) = courier::Client::new(client_io);
     let kitchen = KitchenClient::new(client.clone()).with_timeout(Duration::from_secs(60));
     let wider = wider::KitchenClient::new(client);
