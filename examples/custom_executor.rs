@@ -10,14 +10,13 @@
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
 
-courier::service! {
-    /// String tools.
-    pub trait Text {
-        /// Upper-cases `s`.
-        async fn upper(s: String) -> String;
-        /// Counts words.
-        async fn words(s: String) -> usize;
-    }
+/// String tools.
+#[courier::service]
+pub trait Text {
+    /// Upper-cases `s`.
+    async fn upper(&self, s: String) -> String;
+    /// Counts words.
+    async fn words(&self, s: String) -> usize;
 }
 
 struct Tools;

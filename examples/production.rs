@@ -19,17 +19,18 @@ use std::time::Duration;
 use courier::client::{ConnectionState, Outage, ReconnectPolicy};
 use courier::{CallError, Shutdown};
 
-courier::service! {
-    /// A string key-value store.
-    pub trait Kv {
-        /// The value of `key`, if any.
-        async fn get(key: String) -> Option<String>;
-        /// Sets `key` to `value` and returns the previous value. Setting
-        /// the same value twice leaves the same state: idempotent.
-        async fn put(key: String, value: String) -> Option<String>;
-        /// Waits `ms` milliseconds (a call that is in flight for a while).
-        async fn slow(ms: u64);
-    }
+/// A string key-value store.
+#[courier::service]
+pub trait Kv {
+    /// The value of `key`, if any.
+    #[idempotent]
+    async fn get(&self, key: String) -> Option<String>;
+    /// Sets `key` to `value` and returns the previous value. Setting the
+    /// same value twice leaves the same state: idempotent.
+    #[idempotent]
+    async fn put(&self, key: String, value: String) -> Option<String>;
+    /// Waits `ms` milliseconds (a call that is in flight for a while).
+    async fn slow(&self, ms: u64);
 }
 
 /// The state every connection shares. `Clone` shares it: the server clones

@@ -9,14 +9,13 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-courier::service! {
-    /// A calculator.
-    pub trait Calc {
-        /// Adds two numbers.
-        async fn add(a: u64, b: u64) -> u64;
-        /// Divides; dividing by zero is an application error.
-        async fn div(a: u64, b: u64) -> Result<u64, String>;
-    }
+/// A calculator.
+#[courier::service]
+pub trait Calc {
+    /// Adds two numbers.
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Divides; dividing by zero is an application error.
+    async fn div(&self, a: u64, b: u64) -> Result<u64, String>;
 }
 
 struct Calculator;

@@ -9,12 +9,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-courier::service! {
-    /// A key-value-ish greeting service.
-    pub trait Greeter {
-        /// Greets `name`.
-        async fn greet(name: String) -> String;
-    }
+/// A key-value-ish greeting service.
+#[courier::service]
+pub trait Greeter {
+    /// Greets `name`.
+    async fn greet(&self, name: String) -> String;
 }
 
 struct Polite;

@@ -11,18 +11,17 @@ use std::time::Duration;
 
 use courier::{CallError, ClientBuilder, RemoteError, ServerBuilder};
 
-courier::service! {
-    /// A bank account.
-    pub trait Account {
-        /// Deposits, returns the balance.
-        async fn deposit(amount: u64) -> u64;
-        /// Withdraws, or fails with the balance that was too small.
-        async fn withdraw(amount: u64) -> Result<u64, Insufficient>;
-    }
+/// A bank account.
+#[courier::service]
+pub trait Account {
+    /// Deposits, returns the balance.
+    async fn deposit(&self, amount: u64) -> u64;
+    /// Withdraws, or fails with the balance that was too small.
+    async fn withdraw(&self, amount: u64) -> Result<u64, Insufficient>;
 }
 
 /// Not enough money; carries the balance.
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, courier::Schema)]
 pub struct Insufficient(u64);
 
 #[derive(Default)]

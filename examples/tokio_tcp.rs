@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use courier::CallError;
 
-courier::service! {
-    /// A counter shared by all clients.
-    pub trait Counter {
-        /// Adds `n`, returns the new total.
-        async fn bump(n: u64) -> u64;
-        /// Sleeps, to show call timeouts.
-        async fn nap(ms: u64);
-    }
+/// A counter shared by all clients.
+#[courier::service]
+pub trait Counter {
+    /// Adds `n`, returns the new total.
+    async fn bump(&self, n: u64) -> u64;
+    /// Sleeps, to show call timeouts.
+    async fn nap(&self, ms: u64);
 }
 
 #[derive(Default)]

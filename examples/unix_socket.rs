@@ -5,14 +5,13 @@
 //! cargo run --example unix_socket
 //! ```
 
-courier::service! {
-    /// File-system-ish info.
-    pub trait Info {
-        /// The server's process id.
-        async fn pid() -> u32;
-        /// Echoes bytes back.
-        async fn echo(data: Vec<u8>) -> Vec<u8>;
-    }
+/// File-system-ish info.
+#[courier::service]
+pub trait Info {
+    /// The server's process id.
+    async fn pid(&self) -> u32;
+    /// Echoes bytes back.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
 }
 
 struct Server;

@@ -18,34 +18,33 @@ use std::time::Duration;
 use courier::framing::LEN_PREFIX;
 use courier::wire::Header;
 use courier::{
-    CallError, ClientBuilder, DriverError, MethodKey, RemoteError, ServerBuilder, Shutdown, Timer,
-    Transport,
+    CallError, ClientBuilder, DriverError, MethodKey, RemoteError, Schema, ServerBuilder, Shutdown,
+    Timer, Transport,
 };
 use courier_mem::{MemError, MemTransport};
 use support::{ManualClock, Sim};
 
-courier::service! {
-    /// The service the conformance vectors call; PROTOCOL.md lists its keys.
-    pub trait Conformance {
-        /// `a + b`, wrapping.
-        async fn add(a: u64, b: u64) -> u64;
-        /// Returns its argument.
-        async fn echo(data: Vec<u8>) -> Vec<u8>;
-        /// `Ok(0)` for 0, else `Err("error {code}")`.
-        async fn fail(code: u32) -> Result<u32, String>;
-        /// `-x`, wrapping.
-        async fn negate(x: i64) -> i64;
-        /// `"hello"`, or `"hello, {name}"`.
-        async fn greet(name: Option<String>) -> String;
-        /// Does nothing.
-        async fn ping();
-        /// Returns `ms` once the clock has moved `ms` milliseconds on.
-        async fn sleep(ms: u32) -> u32;
-        /// `count` copies of `byte`.
-        async fn repeat(byte: u8, count: u32) -> Vec<u8>;
-        /// Panics.
-        async fn crash();
-    }
+/// The service the conformance vectors call; PROTOCOL.md lists its keys.
+#[courier::service]
+pub trait Conformance {
+    /// `a + b`, wrapping.
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Returns its argument.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// `Ok(0)` for 0, else `Err("error {code}")`.
+    async fn fail(&self, code: u32) -> Result<u32, String>;
+    /// `-x`, wrapping.
+    async fn negate(&self, x: i64) -> i64;
+    /// `"hello"`, or `"hello, {name}"`.
+    async fn greet(&self, name: Option<String>) -> String;
+    /// Does nothing.
+    async fn ping(&self);
+    /// Returns `ms` once the clock has moved `ms` milliseconds on.
+    async fn sleep(&self, ms: u32) -> u32;
+    /// `count` copies of `byte`.
+    async fn repeat(&self, byte: u8, count: u32) -> Vec<u8>;
+    /// Panics.
+    async fn crash(&self);
 }
 
 struct Impl {
@@ -542,15 +541,15 @@ fn the_replayer_catches_a_wrong_vector() {
     // server does not do: both must be reported, or the suite proves nothing.
     let text = "\
 name: wrong-sum
-> 11000000 010000 01000000 800322c43f01c6e1 0203
+> 11000000 010000 01000000 cb4a31cc83c1762f 0203
 < 08000000 010100 01000000 06
 = open
 name: wrong-end
-> 11000000 010000 01000000 800322c43f01c6e1 0203
+> 11000000 010000 01000000 cb4a31cc83c1762f 0203
 < 08000000 010100 01000000 05
 = closed
 name: right
-> 11000000 010000 01000000 800322c43f01c6e1 0203
+> 11000000 010000 01000000 cb4a31cc83c1762f 0203
 < 08000000 010100 01000000 05
 = open
 ";
@@ -808,24 +807,40 @@ fn method_keys_are_the_documented_ones() {
         ("repeat", ConformanceClient::REPEAT),
         ("crash", ConformanceClient::CRASH),
     ];
-    // The key table in PROTOCOL.md: | `service` | `method` | `signature` | `0x…` |
+    // The key table in PROTOCOL.md (5.3):
+    // | `service` | `method` | `signature` | `schema(args)` | `schema(result)` | `0x…` |
     let mut rows = Vec::new();
     for line in PROTOCOL.lines() {
         let cells: Vec<&str> = line
             .split('|')
             .map(|c| c.trim().trim_matches('`'))
             .collect();
-        let [_, service, method, signature, key, ..] = cells.as_slice() else {
+        let [_, service, method, signature, args, result, key, ..] = cells.as_slice() else {
             continue;
         };
         let Some(key) = key.strip_prefix("0x") else {
             continue;
         };
         let key = MethodKey(u64::from_str_radix(key, 16).expect("a key in hex"));
-        let derived = MethodKey::from_signature(service, method, signature);
-        assert_eq!(derived, key, "PROTOCOL.md: {service}.{method} {signature}");
+        // Hash the documented bytes with FNV-1a 64, as section 5 says.
+        let mut hashed = Vec::new();
+        hashed.extend_from_slice(service.as_bytes());
+        hashed.push(0);
+        hashed.extend_from_slice(method.as_bytes());
+        hashed.push(0);
+        hashed.extend(parse_hex(args, 0).expect("schema bytes in hex"));
+        hashed.extend(parse_hex(result, 0).expect("schema bytes in hex"));
+        let derived = hashed.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
+            (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        assert_eq!(
+            MethodKey(derived),
+            key,
+            "PROTOCOL.md: {service}.{method} {signature}"
+        );
         rows.push((service.to_string(), method.to_string(), key));
     }
+    assert_eq!(rows.len(), 11, "the key table has 11 rows");
     // Every key the macro derives for the conformance service is listed.
     for (method, from_macro) in macro_keys {
         assert!(
@@ -834,13 +849,21 @@ fn method_keys_are_the_documented_ones() {
             "PROTOCOL.md lacks Conformance.{method} = {from_macro}"
         );
     }
-    // The Calc example of section 5 is what the macro hashes, too.
-    courier::service! {
-        trait Calc {
-            async fn add(a: u64, b: u64) -> u64;
-        }
+    // The Calc example of section 5 is what the macro hashes, too, and
+    // `from_schema` agrees.
+    #[courier::service]
+    trait Calc {
+        async fn add(&self, a: u64, b: u64) -> u64;
     }
     assert!(rows
         .iter()
         .any(|(s, m, k)| s == "Calc" && m == "add" && *k == CalcClient::ADD));
+    assert_eq!(
+        CalcClient::ADD,
+        MethodKey::from_schema("Calc", "add", <(u64, u64)>::SCHEMA, u64::SCHEMA)
+    );
+    // The wrong `add` of the `signature-mismatch` vector.
+    assert!(rows.iter().any(|(s, m, k)| s == "Conformance"
+        && m == "add"
+        && *k == MethodKey::from_schema("Conformance", "add", <(u32, u32)>::SCHEMA, u32::SCHEMA)));
 }

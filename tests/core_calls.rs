@@ -239,12 +239,11 @@ fn unknown_method_is_a_typed_error_and_the_connection_goes_on() {
 }
 
 mod v2 {
-    courier::service! {
-        /// Same service and method names as `common::Test`, other signature.
-        pub trait Test {
-            /// `add` with 32-bit arguments.
-            async fn add(a: u32, b: u32) -> u32;
-        }
+    /// Same service and method names as `common::Test`, other signature.
+    #[courier::service]
+    pub trait Test {
+        /// `add` with 32-bit arguments.
+        async fn add(&self, a: u32, b: u32) -> u32;
     }
 }
 

@@ -167,20 +167,19 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // The service: every method takes the call's token and records it.
 
-courier::service! {
-    /// The service the simulation serves.
-    pub trait Soak {
-        /// Returns the bytes it got.
-        async fn echo(token: u64, data: Vec<u8>) -> Vec<u8>;
-        /// Adds (wrapping).
-        async fn add(token: u64, a: u64, b: u64) -> u64;
-        /// Returns `token` after yielding `n` times (waking itself).
-        async fn yields(token: u64, n: u32) -> u64;
-        /// Returns `token` once the gate was opened after the call started.
-        async fn gated(token: u64) -> u64;
-        /// Panics.
-        async fn panics(token: u64) -> u64;
-    }
+/// The service the simulation serves.
+#[courier::service]
+pub trait Soak {
+    /// Returns the bytes it got.
+    async fn echo(&self, token: u64, data: Vec<u8>) -> Vec<u8>;
+    /// Adds (wrapping).
+    async fn add(&self, token: u64, a: u64, b: u64) -> u64;
+    /// Returns `token` after yielding `n` times (waking itself).
+    async fn yields(&self, token: u64, n: u32) -> u64;
+    /// Returns `token` once the gate was opened after the call started.
+    async fn gated(&self, token: u64) -> u64;
+    /// Panics.
+    async fn panics(&self, token: u64) -> u64;
 }
 
 /// Releases `gated` handlers: each waits for the next release after it

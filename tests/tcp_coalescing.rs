@@ -8,12 +8,11 @@ use std::task::{Context, Poll};
 use courier::{ClientBuilder, Transport};
 use courier_net::Listener;
 
-courier::service! {
+/// Adds.
+#[courier::service]
+pub trait Add {
     /// Adds.
-    pub trait Add {
-        /// Adds.
-        async fn add(a: u64, b: u64) -> u64;
-    }
+    async fn add(&self, a: u64, b: u64) -> u64;
 }
 
 struct Imp;

@@ -145,7 +145,7 @@ fn round_trip(c: &mut Criterion) {
             }))
         })
     });
-    let mut buf = Some(ByteBuf::from(vec![7u8; 16]));
+    let mut buf = Some(courier_bench::Payload::from(vec![7u8; 16]));
     g.bench_function("echo 16 B", |b| {
         b.iter_custom(|iters| {
             smol::block_on(ex.run(async {

@@ -11,9 +11,9 @@
 //!
 //! The service has the peers' two methods: `add(u64, u64) -> u64`
 //! (`--payload 0`) and an echo of the payload. The echo takes and returns a
-//! [`serde_bytes::ByteBuf`], so postcard writes and reads the payload as one
-//! length-prefixed slice instead of element by element (the peers'
-//! `tarpc-bytebuf` row does the same; their plain `tarpc` row echoes a
+//! [`Payload`], a [`serde_bytes::ByteBuf`], so postcard writes and reads the
+//! payload as one length-prefixed slice instead of element by element (the
+//! peers' `tarpc-bytebuf` row does the same; their plain `tarpc` row echoes a
 //! `Vec<u8>`). Each caller reuses the returned buffer as its next request.
 
 use std::future::Future;
@@ -26,16 +26,47 @@ pub mod measure;
 
 use courier::{ClientBuilder, ClientDriver, ServerBuilder, Timer, Transport};
 use measure::{Phase, Recorder};
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-courier::service! {
-    /// The benchmark service: the peers' `add` and echo.
-    pub trait Bench {
-        /// `a + b` (wrapping).
-        async fn add(a: u64, b: u64) -> u64;
-        /// Returns the payload unchanged.
-        async fn echo(payload: ByteBuf) -> ByteBuf;
+/// The echo payload: a [`ByteBuf`], which postcard writes as one
+/// length-prefixed slice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(pub ByteBuf);
+
+impl Payload {
+    /// The number of bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload(ByteBuf::from(bytes))
+    }
+}
+
+// `ByteBuf` is written as a length and the bytes: on the wire the same as a
+// `Vec<u8>`, so it has the same schema (and `echo` the same key as one
+// declared with `Vec<u8>`).
+impl courier::Schema for Payload {
+    const SCHEMA: &'static courier::schema::Shape = <Vec<u8> as courier::Schema>::SCHEMA;
+}
+
+/// The benchmark service: the peers' `add` and echo.
+#[courier::service]
+pub trait Bench {
+    /// `a + b` (wrapping).
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Returns the payload unchanged.
+    async fn echo(&self, payload: Payload) -> Payload;
 }
 
 /// The benchmark service's implementation.
@@ -47,7 +78,7 @@ impl Bench for BenchImpl {
         a.wrapping_add(b)
     }
 
-    async fn echo(&self, payload: ByteBuf) -> ByteBuf {
+    async fn echo(&self, payload: Payload) -> Payload {
         payload
     }
 }
@@ -91,7 +122,7 @@ pub async fn caller(client: BenchClient, payload: usize, phase: Arc<Phase>) -> R
             i = i.wrapping_add(1);
         }
     }
-    let fresh = || ByteBuf::from(vec![0xa5; payload]);
+    let fresh = || Payload::from(vec![0xa5; payload]);
     let mut buf = fresh();
     loop {
         let t0 = Instant::now();
@@ -265,7 +296,6 @@ pub mod alloc_count {
     use std::task::{Context, Poll};
 
     use futures::future::join_all;
-    use serde_bytes::ByteBuf;
 
     thread_local! {
         static ALLOCS: Cell<u64> = const { Cell::new(0) };
@@ -359,7 +389,7 @@ pub mod alloc_count {
             .map(|_| {
                 let client = client.clone();
                 async move {
-                    let mut buf = ByteBuf::from(vec![1; payload]);
+                    let mut buf = super::Payload::from(vec![1; payload]);
                     for i in 0..calls {
                         if payload == 0 {
                             assert_eq!(client.add(i, 1).await, Ok(i + 1));

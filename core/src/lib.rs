@@ -34,18 +34,18 @@
 //! - [`Server`] / [`Service`]: concurrent handlers on one connection without
 //!   spawning (or on your spawner), cancel and deadline handling, typed
 //!   errors for unknown methods and bad arguments.
-//! - [`service!`]: a typed client and a server trait from one declaration.
+//! - [`service`]: a typed client and a server trait from one trait
+//!   declaration; [`Schema`](trait@Schema): the wire schemas its method keys hash.
 //! - [`Timer`]: the clock the drivers use for deadlines, supplied by you.
 //!
 //! # Example
 //!
 //! ```
-//! courier::service! {
-//!     /// A calculator.
-//!     pub trait Calc {
-//!         /// Adds two numbers.
-//!         async fn add(a: u64, b: u64) -> u64;
-//!     }
+//! /// A calculator.
+//! #[courier::service]
+//! pub trait Calc {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: u64, b: u64) -> u64;
 //! }
 //!
 //! struct Adder;
@@ -93,6 +93,7 @@ extern crate std;
 pub mod error;
 pub mod framing;
 pub mod io;
+pub mod schema;
 pub mod timer;
 pub mod wire;
 
@@ -102,12 +103,11 @@ pub mod client;
 mod deadline;
 #[cfg(feature = "alloc")]
 mod id_map;
+mod method_info;
 #[cfg(feature = "alloc")]
 mod readiness;
 #[cfg(feature = "alloc")]
 pub mod server;
-#[cfg(feature = "alloc")]
-mod service;
 #[cfg(feature = "alloc")]
 mod stream;
 #[cfg(feature = "alloc")]
@@ -115,11 +115,18 @@ mod sync;
 
 #[cfg(feature = "alloc")]
 pub use client::{Call, CallStream, Client, ClientBuilder, ClientDriver, Notify, Upload};
+#[cfg(feature = "alloc")]
+pub use courier_macros::service;
+/// Derives [`Schema`](trait@Schema) from a struct's or enum's fields; see
+/// the [`schema`] module.
+pub use courier_macros::Schema;
 pub use error::{
     CallError, ConnectError, DriverError, FrameError, RemoteError, TransportError,
     TransportErrorKind, Unsent,
 };
 pub use io::Transport;
+pub use method_info::MethodInfo;
+pub use schema::Schema;
 #[cfg(feature = "alloc")]
 pub use server::{
     Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, WhenFull,
@@ -134,7 +141,6 @@ pub use wire::MethodKey;
 #[doc(hidden)]
 pub mod __private {
     pub use alloc::sync::Arc;
-    pub use paste::paste;
 
     use crate::RemoteError;
 

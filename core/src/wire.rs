@@ -58,28 +58,30 @@
 //! assert_eq!(body_at, n);
 //! ```
 //!
-//! # Example: the method key the `service!` macro derives
+//! # Example: the method key the `service` attribute derives
 //!
-//! The signature hashed is `(`, every argument type followed by a comma,
-//! `)->`, and the return type (`()` when none is declared), spelled as
-//! written:
+//! The key hashes the service name, the method name, the wire schema of the
+//! tuple of argument types and that of the return type (`()` when none is
+//! written), not their spelling:
 //!
 //! ```
-//! use courier::MethodKey;
-//! courier::service! {
-//!     trait Calc {
-//!         async fn add(a: u64, b: u64) -> u64;
-//!         async fn ping();
-//!     }
+//! use courier::{MethodKey, Schema};
+//! #[courier::service]
+//! trait Calc {
+//!     async fn add(&self, a: u64, b: u64) -> u64;
+//!     async fn ping(&self);
 //! }
-//! assert_eq!(CalcClient::ADD, MethodKey::from_signature("Calc", "add", "(u64,u64,)->u64"));
-//! assert_eq!(CalcClient::ADD, MethodKey(0x93be_fd86_77bd_aa22));
-//! assert_eq!(CalcClient::PING, MethodKey::from_signature("Calc", "ping", "()->()"));
+//! assert_eq!(
+//!     CalcClient::ADD,
+//!     MethodKey::from_schema("Calc", "add", <(u64, u64)>::SCHEMA, u64::SCHEMA)
+//! );
+//! assert_eq!(CalcClient::PING, MethodKey::from_schema("Calc", "ping", <()>::SCHEMA, <()>::SCHEMA));
 //! ```
 
 use core::fmt;
 
 use crate::error::{FrameError, RemoteError};
+use crate::schema::{self, Shape};
 
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
@@ -153,46 +155,37 @@ impl FrameKind {
 
 /// Identifies one method of one service with one signature.
 ///
-/// Derived by [`MethodKey::from_signature`] from the service name, method
-/// name and the spelling of the argument and return types, so a client and a
-/// server that disagree on any of them get [`RemoteError::UnknownMethod`]
-/// instead of a garbled value.
+/// Derived by [`MethodKey::from_schema`] from the service name, the method
+/// name and the wire schemas of the arguments and of the result, so a client
+/// and a server that disagree on any of them get
+/// [`RemoteError::UnknownMethod`] instead of a garbled value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MethodKey(pub u64);
 
 impl MethodKey {
-    /// FNV-1a (64 bit) of `service`, `method` and `signature`, separated by
-    /// NUL bytes, with ASCII whitespace skipped so that the hash does not
-    /// depend on how a compiler version spaces stringified types.
+    /// FNV-1a (64 bit) of `service`, a 0 byte, `method`, a 0 byte, then the
+    /// canonical encodings of `args` and of `result` (PROTOCOL.md §5).
     ///
-    /// The [`service!`](crate::service!) macro passes the signature
-    /// `(T1,T2,…,)->R`: every argument type followed by a comma, and `()`
-    /// for a method without a return type; `add(a: u64, b: u64) -> u64`
-    /// hashes `(u64,u64,)->u64`.
-    pub const fn from_signature(service: &str, method: &str, signature: &str) -> Self {
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        hash = fnv_str(hash, service.as_bytes());
-        hash = fnv_byte(hash, 0);
-        hash = fnv_str(hash, method.as_bytes());
-        hash = fnv_byte(hash, 0);
-        hash = fnv_str(hash, signature.as_bytes());
+    /// [`service`](crate::service) passes the shape of the tuple of the
+    /// argument types (also for none or one argument) and the shape of the
+    /// return type (`()` when none is written):
+    ///
+    /// ```
+    /// use courier::{MethodKey, Schema};
+    /// // async fn add(&self, a: u64, b: u64) -> u64; in trait Calc
+    /// let key = MethodKey::from_schema("Calc", "add", <(u64, u64)>::SCHEMA, u64::SCHEMA);
+    /// assert_eq!(key, MethodKey(0xbfa9_970c_97e5_71d1));
+    /// ```
+    pub const fn from_schema(service: &str, method: &str, args: &Shape, result: &Shape) -> Self {
+        let mut hash = schema::FNV_BASIS;
+        hash = schema::fnv_bytes(hash, service.as_bytes());
+        hash = schema::fnv_byte(hash, 0);
+        hash = schema::fnv_bytes(hash, method.as_bytes());
+        hash = schema::fnv_byte(hash, 0);
+        hash = schema::fnv_shape(hash, args);
+        hash = schema::fnv_shape(hash, result);
         MethodKey(hash)
     }
-}
-
-const fn fnv_byte(hash: u64, b: u8) -> u64 {
-    (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-}
-
-const fn fnv_str(mut hash: u64, bytes: &[u8]) -> u64 {
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_whitespace() {
-            hash = fnv_byte(hash, bytes[i]);
-        }
-        i += 1;
-    }
-    hash
 }
 
 impl fmt::Debug for MethodKey {
@@ -612,28 +605,33 @@ mod tests {
     }
 
     #[test]
-    fn method_keys_depend_on_every_part_but_not_on_spacing() {
-        let a = MethodKey::from_signature("Calc", "add", "(u64,u64,)->u64");
-        assert_eq!(
-            a,
-            MethodKey::from_signature("Calc", "add", "( u64 , u64 , ) -> u64")
-        );
-        assert_ne!(
-            a,
-            MethodKey::from_signature("Calc", "add", "(u32,u64,)->u64")
-        );
-        assert_ne!(
-            a,
-            MethodKey::from_signature("Calc", "sub", "(u64,u64,)->u64")
-        );
-        assert_ne!(
-            a,
-            MethodKey::from_signature("Calc2", "add", "(u64,u64,)->u64")
-        );
+    fn method_keys_depend_on_every_part() {
+        use crate::Schema;
+        let key =
+            |service, method, args, result| MethodKey::from_schema(service, method, args, result);
+        let pair = <(u64, u64)>::SCHEMA;
+        let a = key("Calc", "add", pair, u64::SCHEMA);
+        // PROTOCOL.md §5, worked example: the bytes hashed, written out.
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for b in [
+            0x43, 0x61, 0x6c, 0x63, 0x00, 0x61, 0x64, 0x64, 0x00, // "Calc" 0 "add" 0
+            0x14, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x0a, // (u64, u64)
+            0x0a, // u64
+        ] {
+            hash = (hash ^ b).wrapping_mul(0x100_0000_01b3);
+        }
+        assert_eq!(a, MethodKey(hash));
+        assert_ne!(a, key("Calc", "add", <(u32, u64)>::SCHEMA, u64::SCHEMA));
+        assert_ne!(a, key("Calc", "add", pair, u32::SCHEMA));
+        assert_ne!(a, key("Calc", "sub", pair, u64::SCHEMA));
+        assert_ne!(a, key("Calc2", "add", pair, u64::SCHEMA));
         // The separators keep "ab"+"c" apart from "a"+"bc".
+        let unit = <()>::SCHEMA;
+        assert_ne!(key("ab", "c", unit, unit), key("a", "bc", unit, unit));
+        // Where the argument list ends is part of the key.
         assert_ne!(
-            MethodKey::from_signature("ab", "c", ""),
-            MethodKey::from_signature("a", "bc", "")
+            key("S", "m", <(u8,)>::SCHEMA, <(u8,)>::SCHEMA),
+            key("S", "m", <(u8, (u8,))>::SCHEMA, unit)
         );
     }
 }

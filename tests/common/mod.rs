@@ -11,30 +11,29 @@ use std::task::{Context, Poll};
 use serde::{Deserialize, Serialize};
 
 /// An application error, returned as a value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, courier::Schema)]
 pub enum DivError {
     /// Division by zero.
     ByZero,
 }
 
-courier::service! {
-    /// The service under test.
-    pub trait Test {
-        /// Returns its argument.
-        async fn echo(x: u64) -> u64;
-        /// Adds.
-        async fn add(a: u64, b: u64) -> u64;
-        /// Returns the bytes it got.
-        async fn bytes(data: Vec<u8>) -> Vec<u8>;
-        /// Yields `yields` times, then returns `id`.
-        async fn delayed(id: u64, yields: u32) -> u64;
-        /// Never returns.
-        async fn hang(tag: u64);
-        /// Divides, with an application error.
-        async fn div(a: u64, b: u64) -> Result<u64, DivError>;
-        /// Panics.
-        async fn explode();
-    }
+/// The service under test.
+#[courier::service]
+pub trait Test {
+    /// Returns its argument.
+    async fn echo(&self, x: u64) -> u64;
+    /// Adds.
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Returns the bytes it got.
+    async fn bytes(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Yields `yields` times, then returns `id`.
+    async fn delayed(&self, id: u64, yields: u32) -> u64;
+    /// Never returns.
+    async fn hang(&self, tag: u64);
+    /// Divides, with an application error.
+    async fn div(&self, a: u64, b: u64) -> Result<u64, DivError>;
+    /// Panics.
+    async fn explode(&self);
 }
 
 /// Counters the handlers update.

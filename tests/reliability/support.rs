@@ -13,22 +13,21 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-courier::service! {
-    /// The service the reliability tests and the fuzz harness serve.
-    pub trait Probe {
-        /// Adds (wrapping).
-        async fn add(a: u64, b: u64) -> u64;
-        /// Returns the bytes it got.
-        async fn echo(data: Vec<u8>) -> Vec<u8>;
-        /// Returns `n` after yielding `n` times (waking itself).
-        async fn yields(n: u8) -> u8;
-        /// Returns `len` bytes of `fill`.
-        async fn fill(fill: u8, len: u32) -> Vec<u8>;
-        /// Panics when `panic` is true, else returns `id`.
-        async fn maybe_panic(id: u64, panic: bool) -> u64;
-        /// Waits until the gate opens, then returns `id`.
-        async fn gated(id: u64) -> u64;
-    }
+/// The service the reliability tests and the fuzz harness serve.
+#[courier::service]
+pub trait Probe {
+    /// Adds (wrapping).
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Returns the bytes it got.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns `n` after yielding `n` times (waking itself).
+    async fn yields(&self, n: u8) -> u8;
+    /// Returns `len` bytes of `fill`.
+    async fn fill(&self, fill: u8, len: u32) -> Vec<u8>;
+    /// Panics when `panic` is true, else returns `id`.
+    async fn maybe_panic(&self, id: u64, panic: bool) -> u64;
+    /// Waits until the gate opens, then returns `id`.
+    async fn gated(&self, id: u64) -> u64;
 }
 
 /// A gate that `gated` calls wait on.

@@ -24,14 +24,13 @@ use futures::stream::StreamExt;
 /// The longest any single step may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(10);
 
-courier::service! {
-    /// The service under test.
-    pub trait Net {
-        /// Adds.
-        async fn add(a: u64, b: u64) -> u64;
-        /// Waits until the gate opens, then returns `tag`.
-        async fn hold(tag: u64) -> u64;
-    }
+/// The service under test.
+#[courier::service]
+pub trait Net {
+    /// Adds.
+    async fn add(&self, a: u64, b: u64) -> u64;
+    /// Waits until the gate opens, then returns `tag`.
+    async fn hold(&self, tag: u64) -> u64;
 }
 
 /// What the handlers did, seen from the test.

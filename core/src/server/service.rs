@@ -19,7 +19,7 @@ use crate::stream::{Incoming, IncomingRef, Streaming};
 use crate::wire::{Header, MethodKey};
 
 /// Turns a request into a handler. Implemented by the server types the
-/// [`service!`](crate::service!) macro generates; implement it by hand for
+/// [`service`](crate::service) attribute generates; implement it by hand for
 /// custom routing.
 pub trait Service {
     /// Looks up `method` and decodes `args` (postcard bytes). An unknown

@@ -107,12 +107,11 @@
 //!
 //! use courier_net::{Listener, ServeBuilder};
 //!
-//! courier::service! {
-//!     /// Echoes.
-//!     pub trait Echo {
-//!         /// Returns `x`.
-//!         async fn echo(x: u32) -> u32;
-//!     }
+//! /// Echoes.
+//! #[courier::service]
+//! pub trait Echo {
+//!     /// Returns `x`.
+//!     async fn echo(&self, x: u32) -> u32;
 //! }
 //! struct Imp;
 //! impl Echo for Imp {
@@ -231,12 +230,11 @@
 //!     }
 //! }
 //!
-//! courier::service! {
-//!     /// Doubles.
-//!     pub trait Double {
-//!         /// Returns `2 * x`.
-//!         async fn double(x: u32) -> u32;
-//!     }
+//! /// Doubles.
+//! #[courier::service]
+//! pub trait Double {
+//!     /// Returns `2 * x`.
+//!     async fn double(&self, x: u32) -> u32;
 //! }
 //! struct Imp;
 //! impl Double for Imp {

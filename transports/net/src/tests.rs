@@ -14,14 +14,13 @@ use futures::task::LocalSpawnExt;
 
 use super::*;
 
-courier::service! {
-    /// The service under test.
-    pub trait Probe {
-        /// Returns `x`.
-        async fn echo(x: u32) -> u32;
-        /// Waits for the gate, then returns `x`.
-        async fn gated(x: u32) -> u32;
-    }
+/// The service under test.
+#[courier::service]
+pub trait Probe {
+    /// Returns `x`.
+    async fn echo(&self, x: u32) -> u32;
+    /// Waits for the gate, then returns `x`.
+    async fn gated(&self, x: u32) -> u32;
 }
 
 #[derive(Default)]

@@ -10,7 +10,7 @@
 //!   already coalesces frames into one write) and returns `(Client,
 //!   ClientDriver)`. Poll the driver on any executor — spawn it, or join it
 //!   with your calls — and wrap the client in a typed client from
-//!   [`courier::service!`], e.g. `CalcClient::new(client)`. [`connect_with`]
+//!   [`courier::service`](macro@courier::service), e.g. `CalcClient::new(client)`. [`connect_with`]
 //!   takes a [`courier::ClientBuilder`] for the frame limit, the calls in
 //!   flight and the timer.
 //! - **Reconnecting client** (opt-in): [`connect_reconnecting`], or a
@@ -43,12 +43,11 @@
 //! ```
 //! # #[cfg(feature = "async-io")]
 //! # {
-//! courier::service! {
-//!     /// A calculator.
-//!     pub trait Calc {
-//!         /// Adds two numbers.
-//!         async fn add(a: u64, b: u64) -> u64;
-//!     }
+//! /// A calculator.
+//! #[courier::service]
+//! pub trait Calc {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: u64, b: u64) -> u64;
 //! }
 //! struct Adder;
 //! impl Calc for Adder {

@@ -8,7 +8,7 @@
 //!
 //! - **Client**: [`connect`] returns `(Client, ClientDriver)`; poll the
 //!   driver on any executor and wrap the client in a typed client from
-//!   [`courier::service!`]. [`connect_with`] takes a
+//!   [`courier::service`](macro@courier::service). [`connect_with`] takes a
 //!   [`courier::ClientBuilder`].
 //! - **Reconnecting client** (opt-in): [`connect_reconnecting`], or a
 //!   [`Connector`] passed to [`courier::ClientBuilder::build_reconnecting`],
@@ -41,12 +41,11 @@
 //! ```
 //! # #[cfg(feature = "async-io")]
 //! # {
-//! courier::service! {
-//!     /// Greets.
-//!     pub trait Greeter {
-//!         /// Says hello.
-//!         async fn hello(name: String) -> String;
-//!     }
+//! /// Greets.
+//! #[courier::service]
+//! pub trait Greeter {
+//!     /// Says hello.
+//!     async fn hello(&self, name: String) -> String;
 //! }
 //! struct Imp;
 //! impl Greeter for Imp {

@@ -1,0 +1,208 @@
+//! The procedural macros of courier: [`macro@service`] and
+//! [`derive(Schema)`](derive@Schema). Use them through `courier`
+//! (`#[courier::service]`, `#[derive(courier::Schema)]`); the code they
+//! generate names `::courier`.
+
+use proc_macro::TokenStream;
+
+mod schema;
+mod service;
+
+/// Turns a trait into a service: the trait to implement, a typed client and
+/// a server.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// /// A calculator.
+/// #[courier::service]
+/// pub trait Calc {
+///     /// Adds.
+///     async fn add(&self, a: u64, b: u64) -> u64;
+///     /// Looks up a value; safe to send twice.
+///     #[idempotent]
+///     async fn get(&self, key: String) -> Option<Vec<u8>>;
+///     /// Divides; an application error travels as a typed value.
+///     async fn div(&self, a: u64, b: u64) -> Result<u64, String>;
+///     /// Returns nothing.
+///     async fn ping(&self);
+///     /// Any type that is serde and has a wire schema.
+///     async fn area(&self, rect: Rect) -> u64;
+/// }
+///
+/// #[derive(Serialize, Deserialize, courier::Schema)]
+/// pub struct Rect {
+///     pub width: u32,
+///     pub height: u32,
+/// }
+///
+/// struct Calculator;
+///
+/// impl Calc for Calculator {
+///     async fn add(&self, a: u64, b: u64) -> u64 {
+///         a + b
+///     }
+///     async fn get(&self, key: String) -> Option<Vec<u8>> {
+///         (key == "one").then(|| vec![1])
+///     }
+///     async fn div(&self, a: u64, b: u64) -> Result<u64, String> {
+///         a.checked_div(b).ok_or_else(|| "division by zero".to_string())
+///     }
+///     async fn ping(&self) {}
+///     async fn area(&self, rect: Rect) -> u64 {
+///         u64::from(rect.width) * u64::from(rect.height)
+///     }
+/// }
+///
+/// let (client_io, server_io) = courier_mem::pair(64 * 1024);
+/// let server = courier::ServerBuilder::new().build(server_io, CalcServer::new(Calculator));
+/// let (client, driver) = courier::Client::new(client_io);
+/// let calc = CalcClient::new(client);
+///
+/// futures::executor::block_on(async move {
+///     let calls = async move {
+///         assert_eq!(calc.add(2, 3).await, Ok(5));
+///         assert_eq!(calc.get("one".to_string()).await, Ok(Some(vec![1])));
+///         assert_eq!(calc.div(1, 0).await, Ok(Err("division by zero".to_string())));
+///         assert_eq!(calc.ping().await, Ok(()));
+///         assert_eq!(calc.area(Rect { width: 3, height: 4 }).await, Ok(12));
+///     };
+///     let (_, driver_result, server_result) = futures::join!(calls, driver, server);
+///     driver_result.unwrap();
+///     server_result.unwrap();
+/// });
+/// ```
+///
+/// # The declaration
+///
+/// Every method is an `async fn` taking `&self` and then named parameters
+/// (`name: Type`, no patterns); no return type means `()`. Doc comments are
+/// kept. `#[idempotent]` marks a method that may safely run twice (it
+/// changes nothing but `METHODS`). Generic traits and methods, supertraits,
+/// default bodies and other attributes are rejected. Parameters are owned
+/// values (`String`, not `&str`): the server decodes them from the request.
+///
+/// Every parameter and the return type must be serde
+/// (`Serialize + DeserializeOwned`, encoded with postcard) and have a wire
+/// schema ([`Schema`](derive@Schema): `#[derive(courier::Schema)]`, built in
+/// for integers, `bool`, `char`, floats, `String`, `Vec<T>`, `Option<T>`,
+/// `Result<T, E>`, tuples, arrays, maps, sets, `Box<T>`, `Duration`).
+///
+/// Reserved for streaming, and refused with "not supported yet" for now: a
+/// parameter `courier::Streaming<T>`, a return type `impl Stream<Item = T>`,
+/// `#[oneway]`, and a first parameter `courier::Context`.
+///
+/// # What it generates
+///
+/// For `trait Calc` above:
+///
+/// - **`trait Calc: Send + Sync + 'static`**, each method desugared to
+///   `fn add(&self, a: u64, b: u64) -> impl Future<Output = u64> + Send`.
+///   Implement it with `async fn` (the future must be `Send`).
+/// - **`struct CalcClient`** (`Clone`, `Debug`, with the trait's
+///   visibility), a typed client:
+///   - `CalcClient::new(client: courier::Client)`;
+///   - `calc.with_timeout(Duration)`: a copy whose calls carry that timeout;
+///   - `calc.client()`: the untyped [`Client`] underneath;
+///   - one method per RPC with the declared parameters, returning
+///     `courier::Call<'_, Args, Ret>` with `Args` the tuple of the
+///     parameter types: `calc.add(1, 2)` is a
+///     `Call<'_, (u64, u64), u64>`, a future of `Result<u64, CallError>`.
+///     For `div` it is `Result<Result<u64, String>, CallError>`: the outer
+///     [`CallError`] is transport and protocol trouble, the inner `Result`
+///     the method's own, so an application error is never confused with
+///     a lost connection;
+///   - one key constant per method, the name upper-cased: `CalcClient::ADD`,
+///     `CalcClient::GET`, ... (a [`MethodKey`]), derived at compile time by
+///     [`MethodKey::from_schema`] from the service name, the method name
+///     and the wire schemas of the argument tuple and of the return type
+///     (PROTOCOL.md §5). Client and server that disagree on a signature get
+///     [`RemoteError::UnknownMethod`];
+///   - `CalcClient::METHODS: &[MethodInfo]` ([`MethodInfo`]), every method in declaration
+///     order with its name, key and `idempotent` flag.
+/// - **`struct CalcServer<S>`** (`Clone`), which serves an implementation:
+///   `CalcServer::new(imp)`, or `CalcServer::from_arc(Arc<Imp>)` to share
+///   one, and implements [`Service`] for [`Server`]/[`ServerBuilder`]: it
+///   decodes the arguments (leftover bytes are
+///   [`RemoteError::BadRequest`]) and runs the method.
+///
+/// The client's methods and the constants `new`, `with_timeout`, `client`
+/// and `METHODS` share one namespace, so a method cannot be called `new`,
+/// `with_timeout`, `client` or `methods`.
+///
+/// # Calls borrow the client
+///
+/// `Call<'_, ..>` borrows the `CalcClient` it came from, so
+/// `tokio::spawn(calc.add(1, 2))` does not compile (the future is not
+/// `'static`). Move a clone (cheap: a shared handle) into the task:
+///
+/// ```
+/// # use core::future::Future;
+/// # #[courier::service]
+/// # trait Calc { async fn add(&self, a: u64, b: u64) -> u64; }
+/// # fn spawn<F: Future + Send + 'static>(_task: F) {}
+/// # fn example(calc: &CalcClient) {
+/// let c = calc.clone();
+/// spawn(async move { c.add(1, 2).await });
+/// # }
+/// ```
+///
+///
+/// [`Client`]: client/struct.Client.html
+/// [`CallError`]: error/enum.CallError.html
+/// [`MethodKey`]: wire/struct.MethodKey.html
+/// [`MethodKey::from_schema`]: wire/struct.MethodKey.html#method.from_schema
+/// [`RemoteError::UnknownMethod`]: error/enum.RemoteError.html#variant.UnknownMethod
+/// [`RemoteError::BadRequest`]: error/enum.RemoteError.html#variant.BadRequest
+/// [`Service`]: server/trait.Service.html
+/// [`Server`]: server/struct.Server.html
+/// [`MethodInfo`]: struct.MethodInfo.html
+/// [`Schema`]: derive.Schema.html
+/// [`ServerBuilder`]: server/struct.ServerBuilder.html
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    service::expand(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Derives `courier::Schema`: the wire schema of a struct or enum, from its
+/// fields.
+///
+/// A struct (named, tuple, newtype or unit) is the tuple of its fields'
+/// schemas; an enum lists, for each variant, its fields' schemas. Names are
+/// not part of the schema (they do not go on the wire): renaming a field
+/// keeps every method key, changing a field's type or adding one changes
+/// them. Type parameters get a `Schema` bound.
+///
+/// serde attributes that change the wire format (`skip`, `flatten`,
+/// `transparent`, `untagged`, `tag`, `with`, `into`, ...) are refused:
+/// implement `Schema` by hand for such a type.
+///
+/// ```
+/// use courier::schema::Shape;
+/// use courier::Schema;
+///
+/// #[derive(Schema)]
+/// enum Reply<T> {
+///     Empty,
+///     One(T),
+///     Many { items: Vec<T>, more: bool },
+/// }
+///
+/// assert_eq!(
+///     *<Reply<u8>>::SCHEMA,
+///     Shape::Enum(&[
+///         &[],
+///         &[&Shape::U8],
+///         &[&Shape::Seq(&Shape::U8), &Shape::Bool],
+///     ]),
+/// );
+/// ```
+#[proc_macro_derive(Schema)]
+pub fn derive_schema(input: TokenStream) -> TokenStream {
+    syn::parse::<syn::DeriveInput>(input)
+        .and_then(schema::expand)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

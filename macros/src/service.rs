@@ -1,0 +1,568 @@
+//! `#[courier::service]`: parsing a trait into [`Service`] and generating
+//! the trait, the client and the server from it.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Error, FnArg, Ident, Item, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type,
+    Visibility,
+};
+
+/// Expands the attribute on `item`.
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    if !attr.is_empty() {
+        return Err(Error::new_spanned(
+            attr,
+            "`#[courier::service]` takes no arguments",
+        ));
+    }
+    let item = match syn::parse2::<Item>(item)? {
+        Item::Trait(item) => item,
+        other => {
+            return Err(Error::new_spanned(
+                other,
+                "`#[courier::service]` goes on a trait declaration",
+            ))
+        }
+    };
+    let service = Service::parse(item)?;
+    Ok(service.generate())
+}
+
+/// A parsed service declaration.
+struct Service {
+    /// The trait's attributes (docs), passed on to the trait.
+    attrs: Vec<Attribute>,
+    vis: Visibility,
+    ident: Ident,
+    methods: Vec<Method>,
+}
+
+/// How a method exchanges messages. Parsing ([`classify`]) decides it;
+/// each generator matches on it, so a new mode is a variant plus an arm in
+/// each generator.
+///
+/// Reserved for later modes (rejected as "not supported yet" today):
+/// server streaming (a return type `impl Stream<Item = T>`), client
+/// streaming (a parameter `courier::Streaming<T>`), both (bidirectional),
+/// `#[oneway]` notifications, and a handler context as first parameter
+/// (`courier::Context`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One request, one response.
+    Unary,
+}
+
+/// One method of a service.
+struct Method {
+    /// Docs and lint attributes, passed on to the trait and the client.
+    attrs: Vec<Attribute>,
+    /// The name as written (possibly `r#type`).
+    ident: Ident,
+    /// The name without `r#`: what the key hashes.
+    name: String,
+    /// The parameters after `&self`.
+    params: Vec<(Ident, Type)>,
+    /// The return type; `()` when none is written.
+    ret: Type,
+    idempotent: bool,
+    mode: Mode,
+}
+
+impl Method {
+    /// `ADD` for `add`: the key constant.
+    fn key_const(&self) -> Ident {
+        format_ident!("{}", self.name.to_uppercase(), span = self.ident.span())
+    }
+}
+
+/// Names the generated client defines itself; a method cannot take them.
+const RESERVED_NAMES: &[&str] = &["new", "with_timeout", "client", "methods"];
+
+/// Method attributes passed on as they are.
+const PASSED_ATTRIBUTES: &[&str] = &["doc", "allow", "expect", "warn", "deny", "deprecated"];
+
+impl Service {
+    fn parse(item: ItemTrait) -> syn::Result<Self> {
+        if let Some(unsafety) = &item.unsafety {
+            return Err(Error::new_spanned(
+                unsafety,
+                "a service trait cannot be `unsafe`",
+            ));
+        }
+        if let Some(auto) = &item.auto_token {
+            return Err(Error::new_spanned(auto, "a service trait cannot be `auto`"));
+        }
+        if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+            return Err(Error::new_spanned(
+                &item.generics,
+                "generic service traits are not supported: a service's method keys are fixed at compile time",
+            ));
+        }
+        if !item.supertraits.is_empty() {
+            return Err(Error::new_spanned(
+                &item.supertraits,
+                "a service trait cannot declare supertraits; the generated trait is `Send + Sync + 'static`",
+            ));
+        }
+        let mut methods: Vec<Method> = Vec::new();
+        for trait_item in item.items {
+            let TraitItem::Fn(method) = trait_item else {
+                return Err(Error::new_spanned(
+                    trait_item,
+                    "a service trait holds only `async fn` methods",
+                ));
+            };
+            let method = parse_method(method)?;
+            if let Some(earlier) = methods.iter().find(|m| m.key_const() == method.key_const()) {
+                return Err(Error::new_spanned(
+                    &method.ident,
+                    format!(
+                        "`{}` and `{}` would share the key constant `{}`",
+                        earlier.name,
+                        method.name,
+                        method.key_const()
+                    ),
+                ));
+            }
+            methods.push(method);
+        }
+        Ok(Service {
+            attrs: item.attrs,
+            vis: item.vis,
+            ident: item.ident,
+            methods,
+        })
+    }
+}
+
+fn parse_method(method: TraitItemFn) -> syn::Result<Method> {
+    let sig = &method.sig;
+    if let Some(body) = &method.default {
+        return Err(Error::new_spanned(
+            body,
+            "a service method has no default body; implement it in `impl` of the trait",
+        ));
+    }
+    if sig.asyncness.is_none() {
+        return Err(Error::new_spanned(
+            sig.fn_token,
+            "service methods are `async fn`",
+        ));
+    }
+    if let Some(constness) = &sig.constness {
+        return Err(Error::new_spanned(
+            constness,
+            "a service method cannot be `const`",
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        return Err(Error::new_spanned(
+            unsafety,
+            "a service method cannot be `unsafe`",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        return Err(Error::new_spanned(
+            abi,
+            "a service method cannot name an ABI",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(Error::new_spanned(
+            &sig.generics,
+            "generic service methods are not supported: a method key is fixed at compile time",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(Error::new_spanned(
+            variadic,
+            "a service method cannot be variadic",
+        ));
+    }
+    let name = sig.ident.unraw().to_string();
+    if RESERVED_NAMES.contains(&name.to_lowercase().as_str()) {
+        return Err(Error::new_spanned(
+            &sig.ident,
+            format!("the generated client defines `{name}` itself; rename the method"),
+        ));
+    }
+
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) => {
+            if receiver.reference.is_none() {
+                return Err(Error::new_spanned(
+                    receiver,
+                    "a service method takes `&self`, not `self` by value",
+                ));
+            }
+            if receiver.mutability.is_some() || receiver.colon_token.is_some() {
+                return Err(Error::new_spanned(
+                    receiver,
+                    "a service method takes `&self`",
+                ));
+            }
+        }
+        Some(FnArg::Typed(first)) => {
+            return Err(Error::new_spanned(
+                first,
+                "a service method takes `&self` first",
+            ));
+        }
+        None => {
+            return Err(Error::new(
+                sig.paren_token.span.join(),
+                "a service method takes `&self` first",
+            ));
+        }
+    }
+    let mut params = Vec::new();
+    for input in inputs {
+        let FnArg::Typed(param) = input else {
+            // syn parses a second receiver as typed; keep the arm total.
+            return Err(Error::new_spanned(input, "`self` comes first"));
+        };
+        let Pat::Ident(pat) = &*param.pat else {
+            return Err(Error::new_spanned(
+                &param.pat,
+                "a service method parameter is a plain name (`name: Type`), not a pattern",
+            ));
+        };
+        if pat.by_ref.is_some() || pat.mutability.is_some() || pat.subpat.is_some() {
+            return Err(Error::new_spanned(
+                pat,
+                "a service method parameter is a plain name (`name: Type`), not a pattern",
+            ));
+        }
+        if !param.attrs.is_empty() {
+            return Err(Error::new_spanned(
+                &param.attrs[0],
+                "service method parameters take no attributes",
+            ));
+        }
+        params.push((pat.ident.clone(), (*param.ty).clone()));
+    }
+    let ret = match &sig.output {
+        ReturnType::Default => syn::parse_quote_spanned!(sig.paren_token.span.join()=> ()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+
+    let mut attrs = Vec::new();
+    let mut idempotent = false;
+    let mut oneway = None;
+    for attr in method.attrs {
+        let path = attr.path();
+        if path.is_ident("idempotent") {
+            attr.meta.require_path_only()?;
+            if idempotent {
+                return Err(Error::new_spanned(attr, "duplicate `#[idempotent]`"));
+            }
+            idempotent = true;
+        } else if path.is_ident("oneway") {
+            oneway = Some(attr);
+        } else if PASSED_ATTRIBUTES.iter().any(|name| path.is_ident(name)) {
+            attrs.push(attr);
+        } else {
+            return Err(Error::new_spanned(
+                &attr,
+                "unknown attribute on a service method; expected `#[idempotent]` or doc comments",
+            ));
+        }
+    }
+
+    let mode = classify(oneway.as_ref(), &params, &ret)?;
+    Ok(Method {
+        attrs,
+        ident: sig.ident.clone(),
+        name,
+        params,
+        ret,
+        idempotent,
+        mode,
+    })
+}
+
+/// Decides a method's [`Mode`] from its reserved spellings.
+fn classify(oneway: Option<&Attribute>, params: &[(Ident, Type)], ret: &Type) -> syn::Result<Mode> {
+    if let Some(attr) = oneway {
+        return Err(not_yet(attr, "`#[oneway]` notifications are"));
+    }
+    if let Some((_, ty)) = params.first() {
+        if is_path_to(ty, "Context") {
+            return Err(not_yet(ty, "a handler context parameter is"));
+        }
+    }
+    if let Some((_, ty)) = params.iter().find(|(_, ty)| is_path_to(ty, "Streaming")) {
+        return Err(not_yet(
+            ty,
+            "client streaming (`Streaming<T>` parameters) is",
+        ));
+    }
+    if let Type::ImplTrait(stream) = ret {
+        return Err(not_yet(
+            stream,
+            "server streaming (`impl Stream<Item = T>`) is",
+        ));
+    }
+    if is_path_to(ret, "Streaming") {
+        return Err(not_yet(ret, "server streaming is"));
+    }
+    Ok(Mode::Unary)
+}
+
+/// Whether `ty` is a path whose last segment is `name`, written bare or as
+/// `courier::name`.
+fn is_path_to(ty: &Type, name: &str) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<String> = path
+        .path
+        .segments
+        .iter()
+        .map(|segment| segment.ident.to_string())
+        .collect();
+    match segments.as_slice() {
+        [last] => last == name,
+        [krate, last] => krate == "courier" && last == name,
+        _ => false,
+    }
+}
+
+fn not_yet(tokens: impl quote::ToTokens, what: &str) -> Error {
+    Error::new_spanned(
+        tokens,
+        format!("{what} not supported yet by `#[courier::service]`"),
+    )
+}
+
+impl Service {
+    fn generate(&self) -> TokenStream {
+        let trait_def = self.trait_def();
+        let client = self.client();
+        let server = self.server();
+        quote! {
+            #trait_def
+            #client
+            #server
+        }
+    }
+
+    fn client_ident(&self) -> Ident {
+        format_ident!("{}Client", self.ident)
+    }
+
+    fn server_ident(&self) -> Ident {
+        format_ident!("{}Server", self.ident)
+    }
+
+    /// The trait users implement.
+    fn trait_def(&self) -> TokenStream {
+        let Service {
+            attrs, vis, ident, ..
+        } = self;
+        let methods = self.methods.iter().map(|method| {
+            let Method {
+                attrs,
+                ident,
+                params,
+                ret,
+                ..
+            } = method;
+            let names = params.iter().map(|(name, _)| name);
+            let types = params.iter().map(|(_, ty)| ty);
+            match method.mode {
+                Mode::Unary => quote! {
+                    #(#attrs)*
+                    fn #ident(&self, #(#names: #types),*)
+                        -> impl ::core::future::Future<Output = #ret> + ::core::marker::Send;
+                },
+            }
+        });
+        quote! {
+            #(#attrs)*
+            #vis trait #ident: ::core::marker::Send + ::core::marker::Sync + 'static {
+                #(#methods)*
+            }
+        }
+    }
+
+    /// The typed client.
+    fn client(&self) -> TokenStream {
+        let vis = &self.vis;
+        let service_name = self.ident.unraw().to_string();
+        let client = self.client_ident();
+        let struct_doc = format!("Typed client of [`{}`].", self.ident);
+
+        let keys = self.methods.iter().map(|method| {
+            let key = method.key_const();
+            let name = &method.name;
+            let doc = format!(
+                "Method key of `{name}`: hashes the service and method names and the wire schemas of the arguments and the result."
+            );
+            // The argument tuple's shape, written out (the shape the tuple's
+            // own `Schema` impl gives) so that a type without a schema is
+            // reported at that type.
+            let arg_schemas = method.params.iter().map(|(_, ty)| {
+                quote_spanned! {ty.span()=> <#ty as ::courier::Schema>::SCHEMA }
+            });
+            let args_schema = quote! {
+                &::courier::schema::Shape::Tuple(&[#(#arg_schemas),*])
+            };
+            let ret = &method.ret;
+            let ret_schema = quote_spanned! {ret.span()=>
+                <#ret as ::courier::Schema>::SCHEMA
+            };
+            quote! {
+                #[doc = #doc]
+                pub const #key: ::courier::MethodKey = ::courier::MethodKey::from_schema(
+                    #service_name,
+                    #name,
+                    #args_schema,
+                    #ret_schema,
+                );
+            }
+        });
+
+        let infos = self.methods.iter().map(|method| {
+            let key = method.key_const();
+            let name = &method.name;
+            let idempotent = method.idempotent;
+            quote! {
+                ::courier::MethodInfo::new(#name, Self::#key).with_idempotent(#idempotent)
+            }
+        });
+
+        let calls = self.methods.iter().map(|method| {
+            let Method {
+                attrs,
+                ident,
+                params,
+                ret,
+                ..
+            } = method;
+            let key = method.key_const();
+            let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
+            let types: Vec<_> = params.iter().map(|(_, ty)| ty).collect();
+            match method.mode {
+                Mode::Unary => quote! {
+                    #(#attrs)*
+                    pub fn #ident(&self, #(#names: #types),*)
+                        -> ::courier::Call<'_, (#(#types,)*), #ret> {
+                        self.client
+                            .call(Self::#key, (#(#names,)*))
+                            .with_optional_timeout(self.timeout)
+                    }
+                },
+            }
+        });
+
+        quote! {
+            #[doc = #struct_doc]
+            #[derive(Clone, Debug)]
+            #vis struct #client {
+                client: ::courier::Client,
+                timeout: ::core::option::Option<::core::time::Duration>,
+            }
+
+            #[allow(dead_code)]
+            impl #client {
+                #(#keys)*
+
+                /// Every method in declaration order: name, key and whether it is idempotent.
+                pub const METHODS: &'static [::courier::MethodInfo] = &[#(#infos),*];
+
+                /// Wraps a connected client.
+                pub fn new(client: ::courier::Client) -> Self {
+                    Self { client, timeout: ::core::option::Option::None }
+                }
+
+                /// A copy whose calls carry `timeout`.
+                pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                    Self {
+                        client: ::core::clone::Clone::clone(&self.client),
+                        timeout: ::core::option::Option::Some(timeout),
+                    }
+                }
+
+                /// The untyped client underneath.
+                pub fn client(&self) -> &::courier::Client {
+                    &self.client
+                }
+
+                #(#calls)*
+            }
+        }
+    }
+
+    /// The dispatcher.
+    fn server(&self) -> TokenStream {
+        let vis = &self.vis;
+        let service = &self.ident;
+        let client = self.client_ident();
+        let server = self.server_ident();
+        let struct_doc = format!("Serves an implementation of [`{service}`].");
+
+        let arms = self.methods.iter().map(|method| {
+            let Method { ident, params, .. } = method;
+            let key = method.key_const();
+            let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
+            let types = params.iter().map(|(_, ty)| ty);
+            match method.mode {
+                Mode::Unary => quote! {
+                    #client::#key => {
+                        let (#(#names,)*): (#(#types,)*) = ::courier::__private::decode_args(args)?;
+                        let service = ::core::clone::Clone::clone(&self.service);
+                        ::core::result::Result::Ok(::courier::Handler::new(async move {
+                            service.#ident(#(#names),*).await
+                        }))
+                    }
+                },
+            }
+        });
+
+        quote! {
+            #[doc = #struct_doc]
+            #vis struct #server<S> {
+                service: ::courier::__private::Arc<S>,
+            }
+
+            impl<S> ::core::clone::Clone for #server<S> {
+                fn clone(&self) -> Self {
+                    Self { service: ::core::clone::Clone::clone(&self.service) }
+                }
+            }
+
+            impl<S: #service> #server<S> {
+                /// Wraps an implementation.
+                pub fn new(service: S) -> Self {
+                    Self { service: ::courier::__private::Arc::new(service) }
+                }
+
+                /// Wraps a shared implementation.
+                pub fn from_arc(service: ::courier::__private::Arc<S>) -> Self {
+                    Self { service }
+                }
+            }
+
+            impl<S: #service> ::courier::Service for #server<S> {
+                fn dispatch(
+                    &self,
+                    method: ::courier::MethodKey,
+                    args: &[u8],
+                ) -> ::core::result::Result<::courier::Handler, ::courier::RemoteError> {
+                    match method {
+                        #(#arms)*
+                        _ => ::core::result::Result::Err(::courier::RemoteError::UnknownMethod),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+#[courier::service]
+trait Log {
+    #[oneway]
+    async fn record(&self, line: String);
+}
+
+fn main() {}
