@@ -132,7 +132,7 @@ pub use server::{
     Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, WhenFull,
 };
 #[cfg(feature = "alloc")]
-pub use stream::Streaming;
+pub use stream::{BoxStream, Streaming};
 pub use timer::{NoTimer, Timer};
 pub use wire::MethodKey;
 
@@ -141,6 +141,7 @@ pub use wire::MethodKey;
 #[doc(hidden)]
 pub mod __private {
     pub use alloc::sync::Arc;
+    pub use futures_util::Stream;
 
     use crate::RemoteError;
 

@@ -90,6 +90,11 @@ pub enum Shape {
     /// A variant index (varint), then that variant's fields. One entry per
     /// variant, in declaration order, listing its fields.
     Enum(&'static [&'static [&'static Shape]]),
+    /// A stream of items, each of this shape, in item frames: a method's
+    /// streaming parameter or its streamed result (never a value's shape).
+    Stream(&'static Shape),
+    /// The result of a notification: no reply at all.
+    NoReply,
 }
 
 /// A type whose values have a known [`Shape`] on the wire.
@@ -166,6 +171,8 @@ const fn tag(shape: &Shape) -> u8 {
         Shape::Array(_, _) => 0x13,
         Shape::Tuple(_) => 0x14,
         Shape::Enum(_) => 0x15,
+        Shape::Stream(_) => 0x20,
+        Shape::NoReply => 0x21,
     }
 }
 
@@ -174,7 +181,7 @@ const fn tag(shape: &Shape) -> u8 {
 pub(crate) const fn fnv_shape(hash: u64, shape: &Shape) -> u64 {
     let hash = fnv_byte(hash, tag(shape));
     match shape {
-        Shape::Option(inner) | Shape::Seq(inner) => fnv_shape(hash, inner),
+        Shape::Option(inner) | Shape::Seq(inner) | Shape::Stream(inner) => fnv_shape(hash, inner),
         Shape::Map(key, value) => fnv_shape(fnv_shape(hash, key), value),
         Shape::Array(len, item) => fnv_shape(fnv_count(hash, *len), item),
         Shape::Tuple(fields) => fnv_fields(hash, fields),
@@ -332,6 +339,15 @@ mod std_impls {
     impl<K: Schema, V: Schema, S> Schema for HashMap<K, V, S> {
         const SCHEMA: &'static Shape = &Shape::Map(K::SCHEMA, V::SCHEMA);
     }
+}
+
+/// The shape of a stream of `T` items ([`Shape::Stream`]), as a type, for
+/// the method keys the [`service`](crate::service) attribute computes.
+#[doc(hidden)]
+pub struct StreamOf<T: ?Sized>(core::marker::PhantomData<T>);
+
+impl<T: Schema + ?Sized> Schema for StreamOf<T> {
+    const SCHEMA: &'static Shape = &Shape::Stream(T::SCHEMA);
 }
 
 #[cfg(test)]

@@ -21,6 +21,11 @@ use crate::client::decode_exact;
 use crate::error::{CallError, FrameError};
 use crate::sync::Mutex;
 
+/// What a server-streaming method returns: any stream of items, boxed
+/// (`Box::pin(stream)`). Boxed because a stream returned from a trait
+/// method would otherwise borrow the service for its whole life.
+pub type BoxStream<T> = Pin<alloc::boxed::Box<dyn Stream<Item = T> + Send + 'static>>;
+
 /// What a call's receiving side shares with the driver.
 pub(crate) struct Incoming {
     /// Items received, not yet taken: each a u32 LE length, then the body.

@@ -44,15 +44,26 @@ struct Service {
 /// each generator matches on it, so a new mode is a variant plus an arm in
 /// each generator.
 ///
-/// Reserved for later modes (rejected as "not supported yet" today):
-/// server streaming (a return type `impl Stream<Item = T>`), client
-/// streaming (a parameter `courier::Streaming<T>`), both (bidirectional),
-/// `#[oneway]` notifications, and a handler context as first parameter
-/// (`courier::Context`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A handler context as first parameter (`courier::Context`) is reserved
+/// (rejected as "not supported yet" today).
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // a handful per service, at compile time
 enum Mode {
     /// One request, one response.
     Unary,
+    /// A return type `BoxStream<T>`: items of `T`, then the end.
+    ServerStream { item: Type },
+    /// A parameter `Streaming<T>` (at `index` among the parameters): the
+    /// caller's items, then one reply.
+    ClientStream { index: usize, item: Type },
+    /// Both.
+    Bidi {
+        index: usize,
+        item_in: Type,
+        item_out: Type,
+    },
+    /// `#[oneway]`: a notification, never answered.
+    Oneway,
 }
 
 /// One method of a service.
@@ -72,6 +83,26 @@ struct Method {
 }
 
 impl Method {
+    /// The streaming parameter's position and item type, if any.
+    fn incoming(&self) -> Option<(usize, Type)> {
+        match &self.mode {
+            Mode::ClientStream { index, item } => Some((*index, item.clone())),
+            Mode::Bidi { index, item_in, .. } => Some((*index, item_in.clone())),
+            _ => None,
+        }
+    }
+
+    /// The parameters sent in the request (all but the streaming one).
+    fn sent_params(&self) -> Vec<(Ident, Type)> {
+        let skip = self.incoming().map(|(index, _)| index);
+        self.params
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     /// `ADD` for `add`: the key constant.
     fn key_const(&self) -> Ident {
         format_ident!("{}", self.name.to_uppercase(), span = self.ident.span())
@@ -285,32 +316,88 @@ fn parse_method(method: TraitItemFn) -> syn::Result<Method> {
     })
 }
 
-/// Decides a method's [`Mode`] from its reserved spellings.
+/// Decides a method's [`Mode`] from its spellings: `#[oneway]`, a
+/// `Streaming<T>` parameter, an `impl Stream<Item = T>` return type.
 fn classify(oneway: Option<&Attribute>, params: &[(Ident, Type)], ret: &Type) -> syn::Result<Mode> {
-    if let Some(attr) = oneway {
-        return Err(not_yet(attr, "`#[oneway]` notifications are"));
-    }
     if let Some((_, ty)) = params.first() {
         if is_path_to(ty, "Context") {
             return Err(not_yet(ty, "a handler context parameter is"));
         }
     }
-    if let Some((_, ty)) = params.iter().find(|(_, ty)| is_path_to(ty, "Streaming")) {
-        return Err(not_yet(
+    let mut streaming = params
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, ty))| is_path_to(ty, "Streaming"));
+    let incoming = match streaming.next() {
+        Some((index, (_, ty))) => Some((index, generic_item(ty, "Streaming")?)),
+        None => None,
+    };
+    if let Some((_, (_, ty))) = streaming.next() {
+        return Err(Error::new_spanned(
             ty,
-            "client streaming (`Streaming<T>` parameters) is",
-        ));
-    }
-    if let Type::ImplTrait(stream) = ret {
-        return Err(not_yet(
-            stream,
-            "server streaming (`impl Stream<Item = T>`) is",
+            "a method takes at most one `Streaming<T>` parameter",
         ));
     }
     if is_path_to(ret, "Streaming") {
-        return Err(not_yet(ret, "server streaming is"));
+        return Err(Error::new_spanned(
+            ret,
+            "a streamed result is written `impl Stream<Item = T> + Send + 'static`",
+        ));
     }
-    Ok(Mode::Unary)
+    if let Type::ImplTrait(bounds) = ret {
+        return Err(Error::new_spanned(
+            bounds,
+            "a streamed result is written `courier::BoxStream<T>` (an `impl Stream` would borrow the service for the stream's whole life)",
+        ));
+    }
+    let outgoing = if is_path_to(ret, "BoxStream") {
+        Some(generic_item(ret, "BoxStream")?)
+    } else {
+        None
+    };
+    if let Some(attr) = oneway {
+        if incoming.is_some() || outgoing.is_some() || !is_unit(ret) {
+            return Err(Error::new_spanned(
+                attr,
+                "a `#[oneway]` method takes no stream and returns nothing",
+            ));
+        }
+        return Ok(Mode::Oneway);
+    }
+    Ok(match (incoming, outgoing) {
+        (None, None) => Mode::Unary,
+        (None, Some(item)) => Mode::ServerStream { item },
+        (Some((index, item)), None) => Mode::ClientStream { index, item },
+        (Some((index, item_in)), Some(item_out)) => Mode::Bidi {
+            index,
+            item_in,
+            item_out,
+        },
+    })
+}
+
+/// `()` (also as written for a method without a return type).
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(tuple) if tuple.elems.is_empty())
+}
+
+/// `T` of `Streaming<T>` or `BoxStream<T>` (`what`).
+fn generic_item(ty: &Type, what: &str) -> syn::Result<Type> {
+    if let Type::Path(path) = ty {
+        if let Some(segment) = path.path.segments.last() {
+            if let syn::PathArguments::AngleBracketed(args) = &segment.arguments {
+                if let (1, Some(syn::GenericArgument::Type(item))) =
+                    (args.args.len(), args.args.first())
+                {
+                    return Ok(item.clone());
+                }
+            }
+        }
+    }
+    Err(Error::new_spanned(
+        ty,
+        format!("expected `{what}<T>` with one item type"),
+    ))
 }
 
 /// Whether `ty` is a path whose last segment is `name`, written bare or as
@@ -377,12 +464,12 @@ impl Service {
             } = method;
             let names = params.iter().map(|(name, _)| name);
             let types = params.iter().map(|(_, ty)| ty);
-            match method.mode {
-                Mode::Unary => quote! {
-                    #(#attrs)*
-                    fn #ident(&self, #(#names: #types),*)
-                        -> impl ::core::future::Future<Output = #ret> + ::core::marker::Send;
-                },
+            // Every mode: an async method (a streamed result is the
+            // `impl Stream` the future resolves to).
+            quote! {
+                #(#attrs)*
+                fn #ident(&self, #(#names: #types),*)
+                    -> impl ::core::future::Future<Output = #ret> + ::core::marker::Send;
             }
         });
         quote! {
@@ -409,15 +496,29 @@ impl Service {
             // The argument tuple's shape, written out (the shape the tuple's
             // own `Schema` impl gives) so that a type without a schema is
             // reported at that type.
-            let arg_schemas = method.params.iter().map(|(_, ty)| {
-                quote_spanned! {ty.span()=> <#ty as ::courier::Schema>::SCHEMA }
+            let incoming = method.incoming();
+            let arg_schemas = method.params.iter().enumerate().map(|(i, (_, ty))| {
+                match &incoming {
+                    Some((index, item)) if *index == i => quote_spanned! {ty.span()=>
+                        <::courier::schema::StreamOf<#item> as ::courier::Schema>::SCHEMA
+                    },
+                    _ => quote_spanned! {ty.span()=> <#ty as ::courier::Schema>::SCHEMA },
+                }
             });
             let args_schema = quote! {
                 &::courier::schema::Shape::Tuple(&[#(#arg_schemas),*])
             };
             let ret = &method.ret;
-            let ret_schema = quote_spanned! {ret.span()=>
-                <#ret as ::courier::Schema>::SCHEMA
+            let ret_schema = match &method.mode {
+                Mode::ServerStream { item } | Mode::Bidi { item_out: item, .. } => {
+                    quote_spanned! {ret.span()=>
+                        <::courier::schema::StreamOf<#item> as ::courier::Schema>::SCHEMA
+                    }
+                }
+                Mode::Oneway => quote! { &::courier::schema::Shape::NoReply },
+                Mode::Unary | Mode::ClientStream { .. } => quote_spanned! {ret.span()=>
+                    <#ret as ::courier::Schema>::SCHEMA
+                },
             };
             quote! {
                 #[doc = #doc]
@@ -450,7 +551,22 @@ impl Service {
             let key = method.key_const();
             let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
             let types: Vec<_> = params.iter().map(|(_, ty)| ty).collect();
-            match method.mode {
+            let sent = method.sent_params();
+            let sent_names: Vec<_> = sent.iter().map(|(name, _)| name).collect();
+            let sent_types: Vec<_> = sent.iter().map(|(_, ty)| ty).collect();
+            // The caller's items: any stream of the item type, in the
+            // streaming parameter's place.
+            let caller_params = params.iter().map(|(name, ty)| match method.incoming() {
+                Some((_, item)) if is_path_to(ty, "Streaming") => quote! {
+                    #name: impl ::courier::__private::Stream<Item = #item>
+                        + ::core::marker::Send + 'a
+                },
+                _ => quote! { #name: #ty },
+            });
+            let items = method
+                .incoming()
+                .and_then(|(index, _)| params.get(index).map(|(name, _)| name.clone()));
+            match &method.mode {
                 Mode::Unary => quote! {
                     #(#attrs)*
                     pub fn #ident(&self, #(#names: #types),*)
@@ -458,6 +574,39 @@ impl Service {
                         self.client
                             .call(Self::#key, (#(#names,)*))
                             .with_optional_timeout(self.timeout)
+                    }
+                },
+                Mode::ServerStream { item } => quote! {
+                    #(#attrs)*
+                    pub fn #ident(&self, #(#names: #types),*)
+                        -> ::courier::CallStream<'_, (#(#types,)*), #item> {
+                        self.client
+                            .server_stream(Self::#key, (#(#names,)*))
+                            .with_optional_timeout(self.timeout)
+                    }
+                },
+                Mode::ClientStream { .. } => quote! {
+                    #(#attrs)*
+                    pub fn #ident<'a>(&'a self, #(#caller_params),*)
+                        -> ::courier::Upload<'a, (#(#sent_types,)*), #ret> {
+                        self.client
+                            .client_stream(Self::#key, (#(#sent_names,)*), #items)
+                            .with_optional_timeout(self.timeout)
+                    }
+                },
+                Mode::Bidi { item_out, .. } => quote! {
+                    #(#attrs)*
+                    pub fn #ident<'a>(&'a self, #(#caller_params),*)
+                        -> ::courier::CallStream<'a, (#(#sent_types,)*), #item_out> {
+                        self.client
+                            .bidi_stream(Self::#key, (#(#sent_names,)*), #items)
+                            .with_optional_timeout(self.timeout)
+                    }
+                },
+                Mode::Oneway => quote! {
+                    #(#attrs)*
+                    pub fn #ident(&self, #(#names: #types),*) -> ::courier::Notify<'_> {
+                        self.client.notify(Self::#key, &(#(#names,)*))
                     }
                 },
             }
@@ -513,17 +662,39 @@ impl Service {
             let Method { ident, params, .. } = method;
             let key = method.key_const();
             let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
-            let types = params.iter().map(|(_, ty)| ty);
-            match method.mode {
-                Mode::Unary => quote! {
-                    #client::#key => {
-                        let (#(#names,)*): (#(#types,)*) = ::courier::__private::decode_args(args)?;
-                        let service = ::core::clone::Clone::clone(&self.service);
-                        ::core::result::Result::Ok(::courier::Handler::new(async move {
-                            service.#ident(#(#names),*).await
-                        }))
-                    }
+            let sent = method.sent_params();
+            let sent_names: Vec<_> = sent.iter().map(|(name, _)| name).collect();
+            let sent_types = sent.iter().map(|(_, ty)| ty);
+            let decode = quote! {
+                let (#(#sent_names,)*): (#(#sent_types,)*) = ::courier::__private::decode_args(args)?;
+                let service = ::core::clone::Clone::clone(&self.service);
+            };
+            let items = method
+                .incoming()
+                .and_then(|(index, _)| params.get(index).map(|(name, _)| name.clone()));
+            let handler = match &method.mode {
+                Mode::Unary | Mode::Oneway => quote! {
+                    ::courier::Handler::new(async move { service.#ident(#(#names),*).await })
                 },
+                Mode::ServerStream { .. } => quote! {
+                    ::courier::Handler::stream(async move { service.#ident(#(#names),*).await })
+                },
+                Mode::ClientStream { item, .. } => quote! {
+                    ::courier::Handler::receiving(move |#items: ::courier::Streaming<#item>| {
+                        ::courier::Handler::new(async move { service.#ident(#(#names),*).await })
+                    })
+                },
+                Mode::Bidi { item_in, .. } => quote! {
+                    ::courier::Handler::receiving(move |#items: ::courier::Streaming<#item_in>| {
+                        ::courier::Handler::stream(async move { service.#ident(#(#names),*).await })
+                    })
+                },
+            };
+            quote! {
+                #client::#key => {
+                    #decode
+                    ::core::result::Result::Ok(#handler)
+                }
             }
         });
 

@@ -1,7 +1,0 @@
-#[courier::service]
-trait Log {
-    #[oneway]
-    async fn record(&self, line: String);
-}
-
-fn main() {}
