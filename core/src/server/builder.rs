@@ -52,6 +52,7 @@ pub struct ServerBuilder<Tm = NoTimer> {
     when_full: WhenFull,
     backlog: Option<usize>,
     stream_credit: u32,
+    peer: Option<Arc<str>>,
 }
 
 impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
@@ -85,6 +86,7 @@ impl ServerBuilder<NoTimer> {
             when_full: WhenFull::Queue,
             backlog: None,
             stream_credit: crate::client::DEFAULT_CREDIT,
+            peer: None,
         }
     }
 }
@@ -148,7 +150,16 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             when_full: self.when_full,
             backlog: self.backlog,
             stream_credit: self.stream_credit,
+            peer: self.peer,
         }
+    }
+
+    /// Names the peer of the connection (its address, for a socket), for
+    /// handlers to read in their [`CallContext::peer`](super::CallContext::peer).
+    /// courier-net sets it for every connection it accepts.
+    pub fn peer(mut self, peer: impl Into<Arc<str>>) -> Self {
+        self.peer = Some(peer.into());
+        self
     }
 
     /// How many items a caller may send ahead of a handler that receives
@@ -225,6 +236,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             when_full: self.when_full,
             backlog,
             stream_credit: self.stream_credit,
+            peer: self.peer,
             spawner: self.spawner,
             handlers,
             draining: false,

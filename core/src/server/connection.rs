@@ -11,7 +11,7 @@ use core::time::Duration;
 use super::handlers::{HandlerTable, SlotState};
 use super::remote::{remote_task, ReplyTo};
 use super::service::{write_error, Respond};
-use super::{Handler, Service, Spawn, WhenFull};
+use super::{Handler, Request, Service, Spawn, WhenFull};
 use crate::deadline::Deadlines;
 use crate::error::{FrameError, RemoteError};
 use crate::framing::FrameWriter;
@@ -33,6 +33,8 @@ pub(super) struct Connection<S, Tm: Timer> {
     pub(super) backlog: usize,
     /// The credit window each request stream is granted.
     pub(super) stream_credit: u32,
+    /// Who is on the other end, if the transport knows.
+    pub(super) peer: Option<alloc::sync::Arc<str>>,
     pub(super) spawner: Option<Arc<dyn Spawn>>,
     pub(super) handlers: HandlerTable,
     /// Shutdown was triggered: no new calls.
@@ -121,7 +123,8 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         if full && self.when_full == WhenFull::Reject {
             return;
         }
-        let Ok(handler) = self.service.dispatch(method, body) else {
+        let mut request = Request::new(method, body, 0, None, self.peer.as_ref());
+        let Ok(handler) = self.service.serve(&mut request) else {
             return;
         };
         let index = self.handlers.insert(0, None, full, len, false);
@@ -148,10 +151,13 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         if full && self.when_full == WhenFull::Reject {
             return write_error(out, id, RemoteError::Overloaded, self.max_frame);
         }
-        let handler = match self.service.dispatch(method, body) {
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let mut request = Request::new(method, body, id, timeout, self.peer.as_ref());
+        let handler = match self.service.serve(&mut request) {
             Ok(handler) => handler,
             Err(error) => return write_error(out, id, error, self.max_frame),
         };
+        let context = request.take_context();
         let deadline = timeout_ms.map(|ms| {
             let at = self
                 .deadlines
@@ -165,6 +171,7 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         // one is indexed at once, for the items and credit that follow.
         let index_now = full || self.spawner.is_some() || handler.streaming;
         let index = self.handlers.insert(id, deadline, full, len, index_now);
+        self.handlers.slots[index as usize].context = context;
         self.place(index, full, handler);
     }
 

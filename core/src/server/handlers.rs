@@ -15,6 +15,7 @@ use futures_util::future::AbortHandle;
 
 use super::remote::RemoteReply;
 use super::service::{poll_guarded, write_error, Reply, Respond};
+use super::CallContext;
 use crate::deadline::DeadlineQueue;
 use crate::error::{CallError, FrameError, RemoteError};
 use crate::framing::encode_frame;
@@ -57,6 +58,8 @@ pub(super) struct Slot {
     pub(super) quiet: bool,
     /// Sends or receives items: runs in the connection's task.
     pub(super) streaming: bool,
+    /// The handler's context, if its method asked for one.
+    pub(super) context: Option<CallContext>,
 }
 
 /// The handler table: running handlers and, linked in arrival order
@@ -218,6 +221,7 @@ impl HandlerTable {
                 incoming: None,
                 quiet: false,
                 streaming: false,
+                context: None,
             });
         } else {
             self.free.pop();
@@ -294,9 +298,11 @@ impl HandlerTable {
         Some((index, handler))
     }
 
-    /// Frees slot `index`, dropping its handler; a stream it was receiving
-    /// ends with `reason` (for a consumer moved out of the handler).
-    fn remove(&mut self, index: u32, reason: CallError) {
+    /// Frees slot `index`, dropping its handler. `early` says why the call
+    /// ended before its handler did (`None`: the handler finished): its
+    /// context is signalled with it, and a stream it was receiving ends
+    /// with it (for a consumer moved out of the handler).
+    fn remove(&mut self, index: u32, early: Option<CallError>) {
         let Some(slot) = self.slots.get(index as usize) else {
             return;
         };
@@ -321,17 +327,21 @@ impl HandlerTable {
         slot.quiet = false;
         slot.streaming = false;
         let incoming = slot.incoming.take();
+        let context = slot.context.take();
         // Drops the handler (user code; no lock is held).
         slot.state = SlotState::Empty;
         self.free.push(index);
-        end_incoming(incoming, Err(reason));
+        end_incoming(incoming, Err(early.unwrap_or(CallError::Closed)));
+        if let (Some(context), Some(reason)) = (context, early) {
+            context.cancel(reason);
+        }
     }
 
     /// The caller dropped call `id`: its handler or backlogged request goes
     /// without a reply.
     pub(super) fn cancel(&mut self, id: u32) {
         if let Some(index) = self.ids.get(id) {
-            self.remove(index, CallError::Cancelled);
+            self.remove(index, Some(CallError::Cancelled));
         }
     }
 
@@ -410,7 +420,7 @@ impl HandlerTable {
         while self.head != NONE {
             let index = self.head;
             write_error(out, self.slots[index as usize].id, error, max_frame);
-            self.remove(index, CallError::Remote(error));
+            self.remove(index, Some(CallError::Remote(error)));
         }
         if only_queued {
             return;
@@ -420,7 +430,7 @@ impl HandlerTable {
                 if !self.slots[index].quiet {
                     write_error(out, self.slots[index].id, error, max_frame);
                 }
-                self.remove(index as u32, CallError::Remote(error));
+                self.remove(index as u32, Some(CallError::Remote(error)));
             }
         }
     }
@@ -444,7 +454,7 @@ impl HandlerTable {
                 if !slot.quiet {
                     out.extend_from_slice(&reply.frame);
                 }
-                self.remove(reply.index, CallError::Closed);
+                self.remove(reply.index, None);
                 finished = true;
             }
         }
@@ -493,7 +503,7 @@ impl HandlerTable {
                 false
             }
             Poll::Ready(()) => {
-                self.remove(index, CallError::Closed);
+                self.remove(index, None);
                 true
             }
         }
@@ -513,7 +523,7 @@ impl HandlerTable {
         while let Some(index) = self.deadlines.pop_due(now) {
             let id = self.slots[index as usize].id;
             write_error(out, id, RemoteError::DeadlineExceeded, max_frame);
-            self.remove(index, CallError::DeadlineExceeded);
+            self.remove(index, Some(CallError::DeadlineExceeded));
         }
         self.deadlines.peek().map(|(at, _)| at)
     }
@@ -530,10 +540,14 @@ impl HandlerTable {
                 slot.quiet = false;
                 slot.streaming = false;
                 let incoming = slot.incoming.take();
+                let context = slot.context.take();
                 // Drops the handler (user code; no lock is held).
                 slot.state = SlotState::Empty;
                 self.free.push(index as u32);
                 end_incoming(incoming, Err(CallError::ConnectionLost));
+                if let Some(context) = context {
+                    context.cancel(CallError::ConnectionLost);
+                }
             }
         }
         self.waiting_for_room.clear();

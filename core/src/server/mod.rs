@@ -72,6 +72,7 @@
 
 mod builder;
 mod connection;
+mod context;
 mod driver;
 mod handlers;
 mod remote;
@@ -79,6 +80,7 @@ mod service;
 mod shutdown;
 
 pub use builder::{ServerBuilder, WhenFull};
+pub use context::{CallContext, Cancelled, Request};
 pub use driver::Server;
 pub use service::{Handler, Service, Spawn};
 pub use shutdown::{Shutdown, ShutdownTriggered};

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::RemoteError;
+use super::Request;
 use crate::framing::encode_frame;
 use crate::stream::{Incoming, IncomingRef, Streaming};
 use crate::wire::{Header, MethodKey};
@@ -28,16 +29,33 @@ pub trait Service {
     /// when it then waits in the backlog; the handler is first polled when
     /// it starts.
     fn dispatch(&self, method: MethodKey, args: &[u8]) -> Result<Handler, RemoteError>;
+
+    /// Like [`dispatch`](Service::dispatch), with the whole request: what
+    /// the driver calls. Override it to give handlers a
+    /// [`CallContext`](super::CallContext) ([`Request::context`]); by
+    /// default it calls `dispatch`.
+    fn serve(&self, request: &mut Request<'_>) -> Result<Handler, RemoteError> {
+        self.dispatch(request.method(), request.args())
+    }
 }
+
 impl<S: Service + ?Sized> Service for Arc<S> {
     fn dispatch(&self, method: MethodKey, args: &[u8]) -> Result<Handler, RemoteError> {
         (**self).dispatch(method, args)
+    }
+
+    fn serve(&self, request: &mut Request<'_>) -> Result<Handler, RemoteError> {
+        (**self).serve(request)
     }
 }
 
 impl<S: Service + ?Sized> Service for &S {
     fn dispatch(&self, method: MethodKey, args: &[u8]) -> Result<Handler, RemoteError> {
         (**self).dispatch(method, args)
+    }
+
+    fn serve(&self, request: &mut Request<'_>) -> Result<Handler, RemoteError> {
+        (**self).serve(request)
     }
 }
 
