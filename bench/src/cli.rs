@@ -9,12 +9,12 @@ use crate::stream::Mode;
 pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
 
 /// courier-bench's own flags.
-pub const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity", "--mode"];
+pub const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity", "--mode", "--credit"];
 
 /// The usage text.
 pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
 [--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--mem-capacity BYTES] [--mode unary|stream|bidi]\npayload 0 means: call add(u64,u64) instead of echo\n\
+[--runtime smol|tokio] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS]\npayload 0 means: call add(u64,u64) instead of echo\n\
 --mode stream|bidi: one streaming call per slot; calls_per_s = items/s, p50/p99 = gaps between items";
 
 /// Parsed command line.
@@ -28,6 +28,8 @@ pub struct Options {
     pub mem_capacity: usize,
     /// `unary` (default), `stream` or `bidi` (see [`crate::stream`]).
     pub mode: Mode,
+    /// Stream credit window in items (courier's default unless set).
+    pub credit: u32,
 }
 
 impl Options {
@@ -48,6 +50,7 @@ impl Options {
                 .ok_or_else(|| format!("--mem-capacity: expected a number > 0, got {v:?}"))?,
         };
         let mode = Mode::of(&args)?;
+        let credit = crate::stream::credit(&args)?;
         if !args.nodelay && args.transport == "tcp" {
             // courier coalesces frames into one write itself.
             return Err("--nodelay 0: courier-tcp always sets TCP_NODELAY".into());
@@ -57,6 +60,7 @@ impl Options {
             runtime,
             mem_capacity,
             mode,
+            credit,
         })
     }
 }
@@ -101,6 +105,7 @@ mod tests {
             &["--mem-capacity", "0"],
             &["--echo", "bytebuf"],
             &["--mode", "client"],
+            &["--credit", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -13,7 +13,9 @@
 //! courier-tcp always sets TCP_NODELAY), as
 //! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
 //! smol), `--mem-capacity BYTES` (per direction, default 1 MiB) and
-//! `--mode unary|stream|bidi` (default unary; see `courier_bench::stream`).
+//! `--mode unary|stream|bidi` (default unary; see `courier_bench::stream`)
+//! with `--credit ITEMS` (the response stream's credit window, courier's
+//! default 128).
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ fn main() {
         runtime,
         mem_capacity,
         mode,
+        ..
     } = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| fail(USAGE, &e));
     let (rec, elapsed) = if runtime == "tokio" {
         let rt = TokioRuntime::new(args.workers);
@@ -88,6 +91,7 @@ fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
             mode(args),
             args.concurrency,
             args.payload,
+            credit(args),
             &phase,
         ));
     }
@@ -107,6 +111,11 @@ fn service() -> StreamService<BenchServer<BenchImpl>> {
 /// `--mode` (checked by `Options::parse`).
 fn mode(args: &Args) -> Mode {
     Mode::of(args).unwrap_or_else(|e| fail(USAGE, &e))
+}
+
+/// `--credit` (checked by `Options::parse`).
+fn credit(args: &Args) -> u32 {
+    courier_bench::stream::credit(args).unwrap_or_else(|e| fail(USAGE, &e))
 }
 
 fn smol_tcp(rt: &SmolRuntime, args: &Args) -> Started {
@@ -152,6 +161,7 @@ where
             mode(args),
             args.concurrency,
             args.payload,
+            credit(args),
             phase,
         ));
     }

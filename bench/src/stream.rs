@@ -79,6 +79,22 @@ impl Mode {
     }
 }
 
+/// `--credit N`: the items the server may send ahead of the client on a
+/// response stream (`CallStream::with_credit`); courier's default
+/// ([`courier::client::DEFAULT_CREDIT`]) when absent. The other direction
+/// of a bidirectional call keeps the server's default `stream_credit`
+/// (the TCP and Unix serve builders do not expose it).
+pub fn credit(args: &Args) -> Result<u32, String> {
+    match args.extra("--credit") {
+        None => Ok(courier::client::DEFAULT_CREDIT),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|&n: &u32| n > 0)
+            .ok_or_else(|| format!("--credit: expected a number > 0, got {v:?}")),
+    }
+}
+
 /// Serves [`STREAM`] and [`BIDI`] and delegates every other method key to
 /// the wrapped service.
 #[derive(Clone, Debug)]
@@ -150,17 +166,31 @@ where
 
 /// One `--mode stream` slot: one server-streaming call, read to the stop
 /// flag.
-pub async fn stream_caller(client: courier::Client, payload: usize, phase: Arc<Phase>) -> Recorder {
-    let items = client.server_stream::<_, ByteBuf>(STREAM, (payload as u32,));
+pub async fn stream_caller(
+    client: courier::Client,
+    payload: usize,
+    credit: u32,
+    phase: Arc<Phase>,
+) -> Recorder {
+    let items = client
+        .server_stream::<_, ByteBuf>(STREAM, (payload as u32,))
+        .with_credit(credit);
     read_items(items, payload, &phase).await
 }
 
 /// One `--mode bidi` slot: one bidirectional call sending an endless,
 /// always-ready stream of `payload`-byte items; counts the echoes.
-pub async fn bidi_caller(client: courier::Client, payload: usize, phase: Arc<Phase>) -> Recorder {
+pub async fn bidi_caller(
+    client: courier::Client,
+    payload: usize,
+    credit: u32,
+    phase: Arc<Phase>,
+) -> Recorder {
     let template = ByteBuf::from(vec![0xa5; payload]);
     let outgoing = futures::stream::repeat_with(move || template.clone());
-    let echoes = client.bidi_stream::<_, _, ByteBuf>(BIDI, (), outgoing);
+    let echoes = client
+        .bidi_stream::<_, _, ByteBuf>(BIDI, (), outgoing)
+        .with_credit(credit);
     read_items(echoes, payload, &phase).await
 }
 
@@ -173,6 +203,7 @@ pub fn start_client<R, T, Tm>(
     mode: Mode,
     concurrency: usize,
     payload: usize,
+    credit: u32,
     phase: &Arc<Phase>,
 ) -> Vec<BoxFuture<Recorder>>
 where
@@ -184,12 +215,14 @@ where
 {
     let caller = match mode {
         Mode::Unary => return crate::start_client(rt, connection, concurrency, payload, phase),
-        Mode::Stream => |c, p, ph| -> BoxFuture<Recorder> { Box::pin(stream_caller(c, p, ph)) },
-        Mode::Bidi => |c, p, ph| -> BoxFuture<Recorder> { Box::pin(bidi_caller(c, p, ph)) },
+        Mode::Stream => {
+            |c, p, n, ph| -> BoxFuture<Recorder> { Box::pin(stream_caller(c, p, n, ph)) }
+        }
+        Mode::Bidi => |c, p, n, ph| -> BoxFuture<Recorder> { Box::pin(bidi_caller(c, p, n, ph)) },
     };
     let (client, driver) = connection;
     rt.detach(driver);
     (0..concurrency)
-        .map(|_| rt.spawn(caller(client.clone(), payload, phase.clone())))
+        .map(|_| rt.spawn(caller(client.clone(), payload, credit, phase.clone())))
         .collect()
 }
