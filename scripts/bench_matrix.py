@@ -8,6 +8,13 @@ ratios against tarpc, tonic and the raw floor.
     python3 scripts/bench_matrix.py --pin both      # one matrix each way
     python3 scripts/bench_matrix.py --reps 1 --duration 2   # a quick look
     python3 scripts/bench_matrix.py --quick         # smoke test, ~1 min
+    python3 scripts/bench_matrix.py --only tonic-stream,courier-stream,courier-bidi
+
+Stream rows: `courier-stream` (courier-bench --mode stream) against the
+peers' `tonic-stream`, and `courier-bidi` (--mode bidi), TCP only, at
+--stream-configs (default 1x16,64x16,1x4096,64x4096; calls/s = items/s).
+They run in a second pass of the runner after the unary cells, alternated
+among themselves.
 
 The alternating, the wait for a quiet machine and the per-run CPU accounting
 are the peers' runner (bench/peers/scripts/run_matrix.py); courier joins it
@@ -39,9 +46,11 @@ RUNNER = os.path.join(PEERS, "scripts", "run_matrix.py")
 COURIER = os.path.join(REPO, "target", "release", "courier-bench")
 RESULTS = os.path.join(REPO, "bench", "results")
 
-DEFAULT_LABELS = "tarpc,tarpc-bytebuf,tonic,raw,raw-single,courier"
-QUICK = dict(reps=1, duration=1.0, warmup=0.5, configs="64x16",
-             only="tarpc,tonic,tonic-stream,raw,raw-single,courier")
+STREAM_LABELS = ("tonic-stream", "courier-stream", "courier-bidi")
+DEFAULT_LABELS = "tarpc,tarpc-bytebuf,tonic,raw,raw-single,courier," + ",".join(STREAM_LABELS)
+STREAM_CONFIGS = "1x16,64x16,1x4096,64x4096"
+QUICK = dict(reps=1, duration=1.0, warmup=0.5, configs="64x16", stream_configs="1x16",
+             only="tarpc,tonic,tonic-stream,raw,raw-single,courier,courier-stream")
 
 
 def log(msg):
@@ -120,6 +129,15 @@ TARGETS = [
     ("mem conc=64 16 B: calls/s vs tarpc mem", ("courier", "mem", 64, 16), ("tarpc", "mem", 64, 16), "calls_per_s", 2.0, True),
 ]
 
+# Streams: (what, courier cell, tonic cell, goal); items/s, higher is better.
+STREAM_TARGETS = [
+    (f"TCP {c} stream{'s' if c > 1 else ''} {b} B items: items/s {label} vs tonic-stream",
+     (label, "tcp", c, b), ("tonic-stream", "tcp", c, b), goal)
+    for label in ("courier-stream", "courier-bidi")
+    for c, b in [(1, 16), (64, 16), (1, 4096), (64, 4096)]
+    for goal in [(2.0 if b == 16 else 1.0) if label == "courier-stream" else None]
+]
+
 EXTRA = [
     ("TCP conc=64 4096 B: calls/s vs tarpc-bytebuf", ("courier", "tcp", 64, 4096), ("tarpc-bytebuf", "tcp", 64, 4096), "calls_per_s"),
     ("TCP conc=64 16 B: calls/s vs raw-single", ("courier", "tcp", 64, 16), ("raw-single", "tcp", 64, 16), "calls_per_s"),
@@ -159,6 +177,8 @@ def ratio_rows(med, runs):
         row(what, a, b, metric, goal, higher)
     for what, a, b, metric in EXTRA:
         row(what, a, b, metric)
+    for what, a, b, goal in STREAM_TARGETS:
+        row(what, a, b, "calls_per_s", goal, True)
     return rows
 
 
@@ -167,23 +187,35 @@ def run_matrix(args, pin, stamp):
     jsonl = os.path.join(RESULTS, f"runs-{tag}.jsonl")
     table = os.path.join(RESULTS, f"table-{tag}.md")
     courier_cmd = shlex.quote(COURIER) + (" " + args.courier_args if args.courier_args else "")
-    argv = [sys.executable, RUNNER, "--reps", str(args.reps), "--duration", str(args.duration),
-            "--warmup", str(args.warmup), "--only", args.only,
-            "--bin-dir", os.path.join(args.peers_target, "release"),
-            "--peer", f"courier;{args.transports};{courier_cmd}",
-            "--jsonl", jsonl, "--md", table]
-    for extra in args.peer:
-        argv += ["--peer", extra]
-    if args.configs:
-        argv += ["--configs", args.configs]
-    if pin:
-        argv += ["--pin", pin]
-    log("running: " + " ".join(shlex.quote(a) for a in argv))
-    subprocess.run(argv, check=True)
+    labels = args.only.split(",")
+    passes = [  # (labels, configs, table file): unary cells, then stream cells
+        ([l for l in labels if l not in STREAM_LABELS], args.configs, table),
+        ([l for l in labels if l in STREAM_LABELS], args.stream_configs, table + ".streams"),
+    ]
+    tables = []
+    for only, configs, md in passes:
+        if not only:
+            continue
+        argv = [sys.executable, RUNNER, "--reps", str(args.reps), "--duration", str(args.duration),
+                "--warmup", str(args.warmup), "--only", ",".join(only),
+                "--bin-dir", os.path.join(args.peers_target, "release"),
+                "--peer", f"courier;{args.transports};{courier_cmd}",
+                "--peer", f"courier-stream;tcp;{courier_cmd} --mode stream",
+                "--peer", f"courier-bidi;tcp;{courier_cmd} --mode bidi",
+                "--jsonl", jsonl, "--md", md]
+        for extra in args.peer:
+            argv += ["--peer", extra]
+        if configs:
+            argv += ["--configs", configs]
+        if pin:
+            argv += ["--pin", pin]
+        log("running: " + " ".join(shlex.quote(a) for a in argv))
+        subprocess.run(argv, check=True)
+        with open(md) as f:
+            tables.append(f.read().strip())
     runs = load_runs(jsonl)
     med = medians(runs)
-    with open(table) as f:
-        median_table = f.read().strip()
+    median_table = "\n\n".join(tables)
     view = f"pinned to vCPU {pin} (`taskset -c {pin}`)" if pin else "unpinned (2 vCPUs)"
     lines = [f"### {view}", "",
              f"Runs {runs[0]['ts'] if runs else '?'} .. {runs[-1]['ts'] if runs else '?'}; "
@@ -203,6 +235,8 @@ def main():
     ap.add_argument("--only", default=DEFAULT_LABELS, help=f"labels to run (default {DEFAULT_LABELS})")
     ap.add_argument("--transports", default="tcp,mem", help="courier's transports (default tcp,mem)")
     ap.add_argument("--configs", default="", help="e.g. '1x16,64x16,64x4096' (runner default)")
+    ap.add_argument("--stream-configs", default=STREAM_CONFIGS,
+                    help=f"configs of the stream rows (default {STREAM_CONFIGS})")
     ap.add_argument("--courier-args", default="", help="extra flags for courier-bench, e.g. '--runtime tokio'")
     ap.add_argument("--peer", action="append", default=[], help="more --peer specs for the runner")
     ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")

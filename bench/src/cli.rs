@@ -1,18 +1,21 @@
 //! `courier-bench`'s command line: the flags every benchmark shares (see
-//! [`crate::measure`]) plus `--runtime smol|tokio` and `--mem-capacity`.
+//! [`crate::measure`]) plus `--runtime smol|tokio`, `--mem-capacity` and
+//! `--mode unary|stream|bidi`.
 
 use crate::measure::Args;
+use crate::stream::Mode;
 
 /// The transports `--transport` accepts.
 pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
 
 /// courier-bench's own flags.
-pub const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity"];
+pub const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity", "--mode", "--credit"];
 
 /// The usage text.
 pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
 [--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--mem-capacity BYTES]\npayload 0 means: call add(u64,u64) instead of echo";
+[--runtime smol|tokio] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS]\npayload 0 means: call add(u64,u64) instead of echo\n\
+--mode stream|bidi: one streaming call per slot; calls_per_s = items/s, p50/p99 = gaps between items";
 
 /// Parsed command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +26,10 @@ pub struct Options {
     pub runtime: String,
     /// Bytes buffered per direction by the in-memory transport (1 MiB).
     pub mem_capacity: usize,
+    /// `unary` (default), `stream` or `bidi` (see [`crate::stream`]).
+    pub mode: Mode,
+    /// Stream credit window in items (courier's default unless set).
+    pub credit: u32,
 }
 
 impl Options {
@@ -42,6 +49,8 @@ impl Options {
                 .filter(|&n: &usize| n > 0)
                 .ok_or_else(|| format!("--mem-capacity: expected a number > 0, got {v:?}"))?,
         };
+        let mode = Mode::of(&args)?;
+        let credit = crate::stream::credit(&args)?;
         if !args.nodelay && args.transport == "tcp" {
             // courier coalesces frames into one write itself.
             return Err("--nodelay 0: courier-tcp always sets TCP_NODELAY".into());
@@ -50,6 +59,8 @@ impl Options {
             args,
             runtime,
             mem_capacity,
+            mode,
+            credit,
         })
     }
 }
@@ -80,6 +91,9 @@ mod tests {
         assert_eq!((o.runtime.as_str(), o.mem_capacity), ("tokio", 1 << 20));
         let o = parse(&["--mem-capacity=4096", "--transport=mem"]).unwrap();
         assert_eq!((o.runtime.as_str(), o.mem_capacity), ("smol", 4096));
+        assert_eq!(o.mode, Mode::Unary);
+        assert_eq!(parse(&["--mode", "stream"]).unwrap().mode, Mode::Stream);
+        assert_eq!(parse(&["--mode=bidi"]).unwrap().mode, Mode::Bidi);
     }
 
     #[test]
@@ -90,6 +104,8 @@ mod tests {
             &["--runtime", "async-std"],
             &["--mem-capacity", "0"],
             &["--echo", "bytebuf"],
+            &["--mode", "client"],
+            &["--credit", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 pub mod cli;
 pub mod measure;
+pub mod stream;
 
 use courier::{ClientBuilder, ClientDriver, ServerBuilder, Timer, Transport};
 use measure::{Phase, Recorder};

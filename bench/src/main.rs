@@ -12,21 +12,25 @@
 //! `--warmup SECS`, `--conns C`, `--workers W`; `--nodelay` must stay 1:
 //! courier-tcp always sets TCP_NODELAY), as
 //! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
-//! smol) and `--mem-capacity BYTES` (per direction, default 1 MiB).
+//! smol), `--mem-capacity BYTES` (per direction, default 1 MiB) and
+//! `--mode unary|stream|bidi` (default unary; see `courier_bench::stream`)
+//! with `--credit ITEMS` (the response stream's credit window, courier's
+//! default 128).
 
 use std::sync::Arc;
 
 use courier_bench::cli::{Options, USAGE};
 use courier_bench::measure::{fail, report, run_phases, Args, Phase, Recorder};
-use courier_bench::{
-    start_client, BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime,
-};
+use courier_bench::stream::{start_client, Mode, StreamService};
+use courier_bench::{BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime};
 
 fn main() {
     let Options {
         args,
         runtime,
         mem_capacity,
+        mode,
+        ..
     } = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| fail(USAGE, &e));
     let (rec, elapsed) = if runtime == "tokio" {
         let rt = TokioRuntime::new(args.workers);
@@ -49,7 +53,7 @@ fn main() {
         "# courier: runtime={} workers={} transport={}",
         runtime, args.workers, args.transport
     );
-    report("courier", &args, &rec, elapsed);
+    report(mode.result_name(), &args, &rec, elapsed);
     if rec.calls == 0 {
         std::process::exit(1);
     }
@@ -79,13 +83,15 @@ fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
     let mut callers = Vec::new();
     for _ in 0..args.conns {
         let (c, s) = courier_mem::pair(capacity);
-        rt.detach(courier_bench::server(s, args.concurrency));
+        rt.detach(courier_bench::stream::server(s, args.concurrency));
         let client = courier_bench::client_builder(args.concurrency).build(c);
         callers.extend(start_client(
             rt,
             client,
+            mode(args),
             args.concurrency,
             args.payload,
+            credit(args),
             &phase,
         ));
     }
@@ -98,8 +104,18 @@ fn limits(args: &Args) -> usize {
         .max(courier::server::DEFAULT_MAX_CONCURRENT)
 }
 
-fn service() -> BenchServer<BenchImpl> {
-    BenchServer::new(BenchImpl)
+fn service() -> StreamService<BenchServer<BenchImpl>> {
+    courier_bench::stream::service()
+}
+
+/// `--mode` (checked by `Options::parse`).
+fn mode(args: &Args) -> Mode {
+    Mode::of(args).unwrap_or_else(|e| fail(USAGE, &e))
+}
+
+/// `--credit` (checked by `Options::parse`).
+fn credit(args: &Args) -> u32 {
+    courier_bench::stream::credit(args).unwrap_or_else(|e| fail(USAGE, &e))
 }
 
 fn smol_tcp(rt: &SmolRuntime, args: &Args) -> Started {
@@ -142,8 +158,10 @@ where
         callers.extend(start_client(
             rt,
             client,
+            mode(args),
             args.concurrency,
             args.payload,
+            credit(args),
             phase,
         ));
     }
