@@ -23,7 +23,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use courier::schema::StreamOf;
 use courier::wire::MethodKey;
+use courier::Schema;
 use courier::{Handler, RemoteError, ServerBuilder, Service, Streaming, Timer, Transport};
 use futures::StreamExt;
 use serde_bytes::ByteBuf;
@@ -33,13 +35,21 @@ use crate::{BenchImpl, BenchServer, BoxFuture, Runtime};
 
 /// Method key of the server-streaming method: `(payload: u32)` → endless
 /// stream of `payload`-byte [`ByteBuf`]s.
-pub const STREAM: MethodKey =
-    MethodKey::from_signature("Bench", "stream", "(u32,)->stream ByteBuf");
+pub const STREAM: MethodKey = MethodKey::from_schema(
+    "Bench",
+    "stream",
+    <(u32,) as Schema>::SCHEMA,
+    <StreamOf<crate::Payload> as Schema>::SCHEMA,
+);
 
 /// Method key of the bidirectional method: `()` plus a stream of
 /// [`ByteBuf`]s → the same items echoed back.
-pub const BIDI: MethodKey =
-    MethodKey::from_signature("Bench", "bidi", "(),stream ByteBuf->stream ByteBuf");
+pub const BIDI: MethodKey = MethodKey::from_schema(
+    "Bench",
+    "bidi",
+    <(StreamOf<crate::Payload>,) as Schema>::SCHEMA,
+    <StreamOf<crate::Payload> as Schema>::SCHEMA,
+);
 
 /// What one run measures (`--mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -105,6 +105,8 @@ mod deadline;
 mod id_map;
 mod method_info;
 #[cfg(feature = "alloc")]
+pub mod peer;
+#[cfg(feature = "alloc")]
 mod readiness;
 #[cfg(feature = "alloc")]
 pub mod server;
@@ -129,7 +131,8 @@ pub use method_info::MethodInfo;
 pub use schema::Schema;
 #[cfg(feature = "alloc")]
 pub use server::{
-    Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn, WhenFull,
+    CallContext, Handler, Server, ServerBuilder, Service, Shutdown, ShutdownTriggered, Spawn,
+    WhenFull,
 };
 #[cfg(feature = "alloc")]
 pub use stream::{BoxStream, Streaming};

@@ -21,6 +21,85 @@ use crate::client::decode_exact;
 use crate::error::{CallError, FrameError};
 use crate::sync::Mutex;
 
+/// The most items a stream's consumer lets the producer send ahead, unless
+/// told otherwise ([`CallStream::with_credit`](crate::CallStream::with_credit),
+/// `ServerBuilder::stream_credit`): the bound of its credit window.
+pub const DEFAULT_CREDIT: u32 = 4096;
+
+/// The credit a consumer grants before it has seen an item.
+const INITIAL_CREDIT: u32 = 16;
+
+/// The bytes a consumer aims to let the producer send ahead: its window
+/// holds about this much, in as many items as that takes (never more than
+/// its credit bound, never fewer than 2).
+pub const WINDOW_BYTES: u32 = 256 * 1024;
+
+/// A stream consumer's credit window (PROTOCOL.md R10).
+///
+/// The number of items granted adapts to their size: about
+/// [`WINDOW_BYTES`] of items in flight, so that small items are not held
+/// up by a round trip per few hundred bytes and large ones do not fill the
+/// memory — but never more than `max` items, the hard bound a slow
+/// consumer costs (`max` × the largest item).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    max: u32,
+    /// Granted and not yet consumed (in flight, buffered or staged).
+    outstanding: u32,
+    /// A running average of the consumed items' sizes (0: none yet).
+    average: u32,
+}
+
+impl Window {
+    /// A window of at most `max` items and the credit to grant at once.
+    pub(crate) fn open(max: u32) -> (Window, u32) {
+        let max = max.max(1);
+        let first = max.min(INITIAL_CREDIT);
+        let window = Window {
+            max,
+            outstanding: first,
+            average: 0,
+        };
+        (window, first)
+    }
+
+    /// The window's size in items for the items seen so far.
+    fn target(&self) -> u32 {
+        if self.average == 0 {
+            return self.max.min(INITIAL_CREDIT);
+        }
+        (WINDOW_BYTES / self.average).clamp(self.max.min(2), self.max)
+    }
+
+    /// One item of `bytes` was consumed.
+    pub(crate) fn consumed(&mut self, bytes: usize) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+        self.average = match self.average {
+            0 => bytes,
+            average => ((u64::from(average) * 7 + u64::from(bytes)) / 8) as u32,
+        }
+        .max(1);
+    }
+
+    /// The credit to grant now: the room in the window, once it is more
+    /// than half of it (so credit goes out in batches, not per item).
+    pub(crate) fn due(&self) -> u32 {
+        let target = self.target();
+        let room = target.saturating_sub(self.outstanding);
+        if room > 0 && room.saturating_mul(2) > target {
+            room
+        } else {
+            0
+        }
+    }
+
+    /// `grant` more items were granted.
+    pub(crate) fn granted(&mut self, grant: u32) {
+        self.outstanding = self.outstanding.saturating_add(grant);
+    }
+}
+
 /// What a server-streaming method returns: any stream of items, boxed
 /// (`Box::pin(stream)`). Boxed because a stream returned from a trait
 /// method would otherwise borrow the service for its whole life.
@@ -41,8 +120,9 @@ pub(crate) struct Incoming {
     to_grant: u32,
     /// Wakes the driver to grant credit (the handler's own waker).
     grant_waker: Option<Waker>,
-    /// The credit window the consumer grants back up to.
-    window: u32,
+    /// The consumer's window, once the handler started (the first grant
+    /// is counted in it).
+    window: Option<Window>,
 }
 
 /// A handle on one call's [`Incoming`] buffer.
@@ -58,19 +138,19 @@ impl Incoming {
             credit_left: 0,
             to_grant: 0,
             grant_waker: None,
-            window: 1,
+            window: None,
         }))
     }
 
-    /// The handler starts: the caller gets `window` items of credit (the
-    /// returned grant, for the driver to send) and `waker` is the one that
-    /// makes the driver grant more.
-    pub(crate) fn open(&mut self, window: u32, waker: &Waker) -> u32 {
-        let window = window.max(1);
-        self.window = window;
-        self.credit_left = window;
+    /// The handler starts: the caller gets its first credit from a window
+    /// of at most `max` items (the returned grant, for the driver to send)
+    /// and `waker` is the one that makes the driver grant more.
+    pub(crate) fn open(&mut self, max: u32, waker: &Waker) -> u32 {
+        let (window, first) = Window::open(max);
+        self.window = Some(window);
+        self.credit_left = first;
         self.grant_waker = Some(waker.clone());
-        window
+        first
     }
 
     /// Stores an item that arrived; beyond the credit it is a protocol
@@ -132,8 +212,9 @@ pub struct Streaming<T> {
     shared: IncomingRef,
     staged: Vec<u8>,
     staged_at: usize,
-    window: u32,
+    /// Items consumed since the last look at the window, and their bytes.
     consumed: u32,
+    consumed_bytes: usize,
     ended: bool,
     _item: PhantomData<fn() -> T>,
 }
@@ -141,7 +222,6 @@ pub struct Streaming<T> {
 impl<T> core::fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Streaming")
-            .field("window", &self.window)
             .field("ended", &self.ended)
             .finish()
     }
@@ -153,8 +233,8 @@ impl<T> Streaming<T> {
             shared,
             staged: Vec::new(),
             staged_at: 0,
-            window: 1,
             consumed: 0,
+            consumed_bytes: 0,
             ended: false,
             _item: PhantomData,
         }
@@ -168,18 +248,31 @@ impl<T> Streaming<T> {
         let end = start.saturating_add(len).min(self.staged.len());
         self.staged_at = end;
         self.consumed = self.consumed.saturating_add(1);
+        self.consumed_bytes = self.consumed_bytes.saturating_add(len);
         self.staged.get(start..end)
     }
 
-    /// Hands consumed credit to the driver once more than half the window
-    /// was consumed.
-    fn return_credit(&mut self) {
-        if self.consumed <= self.window / 2 {
+    /// Counts the consumed items into the window and, when credit is due,
+    /// hands it to the driver. Looks at the window (a lock) once per 16
+    /// items or when the batch ran out.
+    fn return_credit(&mut self, batch_done: bool) {
+        if self.consumed == 0 || (self.consumed < 16 && !batch_done) {
             return;
         }
         let consumed = core::mem::take(&mut self.consumed);
+        let bytes = core::mem::take(&mut self.consumed_bytes);
+        let average = bytes / consumed as usize;
         let waker = self.shared.with(|incoming| {
-            incoming.to_grant = incoming.to_grant.saturating_add(consumed);
+            let window = incoming.window.as_mut()?;
+            for _ in 0..consumed {
+                window.consumed(average);
+            }
+            let due = window.due();
+            if due == 0 {
+                return None;
+            }
+            window.granted(due);
+            incoming.to_grant = incoming.to_grant.saturating_add(due);
             incoming.grant_waker.clone()
         });
         if let Some(waker) = waker {
@@ -199,13 +292,12 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
             return Poll::Ready(None);
         }
         if this.staged_at >= this.staged.len() {
-            this.return_credit();
+            this.return_credit(true);
             this.staged.clear();
             this.staged_at = 0;
             let mut staged = core::mem::take(&mut this.staged);
             let waker = cx.waker().clone();
             let (end, unused) = this.shared.with(|incoming| {
-                this.window = incoming.window;
                 if !incoming.items.is_empty() {
                     core::mem::swap(&mut incoming.items, &mut staged);
                     return (None, Some(waker));
@@ -232,7 +324,7 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
             }
         }
         let item = this.next_staged().map(decode_exact::<T>);
-        this.return_credit();
+        this.return_credit(false);
         Poll::Ready(item)
     }
 }

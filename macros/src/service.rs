@@ -74,7 +74,10 @@ struct Method {
     ident: Ident,
     /// The name without `r#`: what the key hashes.
     name: String,
-    /// The parameters after `&self`.
+    /// A first parameter `ctx: CallContext`: the handler's context, filled
+    /// by the server, never sent.
+    context: Option<(Ident, Type)>,
+    /// The parameters after `&self` (and the context).
     params: Vec<(Ident, Type)>,
     /// The return type; `()` when none is written.
     ret: Type,
@@ -110,7 +113,7 @@ impl Method {
 }
 
 /// Names the generated client defines itself; a method cannot take them.
-const RESERVED_NAMES: &[&str] = &["new", "with_timeout", "client", "methods"];
+const RESERVED_NAMES: &[&str] = &["new", "with_timeout", "with_context", "client", "methods"];
 
 /// Method attributes passed on as they are.
 const PASSED_ATTRIBUTES: &[&str] = &["doc", "allow", "expect", "warn", "deny", "deprecated"];
@@ -304,11 +307,22 @@ fn parse_method(method: TraitItemFn) -> syn::Result<Method> {
         }
     }
 
+    let context = match params.first() {
+        Some((_, ty)) if is_path_to(ty, "CallContext") => Some(params.remove(0)),
+        _ => None,
+    };
+    if let Some((_, ty)) = params.iter().find(|(_, ty)| is_path_to(ty, "CallContext")) {
+        return Err(Error::new_spanned(
+            ty,
+            "the handler context comes first, right after `&self`",
+        ));
+    }
     let mode = classify(oneway.as_ref(), &params, &ret)?;
     Ok(Method {
         attrs,
         ident: sig.ident.clone(),
         name,
+        context,
         params,
         ret,
         idempotent,
@@ -321,7 +335,10 @@ fn parse_method(method: TraitItemFn) -> syn::Result<Method> {
 fn classify(oneway: Option<&Attribute>, params: &[(Ident, Type)], ret: &Type) -> syn::Result<Mode> {
     if let Some((_, ty)) = params.first() {
         if is_path_to(ty, "Context") {
-            return Err(not_yet(ty, "a handler context parameter is"));
+            return Err(Error::new_spanned(
+                ty,
+                "the handler context is `courier::CallContext`",
+            ));
         }
     }
     let mut streaming = params
@@ -422,13 +439,6 @@ fn is_path_to(ty: &Type, name: &str) -> bool {
     }
 }
 
-fn not_yet(tokens: impl quote::ToTokens, what: &str) -> Error {
-    Error::new_spanned(
-        tokens,
-        format!("{what} not supported yet by `#[courier::service]`"),
-    )
-}
-
 impl Service {
     fn generate(&self) -> TokenStream {
         let trait_def = self.trait_def();
@@ -462,8 +472,12 @@ impl Service {
                 ret,
                 ..
             } = method;
-            let names = params.iter().map(|(name, _)| name);
-            let types = params.iter().map(|(_, ty)| ty);
+            let names = method
+                .context
+                .iter()
+                .chain(params.iter())
+                .map(|(name, _)| name);
+            let types = method.context.iter().chain(params.iter()).map(|(_, ty)| ty);
             // Every mode: an async method (a streamed result is the
             // `impl Stream` the future resolves to).
             quote! {
@@ -645,6 +659,15 @@ impl Service {
                     &self.client
                 }
 
+                /// A copy whose calls share the deadline of a handler's call:
+                /// they get the time it has left (see `Call::with_context`).
+                pub fn with_context(&self, context: &::courier::CallContext) -> Self {
+                    Self {
+                        client: ::core::clone::Clone::clone(&self.client),
+                        timeout: context.timeout_for(self.timeout),
+                    }
+                }
+
                 #(#calls)*
             }
         }
@@ -665,10 +688,15 @@ impl Service {
             let sent = method.sent_params();
             let sent_names: Vec<_> = sent.iter().map(|(name, _)| name).collect();
             let sent_types = sent.iter().map(|(_, ty)| ty);
+            let take_context = method.context.as_ref().map(|(name, _)| {
+                quote! { let #name = request.context(); }
+            });
             let decode = quote! {
                 let (#(#sent_names,)*): (#(#sent_types,)*) = ::courier::__private::decode_args(args)?;
+                #take_context
                 let service = ::core::clone::Clone::clone(&self.service);
             };
+            let names: Vec<_> = method.context.iter().map(|(name, _)| name).chain(names).collect();
             let items = method
                 .incoming()
                 .and_then(|(index, _)| params.get(index).map(|(name, _)| name.clone()));
@@ -728,7 +756,15 @@ impl Service {
                     method: ::courier::MethodKey,
                     args: &[u8],
                 ) -> ::core::result::Result<::courier::Handler, ::courier::RemoteError> {
-                    match method {
+                    self.serve(&mut ::courier::server::Request::detached(method, args))
+                }
+
+                fn serve(
+                    &self,
+                    request: &mut ::courier::server::Request<'_>,
+                ) -> ::core::result::Result<::courier::Handler, ::courier::RemoteError> {
+                    let args = request.args();
+                    match request.method() {
                         #(#arms)*
                         _ => ::core::result::Result::Err(::courier::RemoteError::UnknownMethod),
                     }

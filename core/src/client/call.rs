@@ -97,6 +97,15 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
         self
     }
 
+    /// Passes a handler's deadline on: the call gets the time the handler's
+    /// own call has left (with `std`; without, the timeout it arrived with),
+    /// so a chain of calls shares one deadline. A call with its own shorter
+    /// timeout keeps it.
+    pub fn with_context(mut self, context: &crate::server::CallContext) -> Self {
+        self.timeout = context.timeout_for(self.timeout);
+        self
+    }
+
     fn deadline(&self) -> Option<Duration> {
         let started = self.started?;
         Some(started.saturating_add(self.timeout?))

@@ -67,7 +67,7 @@ pub use call::Call;
 pub use driver::ClientDriver;
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
-pub use stream::{CallStream, Notify, Upload, DEFAULT_CREDIT};
+pub use stream::{CallStream, Notify, Upload, DEFAULT_CREDIT, WINDOW_BYTES};
 use watch::Watch;
 pub use watch::{Changed, ConnectionState, ConnectionWatch};
 

@@ -24,9 +24,8 @@ use crate::error::CallError;
 use crate::framing::encode_frame;
 use crate::wire::Header;
 
-/// The credit a response stream grants unless told otherwise: items the
-/// callee may send ahead of the consumer.
-pub const DEFAULT_CREDIT: u32 = 128;
+use crate::stream::Window;
+pub use crate::stream::{DEFAULT_CREDIT, WINDOW_BYTES};
 
 /// How many bytes of its own items a call queues per turn, so that one
 /// stream does not crowd out the others (PROTOCOL.md R12).
@@ -126,30 +125,32 @@ struct StreamCall<'a, Req, Resp> {
     /// the body; `staged_at` is where the next one starts.
     staged: Vec<u8>,
     staged_at: usize,
-    /// The window granted to the callee; 0 without a response stream.
-    window: u32,
-    /// Items consumed since credit was last granted.
-    consumed: u32,
+    /// The credit window of the response stream, if the call has one.
+    window: Option<Window>,
     pump: Option<Pump<'a>>,
     ended: bool,
 }
 
 impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
-    fn new(mut call: Call<'a, Req, Resp>, window: Option<u32>, pump: Option<Pump<'a>>) -> Self {
-        let window = window.map(|w| w.max(1));
+    fn new(mut call: Call<'a, Req, Resp>, credit: Option<u32>, pump: Option<Pump<'a>>) -> Self {
+        let window = credit.map(Window::open);
         call.stream = Some(StreamOpen {
-            grant: window,
+            grant: window.map(|(_, first)| first),
             sends: pump.is_some(),
         });
         StreamCall {
             call,
             staged: Vec::new(),
             staged_at: 0,
-            window: window.unwrap_or(0),
-            consumed: 0,
+            window: window.map(|(window, _)| window),
             pump,
             ended: false,
         }
+    }
+
+    /// Credit due to the callee now.
+    fn grant_due(&self) -> u32 {
+        self.window.as_ref().map_or(0, Window::due)
     }
 
     /// The next staged item, if any.
@@ -160,7 +161,9 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         let start = at + 4;
         let end = start.saturating_add(len).min(self.staged.len());
         self.staged_at = end;
-        self.consumed = self.consumed.saturating_add(1);
+        if let Some(window) = self.window.as_mut() {
+            window.consumed(end - start);
+        }
         Some((start, end))
     }
 
@@ -203,8 +206,7 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
                 }
             }
             let batch_ready = self.pump.as_ref().is_some_and(|p| !p.batch.is_empty());
-            let grant_due = self.window > 0 && self.consumed > self.window / 2;
-            if !batch_ready && !grant_due {
+            if !batch_ready && self.grant_due() == 0 {
                 if let Some((start, end)) = self.next_staged() {
                     return Poll::Ready(Event::Item(start, end));
                 }
@@ -225,21 +227,16 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
     /// Under one lock: queues the pumped items, grants consumed credit,
     /// takes new credit and, if nothing is staged, the received items.
     fn exchange(&mut self, slot: u32, id: u32, cx: &mut Context<'_>) -> Exchange {
+        let grant = self.grant_due();
         let StreamCall {
             call,
             staged,
             staged_at,
             window,
-            consumed,
             pump,
             ..
         } = self;
         let shared = &*call.client.shared;
-        let grant = if *window > 0 && *consumed > *window / 2 {
-            core::mem::take(consumed)
-        } else {
-            0
-        };
         let staged_empty = *staged_at >= staged.len();
         if staged_empty {
             staged.clear();
@@ -256,6 +253,12 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             }
             if grant > 0 {
                 wake_driver |= state.grant(slot, id, grant);
+                // Counted even when it could not be sent (the call or the
+                // connection is over): no more items come, and the grant
+                // must not be retried for ever.
+                if let Some(window) = window.as_mut() {
+                    window.granted(grant);
+                }
             }
             let Some(s) = state.slot_mut(slot) else {
                 return (Exchange::Terminal, wake_driver, waker.take());
@@ -336,15 +339,16 @@ impl<'a, Req: Serialize, T: DeserializeOwned> CallStream<'a, Req, T> {
         }
     }
 
-    /// Sets how many items the callee may send ahead of this consumer
-    /// (its credit window; [`DEFAULT_CREDIT`] unless set; at least 1).
-    /// A larger window keeps a fast link busy; a smaller one bounds the
-    /// memory a slow consumer costs.
+    /// Bounds how many items the callee may send ahead of this consumer
+    /// (at least 1; [`DEFAULT_CREDIT`] unless set). Within the bound the
+    /// window adapts to the items' size — about [`WINDOW_BYTES`] in
+    /// flight — so the memory a stalled consumer costs is at most this
+    /// many items, and about `WINDOW_BYTES` in steady state.
     pub fn with_credit(mut self, items: u32) -> Self {
-        let items = items.max(1);
-        self.inner.window = items;
+        let (window, first) = Window::open(items);
+        self.inner.window = Some(window);
         if let Some(open) = self.inner.call.stream.as_mut() {
-            open.grant = Some(items);
+            open.grant = Some(first);
         }
         self
     }

@@ -153,6 +153,20 @@ impl CallContext {
             .map(|at| at.saturating_duration_since(std::time::Instant::now()))
     }
 
+    /// The timeout a call made on behalf of this one should carry, given
+    /// its `own` timeout: the shorter of the two, where the handler's is
+    /// the time left (with `std`; without, the timeout it arrived with).
+    pub fn timeout_for(&self, own: Option<Duration>) -> Option<Duration> {
+        #[cfg(feature = "std")]
+        let left = self.time_left();
+        #[cfg(not(feature = "std"))]
+        let left = self.timeout();
+        match (own, left) {
+            (Some(own), Some(left)) => Some(own.min(left)),
+            (own, left) => own.or(left),
+        }
+    }
+
     /// The peer's address, where the transport knows it (courier-net sets
     /// it for TCP and Unix connections; see `ServerBuilder::peer`).
     pub fn peer(&self) -> Option<&str> {
@@ -208,17 +222,21 @@ impl Future for Cancelled {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CallError> {
         let waker = cx.waker().clone();
-        let (reason, unused) = self.context.inner.signal.with(|signal| match signal.reason {
-            Some(reason) => (Some(reason), Some(waker)),
-            None => {
-                if signal.waiters.iter().any(|w| w.will_wake(&waker)) {
-                    (None, Some(waker))
-                } else {
-                    signal.waiters.push(waker);
-                    (None, None)
+        let (reason, unused) = self
+            .context
+            .inner
+            .signal
+            .with(|signal| match signal.reason {
+                Some(reason) => (Some(reason), Some(waker)),
+                None => {
+                    if signal.waiters.iter().any(|w| w.will_wake(&waker)) {
+                        (None, Some(waker))
+                    } else {
+                        signal.waiters.push(waker);
+                        (None, None)
+                    }
                 }
-            }
-        });
+            });
         drop(unused);
         match reason {
             Some(reason) => Poll::Ready(reason),

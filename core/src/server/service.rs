@@ -13,8 +13,8 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::RemoteError;
 use super::Request;
+use crate::error::RemoteError;
 use crate::framing::encode_frame;
 use crate::stream::{Incoming, IncomingRef, Streaming};
 use crate::wire::{Header, MethodKey};

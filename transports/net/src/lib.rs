@@ -427,6 +427,13 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
         self
     }
 
+    /// The credit window bound of each stream a client sends (see
+    /// [`ServerBuilder::stream_credit`]).
+    pub fn stream_credit(mut self, items: u32) -> Self {
+        self.server = self.server.stream_credit(items);
+        self
+    }
+
     /// Closes a connection on which nothing happened for `timeout` (see
     /// [`ServerBuilder::idle_timeout`]); it is logged like any failed
     /// connection.
