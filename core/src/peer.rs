@@ -41,10 +41,8 @@
 //! let (to_a, b_driver) = PeerBuilder::new().build(b, GreetServer::new(Greeter("b")));
 //! futures::executor::block_on(async move {
 //!     let calls = async move {
-//!         let (x, y) = futures::join!(
-//!             GreetClient::new(to_b).hello("a".into()),
-//!             GreetClient::new(to_a).hello("b".into()),
-//!         );
+//!         let (b, a) = (GreetClient::new(to_b), GreetClient::new(to_a));
+//!         let (x, y) = futures::join!(b.hello("a".into()), a.hello("b".into()));
 //!         assert_eq!(x.unwrap(), "b greets a");
 //!         assert_eq!(y.unwrap(), "a greets b");
 //!         // `a` ends the connection; `b` finishes when it reads the end.
