@@ -166,7 +166,11 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             let written = connection.writer.poll_write_all(&mut self.io, cx);
             let pending = connection.writer.pending();
             connection.touch(pending < unsent);
-            // Streams that waited for room under the mark run again.
+            // Streams that waited for room under the mark run again, with
+            // the written bytes out of the buffer they measure room by.
+            if connection.handlers.room_awaited(pending) {
+                connection.writer.compact();
+            }
             connection.handlers.wake_waiting_for_room(pending);
             match written {
                 Poll::Ready(Err(e)) => {
