@@ -70,6 +70,10 @@ impl<T, S, Tm: Timer> Drop for Server<T, S, Tm> {
         if let Some((signal, Some(key))) = &self.shutdown {
             signal.unregister(*key);
         }
+        // The connection is gone with the server future: a request stream
+        // moved out of its handler ends with ConnectionLost instead of
+        // waiting forever (a no-op once the server finished).
+        self.connection.handlers.clear();
     }
 }
 
