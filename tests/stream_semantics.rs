@@ -399,7 +399,7 @@ fn response_stream_transport_cut() {
 
 /// A request stream that records its drop (the caller's source).
 struct Source {
-    items: std::vec::IntoIter<u32>,
+    items: std::collections::VecDeque<u32>,
     endless: bool,
     dropped: Arc<AtomicUsize>,
 }
@@ -407,7 +407,7 @@ struct Source {
 impl futures::Stream for Source {
     type Item = u32;
     fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<u32>> {
-        match self.items.next() {
+        match self.items.pop_front() {
             Some(item) => Poll::Ready(Some(item)),
             None if self.endless => Poll::Pending,
             None => Poll::Ready(None),
@@ -424,7 +424,7 @@ impl Drop for Source {
 fn source(items: &[u32], endless: bool) -> (Source, Arc<AtomicUsize>) {
     let dropped = Arc::new(AtomicUsize::new(0));
     let source = Source {
-        items: items.to_vec().into_iter(),
+        items: items.iter().copied().collect(),
         endless,
         dropped: dropped.clone(),
     };
