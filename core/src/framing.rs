@@ -397,6 +397,15 @@ mod buffered {
             &mut self.buf
         }
 
+        /// Drops the bytes already handed to the transport from the front of
+        /// [`buffer`](Self::buffer), so its length is what is pending.
+        pub(crate) fn compact(&mut self) {
+            if self.written > 0 {
+                self.buf.drain(..self.written);
+                self.written = 0;
+            }
+        }
+
         /// Bytes encoded but not yet handed to the transport.
         pub fn pending(&self) -> usize {
             self.buf.len() - self.written

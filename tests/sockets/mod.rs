@@ -31,6 +31,16 @@ pub trait Net {
     async fn add(&self, a: u64, b: u64) -> u64;
     /// Waits until the gate opens, then returns `tag`.
     async fn hold(&self, tag: u64) -> u64;
+    /// Server streaming: `n` items of `size` bytes, item `i` filled with
+    /// `i as u8`.
+    async fn blobs(&self, n: u32, size: u32) -> courier::BoxStream<Vec<u8>>;
+    /// Client streaming: the sum of the items.
+    async fn total(&self, items: courier::Streaming<u64>) -> u64;
+    /// Bidirectional: each item doubled, as it arrives.
+    async fn doubled(&self, items: courier::Streaming<u64>) -> courier::BoxStream<u64>;
+    /// A notification: adds `v` to the probe's tally.
+    #[oneway]
+    async fn note(&self, v: u64);
 }
 
 /// What the handlers did, seen from the test.
@@ -38,6 +48,7 @@ pub trait Net {
 pub struct Probe {
     started: AtomicUsize,
     dropped: AtomicUsize,
+    noted: AtomicUsize,
     gate: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
@@ -83,6 +94,21 @@ impl Net for Imp {
         let _ = rx.await;
         guard.1 = true;
         tag
+    }
+    async fn blobs(&self, n: u32, size: u32) -> courier::BoxStream<Vec<u8>> {
+        Box::pin(futures::stream::iter(0..n).map(move |i| vec![i as u8; size as usize]))
+    }
+    async fn total(&self, items: courier::Streaming<u64>) -> u64 {
+        items
+            .map(|item| item.unwrap_or(0))
+            .fold(0, |a, b| async move { a + b })
+            .await
+    }
+    async fn doubled(&self, items: courier::Streaming<u64>) -> courier::BoxStream<u64> {
+        Box::pin(items.map(|item| item.map_or(0, |v| v * 2)))
+    }
+    async fn note(&self, v: u64) {
+        self.0.noted.fetch_add(v as usize, Ordering::SeqCst);
     }
 }
 
@@ -586,6 +612,102 @@ pub fn connect_refused<E: Env>() {
     });
 }
 
+/// The four streaming modes of the service attribute on one connection,
+/// concurrently: server streaming (with small credit), client streaming,
+/// bidirectional, notifications.
+pub fn streaming_modes<E: Env>() {
+    E::block_on(async {
+        let server = start::<E>(E::builder(), false);
+        let conn = connect::<E>(&server.addr).await;
+        let client = &conn.client;
+        let down = async {
+            let items: Vec<_> = client.blobs(500, 100).with_credit(4).collect().await;
+            assert_eq!(items.len(), 500);
+            for (i, item) in items.into_iter().enumerate() {
+                assert_eq!(item, Ok(vec![i as u8; 100]));
+            }
+        };
+        let up = async {
+            let sum = client.total(futures::stream::iter(1..=1000u64)).await;
+            assert_eq!(sum, Ok(500_500));
+        };
+        let both = async {
+            let back: Vec<_> = client
+                .doubled(futures::stream::iter(0..300u64))
+                .with_credit(2)
+                .collect()
+                .await;
+            assert_eq!(back, (0..300u64).map(|v| Ok(v * 2)).collect::<Vec<_>>());
+        };
+        let notes = async {
+            for v in 1..=10 {
+                client.note(v).await.unwrap();
+            }
+        };
+        within::<E, _>("four streaming modes", async {
+            futures::join!(down, up, both, notes);
+        })
+        .await;
+        let probe = server.imp.0.clone();
+        wait_for::<E>("notifications handled", || {
+            probe.noted.load(Ordering::SeqCst) == 55
+        })
+        .await;
+    });
+}
+
+/// One stream of 512 KiB items and one of 16 B items on one connection:
+/// the small stream keeps receiving between big items (counted from the
+/// order of arrival).
+pub fn big_items_do_not_starve<E: Env>() {
+    E::block_on(async {
+        let server = start::<E>(E::builder(), false);
+        let conn = connect::<E>(&server.addr).await;
+        let client = &conn.client;
+        let order = Mutex::new(Vec::new());
+        let big_done = std::sync::atomic::AtomicBool::new(false);
+        let big = async {
+            let mut stream = client.blobs(16, 512 * 1024).with_credit(2);
+            while let Some(item) = stream.next().await {
+                assert_eq!(item.map(|v| v.len()), Ok(512 * 1024));
+                order.lock().unwrap().push('B');
+            }
+            big_done.store(true, Ordering::SeqCst);
+        };
+        let small = async {
+            let mut stream = client.blobs(u32::MAX, 16);
+            while !big_done.load(Ordering::SeqCst) {
+                let item = stream.next().await.expect("endless").map(|v| v.len());
+                assert_eq!(item, Ok(16));
+                order.lock().unwrap().push('s');
+            }
+        };
+        within::<E, _>("big and small streams", async {
+            futures::join!(big, small);
+        })
+        .await;
+        let order: String = order.into_inner().unwrap().into_iter().collect();
+        let first_small = order.find('s').expect("small items arrived");
+        let last_big = order.rfind('B').unwrap();
+        // The big stream's consumer takes what arrived as one batch, at
+        // most its credit (2) items: between the first small item and the
+        // last big one, never more than 2 big items in a row, and the small
+        // stream got items between every such batch.
+        let window = &order[first_small..=last_big];
+        assert!(
+            !window.contains("BBB"),
+            "three big items without a small one between: {}",
+            order.replace("ss", "s")
+        );
+        let interleavings = order.matches("Bs").count();
+        assert!(
+            interleavings >= 16 / 2 - 1,
+            "only {interleavings} small runs between big items: {order}"
+        );
+        assert_eq!(order.matches('B').count(), 16);
+    });
+}
+
 /// Instantiates every scenario for an [`Env`].
 #[macro_export]
 macro_rules! scenarios {
@@ -641,6 +763,14 @@ macro_rules! scenarios {
         #[test]
         fn grace_period_expires() {
             sockets::grace_period_expires::<$env>();
+        }
+        #[test]
+        fn streaming_modes() {
+            sockets::streaming_modes::<$env>();
+        }
+        #[test]
+        fn big_items_do_not_starve() {
+            sockets::big_items_do_not_starve::<$env>();
         }
     };
 }

@@ -70,6 +70,10 @@ impl<T, S, Tm: Timer> Drop for Server<T, S, Tm> {
         if let Some((signal, Some(key))) = &self.shutdown {
             signal.unregister(*key);
         }
+        // The connection is gone with the server future: a request stream
+        // moved out of its handler ends with ConnectionLost instead of
+        // waiting forever (a no-op once the server finished).
+        self.connection.handlers.clear();
     }
 }
 
@@ -166,7 +170,11 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             let written = connection.writer.poll_write_all(&mut self.io, cx);
             let pending = connection.writer.pending();
             connection.touch(pending < unsent);
-            // Streams that waited for room under the mark run again.
+            // Streams that waited for room under the mark run again, with
+            // the written bytes out of the buffer they measure room by.
+            if connection.handlers.room_awaited(pending) {
+                connection.writer.compact();
+            }
             connection.handlers.wake_waiting_for_room(pending);
             match written {
                 Poll::Ready(Err(e)) => {

@@ -382,8 +382,16 @@ impl HandlerTable {
         }
     }
 
+    /// Whether handlers wait for room that `pending` unsent bytes leave.
+    pub(super) fn room_awaited(&self, pending: usize) -> bool {
+        pending <= self.write_mark && !self.waiting_for_room.is_empty()
+    }
+
     /// Handlers that waited for the unsent bytes to go under the mark run
-    /// again.
+    /// again. The caller first drops the written bytes from the front of
+    /// the buffer (handlers measure their room by its length): a handler
+    /// woken here that still found no room would wait again at once, and
+    /// the driver would spin while its peer does not read.
     pub(super) fn wake_waiting_for_room(&mut self, pending: usize) {
         if pending > self.write_mark || self.waiting_for_room.is_empty() {
             return;
