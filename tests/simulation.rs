@@ -10,7 +10,10 @@
 //! handlers inline or spawned, split/coalesced/delayed reads and writes, an
 //! occasional cut after N frames — and then interleaves random steps:
 //! spawning calls (echo of 0 B – 64 KiB, add, handlers that yield N polls,
-//! wait on a gate or panic; some with a timeout), dropping calls, advancing
+//! wait on a gate or panic; in half the runs also streams: server streaming,
+//! client streaming and bidirectional calls of 0–40 items with small random
+//! credit windows on both sides, pauses between items and consumers that
+//! drop the stream after a few items; some with a timeout), dropping calls, advancing
 //! the clock, stalling and releasing reads and writes on either end,
 //! cutting the connection, making the connector refuse or accept-and-close
 //! (a server at its connection limit), releasing the gate, and running the
@@ -22,7 +25,11 @@
 //!    once, with the right value (echo returns its input, add the sum, …) or
 //!    a typed [`CallError`] that fits what happened (no `Decode`, no
 //!    `BadRequest`, a deadline error only for a call with a timeout, no
-//!    connection error while nothing cut, refused or limited the link);
+//!    connection error while nothing cut, refused or limited the link); a
+//!    stream's items arrive in order, without loss or duplication, all of
+//!    them when it ends normally, and it ends exactly once (nothing after
+//!    its end or its error); when the server ended a stream call (its
+//!    response or error), the streaming handler is already gone;
 //! 2. **at most once**: every call carries a unique token, the service records
 //!    each token it runs, and no token runs twice;
 //! 3. **retraction**: a call created while the client's writes were stalled,
@@ -39,7 +46,9 @@
 //! 5. **bounded memory**: no in-memory pipe ever holds more than its
 //!    capacity, the heap bytes this thread holds stay under a bound computed
 //!    from the configured limits (`Run::memory_bound`), and they return to
-//!    the starting level once the run is torn down.
+//!    the starting level once the run is torn down;
+//! 6. **no handler after its call ended**: once every call ended and every
+//!    fault was released, no streaming handler is still alive.
 //!
 //! Commands:
 //!

@@ -166,8 +166,13 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             let written = connection.writer.poll_write_all(&mut self.io, cx);
             let pending = connection.writer.pending();
             connection.touch(pending < unsent);
-            // Streams that waited for room under the mark run again.
-            connection.handlers.wake_waiting_for_room(pending);
+            // Streams that waited for room under the mark run again. Room
+            // is what a handler sees: the whole buffer, written prefix
+            // included (it is cleared only once all of it was written), so
+            // a handler is never woken to find no room — which, with the
+            // transport stalled, woke it again at once for ever.
+            let buffered = connection.writer.buffer().len();
+            connection.handlers.wake_waiting_for_room(buffered);
             match written {
                 Poll::Ready(Err(e)) => {
                     // A protocol error is the better diagnosis.

@@ -374,8 +374,8 @@ impl HandlerTable {
 
     /// Handlers that waited for the unsent bytes to go under the mark run
     /// again.
-    pub(super) fn wake_waiting_for_room(&mut self, pending: usize) {
-        if pending > self.write_mark || self.waiting_for_room.is_empty() {
+    pub(super) fn wake_waiting_for_room(&mut self, buffered: usize) {
+        if buffered > self.write_mark || self.waiting_for_room.is_empty() {
             return;
         }
         for index in self.waiting_for_room.drain(..) {
