@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use courier::{
     Timer, Transport,
 };
 use courier_mem::{MemError, MemTransport};
+use futures::StreamExt as _;
 use support::{ManualClock, Sim};
 
 /// The service the conformance vectors call; PROTOCOL.md lists its keys.
@@ -45,10 +47,22 @@ pub trait Conformance {
     async fn repeat(&self, byte: u8, count: u32) -> Vec<u8>;
     /// Panics.
     async fn crash(&self);
+    /// Streams `0, 1, …, n - 1` (server streaming).
+    async fn count(&self, n: u32) -> courier::BoxStream<u32>;
+    /// The sum of the items (client streaming).
+    async fn total(&self, items: courier::Streaming<u32>) -> u64;
+    /// Sends each item back as it arrives (bidirectional).
+    async fn echo_stream(&self, items: courier::Streaming<u32>) -> courier::BoxStream<u32>;
+    /// Adds `v` to the notes' sum (a notification).
+    #[oneway]
+    async fn note(&self, v: u32);
+    /// The sum of the notes received so far, wrapping.
+    async fn notes(&self) -> u32;
 }
 
 struct Impl {
     clock: ManualClock,
+    notes: AtomicU32,
 }
 
 impl Conformance for Impl {
@@ -85,6 +99,29 @@ impl Conformance for Impl {
     async fn crash(&self) {
         panic!("the conformance service's crash() panics on purpose");
     }
+    async fn count(&self, n: u32) -> courier::BoxStream<u32> {
+        Box::pin(futures::stream::iter(0..n))
+    }
+    async fn total(&self, items: courier::Streaming<u32>) -> u64 {
+        // An item that does not decode counts 0; the stream ends at the
+        // caller's end frame (or the handler is dropped first).
+        items
+            .fold(0u64, |sum, item| async move {
+                sum + u64::from(item.unwrap_or(0))
+            })
+            .await
+    }
+    async fn echo_stream(&self, items: courier::Streaming<u32>) -> courier::BoxStream<u32> {
+        // An error (the call ended) is followed by the end of the stream.
+        Box::pin(items.filter_map(|item| futures::future::ready(item.ok())))
+    }
+    async fn note(&self, v: u32) {
+        // Wrapping, as `fetch_add` does.
+        self.notes.fetch_add(v, Ordering::Relaxed);
+    }
+    async fn notes(&self) -> u32 {
+        self.notes.load(Ordering::Relaxed)
+    }
 }
 
 const VECTORS: &str = include_str!("conformance/vectors.txt");
@@ -104,6 +141,8 @@ struct Vector {
     max_frame: Option<usize>,
     /// `reject=1`: the server answers requests at a full table `Overloaded`.
     reject: bool,
+    /// The credit window of each request stream (`ServerBuilder::stream_credit`).
+    stream_credit: Option<u32>,
     steps: Vec<Step>,
 }
 
@@ -161,6 +200,7 @@ fn parse_vectors(text: &str) -> Result<Vec<Vector>, String> {
                 max_concurrent: None,
                 max_frame: None,
                 reject: false,
+                stream_credit: None,
                 steps: Vec::new(),
             });
             continue;
@@ -181,6 +221,10 @@ fn parse_vectors(text: &str) -> Result<Vec<Vector>, String> {
                     "max_concurrent" => vector.max_concurrent = Some(value),
                     "max_frame" => vector.max_frame = Some(value),
                     "reject" => vector.reject = value != 0,
+                    "stream_credit" => {
+                        let value = u32::try_from(value).map_err(|_| here("stream_credit"))?;
+                        vector.stream_credit = Some(value);
+                    }
                     other => return Err(here(&format!("unknown config key {other}"))),
                 }
             }
@@ -417,10 +461,14 @@ fn replay(vector: &Vector) -> Result<(), String> {
     if let Some(n) = vector.max_frame {
         builder = builder.max_frame(n);
     }
+    if let Some(n) = vector.stream_credit {
+        builder = builder.stream_credit(n);
+    }
     let server = builder.build(
         server_io,
         ConformanceServer::new(Impl {
             clock: clock.clone(),
+            notes: AtomicU32::new(0),
         }),
     );
     let result: ServerResult = Rc::new(RefCell::new(None));
@@ -806,6 +854,11 @@ fn method_keys_are_the_documented_ones() {
         ("sleep", ConformanceClient::SLEEP),
         ("repeat", ConformanceClient::REPEAT),
         ("crash", ConformanceClient::CRASH),
+        ("count", ConformanceClient::COUNT),
+        ("total", ConformanceClient::TOTAL),
+        ("echo_stream", ConformanceClient::ECHO_STREAM),
+        ("note", ConformanceClient::NOTE),
+        ("notes", ConformanceClient::NOTES),
     ];
     // The key table in PROTOCOL.md (5.3):
     // | `service` | `method` | `signature` | `schema(args)` | `schema(result)` | `0x…` |
@@ -840,7 +893,7 @@ fn method_keys_are_the_documented_ones() {
         );
         rows.push((service.to_string(), method.to_string(), key));
     }
-    assert_eq!(rows.len(), 11, "the key table has 11 rows");
+    assert_eq!(rows.len(), 18, "the key table has 18 rows");
     // Every key the macro derives for the conformance service is listed.
     for (method, from_macro) in macro_keys {
         assert!(
@@ -866,4 +919,23 @@ fn method_keys_are_the_documented_ones() {
     assert!(rows.iter().any(|(s, m, k)| s == "Conformance"
         && m == "add"
         && *k == MethodKey::from_schema("Conformance", "add", <(u32, u32)>::SCHEMA, u32::SCHEMA)));
+    // The methods the stream vectors call but the service lacks: what the
+    // macro derives for them.
+    mod unserved {
+        #[courier::service]
+        pub trait Conformance {
+            async fn countdown(&self, n: u32) -> courier::BoxStream<u32>;
+            async fn count(&self, n: u32) -> u32;
+        }
+    }
+    for (method, key) in [
+        ("countdown", unserved::ConformanceClient::COUNTDOWN),
+        ("count", unserved::ConformanceClient::COUNT),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|(s, m, k)| s == "Conformance" && m == method && *k == key),
+            "PROTOCOL.md lacks the unserved Conformance.{method} = {key}"
+        );
+    }
 }

@@ -10,7 +10,10 @@
 //! handlers inline or spawned, split/coalesced/delayed reads and writes, an
 //! occasional cut after N frames — and then interleaves random steps:
 //! spawning calls (echo of 0 B – 64 KiB, add, handlers that yield N polls,
-//! wait on a gate or panic; some with a timeout), dropping calls, advancing
+//! wait on a gate or panic; in half the runs also streams: server streaming,
+//! client streaming and bidirectional calls of 0–40 items with small random
+//! credit windows on both sides, pauses between items and consumers that
+//! drop the stream after a few items; some with a timeout), dropping calls, advancing
 //! the clock, stalling and releasing reads and writes on either end,
 //! cutting the connection, making the connector refuse or accept-and-close
 //! (a server at its connection limit), releasing the gate, and running the
@@ -22,7 +25,11 @@
 //!    once, with the right value (echo returns its input, add the sum, …) or
 //!    a typed [`CallError`] that fits what happened (no `Decode`, no
 //!    `BadRequest`, a deadline error only for a call with a timeout, no
-//!    connection error while nothing cut, refused or limited the link);
+//!    connection error while nothing cut, refused or limited the link); a
+//!    stream's items arrive in order, without loss or duplication, all of
+//!    them when it ends normally, and it ends exactly once (nothing after
+//!    its end or its error); when the server ended a stream call (its
+//!    response or error), the streaming handler is already gone;
 //! 2. **at most once**: every call carries a unique token, the service records
 //!    each token it runs, and no token runs twice;
 //! 3. **retraction**: a call created while the client's writes were stalled,
@@ -39,7 +46,9 @@
 //! 5. **bounded memory**: no in-memory pipe ever holds more than its
 //!    capacity, the heap bytes this thread holds stay under a bound computed
 //!    from the configured limits (`Run::memory_bound`), and they return to
-//!    the starting level once the run is torn down.
+//!    the starting level once the run is torn down;
+//! 6. **no handler after its call ended**: once every call ended and every
+//!    fault was released, no streaming handler is still alive.
 //!
 //! Commands:
 //!
@@ -78,6 +87,7 @@ use courier::framing::DEFAULT_MAX_FRAME;
 use courier::{CallError, ClientBuilder, RemoteError, ServerBuilder, Transport};
 use courier_mem::fault::{CutKind, FaultHandle, Faults, Faulty, Pattern};
 use courier_mem::{MemError, MemTransport};
+use futures::StreamExt as _;
 use support::{ManualClock, Sim};
 
 /// Seeds run by default: deterministic in count so CI is reproducible;
@@ -180,6 +190,18 @@ pub trait Soak {
     async fn gated(&self, token: u64) -> u64;
     /// Panics.
     async fn panics(&self, token: u64) -> u64;
+    /// Streams `0..n`, yielding `pause` times before each item.
+    async fn count(&self, token: u64, n: u32, pause: u32) -> courier::BoxStream<u32>;
+    /// Takes items that must be `0, 1, 2, …` and returns how many came, or
+    /// `u64::MAX` if one was out of order.
+    async fn tally(&self, token: u64, items: courier::Streaming<u32>) -> u64;
+    /// Sends every item back, yielding `pause` times before each.
+    async fn mirror(
+        &self,
+        token: u64,
+        pause: u32,
+        items: courier::Streaming<u32>,
+    ) -> courier::BoxStream<u32>;
 }
 
 /// Releases `gated` handlers: each waits for the next release after it
@@ -229,6 +251,37 @@ struct Recorder {
     /// (token, connection) of every handler that started, in order.
     executed: Mutex<Vec<(u64, usize)>>,
     gate: Gate,
+    /// Streaming handlers not dropped yet, by token.
+    live: Arc<Mutex<BTreeMap<u64, u32>>>,
+}
+
+/// Held by a streaming handler (in its future or its stream) for as long
+/// as it exists: `Recorder::live` counts it.
+struct Alive {
+    token: u64,
+    live: Arc<Mutex<BTreeMap<u64, u32>>>,
+}
+
+impl Alive {
+    fn new(rec: &Recorder, token: u64) -> Self {
+        *rec.live.lock().unwrap().entry(token).or_default() += 1;
+        Alive {
+            token,
+            live: rec.live.clone(),
+        }
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let mut live = self.live.lock().unwrap();
+        if let Some(n) = live.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.token);
+            }
+        }
+    }
 }
 
 struct SoakImpl {
@@ -264,6 +317,53 @@ impl Soak for SoakImpl {
     async fn panics(&self, token: u64) -> u64 {
         self.record(token);
         panic!("{HANDLER_PANIC} (token {token})");
+    }
+    async fn count(&self, token: u64, n: u32, pause: u32) -> courier::BoxStream<u32> {
+        self.record(token);
+        let alive = Alive::new(&self.rec, token);
+        Box::pin(futures::stream::iter(0..n).then(move |i| {
+            let _alive = &alive;
+            async move {
+                support::yield_n(pause).await;
+                i
+            }
+        }))
+    }
+    async fn tally(&self, token: u64, mut items: courier::Streaming<u32>) -> u64 {
+        self.record(token);
+        let _alive = Alive::new(&self.rec, token);
+        let mut seen = 0u64;
+        while let Some(item) = items.next().await {
+            match item {
+                Ok(i) if u64::from(i) == seen => seen += 1,
+                // The call ended first (the handler is usually dropped
+                // instead; a reply now goes nowhere).
+                Err(_) => return seen,
+                Ok(_) => return u64::MAX,
+            }
+        }
+        seen
+    }
+    async fn mirror(
+        &self,
+        token: u64,
+        pause: u32,
+        items: courier::Streaming<u32>,
+    ) -> courier::BoxStream<u32> {
+        self.record(token);
+        let alive = Alive::new(&self.rec, token);
+        // An error (the call ended) ends the stream back.
+        Box::pin(
+            items
+                .take_while(|item| futures::future::ready(item.is_ok()))
+                .then(move |item| {
+                    let _alive = &alive;
+                    async move {
+                        support::yield_n(pause).await;
+                        item.unwrap_or(u32::MAX)
+                    }
+                }),
+        )
     }
 }
 
@@ -314,6 +414,22 @@ struct Config {
     /// Percent of connections cut after a number of frames.
     auto_cut_rate: u64,
     steps: usize,
+    /// The servers' credit window for request streams (small, so that
+    /// credit runs out and comes back often).
+    stream_credit: u32,
+    /// Half the runs make stream calls too. Two known server gaps are kept
+    /// out of them (reported with the stream scenarios):
+    /// - their servers get a backlog that never fills: a server whose
+    ///   backlog is full stops reading, so a streaming handler holding a
+    ///   slot never gets the credit, items or end queued behind the request
+    ///   it does not read, and with every slot held so the connection
+    ///   deadlocks;
+    /// - no cuts: a server that reads end of stream while a streaming
+    ///   handler waits for the caller's credit, items or end keeps it (R8
+    ///   lets running calls finish after a half-close; R11 says the callee
+    ///   drops them) and so never finishes (the conformance vector
+    ///   `half-close-with-a-stream-waiting-for-credit`, pending).
+    streams: bool,
 }
 
 impl Config {
@@ -360,6 +476,8 @@ impl Config {
             fault_rate: [0, 30, 70, 100][rng.range(0, 3)],
             auto_cut_rate: [0, 0, 5, 20][rng.range(0, 3)],
             steps: rng.range(20, 150),
+            stream_credit: rng.range(1, 8) as u32,
+            streams: rng.chance(50),
         }
     }
 
@@ -407,7 +525,8 @@ fn draw_faults(rng: &mut Rng, cfg: &Config) -> Faults {
         ClientKind::Plain => (cfg.auto_cut_rate / 4, 20),
         ClientKind::Reconnecting(_) => (cfg.auto_cut_rate, 1),
     };
-    if rng.chance(rate) {
+    // Not in runs with streams: see `Config::streams`.
+    if rng.chance(rate) && !cfg.streams {
         let frames = rng.log_uniform(min_frames, 400);
         faults = if rng.chance(50) {
             faults.cut_after_written_frames(frames)
@@ -513,7 +632,11 @@ impl World {
         let mut builder = ServerBuilder::new()
             .max_concurrent(self.cfg.max_concurrent)
             .max_frame(self.cfg.server_max_frame)
+            .stream_credit(self.cfg.stream_credit)
             .timer(self.clock.clone());
+        if self.cfg.streams {
+            builder = builder.backlog(usize::MAX);
+        }
         if self.cfg.spawned_handlers {
             let queue = self.handler_queue.clone();
             builder = builder.spawner(move |task| queue.lock().unwrap().push(task));
@@ -611,11 +734,37 @@ struct DriverState {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    Echo { len: usize, fill: u8 },
-    Add { a: u64, b: u64 },
+    Echo {
+        len: usize,
+        fill: u8,
+    },
+    Add {
+        a: u64,
+        b: u64,
+    },
     Yields(u32),
     Gated,
     Panics,
+    /// Server streaming: `n` items, the consumer's credit window, and
+    /// `take`: the consumer drops the stream after that many items.
+    Count {
+        n: u32,
+        pause: u32,
+        credit: u32,
+        take: Option<u32>,
+    },
+    /// Client streaming: `n` items, `pause` yields before each.
+    Tally {
+        n: u32,
+        pause: u32,
+    },
+    /// Bidirectional: `n` items sent, each sent back.
+    Mirror {
+        n: u32,
+        pause: u32,
+        credit: u32,
+        take: Option<u32>,
+    },
 }
 
 fn payload(len: usize, fill: u8) -> Vec<u8> {
@@ -629,7 +778,67 @@ enum Outcome {
     Failed(CallError),
 }
 
-async fn run_call(client: SoakClient, token: u64, kind: Kind) -> Outcome {
+/// Streams owed by the servers' live streaming handlers, by token.
+type Live = Arc<Mutex<BTreeMap<u64, u32>>>;
+
+/// Reads a response stream that must carry `0, 1, …, n - 1` (fewer if it
+/// fails), stopping after `take` items; checks the one typed ending and
+/// that, when the server ended the call, its handler is gone.
+async fn read_items<S>(mut items: S, n: u32, take: Option<u32>, token: u64, live: &Live) -> Outcome
+where
+    S: futures::Stream<Item = Result<u32, CallError>> + Unpin,
+{
+    let handler_gone = |how: &str| {
+        if live.lock().unwrap().contains_key(&token) {
+            Some(Outcome::Wrong(format!(
+                "its handler was still alive when the call ended with {how}"
+            )))
+        } else {
+            None
+        }
+    };
+    let mut got = 0u32;
+    loop {
+        if take.is_some_and(|k| got >= k) {
+            // Dropping the stream cancels the call.
+            return Outcome::Correct;
+        }
+        match items.next().await {
+            Some(Ok(i)) if i == got => got += 1,
+            Some(Ok(i)) => return Outcome::Wrong(format!("item {i} where {got} was due")),
+            Some(Err(error)) => {
+                if let Some(more) = items.next().await {
+                    return Outcome::Wrong(format!("{more:?} after the ending {error}"));
+                }
+                if matches!(error, CallError::Remote(_)) {
+                    if let Some(wrong) = handler_gone(&format!("{error}")) {
+                        return wrong;
+                    }
+                }
+                return Outcome::Failed(error);
+            }
+            None if got != n => {
+                return Outcome::Wrong(format!("the stream ended after {got} of {n} items"))
+            }
+            None => {
+                if let Some(more) = items.next().await {
+                    return Outcome::Wrong(format!("{more:?} after the end"));
+                }
+                return handler_gone("its response").unwrap_or(Outcome::Correct);
+            }
+        }
+    }
+}
+
+/// `0..n`, yielding `pause` times before each item.
+fn slow_items(n: u32, pause: u32) -> impl futures::Stream<Item = u32> + Send {
+    futures::stream::iter(0..n).then(move |i| async move {
+        support::yield_n(pause).await;
+        i
+    })
+}
+
+async fn run_call(client: SoakClient, token: u64, kind: Kind, live: Live) -> Outcome {
     let check = |ok: bool, got: String| {
         if ok {
             Outcome::Correct
@@ -660,6 +869,37 @@ async fn run_call(client: SoakClient, token: u64, kind: Kind) -> Outcome {
             .panics(token)
             .await
             .map(|v| Outcome::Wrong(format!("{v} from a handler that panics"))),
+        Kind::Count {
+            n,
+            pause,
+            credit,
+            take,
+        } => {
+            let items = client.count(token, n, pause).with_credit(credit);
+            return read_items(items, n, take, token, &live).await;
+        }
+        Kind::Mirror {
+            n,
+            pause,
+            credit,
+            take,
+        } => {
+            let items = client
+                .mirror(token, pause, slow_items(n, pause))
+                .with_credit(credit);
+            return read_items(items, n, take, token, &live).await;
+        }
+        Kind::Tally { n, pause } => {
+            let result = client.tally(token, slow_items(n, pause)).await;
+            if matches!(result, Ok(_) | Err(CallError::Remote(_)))
+                && live.lock().unwrap().contains_key(&token)
+            {
+                return Outcome::Wrong(format!(
+                    "its handler was still alive when the call ended with {result:?}"
+                ));
+            }
+            result.map(|v| check(v == u64::from(n), format!("a tally of {v} for {n} items")))
+        }
     };
     result.unwrap_or_else(Outcome::Failed)
 }
@@ -694,13 +934,14 @@ struct Violation {
     message: String,
 }
 
-const INVARIANT_NAMES: [&str; 6] = [
+const INVARIANT_NAMES: [&str; 7] = [
     "the run panicked",
     "results",
     "at-most-once",
     "no handler for a retracted call",
     "no stall while work is possible",
     "bounded memory",
+    "no handler after its call ended",
 ];
 
 // ---------------------------------------------------------------------------
@@ -926,7 +1167,8 @@ impl Run {
         let rng = &mut self.rng;
         let token = self.next_token;
         self.next_token += 1;
-        let kind = match rng.weighted(&[45, 15, 15, 10, 5]) {
+        let streams = if self.world.cfg.streams { 8 } else { 0 };
+        let kind = match rng.weighted(&[45, 15, 15, 10, 5, streams, streams, streams]) {
             0 => {
                 let max = self.world.cfg.max_payload;
                 let len = match rng.weighted(&[30, 45, 25]) {
@@ -945,7 +1187,23 @@ impl Run {
             },
             2 => Kind::Yields(rng.range(0, 50) as u32),
             3 => Kind::Gated,
-            _ => Kind::Panics,
+            4 => Kind::Panics,
+            5 => Kind::Count {
+                n: rng.range(0, 40) as u32,
+                pause: rng.range(0, 3) as u32,
+                credit: rng.range(1, 8) as u32,
+                take: rng.chance(20).then(|| rng.range(0, 20) as u32),
+            },
+            6 => Kind::Tally {
+                n: rng.range(0, 40) as u32,
+                pause: rng.range(0, 3) as u32,
+            },
+            _ => Kind::Mirror {
+                n: rng.range(0, 40) as u32,
+                pause: rng.range(0, 3) as u32,
+                credit: rng.range(1, 8) as u32,
+                take: rng.chance(20).then(|| rng.range(0, 20) as u32),
+            },
         };
         let timeout = rng
             .chance(30)
@@ -957,8 +1215,9 @@ impl Run {
         };
         let outcome = Rc::new(RefCell::new(None));
         let out = outcome.clone();
+        let live = self.world.rec.live.clone();
         let future: Rc<RefCell<Option<Task>>> = Rc::new(RefCell::new(Some(Box::pin(async move {
-            let result = run_call(client, token, kind).await;
+            let result = run_call(client, token, kind, live).await;
             *out.borrow_mut() = Some(result);
         }))));
         let waker = Rc::new(RefCell::new(None));
@@ -1344,14 +1603,17 @@ impl Run {
             7 => self.world.rec.gate.release(false),
             8 => {
                 let client_side = self.rng.chance(50);
-                self.toggle(|c, _| {
-                    if client_side {
-                        c.client.cut();
-                    } else {
-                        c.server.cut();
-                    }
-                });
-                self.disrupted = true;
+                // Runs with streams are not cut: see `Config::streams`.
+                if !self.world.cfg.streams {
+                    self.toggle(|c, _| {
+                        if client_side {
+                            c.client.cut();
+                        } else {
+                            c.server.cut();
+                        }
+                    });
+                    self.disrupted = true;
+                }
             }
             9 => self.world.dial.set(match self.rng.weighted(&[50, 30, 20]) {
                 0 => Dial::Accept,
@@ -1411,6 +1673,25 @@ impl Run {
             );
             self.violate(4, "calls never resolved", 0, message);
             return Err(Abort);
+        }
+        // Every call ended (and every fault was released, so cancels and
+        // the ends of cut connections reached the servers): no streaming
+        // handler may still run.
+        let outlived: Vec<u64> = self
+            .world
+            .rec
+            .live
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect();
+        if let Some(&token) = outlived.first() {
+            let message = format!(
+                "the handlers of calls {outlived:?} still run though every call ended; {}",
+                self.describe_links()
+            );
+            self.violate(6, "handler outlived its call", token, message);
         }
         // Without handles the client driver finishes, and then every server.
         self.client = None;

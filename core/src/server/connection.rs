@@ -127,6 +127,12 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         let Ok(handler) = self.service.serve(&mut request) else {
             return;
         };
+        // A streaming method named by a notify frame is a key of another
+        // mode: as unknown as any other (it would wait for credit or items
+        // no one sends, and grant credit for a call that does not exist).
+        if handler.streaming {
+            return;
+        }
         let index = self.handlers.insert(0, None, full, len, false);
         self.handlers.slots[index as usize].quiet = true;
         self.place(index, full, handler);

@@ -148,7 +148,9 @@ pin_project_lite::pin_project! {
     #[project = EmitterProj]
     enum Emitter<F, S> {
         Starting { #[pin] future: F },
-        Sending { #[pin] stream: S },
+        // `next`: the frame of an item taken from the stream with no
+        // credit to send it.
+        Sending { #[pin] stream: S, next: Option<Vec<u8>> },
         Finished,
     }
 }
@@ -163,6 +165,11 @@ where
     /// exhausted credit or room returns `Pending` with `blocked` set, and
     /// the driver polls again when credit or room comes. A full turn
     /// wakes itself, to go to the back of the ready queue.
+    ///
+    /// With no credit left the stream is still polled once, so that its
+    /// end is seen: the response needs no credit (PROTOCOL.md R10), and a
+    /// caller that granted exactly the items there are gets it. An item
+    /// found then waits in `next`, encoded, for credit.
     fn poll_respond(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -173,16 +180,21 @@ where
             match self.as_mut().project() {
                 EmitterProj::Starting { future } => {
                     let stream = core::task::ready!(future.poll(cx));
-                    self.set(Emitter::Sending { stream });
+                    self.set(Emitter::Sending { stream, next: None });
                 }
-                EmitterProj::Sending { mut stream } => {
-                    if reply.credit == 0 || !reply.room {
+                EmitterProj::Sending { mut stream, next } => {
+                    if !reply.room || (reply.credit == 0 && next.is_some()) {
                         reply.blocked = true;
                         return Poll::Pending;
                     }
                     if reply.out.len().saturating_sub(start) >= TURN_BYTES {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
+                    }
+                    if let Some(frame) = next.take() {
+                        reply.out.extend_from_slice(&frame);
+                        reply.credit -= 1;
+                        continue;
                     }
                     let item = core::task::ready!(stream.as_mut().poll_next(cx));
                     let id = reply.id;
@@ -196,6 +208,7 @@ where
                         id,
                         from_callee: true,
                     };
+                    let at = reply.out.len();
                     if encode_frame(reply.out, &header, &item, reply.max_frame).is_err() {
                         write_error(
                             reply.out,
@@ -205,6 +218,12 @@ where
                         );
                         self.set(Emitter::Finished);
                         return Poll::Ready(());
+                    }
+                    if reply.credit == 0 {
+                        // No credit for it: the frame waits for some.
+                        *next = Some(reply.out.split_off(at));
+                        reply.blocked = true;
+                        return Poll::Pending;
                     }
                     reply.credit -= 1;
                 }
