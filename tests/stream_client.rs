@@ -415,3 +415,54 @@ fn stream_timeout_ends_the_stream() {
     });
     assert_eq!(result, vec![Ok(1), Err(CallError::DeadlineExceeded)]);
 }
+
+/// The end frame is not an item: a caller whose items used up exactly the
+/// credit still sends its end without waiting for more credit (R10).
+#[test]
+fn the_end_frame_needs_no_credit() {
+    let (a, b) = courier_mem::pair(64 * 1024);
+    let (client, driver) = Client::new(a);
+    let mut pool = LocalPool::new();
+    pool.spawner()
+        .spawn_local(async move {
+            let _ = driver.await;
+        })
+        .unwrap();
+    let (frames_tx, frames_rx) = futures::channel::oneshot::channel();
+    pool.spawner()
+        .spawn_local(async move {
+            let mut peer = Peer::new(b);
+            let (Header::Request { id, .. }, _) = peer.read().await.unwrap() else {
+                panic!()
+            };
+            let grant = Header::Credit {
+                id,
+                from_callee: true,
+                grant: 2,
+            };
+            peer.write(grant, &[]).await;
+            let mut frames = Vec::new();
+            for _ in 0..3 {
+                frames.push(peer.read().await.unwrap().0);
+            }
+            peer.write(
+                Header::Response { id },
+                &postcard::to_allocvec(&2u64).unwrap(),
+            )
+            .await;
+            let _ = frames_tx.send((id, frames, peer));
+        })
+        .unwrap();
+    let reply: Result<u64, CallError> = pool.run_until(async {
+        client
+            .client_stream(KEY, (), futures::stream::iter([10u64, 20]))
+            .await
+    });
+    assert_eq!(reply, Ok(2));
+    let (id, frames, _peer) = pool.run_until(frames_rx).unwrap();
+    let item = Header::Item {
+        id,
+        from_callee: false,
+    };
+    assert_eq!(frames, vec![item, item, Header::End { id }]);
+}

@@ -408,3 +408,51 @@ fn an_unknown_stream_method_is_a_typed_error() {
         )
     );
 }
+
+/// A full backlog does not stop the frames streams wait for: with one
+/// handler slot held by a client stream and the backlog full, a further
+/// request is read and refused `Overloaded` (R12) instead of blocking the
+/// stream's items behind it.
+#[test]
+fn a_full_backlog_does_not_block_a_streams_items() {
+    let builder = server().max_concurrent(1).backlog(0);
+    let outcome = with_server(Svc::default(), builder, |client| async move {
+        let (mut tx, rx) = futures::channel::mpsc::channel::<u64>(4);
+        let mut sum = Box::pin(client.client_stream::<_, _, u64>(SUM, (), rx));
+        // Start the stream: it holds the only handler slot.
+        assert!(futures::poll!(sum.as_mut()).is_pending());
+        smol::Timer::after(Duration::from_millis(20)).await;
+        // One request waits in the backlog, the next one overflows it.
+        let mut queued = Box::pin(client.call::<_, u64>(ADD, (1u64, 1u64)));
+        assert!(futures::poll!(queued.as_mut()).is_pending());
+        let overflow = client.call::<_, u64>(ADD, (2u64, 2u64));
+        let overflow = futures::future::select(
+            Box::pin(overflow),
+            Box::pin(async move {
+                // The stream's items come after both requests on the wire.
+                smol::Timer::after(Duration::from_millis(20)).await;
+                for v in [1u64, 2, 3] {
+                    tx.send(v).await.unwrap();
+                }
+                drop(tx);
+                std::future::pending::<()>().await
+            }),
+        )
+        .await;
+        let overflow = match overflow {
+            futures::future::Either::Left((result, sender)) => {
+                // Dropping the sender ends the stream's items.
+                drop(sender);
+                result
+            }
+            futures::future::Either::Right(_) => unreachable!(),
+        };
+        (overflow, sum.await, queued.await)
+    });
+    let (overflow, sum, queued) = outcome;
+    assert_eq!(overflow, Err(CallError::Remote(RemoteError::Overloaded)));
+    // The refusal came before the items were sent: the stream ended with
+    // none (its sender dropped) — what matters is that it ended at all.
+    assert_eq!(sum, Ok(0));
+    assert_eq!(queued, Ok(2));
+}

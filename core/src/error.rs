@@ -75,6 +75,10 @@ pub enum RemoteError {
     ShuttingDown,
     /// The response could not be encoded, or was over the frame limit.
     ResponseTooLarge,
+    /// The caller closed its write half while this streaming call still
+    /// needed credit or items from it: the call cannot go on (PROTOCOL.md
+    /// R8).
+    StreamAbandoned,
     /// A code this version does not know.
     Other(u8),
 }
@@ -90,6 +94,7 @@ impl RemoteError {
             RemoteError::HandlerPanicked => 5,
             RemoteError::ShuttingDown => 6,
             RemoteError::ResponseTooLarge => 7,
+            RemoteError::StreamAbandoned => 8,
             RemoteError::Other(c) => c,
         }
     }
@@ -104,6 +109,7 @@ impl RemoteError {
             5 => RemoteError::HandlerPanicked,
             6 => RemoteError::ShuttingDown,
             7 => RemoteError::ResponseTooLarge,
+            8 => RemoteError::StreamAbandoned,
             c => RemoteError::Other(c),
         }
     }
@@ -121,6 +127,9 @@ impl fmt::Display for RemoteError {
             RemoteError::HandlerPanicked => f.write_str("handler panicked"),
             RemoteError::ShuttingDown => f.write_str("server shutting down"),
             RemoteError::ResponseTooLarge => f.write_str("response too large to send"),
+            RemoteError::StreamAbandoned => {
+                f.write_str("the caller closed its side while the stream needed it")
+            }
             RemoteError::Other(c) => write!(f, "remote error code {c}"),
         }
     }

@@ -73,6 +73,8 @@ struct Pump<'a> {
     credit: u32,
     /// Frames encoded and not yet queued.
     batch: Vec<u8>,
+    /// An item frame encoded while there was no credit, sent when it comes.
+    held: Vec<u8>,
     /// The source was polled and returned `Pending` (its waker is set).
     waiting: bool,
     /// The end frame is queued: nothing more to send.
@@ -80,16 +82,26 @@ struct Pump<'a> {
 }
 
 impl Pump<'_> {
-    /// Encodes ready items while there is credit, up to one turn.
+    /// Encodes ready items while there is credit, up to one turn. Without
+    /// credit it still looks at the source once: its end needs no credit
+    /// (the end frame is not an item), and an item found is held, encoded,
+    /// until credit comes.
     fn fill(&mut self, cx: &mut Context<'_>, id: u32, max_frame: usize) -> Result<(), CallError> {
         self.waiting = false;
-        while !self.done && self.credit > 0 && self.batch.len() < TURN_BYTES {
-            match self
-                .source
-                .as_mut()
-                .poll_encode(cx, id, &mut self.batch, max_frame)
-            {
-                Poll::Ready(Some(Ok(()))) => self.credit -= 1,
+        if !self.held.is_empty() && self.credit > 0 {
+            self.batch.append(&mut self.held);
+            self.credit -= 1;
+        }
+        while !self.done && self.held.is_empty() && self.batch.len() < TURN_BYTES {
+            let out = if self.credit > 0 {
+                &mut self.batch
+            } else {
+                &mut self.held
+            };
+            match self.source.as_mut().poll_encode(cx, id, out, max_frame) {
+                Poll::Ready(Some(Ok(()))) if self.credit > 0 => self.credit -= 1,
+                // Held until credit comes.
+                Poll::Ready(Some(Ok(()))) => return Ok(()),
                 Poll::Ready(Some(Err(error))) => return Err(error),
                 Poll::Ready(None) => {
                     encode_frame(&mut self.batch, &Header::End { id }, &(), max_frame)?;
@@ -453,6 +465,7 @@ impl<'a> Pump<'a> {
             source: Box::pin(items),
             credit: 0,
             batch: Vec::new(),
+            held: Vec::new(),
             waiting: false,
             done: false,
         }

@@ -120,7 +120,7 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
             return;
         }
         let full = self.handlers.running >= self.max_concurrent || self.handlers.queued > 0;
-        if full && self.when_full == WhenFull::Reject {
+        if full && (self.when_full == WhenFull::Reject || self.backlog_overflows(len)) {
             return;
         }
         let mut request = Request::new(method, body, 0, None, self.peer.as_ref());
@@ -146,6 +146,7 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         body: &[u8],
         len: usize,
     ) {
+        let overflows = self.backlog_overflows(len);
         let out = self.writer.buffer();
         if self.draining {
             return write_error(out, id, RemoteError::ShuttingDown, self.max_frame);
@@ -155,6 +156,11 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         }
         let full = self.handlers.running >= self.max_concurrent || self.handlers.queued > 0;
         if full && self.when_full == WhenFull::Reject {
+            return write_error(out, id, RemoteError::Overloaded, self.max_frame);
+        }
+        if full && overflows {
+            // Read only because streams need the frames behind it (see
+            // `Server::may_read`): refused, not queued past the bound.
             return write_error(out, id, RemoteError::Overloaded, self.max_frame);
         }
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
@@ -186,11 +192,20 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         let slot = &mut self.handlers.slots[index as usize];
         slot.incoming = handler.incoming;
         slot.streaming = handler.streaming;
+        if handler.streaming {
+            self.handlers.streams += 1;
+        }
         if queued {
             slot.state = SlotState::Queued(handler.respond);
         } else {
             self.launch(index, handler.respond);
         }
+    }
+
+    /// Whether a request of `len` bytes would go past the backlog bound
+    /// (one larger than the whole backlog is taken when it is empty).
+    pub(super) fn backlog_overflows(&self, len: usize) -> bool {
+        self.handlers.queued > 0 && self.handlers.queued_bytes.saturating_add(len) > self.backlog
     }
 
     /// Starts `handler` in the running slot `index`. A streaming handler

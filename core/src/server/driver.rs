@@ -262,10 +262,13 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
         {
             return true;
         }
-        // Backlogging: the next request must fit (cancels always pass).
+        // Backlogging: the next request must fit (cancels always pass) —
+        // unless streams run: the credit, items and ends they wait for may
+        // sit behind that request, so it is read and refused `Overloaded`
+        // instead of blocking them (PROTOCOL.md R12).
         match self.reader.peek_kind() {
             Some((kind, len)) if kind == FrameKind::Request.to_byte() => {
-                connection.handlers.queued_bytes.saturating_add(len) <= connection.backlog
+                connection.handlers.streams > 0 || !connection.backlog_overflows(len)
             }
             _ => true,
         }
@@ -311,6 +314,7 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
                     }
                     // The client closed its write half: answer what it sent.
                     self.read_closed = true;
+                    self.connection.handlers.caller_closed();
                     return Ok(Read::Eof);
                 }
                 Poll::Ready(Ok(_)) => {}

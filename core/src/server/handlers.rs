@@ -83,6 +83,11 @@ pub(super) struct HandlerTable {
     waiting_for_room: Vec<u32>,
     /// The connection's write mark.
     pub(super) write_mark: usize,
+    /// The caller closed its write half: no credit, item or end comes any
+    /// more, so streams that wait for them are over.
+    caller_closed: bool,
+    /// Streaming handlers, running or backlogged.
+    pub(super) streams: usize,
 }
 
 /// Which handler slots were woken, and replies from spawned handlers.
@@ -154,6 +159,25 @@ impl HandlerTable {
             done_scratch: Vec::new(),
             waiting_for_room: Vec::new(),
             write_mark: usize::MAX,
+            caller_closed: false,
+            streams: 0,
+        }
+    }
+
+    /// The caller closed its write half (R8): request streams end with
+    /// `ConnectionLost` for their handlers, and streaming handlers are
+    /// polled again — one that needs credit now is abandoned (error
+    /// `StreamAbandoned`) instead of waiting for ever.
+    pub(super) fn caller_closed(&mut self) {
+        self.caller_closed = true;
+        for slot in &self.slots {
+            if !matches!(slot.state, SlotState::Local(_)) {
+                continue;
+            }
+            end_incoming(slot.incoming.clone(), Err(CallError::ConnectionLost));
+            if slot.streaming {
+                slot.waker.wake_by_ref();
+            }
         }
     }
 
@@ -325,7 +349,9 @@ impl HandlerTable {
         slot.generation = slot.generation.wrapping_add(1);
         slot.credit = 0;
         slot.quiet = false;
-        slot.streaming = false;
+        if core::mem::take(&mut slot.streaming) {
+            self.streams = self.streams.saturating_sub(1);
+        }
         let incoming = slot.incoming.take();
         let context = slot.context.take();
         // Drops the handler (user code; no lock is held).
@@ -413,6 +439,11 @@ impl HandlerTable {
             return;
         };
         let grant = incoming.with(|incoming| incoming.open(window, &slot.waker));
+        if self.caller_closed {
+            // Started after the caller closed: no item can come.
+            end_incoming(Some(incoming.clone()), Err(CallError::ConnectionLost));
+            return;
+        }
         write_credit(out, slot.id, grant);
     }
 
@@ -493,6 +524,7 @@ impl HandlerTable {
         let poll = poll_guarded(handler.as_mut(), &mut cx, &mut reply);
         slot.credit = reply.credit;
         let blocked_on_room = reply.blocked && !reply.room;
+        let abandoned = reply.blocked && reply.credit == 0 && self.caller_closed;
         if slot.quiet {
             // A notification is never answered.
             out.truncate(start);
@@ -504,6 +536,13 @@ impl HandlerTable {
             }
         }
         match poll {
+            Poll::Pending if abandoned => {
+                // It needs credit the caller can no longer send.
+                let id = self.slots[index as usize].id;
+                write_error(out, id, RemoteError::StreamAbandoned, max_frame);
+                self.remove(index, Some(CallError::ConnectionLost));
+                true
+            }
             Poll::Pending => {
                 if blocked_on_room {
                     self.waiting_for_room.push(index);
@@ -559,6 +598,7 @@ impl HandlerTable {
             }
         }
         self.waiting_for_room.clear();
+        self.streams = 0;
         self.ids.clear();
         self.deadlines.clear();
         self.head = NONE;
