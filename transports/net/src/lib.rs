@@ -325,6 +325,44 @@ pub trait Listener {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Conn, Self::Peer)>>;
 }
 
+/// What a listener serves on each connection: a [`Service`] made for it.
+///
+/// Every `Service + Clone` is one (each connection gets a clone); so is
+/// [`PerConnection`], which builds the service from the peer's address —
+/// see [`ServeBuilder::serve_with`].
+pub trait MakeService<P> {
+    /// The service one connection gets.
+    type Service: Service;
+
+    /// The service for a connection from `peer`.
+    fn make_service(&self, peer: &P) -> Self::Service;
+}
+
+impl<S: Service + Clone, P> MakeService<P> for S {
+    type Service = S;
+
+    fn make_service(&self, _: &P) -> S {
+        self.clone()
+    }
+}
+
+/// A service built per connection by a function of the peer's address
+/// ([`ServeBuilder::serve_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PerConnection<F>(pub F);
+
+impl<F, S, P> MakeService<P> for PerConnection<F>
+where
+    F: Fn(&P) -> S,
+    S: Service,
+{
+    type Service = S;
+
+    fn make_service(&self, peer: &P) -> S {
+        (self.0)(peer)
+    }
+}
+
 /// What the accept loop does while the connection limit is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -466,7 +504,7 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     pub fn serve<L, S>(self, listener: L, service: S) -> Serve<L, S, Tm>
     where
         L: Listener,
-        S: Service + Clone,
+        S: MakeService<L::Peer>,
     {
         let shutdown = self.shutdown.as_ref().map(Shutdown::triggered);
         let tracker = Arc::new(Tracker::default());
@@ -510,26 +548,47 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
         L: Listener,
         L::Conn: Send + 'static,
         L::Peer: Send + 'static,
-        S: Service + Clone + Send + 'static,
+        S: MakeService<L::Peer> + Send + 'static,
+        S::Service: Send + 'static,
         Tm: Send + 'static,
         Tm::Sleep: Send + 'static,
     {
         let mut serve = self.serve(listener, service);
-        serve.spawn = Some(Box::new(
-            move |conn: Connection<L::Conn, S, Tm, L::Peer>| {
-                let (abort, registration) = AbortHandle::new_pair();
-                conn.guard.tracker.set_abort(conn.guard.id, abort);
-                let task = Abortable::new(conn, registration);
-                spawner.spawn(Box::pin(async move {
-                    let _ = task.await;
-                }));
-            },
-        ));
+        serve.spawn = Some(Box::new(move |conn: ConnOf<L, S, Tm>| {
+            let (abort, registration) = AbortHandle::new_pair();
+            conn.guard.tracker.set_abort(conn.guard.id, abort);
+            let task = Abortable::new(conn, registration);
+            spawner.spawn(Box::pin(async move {
+                let _ = task.await;
+            }));
+        }));
         serve
     }
 
-    fn server_for<T: Transport, S: Service>(&self, conn: T, service: S) -> Server<T, S, Tm> {
-        self.server.clone().build(conn, service)
+    fn server_for<T: Transport, S: Service>(
+        &self,
+        conn: T,
+        service: S,
+        peer: &impl fmt::Display,
+    ) -> Server<T, S, Tm> {
+        self.server
+            .clone()
+            .peer(std::string::ToString::to_string(peer))
+            .build(conn, service)
+    }
+
+    /// Like [`serve`](ServeBuilder::serve), with a service built for each
+    /// connection by `make` from the peer's address (which a handler also
+    /// sees in its [`CallContext::peer`](courier::CallContext::peer)) —
+    /// per-connection state or access control, keeping the connection
+    /// limit, the shutdown and the logging of the accept loop.
+    pub fn serve_with<L, F, S>(self, listener: L, make: F) -> Serve<L, PerConnection<F>, Tm>
+    where
+        L: Listener,
+        F: Fn(&L::Peer) -> S,
+        S: Service,
+    {
+        self.serve(listener, PerConnection(make))
     }
 }
 
@@ -547,7 +606,12 @@ enum Sleeping {
 type SpawnConn<L, S, Tm> = Box<dyn Fn(ConnOf<L, S, Tm>) + Send + Sync>;
 
 /// The connection future of a listener's connections.
-type ConnOf<L, S, Tm> = Connection<<L as Listener>::Conn, S, Tm, <L as Listener>::Peer>;
+type ConnOf<L, S, Tm> = Connection<
+    <L as Listener>::Conn,
+    <S as MakeService<<L as Listener>::Peer>>::Service,
+    Tm,
+    <L as Listener>::Peer,
+>;
 
 /// Accepts connections and serves them; see the [crate docs](crate).
 ///
@@ -555,7 +619,7 @@ type ConnOf<L, S, Tm> = Connection<<L as Listener>::Conn, S, Tm, <L as Listener>
 /// grace period over). Dropping it closes the listener and every connection,
 /// spawned ones included.
 #[must_use = "a server does nothing unless polled"]
-pub struct Serve<L: Listener, S, Tm: Timer> {
+pub struct Serve<L: Listener, S: MakeService<L::Peer>, Tm: Timer> {
     listener: Option<L>,
     service: S,
     config: ServeBuilder<Tm>,
@@ -593,9 +657,9 @@ impl Wake for AcceptWake {
     }
 }
 
-impl<L: Listener, S, Tm: Timer> Unpin for Serve<L, S, Tm> {}
+impl<L: Listener, S: MakeService<L::Peer>, Tm: Timer> Unpin for Serve<L, S, Tm> {}
 
-impl<L: Listener, S, Tm: Timer> fmt::Debug for Serve<L, S, Tm> {
+impl<L: Listener, S: MakeService<L::Peer>, Tm: Timer> fmt::Debug for Serve<L, S, Tm> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serve")
             .field("accepting", &self.listener.is_some())
@@ -604,7 +668,7 @@ impl<L: Listener, S, Tm: Timer> fmt::Debug for Serve<L, S, Tm> {
     }
 }
 
-impl<L: Listener, S, Tm: Timer> Serve<L, S, Tm> {
+impl<L: Listener, S: MakeService<L::Peer>, Tm: Timer> Serve<L, S, Tm> {
     /// Connections open right now.
     pub fn connections(&self) -> usize {
         self.tracker.live()
@@ -639,7 +703,7 @@ impl Stats {
 impl<L, S, Tm> Future for Serve<L, S, Tm>
 where
     L: Listener,
-    S: Service + Clone,
+    S: MakeService<L::Peer>,
     Tm: Timer + Clone,
 {
     type Output = ();
@@ -664,7 +728,7 @@ where
 impl<L, S, Tm> Serve<L, S, Tm>
 where
     L: Listener,
-    S: Service + Clone,
+    S: MakeService<L::Peer>,
     Tm: Timer + Clone,
 {
     /// Polls the connections that run inside this future.
@@ -831,7 +895,8 @@ where
         let id = self.next_id;
         self.next_id += 1;
         log::debug!(target: "courier_net", "connection #{id} from {peer} accepted");
-        let server = self.config.server_for(conn, self.service.clone());
+        let service = self.service.make_service(&peer);
+        let server = self.config.server_for(conn, service, &peer);
         let connection = Connection {
             server,
             peer,
@@ -850,7 +915,7 @@ where
     }
 }
 
-impl<L: Listener, S, Tm: Timer> Drop for Serve<L, S, Tm> {
+impl<L: Listener, S: MakeService<L::Peer>, Tm: Timer> Drop for Serve<L, S, Tm> {
     fn drop(&mut self) {
         self.tracker.abort_all();
     }
