@@ -99,7 +99,10 @@ fn the_context_shows_id_timeout_and_peer() {
         let timeout = timeout.unwrap();
         assert!(timeout > 4_000 && timeout <= 5_000, "{timeout}");
         let peer = peer.expect("the transport knows the peer");
-        assert_eq!(seen_peers.lock().unwrap().as_slice(), [peer.clone()]);
+        assert_eq!(
+            seen_peers.lock().unwrap().as_slice(),
+            std::slice::from_ref(&peer)
+        );
         assert!(peer.starts_with("127.0.0.1:"), "{peer}");
         drop(probe);
         driver.await.unwrap();
@@ -113,9 +116,8 @@ fn the_context_shows_id_timeout_and_peer() {
 fn cancellation_reaches_work_the_handler_handed_off() {
     let (imp, reasons) = probe(None);
     let (a, b) = courier_mem::pair(64 * 1024);
-    let timer = courier::timer::AsyncIoTimer::new();
     let server = courier::ServerBuilder::new()
-        .timer(timer.clone())
+        .timer(courier::timer::AsyncIoTimer::new())
         .build(b, ProbeServer::new(imp));
     // The client has no timer: only the server's clock expires the call,
     // so the reason seen is the deadline, not the cancel a client timer

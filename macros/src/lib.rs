@@ -88,9 +88,85 @@ mod service;
 /// for integers, `bool`, `char`, floats, `String`, `Vec<T>`, `Option<T>`,
 /// `Result<T, E>`, tuples, arrays, maps, sets, `Box<T>`, `Duration`).
 ///
-/// Reserved for streaming, and refused with "not supported yet" for now: a
-/// parameter `courier::Streaming<T>`, a return type `impl Stream<Item = T>`,
-/// `#[oneway]`, and a first parameter `courier::Context`.
+/// # Streams, notifications and the handler context
+///
+/// A method's *mode* follows from its signature (and is part of its key):
+///
+/// | declared | mode | the caller calls | and gets |
+/// |---|---|---|---|
+/// | plain | unary | `calc.add(1, 2)` | `Call`: `Result<u64, CallError>` |
+/// | `-> courier::BoxStream<T>` | server streaming | `feed.ticks(5)` | `CallStream`: a `Stream` of `Result<T, CallError>` |
+/// | a parameter `items: courier::Streaming<T>` | client streaming | `feed.sum(any_stream_of_t)` | `Upload`: `Result<Ret, CallError>` |
+/// | both | bidirectional | `feed.echo(any_stream_of_t)` | `CallStream` |
+/// | `#[oneway]`, no return type | notification | `feed.log(line)` | `Notify`: `Result<(), CallError>` once queued |
+///
+/// The implementation receives a `Streaming<T>` (a `Stream` of
+/// `Result<T, CallError>`, ending with `None` after the caller's last item)
+/// and returns a server stream boxed: `Box::pin(stream)`. Credit flow
+/// control is automatic on both sides (a slow consumer stops its producer
+/// within one window; see `CallStream::with_credit` and
+/// `ServerBuilder::stream_credit`); how each stream ends is typed
+/// (PROTOCOL.md R11). A first parameter `ctx: courier::CallContext` gives the
+/// handler its call's id, deadline, peer and cancellation signal; it is not
+/// sent by the caller, and `client.with_context(&ctx)` passes the deadline on.
+///
+/// ```
+/// use courier::{BoxStream, CallContext, Streaming};
+/// use futures::StreamExt;
+///
+/// #[courier::service]
+/// pub trait Feed {
+///     /// Server streaming: 0, 1, ..., n - 1.
+///     async fn ticks(&self, n: u32) -> BoxStream<u32>;
+///     /// Client streaming: the sum of the caller's items.
+///     async fn sum(&self, items: Streaming<u64>) -> u64;
+///     /// Bidirectional: each item back, doubled.
+///     async fn double(&self, items: Streaming<u64>) -> BoxStream<u64>;
+///     /// A notification: never answered.
+///     #[oneway]
+///     async fn log(&self, line: String);
+///     /// With the handler context (not sent by the caller).
+///     async fn whoami(&self, ctx: CallContext) -> u32;
+/// }
+///
+/// struct Imp;
+/// impl Feed for Imp {
+///     async fn ticks(&self, n: u32) -> BoxStream<u32> {
+///         Box::pin(futures::stream::iter(0..n))
+///     }
+///     async fn sum(&self, items: Streaming<u64>) -> u64 {
+///         items.map(|item| item.unwrap_or(0)).fold(0, |a, b| async move { a + b }).await
+///     }
+///     async fn double(&self, items: Streaming<u64>) -> BoxStream<u64> {
+///         Box::pin(items.map(|item| item.map_or(0, |v| v * 2)))
+///     }
+///     async fn log(&self, line: String) {
+///         assert_eq!(line, "hello");
+///     }
+///     async fn whoami(&self, ctx: CallContext) -> u32 {
+///         ctx.request_id()
+///     }
+/// }
+///
+/// let (client_io, server_io) = courier_mem::pair(64 * 1024);
+/// let server = courier::ServerBuilder::new().build(server_io, FeedServer::new(Imp));
+/// let (client, driver) = courier::Client::new(client_io);
+/// let feed = FeedClient::new(client);
+/// futures::executor::block_on(async move {
+///     let calls = async move {
+///         let ticks: Vec<_> = feed.ticks(3).collect().await;
+///         assert_eq!(ticks, [Ok(0), Ok(1), Ok(2)]);
+///         assert_eq!(feed.sum(futures::stream::iter([1, 2, 3])).await, Ok(6));
+///         let doubled: Vec<_> = feed.double(futures::stream::iter([5, 6])).collect().await;
+///         assert_eq!(doubled, [Ok(10), Ok(12)]);
+///         feed.log("hello".to_string()).await.unwrap();
+///         assert!(feed.whoami().await.is_ok());
+///     };
+///     let (_, driver_result, server_result) = futures::join!(calls, driver, server);
+///     driver_result.unwrap();
+///     server_result.unwrap();
+/// });
+/// ```
 ///
 /// # What it generates
 ///
@@ -126,9 +202,13 @@ mod service;
 ///   decodes the arguments (leftover bytes are
 ///   [`RemoteError::BadRequest`]) and runs the method.
 ///
-/// The client's methods and the constants `new`, `with_timeout`, `client`
-/// and `METHODS` share one namespace, so a method cannot be called `new`,
-/// `with_timeout`, `client` or `methods`.
+/// The client also has `with_context(&CallContext)`: a copy whose calls
+/// carry the time a handler's call has left.
+///
+/// The client's methods and the constants `new`, `with_timeout`,
+/// `with_context`, `client` and `METHODS` share one namespace, so a method
+/// cannot be called `new`, `with_timeout`, `with_context`, `client` or
+/// `methods`.
 ///
 /// # Calls borrow the client
 ///
