@@ -259,7 +259,13 @@ fn server_stream_case(n: u32, credit: u32, pipe: usize, stall_reads: bool) {
             // plus one frame beyond what the pipe took.
             let produced = counters.produced.load(Ordering::SeqCst);
             assert_eq!(in_hand.load(Ordering::SeqCst), 0, "{what}");
-            assert!(produced <= credit as usize, "{what}: produced {produced}");
+            // One item beyond the credit may be held, encoded and unsent:
+            // the producer looks one item ahead to send the end without
+            // credit (R10).
+            assert!(
+                produced <= credit as usize + 1,
+                "{what}: produced {produced}"
+            );
             // At least what fits under the write mark was produced.
             assert!(
                 produced >= expected_first.min(W / F),

@@ -95,6 +95,17 @@ impl SlotStream {
     }
 }
 
+/// What became of a streaming call's frames.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// In `out`: wake the driver.
+    Yes,
+    /// The call's request is still parked: keep them for later.
+    NotYet,
+    /// The call or the connection is over: drop them.
+    Gone,
+}
+
 /// What routing a stream frame found.
 pub(crate) enum Routed {
     /// Nothing to wake.
@@ -523,21 +534,23 @@ impl State {
         s.waker.take().map_or(Routed::Quiet, Routed::Wake)
     }
 
-    /// Queues a frame a streaming call sends after its request (items,
-    /// end, credit) if the call still runs on a live connection. Returns
-    /// whether it was queued; the driver must then be woken.
-    pub(crate) fn queue_stream_frames(&mut self, slot: u32, id: u32, frames: &[u8]) -> bool {
+    /// Queues frames a streaming call sends after its request (items,
+    /// end) if the call runs on a live connection and its request is
+    /// queued; the driver must then be woken. While the request is still
+    /// parked they must wait (they may not overtake it): the caller keeps
+    /// them and is woken when the request is unparked.
+    pub(crate) fn queue_stream_frames(&mut self, slot: u32, id: u32, frames: &[u8]) -> Queued {
         if self.closed.is_some() || self.outage.is_some() {
-            return false;
+            return Queued::Gone;
         }
-        let running = self
-            .slots
-            .get(slot as usize)
-            .is_some_and(|s| s.phase == Phase::Waiting && s.id == id);
-        if running {
-            self.out.extend_from_slice(frames);
+        match self.slots.get(slot as usize) {
+            Some(s) if s.id == id && s.phase == Phase::Waiting => {
+                self.out.extend_from_slice(frames);
+                Queued::Yes
+            }
+            Some(s) if s.id == id && s.phase == Phase::Parked => Queued::NotYet,
+            _ => Queued::Gone,
         }
-        running
     }
 
     /// Grants the callee `grant` more items of call `id`'s response stream
@@ -716,7 +729,7 @@ impl State {
         if !self.writer_empty {
             return false;
         }
-        self.unpark(max_queued);
+        self.unpark(max_queued, wake);
         if self.out.is_empty() {
             return false;
         }
@@ -729,7 +742,7 @@ impl State {
         wake.append(&mut self.room_waiters);
         self.out_epoch += 1;
         self.writer_empty = false;
-        self.unpark(max_queued);
+        self.unpark(max_queued, wake);
         true
     }
 
@@ -755,7 +768,7 @@ impl State {
     }
 
     /// Moves parked requests into `out`, in order, while it has room.
-    fn unpark(&mut self, max_queued: usize) {
+    fn unpark(&mut self, max_queued: usize, wake: &mut Vec<Waker>) {
         while self.out.len() < max_queued {
             let Some((slot, id)) = self.parked.pop_front() else {
                 return;
@@ -772,6 +785,10 @@ impl State {
             s.phase = Phase::Waiting;
             s.epoch = out_epoch;
             self.timed_in_out |= s.deadline.is_some();
+            if s.stream.sends {
+                // Its items may follow the request now.
+                wake.extend(s.waker.take());
+            }
         }
     }
 

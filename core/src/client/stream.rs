@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::call::{decode_exact, Call, CallState, StreamOpen};
-use super::state::Phase;
+use super::state::{Phase, Queued};
 use crate::error::CallError;
 use crate::framing::encode_frame;
 use crate::wire::Header;
@@ -77,6 +77,9 @@ struct Pump<'a> {
     held: Vec<u8>,
     /// The source was polled and returned `Pending` (its waker is set).
     waiting: bool,
+    /// `batch` waits for the call's parked request to be queued (the
+    /// unpark wakes the task).
+    blocked: bool,
     /// The end frame is queued: nothing more to send.
     done: bool,
 }
@@ -118,7 +121,7 @@ impl Pump<'_> {
 
     /// Whether another fill could make progress without a wake-up.
     fn can_fill(&self) -> bool {
-        !self.done && !self.waiting && self.credit > 0
+        !self.done && !self.waiting && !self.blocked && self.credit > 0
     }
 }
 
@@ -210,6 +213,10 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         };
         let id = self.call.id;
         let max_frame = self.call.client.shared.max_frame;
+        if let Some(pump) = self.pump.as_mut() {
+            // Woken: a parked request may have been queued meanwhile.
+            pump.blocked = false;
+        }
         loop {
             if let Some(pump) = self.pump.as_mut() {
                 if let Err(error) = pump.fill(cx, id, max_frame) {
@@ -217,7 +224,10 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
                     return self.finish(Err(error));
                 }
             }
-            let batch_ready = self.pump.as_ref().is_some_and(|p| !p.batch.is_empty());
+            let batch_ready = self
+                .pump
+                .as_ref()
+                .is_some_and(|p| !p.batch.is_empty() && !p.blocked);
             if !batch_ready && self.grant_due() == 0 {
                 if let Some((start, end)) = self.next_staged() {
                     return Poll::Ready(Event::Item(start, end));
@@ -258,9 +268,15 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         let (outcome, wake_driver, unused) = shared.state.with(|state| {
             let mut wake_driver = false;
             if let Some(pump) = pump.as_mut() {
-                if !pump.batch.is_empty() {
-                    wake_driver |= state.queue_stream_frames(slot, id, &pump.batch);
-                    pump.batch.clear();
+                if !pump.batch.is_empty() && !pump.blocked {
+                    match state.queue_stream_frames(slot, id, &pump.batch) {
+                        Queued::Yes => {
+                            wake_driver = true;
+                            pump.batch.clear();
+                        }
+                        Queued::NotYet => pump.blocked = true,
+                        Queued::Gone => pump.batch.clear(),
+                    }
                 }
             }
             if grant > 0 {
@@ -467,6 +483,7 @@ impl<'a> Pump<'a> {
             batch: Vec::new(),
             held: Vec::new(),
             waiting: false,
+            blocked: false,
             done: false,
         }
     }
