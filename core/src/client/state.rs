@@ -55,6 +55,11 @@ pub(crate) struct Slot {
     pub(crate) buf: Vec<u8>,
     /// The call's own deadline.
     pub(crate) deadline: Option<Duration>,
+    /// The caller's clock when it queued the request: the time left on
+    /// the wire is counted from no earlier than this, so a driver whose
+    /// clock reading is older (read before the caller's, on another
+    /// thread) never sends more time than the caller asked.
+    queued_at: Duration,
     /// The deadline in force is the outage wait, not the call's own.
     outage_bound: bool,
     epoch: u64,
@@ -268,6 +273,7 @@ impl State {
                     waker: None,
                     buf: Vec::new(),
                     deadline: None,
+                    queued_at: Duration::ZERO,
                     outage_bound: false,
                     epoch: 0,
                     stream: SlotStream::default(),
@@ -322,6 +328,7 @@ impl State {
         let id = s.id;
         s.waker = Some(waker);
         s.deadline = deadline;
+        s.queued_at = now;
         s.outage_bound = false;
         let mut in_force = deadline;
         if let Some(outage) = outage {
@@ -753,8 +760,11 @@ impl State {
             &mut out,
             |id| {
                 let slot = self.ids.get(id)?;
-                let deadline = self.slots.get(slot as usize)?.deadline?;
-                let left = deadline.checked_sub(now).filter(|d| !d.is_zero())?;
+                let s = self.slots.get(slot as usize)?;
+                let deadline = s.deadline?;
+                let left = deadline
+                    .checked_sub(now.max(s.queued_at))
+                    .filter(|d| !d.is_zero())?;
                 Some(crate::deadline::timeout_to_ms(left))
             },
             |id| expired.push(id),
