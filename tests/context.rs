@@ -26,6 +26,8 @@ pub trait Backend {
 #[derive(Clone)]
 struct ProbeImpl {
     reasons: Arc<Mutex<Vec<CallError>>>,
+    /// `wait` handlers started.
+    started: Arc<std::sync::atomic::AtomicUsize>,
     backend: Option<BackendClient>,
 }
 
@@ -38,6 +40,8 @@ impl Probe for ProbeImpl {
     async fn wait(&self, ctx: CallContext) {
         // The handler itself is dropped at cancel; work it handed to
         // another task learns why from the context.
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let reasons = self.reasons.clone();
         let watcher = ctx.clone();
         std::thread::spawn(move || {
@@ -65,6 +69,7 @@ fn probe(backend: Option<BackendClient>) -> (ProbeImpl, Arc<Mutex<Vec<CallError>
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let imp = ProbeImpl {
         reasons: reasons.clone(),
+        started: Arc::default(),
         backend,
     };
     (imp, reasons)
@@ -115,6 +120,7 @@ fn the_context_shows_id_timeout_and_peer() {
 #[test]
 fn cancellation_reaches_work_the_handler_handed_off() {
     let (imp, reasons) = probe(None);
+    let started = imp.started.clone();
     let (a, b) = courier_mem::pair(64 * 1024);
     let server = courier::ServerBuilder::new()
         .timer(courier::timer::AsyncIoTimer::new())
@@ -127,13 +133,17 @@ fn cancellation_reaches_work_the_handler_handed_off() {
         let server = smol::spawn(server);
         let driver = smol::spawn(driver);
         let probe = ProbeClient::new(client);
-        // Cancelled by the caller: the call is dropped after it started.
-        let call = probe.wait();
-        let _ = futures::future::select(
-            Box::pin(call),
-            Box::pin(smol::Timer::after(Duration::from_millis(50))),
-        )
-        .await;
+        // Cancelled by the caller: the call is dropped once its handler
+        // runs (dropped before, it would be taken back, never run).
+        let mut call = Box::pin(probe.wait());
+        for _ in 0..5_000 {
+            assert!(futures::poll!(call.as_mut()).is_pending());
+            if started.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(1)).await;
+        }
+        drop(call);
         // Expired on the server.
         let late = probe.with_timeout(Duration::from_millis(30)).wait().await;
         assert_eq!(late, Err(CallError::Remote(RemoteError::DeadlineExceeded)));
