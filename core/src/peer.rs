@@ -317,6 +317,12 @@ impl Transport for Half {
             if half.read_at == half.inbound.len() {
                 half.inbound.clear();
                 half.read_at = 0;
+            } else if half.read_at > HALF_BUFFER {
+                // A half that reads as fast as frames arrive never drains
+                // to empty: drop the read prefix, or the buffer grows for
+                // ever (the copy is at most the bytes still unread).
+                half.inbound.drain(..half.read_at);
+                half.read_at = 0;
             }
             // The driver may be waiting for room to route more.
             if let Some(task) = &halves.task {
