@@ -17,6 +17,8 @@
 
 mod discover;
 mod endpoint;
+pub mod registration;
 
 pub use discover::{Change, Discover, DiscoverError, EndpointSet, Event, SnapshotKind};
 pub use endpoint::{Address, Endpoint, EndpointLimits, InvalidEndpoint};
+pub use registration::{LeaseId, Registrar, RegistrarError, RegistrarFuture, Registration};
