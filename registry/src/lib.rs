@@ -18,7 +18,9 @@
 mod discover;
 mod endpoint;
 pub mod registration;
+pub mod store;
 
 pub use discover::{Change, Discover, DiscoverError, EndpointSet, Event, SnapshotKind};
 pub use endpoint::{Address, Endpoint, EndpointLimits, InvalidEndpoint};
 pub use registration::{LeaseId, Registrar, RegistrarError, RegistrarFuture, Registration};
+pub use store::{RegistryError, Store, StoreConfig};
