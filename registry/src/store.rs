@@ -463,6 +463,7 @@ impl Store {
         if let Some(counts) = self.owners.get_mut(&watcher.owner) {
             counts.watchers = counts.watchers.saturating_sub(1);
         }
+        self.forget_owner_if_idle(watcher.owner);
     }
 
     /// The watcher's next event, or `None` after registering `waker` to be
@@ -501,6 +502,16 @@ impl Store {
         None
     }
 
+    /// How many changes all watchers have pending together.
+    pub fn pending_total(&self) -> usize {
+        self.watchers.keys().map(|id| self.pending(*id)).sum()
+    }
+
+    /// Whether watch `id` is open.
+    pub fn is_watching(&self, id: WatcherId) -> bool {
+        self.watchers.contains_key(&id)
+    }
+
     /// How many changes a watcher has pending (a snapshot counts as one).
     pub fn pending(&self, id: WatcherId) -> usize {
         self.watchers
@@ -521,6 +532,17 @@ impl Store {
     fn release_instance_slot(&mut self, owner: OwnerId) {
         if let Some(counts) = self.owners.get_mut(&owner) {
             counts.instances = counts.instances.saturating_sub(1);
+        }
+        self.forget_owner_if_idle(owner);
+    }
+
+    fn forget_owner_if_idle(&mut self, owner: OwnerId) {
+        if self
+            .owners
+            .get(&owner)
+            .is_some_and(|c| c.instances == 0 && c.watchers == 0)
+        {
+            self.owners.remove(&owner);
         }
     }
 
