@@ -78,7 +78,10 @@ async fn suite(source: &mut dyn Source) {
     // An update and an addition.
     source.set(vec![ep("a", 2), ep("b", 1), ep("c", 1)]).await;
     let changes = until(&mut first, &mut set, &[ep("a", 2), ep("b", 1), ep("c", 1)]).await;
-    assert!(changes.contains(&Change::Updated(ep("a", 2))), "{changes:?}");
+    assert!(
+        changes.contains(&Change::Updated(ep("a", 2))),
+        "{changes:?}"
+    );
     assert!(changes.contains(&Change::Added(ep("c", 1))), "{changes:?}");
 
     // Two removals.
@@ -147,7 +150,11 @@ impl Source for Wire {
         Box::pin(self.writer.set(endpoints))
     }
     fn watch(&mut self) -> BoxDiscover {
-        Box::pin(RegistryWatch::new(self.client.clone(), "kv", TokioTimer::new()))
+        Box::pin(RegistryWatch::new(
+            self.client.clone(),
+            "kv",
+            TokioTimer::new(),
+        ))
     }
 }
 
@@ -188,7 +195,8 @@ impl Writer {
                 .await
                 .unwrap()
                 .unwrap();
-            self.leases.insert(endpoint.instance.clone(), (endpoint, lease));
+            self.leases
+                .insert(endpoint.instance.clone(), (endpoint, lease));
         }
     }
 }
@@ -231,7 +239,9 @@ async fn embedded_registry_over_courier_mem() {
 #[tokio::test]
 async fn registry_server_over_tcp() {
     let registry = embedded();
-    let listener = courier_tcp::tokio::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = courier_tcp::tokio::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let served = registry.clone();
     tokio::spawn(courier_tcp::tokio::builder().serve_with(listener, move |_| served.connection()));
