@@ -75,7 +75,11 @@ pub struct StoreConfig {
     pub disconnect_grace: Duration,
     /// The revision before the first change (see the module docs).
     pub first_revision: u64,
-    /// Seeds lease ids, so that two runs hand out different ones.
+    /// Seeds lease ids. **Give each run of a registry another seed** (the
+    /// binary uses its start time and process id): a restarted registry with
+    /// the same seed hands out the same ids again, and an instance still
+    /// holding a lease of the earlier run would renew another instance's
+    /// lease instead of learning that its own is gone.
     pub lease_seed: u64,
     /// The shared secret writes must carry; `None` lets every write in.
     pub token: Option<String>,
@@ -522,7 +526,10 @@ impl Store {
     fn new_lease_id(&mut self) -> LeaseId {
         loop {
             self.next_lease = self.next_lease.wrapping_add(1);
-            let id = splitmix64(self.config.lease_seed ^ self.next_lease);
+            // A random start per seed, so that runs with nearby seeds do
+            // not share ids.
+            let start = splitmix64(self.config.lease_seed);
+            let id = splitmix64(start.wrapping_add(self.next_lease));
             if id != 0 && !self.leases.contains_key(&id) {
                 return id;
             }

@@ -197,6 +197,7 @@ fn after_a_registry_restart_watchers_resync_and_instances_register_again() {
     // A new run, with revisions past the old ones; empty at first.
     let registry = world.start_registry(StoreConfig {
         first_revision: 1_000_000,
+        lease_seed: 1,
         ..config()
     });
     world.advance(ms(300)); // within one TTL
