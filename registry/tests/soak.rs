@@ -42,9 +42,16 @@ impl Rng {
     }
 }
 
+/// A running instance: its stop signal, its driver's abort handle and
+/// whether the driver finished.
+type Running = (Shutdown, AbortHandle, Rc<RefCell<Option<()>>>);
+
+/// What a watcher collected, and how many of its events were checked.
+type Watched = (Rc<RefCell<Collected>>, Rc<RefCell<usize>>);
+
 struct Instance {
     name: String,
-    running: Option<(Shutdown, AbortHandle, Rc<RefCell<Option<()>>>)>,
+    running: Option<Running>,
 }
 
 fn config(restarts: u64) -> StoreConfig {
@@ -59,11 +66,7 @@ fn config(restarts: u64) -> StoreConfig {
     }
 }
 
-fn check_watchers(
-    seed: u64,
-    step: usize,
-    watchers: &[(Rc<RefCell<Collected>>, Rc<RefCell<usize>>)],
-) {
+fn check_watchers(seed: u64, step: usize, watchers: &[Watched]) {
     for (w, (seen, checked)) in watchers.iter().enumerate() {
         let seen = seen.borrow();
         let mut done = checked.borrow_mut();
