@@ -23,11 +23,15 @@
 //!    registry is unreachable ([`RegistrarError::Unavailable`]), it goes back
 //!    to step 1 by itself — the Nacos 2.x "redo": registry loss is not
 //!    service loss;
-//! 4. when `stop` completes (graceful shutdown), it deregisters first, waits
+//! 4. a step that takes longer than the [step
+//!    timeout](Registration::step_timeout) counts as unavailable;
+//! 5. when `stop` completes (graceful shutdown), it deregisters first, waits
 //!    [`propagation`](Registration::propagation) so that watchers see the
 //!    removal and stop sending new calls, then triggers the server's
 //!    [`Shutdown`](courier::Shutdown) if one was given (the server then
-//!    drains) and returns.
+//!    drains) and returns. Give courier-net's `ServeBuilder::shutdown` (or
+//!    `ServerBuilder::shutdown`) the same `Shutdown`, and trigger only
+//!    `stop` yourself: the registry learns first, the server drains after.
 //!
 //! A [`RegistrarError::Refused`] (bad token, limits, invalid endpoint) is
 //! not retried: the driver returns it.
@@ -130,6 +134,7 @@ pub struct Registration {
     retry_min: Duration,
     retry_max: Duration,
     propagation: Duration,
+    step_timeout: Duration,
 }
 
 impl Registration {
@@ -145,6 +150,7 @@ impl Registration {
             retry_min: Duration::from_millis(50).min(ttl),
             retry_max: ttl.max(Duration::from_millis(50)),
             propagation: heartbeat.saturating_mul(2),
+            step_timeout: ttl,
         }
     }
 
@@ -168,6 +174,16 @@ impl Registration {
     #[must_use]
     pub fn propagation(mut self, wait: Duration) -> Self {
         self.propagation = wait;
+        self
+    }
+
+    /// Gives up on a registrar step (register, heartbeat, deregister) after
+    /// `limit` (default: the TTL), as if the registry were unavailable: a
+    /// registry that accepts a connection but never answers cannot stall
+    /// the driver, nor a shutdown.
+    #[must_use]
+    pub fn step_timeout(mut self, limit: Duration) -> Self {
+        self.step_timeout = limit;
         self
     }
 
@@ -202,15 +218,18 @@ impl Registration {
         loop {
             let step = async {
                 match lease {
-                    None => match registrar.register(&self.endpoint, self.ttl).await {
-                        Ok(id) => Step::Registered(id),
-                        Err(e) => Step::Failed(e),
-                    },
+                    None => {
+                        let call = registrar.register(&self.endpoint, self.ttl);
+                        match within(&timer, self.step_timeout, call).await {
+                            Ok(id) => Step::Registered(id),
+                            Err(e) => Step::Failed(e),
+                        }
+                    }
                     Some(id) => {
                         timer
                             .sleep_until(timer.now().saturating_add(self.heartbeat))
                             .await;
-                        match registrar.keep_alive(id).await {
+                        match within(&timer, self.step_timeout, registrar.keep_alive(id)).await {
                             Ok(()) => Step::Renewed,
                             Err(e) => Step::Failed(e),
                         }
@@ -248,7 +267,7 @@ impl Registration {
         }
         if let Some(id) = lease {
             // Best effort: an unreachable registry drops the lease at its TTL.
-            let _ = registrar.deregister(id).await;
+            let _ = within(&timer, self.step_timeout, registrar.deregister(id)).await;
             timer
                 .sleep_until(timer.now().saturating_add(self.propagation))
                 .await;
@@ -258,6 +277,20 @@ impl Registration {
         }
         Ok(())
     }
+}
+
+/// `work`, or `Unavailable` if it takes longer than `limit`.
+async fn within<T, W, X>(timer: &T, limit: Duration, work: W) -> Result<X, RegistrarError>
+where
+    T: Timer,
+    W: Future<Output = Result<X, RegistrarError>>,
+{
+    let sleep = std::pin::pin!(timer.sleep_until(timer.now().saturating_add(limit)));
+    race(sleep, work).await.unwrap_or_else(|| {
+        Err(RegistrarError::Unavailable(
+            "no answer within the step timeout".into(),
+        ))
+    })
 }
 
 enum Step {
