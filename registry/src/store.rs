@@ -198,6 +198,8 @@ pub struct Store {
     services: BTreeMap<String, Service>,
     watchers: HashMap<WatcherId, Watcher>,
     owners: HashMap<OwnerId, OwnerCounts>,
+    /// Watchers' wakers to wake, taken by [`Store::take_woken`].
+    woken: Vec<Waker>,
 }
 
 impl Store {
@@ -212,6 +214,7 @@ impl Store {
             services: BTreeMap::new(),
             watchers: HashMap::new(),
             owners: HashMap::new(),
+            woken: Vec::new(),
             config,
         }
     }
@@ -271,8 +274,11 @@ impl Store {
             .as_ref()
             .and_then(|(_, lease)| self.leases.get(lease))
             .is_some_and(|l| l.owner == Some(owner));
-        let total = self.leases.len() - usize::from(replaced.is_some());
-        let owned = owned - usize::from(replaced_own);
+        let total = self
+            .leases
+            .len()
+            .saturating_sub(usize::from(replaced.is_some()));
+        let owned = owned.saturating_sub(usize::from(replaced_own));
         if total >= self.config.max_instances || owned >= self.config.max_instances_per_owner {
             return Err(RegistryError::TooManyInstances);
         }
@@ -458,7 +464,7 @@ impl Store {
             return;
         };
         if let Some(waker) = watcher.waker.take() {
-            waker.wake(); // Its stream sees the end.
+            self.woken.push(waker); // Its stream sees the end.
         }
         if let Some(service) = self.services.get_mut(&watcher.service) {
             service.watchers.remove(&id);
@@ -509,6 +515,14 @@ impl Store {
     /// How many changes all watchers have pending together.
     pub fn pending_total(&self) -> usize {
         self.watchers.keys().map(|id| self.pending(*id)).sum()
+    }
+
+    /// The wakers of the watchers that have something new (an event, or
+    /// their end) since the last call. The store never wakes anyone
+    /// itself, so that its owner can wake them after releasing its lock:
+    /// call this after every change.
+    pub fn take_woken(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.woken)
     }
 
     /// Whether watch `id` is open.
@@ -617,7 +631,7 @@ impl Store {
             if let Some(watcher) = self.watchers.get_mut(id) {
                 watcher.push(revision, change.clone(), max_pending);
                 if let Some(waker) = watcher.waker.take() {
-                    waker.wake();
+                    self.woken.push(waker);
                 }
             }
         }
