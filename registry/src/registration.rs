@@ -45,6 +45,10 @@ use courier::Timer;
 
 use crate::endpoint::Endpoint;
 
+/// The shortest heartbeat period and retry backoff: a zero would make the
+/// driver call the registry in a loop.
+pub const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// A registry's lease: what a heartbeat renews and a deregistration drops.
 pub type LeaseId = u64;
 
@@ -142,30 +146,32 @@ impl Registration {
     /// the TTL, retries from 50 ms doubling up to the TTL, waits 2 heartbeats'
     /// time for propagation on shutdown.
     pub fn new(endpoint: Endpoint, ttl: Duration) -> Self {
-        let heartbeat = ttl / 3;
+        let heartbeat = (ttl / 3).max(MIN_WAIT);
         Registration {
             endpoint,
             ttl,
             heartbeat,
-            retry_min: Duration::from_millis(50).min(ttl),
+            retry_min: Duration::from_millis(50).min(ttl).max(MIN_WAIT),
             retry_max: ttl.max(Duration::from_millis(50)),
             propagation: heartbeat.saturating_mul(2),
             step_timeout: ttl,
         }
     }
 
-    /// Renews the lease every `every` (default: a third of the TTL).
+    /// Renews the lease every `every` (default: a third of the TTL; at
+    /// least [`MIN_WAIT`]).
     #[must_use]
     pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
+        self.heartbeat = every.max(MIN_WAIT);
         self
     }
 
-    /// Retries an unavailable registry after `min`, doubling up to `max`.
+    /// Retries an unavailable registry after `min` (at least [`MIN_WAIT`]),
+    /// doubling up to `max`.
     #[must_use]
     pub fn retry(mut self, min: Duration, max: Duration) -> Self {
-        self.retry_min = min;
-        self.retry_max = max.max(min);
+        self.retry_min = min.max(MIN_WAIT);
+        self.retry_max = max.max(self.retry_min);
         self
     }
 
@@ -311,4 +317,20 @@ async fn race<S: Future + ?Sized, W: Future>(stop: Pin<&mut S>, work: W) -> Opti
         work.as_mut().poll(cx).map(Some)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_periods_are_raised_to_the_minimum() {
+        let endpoint = Endpoint::new("kv", "a", crate::Address::Unix("/s".into()));
+        let r = Registration::new(endpoint, Duration::ZERO).retry(Duration::ZERO, Duration::ZERO);
+        assert_eq!(r.heartbeat, MIN_WAIT);
+        assert_eq!(r.retry_min, MIN_WAIT);
+        assert_eq!(r.retry_max, MIN_WAIT);
+        let r = r.heartbeat(Duration::ZERO);
+        assert_eq!(r.heartbeat, MIN_WAIT);
+    }
 }

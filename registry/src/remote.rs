@@ -71,12 +71,13 @@ impl<T: Timer> RegistryWatch<T> {
         }
     }
 
-    /// Retries after `min`, doubling up to `max`.
+    /// Retries after `min` (at least
+    /// [`MIN_WAIT`](crate::registration::MIN_WAIT)), doubling up to `max`.
     #[must_use]
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min = min;
-        self.max = max.max(min);
-        self.backoff = min;
+        self.min = min.max(crate::registration::MIN_WAIT);
+        self.max = max.max(self.min);
+        self.backoff = self.min;
         self
     }
 
