@@ -90,13 +90,14 @@ impl<Tm: Timer> Balanced<Tm> {
     /// notifications): counts it as a call but not in flight.
     fn pick_once(&self) -> Result<Client, CallError> {
         let now = self.inner.timer.now();
-        self.inner.with(|s| match s.pick(now, self.key, &[], false, None) {
-            Picked::To(id, client) => {
-                s.finish(id, now, Duration::ZERO, None);
-                Ok(client)
-            }
-            _ => Err(CallError::NotSent(Unsent::NoEndpoint)),
-        })
+        self.inner
+            .with(|s| match s.pick(now, self.key, &[], false, None) {
+                Picked::To(id, client) => {
+                    s.finish(id, now, Duration::ZERO, None);
+                    Ok(client)
+                }
+                _ => Err(CallError::NotSent(Unsent::NoEndpoint)),
+            })
     }
 }
 

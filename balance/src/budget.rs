@@ -137,7 +137,10 @@ mod tests {
         let mut zero = RetryBudget::new(MAX_PERCENT + 1, 0);
         zero.deposit();
         assert_eq!(zero.available(), 0, "a zero burst holds nothing");
-        assert_eq!(RetryBudget::new(u32::MAX, u32::MAX).deposit, u64::from(MAX_PERCENT));
+        assert_eq!(
+            RetryBudget::new(u32::MAX, u32::MAX).deposit,
+            u64::from(MAX_PERCENT)
+        );
         assert!(!RetryBudget::none().clone().withdraw());
     }
 }

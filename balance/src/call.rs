@@ -23,6 +23,26 @@ pub const MAX_ATTEMPTS: u32 = 16;
 /// checks its own frame limit when it sends them.
 const MAX_ARGS: usize = u32::MAX as usize;
 
+/// The endpoints a call tried, inline (a call allocates no list).
+#[derive(Default)]
+struct Tried {
+    ids: [u64; MAX_ATTEMPTS as usize],
+    len: usize,
+}
+
+impl Tried {
+    fn ids(&self) -> &[u64] {
+        self.ids.get(..self.len).unwrap_or_default()
+    }
+
+    fn push(&mut self, id: u64) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = id;
+            self.len += 1;
+        }
+    }
+}
+
 /// The attempt in flight.
 struct Attempt<Resp> {
     call: Call<'static, Encoded, Resp>,
@@ -49,7 +69,7 @@ pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
     sleep: Option<Pin<Box<Tm::Sleep>>>,
     attempt: Option<Attempt<Resp>>,
     /// Endpoints tried, in order (one per attempt).
-    tried: Vec<u64>,
+    tried: Tried,
     /// Whether the next attempt is a retry that costs a budget token.
     budgeted: Option<bool>,
     /// The last attempt's error, for when no endpoint is left.
@@ -76,7 +96,7 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
             wait_until: None,
             sleep: None,
             attempt: None,
-            tried: Vec::new(),
+            tried: Tried::default(),
             budgeted: None,
             last: None,
             done: false,
@@ -106,7 +126,8 @@ where
         match (self.last, self.budgeted) {
             (Some(_), Some(true)) => CallError::NotRetried {
                 reason: NotRetried::AttemptsExhausted,
-                may_have_run: self.last != Some(CallError::Remote(courier::RemoteError::Overloaded)),
+                may_have_run: self.last
+                    != Some(CallError::Remote(courier::RemoteError::Overloaded)),
             },
             (Some(last), _) => last,
             (None, _) => CallError::NotSent(Unsent::NoEndpoint),
@@ -122,7 +143,7 @@ where
             Retry::Free => false,
             Retry::Budgeted { .. } => true,
         };
-        let attempts = u32::try_from(self.tried.len()).unwrap_or(u32::MAX);
+        let attempts = u32::try_from(self.tried.ids().len()).unwrap_or(u32::MAX);
         if attempts >= self.balanced.inner.max_attempts {
             return Some(match retry {
                 Retry::Budgeted { may_have_run } => CallError::NotRetried {
@@ -180,7 +201,7 @@ where
             let key = self.balanced.key;
             let budgeted = self.budgeted.unwrap_or(false);
             let picked =
-                inner.with(|s| s.pick(now, key, &self.tried, budgeted, Some(cx.waker())));
+                inner.with(|s| s.pick(now, key, self.tried.ids(), budgeted, Some(cx.waker())));
             match picked {
                 Picked::To(id, client) => {
                     self.sleep = None;

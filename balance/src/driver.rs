@@ -153,9 +153,7 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
             return false;
         };
         match &mut self.sleep {
-            Some((armed, sleep)) if *armed == at => {
-                let _ = sleep;
-            }
+            Some((armed, _)) if *armed == at => {}
             Some((armed, sleep)) => {
                 self.timer.reset(sleep.as_mut(), at);
                 *armed = at;

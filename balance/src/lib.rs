@@ -40,8 +40,8 @@
 //! Three in-memory servers behind one balanced client:
 //!
 //! ```
-//! use std::time::Duration;
-//! use courier_balance::Balanced;
+//! use futures::StreamExt;
+//! use courier_balance::{Balanced, RoundRobin};
 //! use courier_registry::{Address, Change, Endpoint, Event, SnapshotKind};
 //!
 //! #[courier::service]
@@ -54,49 +54,39 @@
 //!     async fn add(&self, a: u32, b: u32) -> u32 { a + b }
 //! }
 //!
-//! # #[derive(Clone)] struct Clock(std::time::Instant);
-//! # impl courier::Timer for Clock {
-//! #     type Sleep = futures::future::Pending<()>;
-//! #     fn now(&self) -> Duration { self.0.elapsed() }
-//! #     fn sleep_until(&self, _: Duration) -> Self::Sleep { futures::future::pending() }
-//! #     fn reset(&self, _: std::pin::Pin<&mut Self::Sleep>, _: Duration) {}
-//! # }
 //! // A discovery source: here, one snapshot of three instances.
 //! let endpoints: Vec<Endpoint> = (0..3)
 //!     .map(|i| Endpoint::new("calc", format!("calc-{i}"), Address::Unix(format!("mem-{i}"))))
 //!     .collect();
-//! let snapshot = Event { revision: 1, change: Change::Snapshot { endpoints, kind: SnapshotKind::Initial } };
-//! let discover = futures::stream::iter([Ok(snapshot)]).chain(futures::stream::pending());
+//! let change = Change::Snapshot { endpoints, kind: SnapshotKind::Initial };
+//! let discover = futures::stream::iter([Ok(Event { revision: 1, change })])
+//!     .chain(futures::stream::pending());
 //!
-//! // Dialling an endpoint: here, a fresh in-memory server per dial.
-//! let (servers_tx, servers) = futures::channel::mpsc::unbounded();
+//! // Dialling an endpoint: here, a fresh in-memory server per dial, handed
+//! // to a task that runs the servers.
+//! let (spawn, servers) = futures::channel::mpsc::unbounded();
 //! let connect = move |_: &Endpoint| {
 //!     let (client_io, server_io) = courier_mem::pair(64 * 1024);
-//!     let server = courier::ServerBuilder::new().build(server_io, CalcServer::new(Adder));
-//!     servers_tx.unbounded_send(server).unwrap();
-//!     let (client, driver) = courier::Client::new(client_io);
-//!     futures::future::ready(Ok::<_, std::io::Error>((client, driver)))
+//!     spawn.unbounded_send(courier::ServerBuilder::new().build(server_io, CalcServer::new(Adder))).unwrap();
+//!     futures::future::ready(Ok::<_, std::io::Error>(courier::Client::new(client_io)))
 //! };
+//! let run_servers = servers.for_each_concurrent(None, |server| async { server.await.unwrap() });
 //!
-//! let (balanced, driver) = Balanced::builder(Clock(std::time::Instant::now())).build(discover, connect);
+//! let timer = courier::timer::AsyncIoTimer::new();
+//! let (balanced, driver) = Balanced::builder(timer)
+//!     .strategy(RoundRobin::new()) // the default is p2c over latency
+//!     .build(discover, connect);
 //! let calc = CalcClient::new(balanced);
-//! # use futures::StreamExt;
-//! futures::executor::block_on(async move {
-//!     let servers = servers.for_each_concurrent(None, |s| async { let _ = s.await; });
-//!     let calls = async move {
-//!         for i in 0..30 {
-//!             assert_eq!(calc.add(i, 1).await, Ok(i + 1));
-//!         }
-//!         // Every instance served some of the calls.
-//!         let stats = calc.client().endpoints();
-//!         assert!(stats.iter().all(|e| e.calls > 0), "{stats:?}");
-//!     };
-//!     futures::pin_mut!(servers);
-//!     futures::select! {
-//!         () = futures::future::join(calls, driver).fuse() => {}
-//!         () = servers.fuse() => unreachable!(),
+//! let calls = async move {
+//!     for i in 0..30 {
+//!         assert_eq!(calc.add(i, 1).await, Ok(i + 1));
 //!     }
-//! });
+//!     // Each instance served a third of the calls.
+//!     let stats = calc.client().endpoints();
+//!     assert!(stats.iter().all(|e| e.calls == 10), "{stats:?}");
+//!     // Dropping the last handle lets the driver, then the servers, finish.
+//! };
+//! futures::executor::block_on(async { futures::join!(calls, driver, run_servers) });
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

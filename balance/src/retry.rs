@@ -71,7 +71,10 @@ mod tests {
                 Retry::Free
             );
             let refused = ConnectError::from_kind(TransportErrorKind::Refused);
-            assert_eq!(classify(CallError::Connect(refused), idempotent), Retry::Free);
+            assert_eq!(
+                classify(CallError::Connect(refused), idempotent),
+                Retry::Free
+            );
         }
     }
 

@@ -49,8 +49,12 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_sequence() {
-        let a: Vec<u64> = (0..4).scan(Rng::seeded(7), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..4).scan(Rng::seeded(7), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..4)
+            .scan(Rng::seeded(7), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .scan(Rng::seeded(7), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a[0], a[1]);
     }

@@ -146,7 +146,10 @@ impl State {
     fn should_wait(&self) -> bool {
         !self.closed
             && (!self.started
-                || self.entries.iter().any(|e| matches!(e.conn, Conn::Connecting)))
+                || self
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e.conn, Conn::Connecting)))
     }
 
     /// Picks an endpoint for one attempt, not one of `tried`. A retry that
@@ -287,7 +290,10 @@ impl State {
         }
         let mut dial = Vec::new();
         for endpoint in self.set.iter() {
-            if keep.iter().any(|e| e.endpoint.instance == endpoint.instance) {
+            if keep
+                .iter()
+                .any(|e| e.endpoint.instance == endpoint.instance)
+            {
                 continue;
             }
             let id = self.next_id;

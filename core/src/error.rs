@@ -391,7 +391,8 @@ pub enum NotRetried {
     /// The retry budget had no token: retries are already at the configured
     /// share of calls, and more would amplify an outage.
     BudgetExhausted,
-    /// The call used every attempt it was allowed.
+    /// The call used every attempt it was allowed, or no endpoint it had
+    /// not tried yet was available.
     AttemptsExhausted,
 }
 

@@ -17,9 +17,16 @@
 //! points move, all of them to it: an expected `1/(n+1)` of the keys. When
 //! one of `n` leaves, only its keys move: an expected `1/n`. With
 //! [`DEFAULT_VNODES`] points each, the share each instance owns deviates
-//! from `1/n` by a few percent (measured by this module's tests: for 10
-//! instances joined by an 11th, 8.5–9.8 % of 100 000 keys move, against
-//! the ideal 9.1 %; every moved key moves to the new instance).
+//! from the ideal by several percent. Measured by this module's tests over
+//! 100 000 keys (every moved key went to the joiner, or came from the
+//! leaver):
+//!
+//! | change | keys moved | ideal |
+//! |---|---|---|
+//! | 2 instances, a 3rd joins | 34.8 % | 33.3 % |
+//! | 5 instances, a 6th joins | 15.2 % | 16.7 % |
+//! | 10 instances, an 11th joins | 8.8 % | 9.1 % |
+//! | 8 instances, one leaves | 13.8 % | 12.5 % |
 //!
 //! Unavailability (a down or ejected endpoint) does not change the ring:
 //! when the endpoint is back, its keys come back to it.
@@ -149,6 +156,7 @@ mod tests {
             assert!(moved.iter().all(|(_, to)| *to == newcomer));
             let share = moved.len() as f64 / KEYS as f64;
             let ideal = 1.0 / (n as f64 + 1.0);
+            eprintln!("{n} + 1 instances: {share:.4} of keys moved (ideal {ideal:.4})");
             assert!(
                 (share - ideal).abs() < ideal * 0.2,
                 "n={n}: {share:.4} moved, ideal {ideal:.4}"
@@ -167,6 +175,7 @@ mod tests {
         let moved = moved(&before, &after);
         assert!(moved.iter().all(|(from, _)| from == "i-3"));
         let share = moved.len() as f64 / KEYS as f64;
+        eprintln!("1 of 8 instances left: {share:.4} of keys moved (ideal 0.125)");
         assert!((share - 1.0 / 8.0).abs() < 0.025, "{share:.4}");
     }
 
@@ -186,11 +195,15 @@ mod tests {
         let before = owners(&mut ring, &endpoints);
         endpoints[2].set_available(false);
         let during = owners(&mut ring, &endpoints);
-        assert!(moved(&before, &during).iter().all(|(from, _)| from == "i-2"));
+        assert!(moved(&before, &during)
+            .iter()
+            .all(|(from, _)| from == "i-2"));
         assert!(during.iter().all(|o| o != "i-2"));
         // Its keys spread over the others, not onto one neighbour.
-        let takers: std::collections::BTreeSet<_> =
-            moved(&before, &during).into_iter().map(|(_, to)| to).collect();
+        let takers: std::collections::BTreeSet<_> = moved(&before, &during)
+            .into_iter()
+            .map(|(_, to)| to)
+            .collect();
         assert_eq!(takers.len(), 3);
         endpoints[2].set_available(true);
         assert_eq!(owners(&mut ring, &endpoints), before);
@@ -209,6 +222,9 @@ mod tests {
         assert_eq!(ConsistentHash::with_vnodes(0).vnodes, 1);
         assert_eq!(ConsistentHash::with_vnodes(1).vnodes, 1);
         assert_eq!(ConsistentHash::with_vnodes(MAX_VNODES).vnodes, MAX_VNODES);
-        assert_eq!(ConsistentHash::with_vnodes(MAX_VNODES + 1).vnodes, MAX_VNODES);
+        assert_eq!(
+            ConsistentHash::with_vnodes(MAX_VNODES + 1).vnodes,
+            MAX_VNODES
+        );
     }
 }

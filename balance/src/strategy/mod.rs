@@ -154,7 +154,9 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn candidates(n: usize) -> Vec<Candidate> {
-        (0..n).map(|i| Candidate::new(format!("i-{i}"), 1)).collect()
+        (0..n)
+            .map(|i| Candidate::new(format!("i-{i}"), 1))
+            .collect()
     }
 
     pub(crate) fn pick_n<S: Strategy>(

@@ -112,7 +112,10 @@ mod tests {
             rng: &mut rng,
         };
         assert_eq!(PowerOfTwoChoices::new().pick(&endpoints, &mut pick), None);
-        assert_eq!(PowerOfTwoChoices::new().pick(&endpoints[..1], &mut pick), None);
+        assert_eq!(
+            PowerOfTwoChoices::new().pick(&endpoints[..1], &mut pick),
+            None
+        );
         assert_eq!(PowerOfTwoChoices::new().pick(&[], &mut pick), None);
     }
 }
