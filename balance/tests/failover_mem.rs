@@ -357,3 +357,78 @@ fn streams_go_to_one_endpoint() {
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });
 }
+
+#[test]
+fn a_down_endpoint_is_dialled_again_with_doubling_backoff() {
+    let ms = Duration::from_millis;
+    let (cluster, balanced, driver, servers) = cluster(2, |b| {
+        b.strategy(RoundRobin::new())
+            .reconnect_backoff(ms(100), ms(300))
+    });
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let w0 = |work: &WorkClient<Balanced<ManualClock>>| {
+        work.client()
+            .endpoints()
+            .into_iter()
+            .find(|e| e.instance == "w-0")
+            .unwrap()
+    };
+    let ready = |work: &WorkClient<Balanced<ManualClock>>| {
+        let stats = work.client().endpoints();
+        stats.len() == 2
+            && stats
+                .iter()
+                .all(|e| e.connection == ConnectionStatus::Ready)
+    };
+    let body = async {
+        until(|| ready(&work)).await;
+        cluster.kill("w-0");
+        // Down at once: the connection's end; first redial after 100 ms.
+        until(|| w0(&work).connection != ConnectionStatus::Ready).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(100) }
+        );
+        // Skipped while down.
+        for id in 0..4 {
+            assert_eq!(work.read(id).await.as_deref(), Ok("w-1"));
+        }
+        cluster.clock.advance(ms(99));
+        support::yield_now().await;
+        assert_eq!(w0(&work).failures, 0, "not dialled before its time");
+        cluster.clock.advance(ms(1));
+        // Dialled at 100 ms, refused: 100 ms to the next dial, then twice
+        // that after each refusal, up to 300 ms.
+        until(|| w0(&work).failures == 1).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(200) }
+        );
+        cluster.clock.advance(ms(100));
+        until(|| w0(&work).failures == 2).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(400) }
+        );
+        cluster.clock.advance(ms(200));
+        until(|| w0(&work).failures == 3).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(700) }
+        );
+        // The instance restarts: the next dial connects and it gets calls.
+        cluster.revive("w-0");
+        cluster.clock.advance(ms(300));
+        until(|| w0(&work).connection == ConnectionStatus::Ready).await;
+        let mut by_w0 = 0;
+        for id in 10..14 {
+            if work.read(id).await.unwrap() == "w-0" {
+                by_w0 += 1;
+            }
+        }
+        assert_eq!(by_w0, 2);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}

@@ -224,6 +224,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Lets `instance` accept dials again (a restarted process).
+    pub fn revive(&self, instance: &str) {
+        self.dead.lock().unwrap().remove(instance);
+    }
+}
+
 /// A dialler of the cluster's in-memory instances.
 pub type Dial = Box<
     dyn FnMut(
