@@ -1,0 +1,114 @@
+//! Balanced versus direct throughput (a plain program, not criterion):
+//! `cargo bench -p courier-balance --bench throughput`.
+//!
+//! Three courier-tcp servers on 127.0.0.1 run on smol's executor in this
+//! process. 64 callers make `add` calls, in rounds that alternate between
+//! one direct connection to one instance and the balanced client (p2c)
+//! over the three; each client's driver is polled on the callers' thread.
+//! Prints each round's calls/s and the median ratio balanced / direct.
+
+use std::time::{Duration, Instant};
+
+use courier_balance::Balanced;
+use courier_registry::{Address, Change, Endpoint, Event, SnapshotKind};
+use futures::stream::{self, StreamExt};
+
+#[courier::service]
+pub trait Calc {
+    #[idempotent]
+    async fn add(&self, a: u64, b: u64) -> u64;
+}
+
+struct Adder;
+
+impl Calc for Adder {
+    async fn add(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+}
+
+const CONCURRENCY: usize = 64;
+const CALLS: u64 = 40_000;
+const ROUNDS: usize = 5;
+
+/// Runs `CALLS` calls from `CONCURRENCY` callers; returns calls/s.
+async fn round<C: courier::Channel>(calc: &CalcClient<C>) -> f64 {
+    let started = Instant::now();
+    let mut calls = stream::iter(0..CALLS)
+        .map(|i| calc.add(i, 1))
+        .buffer_unordered(CONCURRENCY);
+    while let Some(sum) = calls.next().await {
+        assert!(sum.is_ok());
+    }
+    CALLS as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return; // `cargo test --benches` runs benches as tests: nothing to check.
+    }
+    smol::block_on(async {
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            let listener = courier_tcp::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            smol::spawn(courier_tcp::builder().serve(listener, CalcServer::new(Adder))).detach();
+        }
+        let (client, direct_driver) = courier_tcp::connect(addrs[0]).await.unwrap();
+        let direct = CalcClient::new(client);
+
+        let endpoints = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Endpoint::new("calc", format!("calc-{i}"), Address::Tcp(*a)))
+            .collect();
+        let change = Change::Snapshot {
+            endpoints,
+            kind: SnapshotKind::Initial,
+        };
+        let discover = stream::iter([Ok(Event {
+            revision: 1,
+            change,
+        })])
+        .chain(stream::pending());
+        let connect = |e: &Endpoint| {
+            let Address::Tcp(addr) = e.address else {
+                unreachable!("TCP only")
+            };
+            courier_tcp::connect(addr)
+        };
+        let timer = courier::timer::AsyncIoTimer::new();
+        let (balanced, balanced_driver) = Balanced::builder(timer).build(discover, connect);
+        let balanced = CalcClient::new(balanced);
+
+        let rounds = async {
+            // Warm up both (and let the balancer connect).
+            round(&direct).await;
+            round(&balanced).await;
+            let mut ratios = Vec::new();
+            for r in 0..ROUNDS {
+                let d = round(&direct).await;
+                let b = round(&balanced).await;
+                println!(
+                    "round {r}: direct {d:>9.0} calls/s   balanced {b:>9.0} calls/s   ratio {:.3}",
+                    b / d
+                );
+                ratios.push(b / d);
+            }
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "median balanced / direct at conc={CONCURRENCY}: {:.3}",
+                ratios[ratios.len() / 2]
+            );
+            for e in balanced.client().endpoints() {
+                println!("  {}: {} calls", e.instance, e.calls);
+            }
+            drop(direct);
+            drop(balanced);
+            // Give the drivers a moment to close.
+            async_io::Timer::after(Duration::from_millis(10)).await;
+        };
+        let (_, direct_done, ()) = futures::join!(rounds, direct_driver, balanced_driver);
+        direct_done.unwrap();
+    });
+}
