@@ -3,11 +3,13 @@
 //!
 //! Three courier-tcp servers on 127.0.0.1 run on smol's executor in this
 //! process. 64 callers make `add` calls, in rounds that alternate between
-//! one direct connection to one instance and the balanced client (p2c)
-//! over the three; each client's driver is polled on the callers' thread.
-//! Prints each round's calls/s and the median ratio balanced / direct.
+//! one direct connection to one instance, the balanced client (p2c) over
+//! that one instance (the balancer's own cost), and over all three (plus
+//! the cost of spreading 64 calls over three connections); each client's
+//! driver is polled on the callers' thread. Prints each round's calls/s and
+//! the median ratios to direct.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use courier_balance::Balanced;
 use courier_registry::{Address, Change, Endpoint, Event, SnapshotKind};
@@ -57,58 +59,70 @@ fn main() {
         let (client, direct_driver) = courier_tcp::connect(addrs[0]).await.unwrap();
         let direct = CalcClient::new(client);
 
-        let endpoints = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Endpoint::new("calc", format!("calc-{i}"), Address::Tcp(*a)))
-            .collect();
-        let change = Change::Snapshot {
-            endpoints,
-            kind: SnapshotKind::Initial,
-        };
-        let discover = stream::iter([Ok(Event {
-            revision: 1,
-            change,
-        })])
-        .chain(stream::pending());
-        let connect = |e: &Endpoint| {
-            let Address::Tcp(addr) = e.address else {
-                unreachable!("TCP only")
-            };
-            courier_tcp::connect(addr)
-        };
         let timer = courier::timer::AsyncIoTimer::new();
-        let (balanced, balanced_driver) = Balanced::builder(timer).build(discover, connect);
-        let balanced = CalcClient::new(balanced);
+        let build = |n: usize| {
+            let endpoints = addrs
+                .iter()
+                .take(n)
+                .enumerate()
+                .map(|(i, a)| Endpoint::new("calc", format!("calc-{i}"), Address::Tcp(*a)))
+                .collect();
+            let change = Change::Snapshot {
+                endpoints,
+                kind: SnapshotKind::Initial,
+            };
+            let discover = stream::iter([Ok(Event {
+                revision: 1,
+                change,
+            })])
+            .chain(stream::pending());
+            let connect = |e: &Endpoint| {
+                let Address::Tcp(addr) = e.address else {
+                    unreachable!("TCP only")
+                };
+                courier_tcp::connect(addr)
+            };
+            let (balanced, driver) = Balanced::builder(timer).build(discover, connect);
+            (CalcClient::new(balanced), driver)
+        };
+        let (balanced, balanced_driver) = build(3);
+        let (single, single_driver) = build(1);
 
         let rounds = async {
-            // Warm up both (and let the balancer connect).
+            // Warm up each (and let the balancers connect).
             round(&direct).await;
+            round(&single).await;
             round(&balanced).await;
-            let mut ratios = Vec::new();
+            let (mut one, mut three) = (Vec::new(), Vec::new());
             for r in 0..ROUNDS {
                 let d = round(&direct).await;
+                let s = round(&single).await;
                 let b = round(&balanced).await;
                 println!(
-                    "round {r}: direct {d:>9.0} calls/s   balanced {b:>9.0} calls/s   ratio {:.3}",
+                    "round {r}: direct {d:>8.0}/s  balanced over 1 {s:>8.0}/s ({:.3})  over 3 {b:>8.0}/s ({:.3})",
+                    s / d,
                     b / d
                 );
-                ratios.push(b / d);
+                one.push(s / d);
+                three.push(b / d);
             }
-            ratios.sort_by(f64::total_cmp);
+            for ratios in [&mut one, &mut three] {
+                ratios.sort_by(f64::total_cmp);
+            }
             println!(
-                "median balanced / direct at conc={CONCURRENCY}: {:.3}",
-                ratios[ratios.len() / 2]
+                "median at conc={CONCURRENCY}: balanced over 1 endpoint / direct {:.3}, over 3 / direct {:.3}",
+                one[one.len() / 2],
+                three[three.len() / 2]
             );
             for e in balanced.client().endpoints() {
                 println!("  {}: {} calls", e.instance, e.calls);
             }
             drop(direct);
+            drop(single);
             drop(balanced);
-            // Give the drivers a moment to close.
-            async_io::Timer::after(Duration::from_millis(10)).await;
         };
-        let (_, direct_done, ()) = futures::join!(rounds, direct_driver, balanced_driver);
+        let (_, direct_done, (), ()) =
+            futures::join!(rounds, direct_driver, single_driver, balanced_driver);
         direct_done.unwrap();
     });
 }

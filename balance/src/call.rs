@@ -23,6 +23,29 @@ pub const MAX_ATTEMPTS: u32 = 16;
 /// checks its own frame limit when it sends them.
 const MAX_ARGS: usize = u32::MAX as usize;
 
+/// Encodes a call's arguments through this thread's scratch buffer, so
+/// that the only allocation is the shared copy the attempts send.
+fn encode<Req: Serialize>(request: &Req) -> Result<Encoded, CallError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let encoded = Encoded::new_in(&mut scratch, request, MAX_ARGS);
+            // A burst of large arguments does not pin the memory.
+            if scratch.capacity() > SCRATCH_KEEP {
+                *scratch = Vec::new();
+            }
+            encoded
+        }
+        // A `Serialize` that makes a balanced call of its own.
+        Err(_) => Encoded::new(request, MAX_ARGS),
+    })
+}
+
+/// The most capacity the encoding scratch buffer keeps.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
 /// The endpoints a call tried, inline (a call allocates no list).
 #[derive(Default)]
 struct Tried {
@@ -159,13 +182,16 @@ where
 
     fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
+        // One clock reading serves the deadline and the first pick.
+        let mut start = None;
         if self.args.is_none() {
             let now = inner.timer.now();
+            start = Some(now);
             self.deadline = self.timeout.map(|t| now.saturating_add(t));
             let Some(request) = self.request.take() else {
                 return self.finish(Err(CallError::Encode));
             };
-            match Encoded::new(&request, MAX_ARGS) {
+            match encode(&request) {
                 Ok(args) => self.args = Some(args),
                 Err(error) => return self.finish(Err(error)),
             }
@@ -194,7 +220,7 @@ where
                     }
                 }
             }
-            let now = inner.timer.now();
+            let now = start.take().unwrap_or_else(|| inner.timer.now());
             if self.deadline.is_some_and(|at| at <= now) {
                 return self.finish(Err(CallError::DeadlineExceeded));
             }

@@ -142,7 +142,18 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
     }
 
     /// Redials endpoints whose backoff passed; arms the timer for the next.
-    fn poll_redial(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Looks at the table only when a connection `changed` or the timer
+    /// fired (not on every wake-up of a connection's driver).
+    fn poll_redial(&mut self, cx: &mut Context<'_>, changed: bool) -> bool {
+        if !changed {
+            let fired = match &mut self.sleep {
+                None => false,
+                Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+            };
+            if !fired {
+                return false;
+            }
+        }
         let now = self.timer.now();
         let (due, next) = self.inner.with(|s| (s.due(now), s.next_dial()));
         if self.dial(due) {
@@ -206,7 +217,7 @@ impl<D: Discover, C: Connector, Tm: Timer> Future for BalancedDriver<D, C, Tm> {
             }
             let mut progress = this.poll_discovery(cx);
             progress |= this.poll_connections(cx);
-            progress |= this.poll_redial(cx);
+            progress |= this.poll_redial(cx, progress);
             if !progress {
                 return Poll::Pending;
             }
