@@ -98,7 +98,7 @@ pub mod timer;
 pub mod wire;
 
 #[cfg(feature = "alloc")]
-mod channel;
+pub mod channel;
 #[cfg(feature = "alloc")]
 pub mod client;
 #[cfg(feature = "alloc")]

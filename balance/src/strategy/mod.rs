@@ -19,12 +19,12 @@ use std::time::Duration;
 use crate::load::PeakEwma;
 use crate::rng::Rng;
 
-mod consistent;
-mod p2c;
-mod round_robin;
-mod weighted;
+pub mod consistent;
+pub mod p2c;
+pub mod round_robin;
+pub mod weighted;
 
-pub use consistent::{hash_key, ConsistentHash, DEFAULT_VNODES};
+pub use consistent::{hash_key, ConsistentHash, DEFAULT_VNODES, MAX_VNODES};
 pub use p2c::PowerOfTwoChoices;
 pub use round_robin::RoundRobin;
 pub use weighted::WeightedRandom;
