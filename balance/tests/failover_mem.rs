@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use courier::{CallError, NotRetried, RemoteError, Unsent};
-use courier_balance::Balanced;
+use courier_balance::{Balanced, BalancedBuilder};
 use courier_balance::{ConnectionStatus, Ejection, RetryBudget, RoundRobin};
 use courier_registry::{Change, SnapshotKind};
 use futures::StreamExt;
@@ -22,9 +22,9 @@ const CALLS: u64 = 60;
 /// results by id and how many were running on `w-1`.
 fn kill_mid_load(
     write: bool,
-    budget: RetryBudget,
+    configure: impl FnOnce(BalancedBuilder<ManualClock>) -> BalancedBuilder<ManualClock>,
 ) -> (Vec<Result<String, CallError>>, u64, support::Cluster) {
-    let (cluster, balanced, driver, servers) = cluster(3, |b| b.retry_budget(budget));
+    let (cluster, balanced, driver, servers) = cluster(3, configure);
     let work = WorkClient::new(balanced);
     let body = async {
         let calls = (0..CALLS).map(|id| {
@@ -65,7 +65,7 @@ fn kill_mid_load(
 
 #[test]
 fn idempotent_calls_all_succeed_when_an_instance_dies_under_them() {
-    let (results, on_dead, cluster) = kill_mid_load(false, RetryBudget::default());
+    let (results, on_dead, cluster) = kill_mid_load(false, |b| b);
     assert!(on_dead > 0, "the dead instance had calls running");
     for (id, result) in results.iter().enumerate() {
         let served_by = result.as_ref().unwrap_or_else(|e| panic!("call {id}: {e}"));
@@ -80,7 +80,7 @@ fn idempotent_calls_all_succeed_when_an_instance_dies_under_them() {
 
 #[test]
 fn a_non_idempotent_call_on_the_dead_instance_fails_typed_and_never_runs_twice() {
-    let (results, on_dead, cluster) = kill_mid_load(true, RetryBudget::default());
+    let (results, on_dead, cluster) = kill_mid_load(true, |b| b);
     assert!(on_dead > 0);
     let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
     assert_eq!(failed.len() as u64, on_dead, "one failure per call on w-1");
@@ -104,7 +104,8 @@ fn a_non_idempotent_call_on_the_dead_instance_fails_typed_and_never_runs_twice()
 
 #[test]
 fn an_exhausted_budget_fails_the_rest_typed() {
-    let (results, on_dead, cluster) = kill_mid_load(false, RetryBudget::new(0, 1));
+    let (results, on_dead, cluster) =
+        kill_mid_load(false, |b| b.retry_budget(RetryBudget::new(0, 1)));
     assert!(on_dead >= 2, "{on_dead}");
     let exhausted = CallError::NotRetried {
         reason: NotRetried::BudgetExhausted,
@@ -119,6 +120,32 @@ fn an_exhausted_budget_fails_the_rest_typed() {
     );
     let runs = cluster.record.runs.lock().unwrap();
     assert_eq!(runs.values().filter(|&&n| n == 2).count(), 1);
+}
+
+#[test]
+fn a_call_out_of_attempts_fails_typed() {
+    // One attempt: nothing is re-sent, whatever the budget.
+    let (results, on_dead, cluster) = kill_mid_load(false, |b| b.max_attempts(1));
+    assert!(on_dead > 0);
+    let out = CallError::NotRetried {
+        reason: NotRetried::AttemptsExhausted,
+        may_have_run: true,
+    };
+    assert_eq!(
+        results.iter().filter(|r| **r == Err(out)).count() as u64,
+        on_dead
+    );
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count() as u64,
+        CALLS - on_dead
+    );
+    assert!(cluster
+        .record
+        .runs
+        .lock()
+        .unwrap()
+        .values()
+        .all(|&n| n == 1));
 }
 
 #[test]
