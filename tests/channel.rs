@@ -145,6 +145,16 @@ fn encoding_refuses_more_than_its_bound() {
         Encoded::new(&args, 10),
         Err(CallError::RequestTooLarge { len: 11, max: 10 })
     );
+    // Over 256 bytes the arguments are encoded on the heap: the same rule.
+    let large = (vec![0u8; 1000],); // 1002 bytes
+    assert!(Encoded::new(&large, 1002).is_ok());
+    assert_eq!(
+        Encoded::new(&large, 1001),
+        Err(CallError::RequestTooLarge {
+            len: 1002,
+            max: 1001
+        })
+    );
     let mut scratch = Vec::with_capacity(64);
     let reused = Encoded::new_in(&mut scratch, &args, 64).unwrap();
     assert_eq!(reused.as_bytes().len(), 11);

@@ -45,9 +45,63 @@ async fn round<C: courier::Channel>(calc: &CalcClient<C>) -> f64 {
     CALLS as f64 / started.elapsed().as_secs_f64()
 }
 
+async fn run_mem<C: courier::Channel>(calc: CalcClient<C>, calls: u64) {
+    let mut results = stream::iter(0..calls)
+        .map(|i| calc.add(i, 1))
+        .buffer_unordered(CONCURRENCY);
+    while let Some(sum) = results.next().await {
+        assert!(sum.is_ok());
+    }
+}
+
+/// `--mem direct|balanced N`: `N` calls over `courier-mem` on one thread,
+/// for instruction counts (`perf stat -e instructions:u`; subtract two
+/// values of `N`).
+fn mem(mode: &str, calls: u64) {
+    let (client_io, server_io) = courier_mem::pair(256 * 1024);
+    let server = courier::ServerBuilder::new().build(server_io, CalcServer::new(Adder));
+    if mode == "direct" {
+        let (client, driver) = courier::Client::new(client_io);
+        futures::executor::block_on(async {
+            let ((), _, _) =
+                futures::join!(run_mem(CalcClient::new(client), calls), driver, server);
+        });
+        return;
+    }
+    let endpoint = Endpoint::new("calc", "calc-0", Address::Unix("mem".into()));
+    let change = Change::Snapshot {
+        endpoints: vec![endpoint],
+        kind: SnapshotKind::Initial,
+    };
+    let discover = stream::iter([Ok(Event {
+        revision: 1,
+        change,
+    })])
+    .chain(stream::pending());
+    let mut io = Some(client_io);
+    let connect = move |_: &Endpoint| {
+        let io = io.take().ok_or("dialled twice");
+        futures::future::ready(io.map(courier::Client::new))
+    };
+    let timer = courier::timer::AsyncIoTimer::new();
+    let (balanced, driver) = Balanced::builder(timer).build(discover, connect);
+    futures::executor::block_on(async {
+        let ((), (), _) = futures::join!(run_mem(CalcClient::new(balanced), calls), driver, server);
+    });
+}
+
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --benches` runs benches as tests: nothing to check.
+    }
+    if let Some(at) = args.iter().position(|a| a == "--mem") {
+        let mode = args.get(at + 1).map_or("direct", String::as_str);
+        let calls = args
+            .get(at + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        return mem(mode, calls);
     }
     smol::block_on(async {
         let mut addrs = Vec::new();

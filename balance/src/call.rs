@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use courier::client::Encoded;
-use courier::{Call, CallError, MethodInfo, NotRetried, Timer, Unsent};
+use courier::{Call, CallError, MethodInfo, MethodKey, NotRetried, RemoteError, Timer, Unsent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -22,29 +22,6 @@ pub const MAX_ATTEMPTS: u32 = 16;
 /// Arguments are encoded once with this bound; each endpoint's client
 /// checks its own frame limit when it sends them.
 const MAX_ARGS: usize = u32::MAX as usize;
-
-/// Encodes a call's arguments through this thread's scratch buffer, so
-/// that the only allocation is the shared copy the attempts send.
-fn encode<Req: Serialize>(request: &Req) -> Result<Encoded, CallError> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => {
-            let encoded = Encoded::new_in(&mut scratch, request, MAX_ARGS);
-            // A burst of large arguments does not pin the memory.
-            if scratch.capacity() > SCRATCH_KEEP {
-                *scratch = Vec::new();
-            }
-            encoded
-        }
-        // A `Serialize` that makes a balanced call of its own.
-        Err(_) => Encoded::new(request, MAX_ARGS),
-    })
-}
-
-/// The most capacity the encoding scratch buffer keeps.
-const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// The endpoints a call tried, inline (a call allocates no list).
 #[derive(Default)]
@@ -73,6 +50,32 @@ struct Attempt<Resp> {
     started: Duration,
 }
 
+/// What only a call that failed over or waited needs: boxed, so that the
+/// common call's future stays small.
+struct Slow<Tm: Timer> {
+    /// Endpoints tried, in order (one per attempt).
+    tried: Tried,
+    /// Whether the next attempt is a retry that costs a budget token.
+    budgeted: bool,
+    /// The last attempt's error, for when no endpoint is left.
+    last: Option<CallError>,
+    /// Waiting for an endpoint ends by then.
+    wait_until: Option<Duration>,
+    sleep: Option<Pin<Box<Tm::Sleep>>>,
+}
+
+impl<Tm: Timer> Default for Slow<Tm> {
+    fn default() -> Self {
+        Slow {
+            tried: Tried::default(),
+            budgeted: false,
+            last: None,
+            wait_until: None,
+            sleep: None,
+        }
+    }
+}
+
 /// A unary call through a [`Balanced`] channel: resolves to the response,
 /// or to why there is none (see [`retry`](crate::retry)).
 ///
@@ -82,21 +85,15 @@ struct Attempt<Resp> {
 #[must_use = "a call does nothing unless awaited"]
 pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
     balanced: &'a Balanced<Tm>,
-    method: MethodInfo,
-    timeout: Option<Duration>,
+    method: MethodKey,
+    idempotent: bool,
+    /// The timeout until the first poll, the deadline after.
+    time: Option<Duration>,
     request: Option<Req>,
+    /// The encoded arguments, from the first poll on.
     args: Option<Encoded>,
-    deadline: Option<Duration>,
-    /// Waiting for an endpoint ends by then.
-    wait_until: Option<Duration>,
-    sleep: Option<Pin<Box<Tm::Sleep>>>,
     attempt: Option<Attempt<Resp>>,
-    /// Endpoints tried, in order (one per attempt).
-    tried: Tried,
-    /// Whether the next attempt is a retry that costs a budget token.
-    budgeted: Option<bool>,
-    /// The last attempt's error, for when no endpoint is left.
-    last: Option<CallError>,
+    slow: Option<Box<Slow<Tm>>>,
     done: bool,
 }
 
@@ -111,24 +108,23 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
     ) -> Self {
         BalancedCall {
             balanced,
-            method,
-            timeout,
+            method: method.key,
+            idempotent: method.idempotent,
+            time: timeout,
             request: Some(request),
             args: None,
-            deadline: None,
-            wait_until: None,
-            sleep: None,
             attempt: None,
-            tried: Tried::default(),
-            budgeted: None,
-            last: None,
+            slow: None,
             done: false,
         }
     }
 
-    /// Gives the call a timeout, counted from its first poll.
+    /// Gives the call a timeout, counted from its first poll (no effect
+    /// once it was polled).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        if self.args.is_none() {
+            self.time = Some(timeout);
+        }
         self
     }
 }
@@ -144,30 +140,45 @@ where
         Poll::Ready(result)
     }
 
+    fn deadline(&self) -> Option<Duration> {
+        self.time
+    }
+
+    fn tried(&self) -> &[u64] {
+        self.slow.as_ref().map_or(&[], |slow| slow.tried.ids())
+    }
+
     /// The error when no endpoint is left to re-send to.
     fn exhausted(&self) -> CallError {
-        match (self.last, self.budgeted) {
-            (Some(_), Some(true)) => CallError::NotRetried {
+        let Some(slow) = self.slow.as_ref() else {
+            return CallError::NotSent(Unsent::NoEndpoint);
+        };
+        match slow.last {
+            Some(last) if slow.budgeted => CallError::NotRetried {
                 reason: NotRetried::AttemptsExhausted,
-                may_have_run: self.last
-                    != Some(CallError::Remote(courier::RemoteError::Overloaded)),
+                may_have_run: last != CallError::Remote(RemoteError::Overloaded),
             },
-            (Some(last), _) => last,
-            (None, _) => CallError::NotSent(Unsent::NoEndpoint),
+            Some(last) => last,
+            None => CallError::NotSent(Unsent::NoEndpoint),
         }
     }
 
-    /// Decides after a failed attempt: `None` to re-send.
-    fn after_failure(&mut self, error: CallError) -> Option<CallError> {
-        self.last = Some(error);
-        let retry = classify(error, self.method.idempotent);
+    /// Decides after attempt on `endpoint` failed: `None` to re-send.
+    fn after_failure(&mut self, endpoint: u64, error: CallError) -> Option<CallError> {
+        let max = self.balanced.inner.max_attempts;
+        let slow = self.slow.get_or_insert_with(Box::default);
+        if slow.tried.ids().is_empty() {
+            slow.tried.push(endpoint);
+        }
+        slow.last = Some(error);
+        let retry = classify(error, self.idempotent);
         let budgeted = match retry {
             Retry::No(error) => return Some(error),
             Retry::Free => false,
             Retry::Budgeted { .. } => true,
         };
-        let attempts = u32::try_from(self.tried.ids().len()).unwrap_or(u32::MAX);
-        if attempts >= self.balanced.inner.max_attempts {
+        let attempts = u32::try_from(slow.tried.ids().len()).unwrap_or(u32::MAX);
+        if attempts >= max {
             return Some(match retry {
                 Retry::Budgeted { may_have_run } => CallError::NotRetried {
                     reason: NotRetried::AttemptsExhausted,
@@ -176,7 +187,7 @@ where
                 _ => error,
             });
         }
-        self.budgeted = Some(budgeted);
+        slow.budgeted = budgeted;
         None
     }
 
@@ -187,11 +198,11 @@ where
         if self.args.is_none() {
             let now = inner.timer.now();
             start = Some(now);
-            self.deadline = self.timeout.map(|t| now.saturating_add(t));
+            self.time = self.time.map(|timeout| now.saturating_add(timeout));
             let Some(request) = self.request.take() else {
                 return self.finish(Err(CallError::Encode));
             };
-            match encode(&request) {
+            match Encoded::new(&request, MAX_ARGS) {
                 Ok(args) => self.args = Some(args),
                 Err(error) => return self.finish(Err(error)),
             }
@@ -214,31 +225,33 @@ where
                 match result {
                     Ok(response) => return self.finish(Ok(response)),
                     Err(error) => {
-                        if let Some(error) = self.after_failure(error) {
+                        if let Some(error) = self.after_failure(id, error) {
                             return self.finish(Err(error));
                         }
                     }
                 }
             }
             let now = start.take().unwrap_or_else(|| inner.timer.now());
-            if self.deadline.is_some_and(|at| at <= now) {
+            if self.deadline().is_some_and(|at| at <= now) {
                 return self.finish(Err(CallError::DeadlineExceeded));
             }
             let key = self.balanced.key;
-            let budgeted = self.budgeted.unwrap_or(false);
-            let picked =
-                inner.with(|s| s.pick(now, key, self.tried.ids(), budgeted, Some(cx.waker())));
+            let budgeted = self.slow.as_ref().is_some_and(|slow| slow.budgeted);
+            let tried = self.tried();
+            let picked = inner.with(|s| s.pick(now, key, tried, budgeted, Some(cx.waker())));
             match picked {
                 Picked::To(id, client) => {
-                    self.sleep = None;
-                    self.wait_until = None;
-                    self.tried.push(id);
+                    if let Some(slow) = self.slow.as_mut() {
+                        slow.sleep = None;
+                        slow.wait_until = None;
+                        slow.tried.push(id);
+                    }
                     let Some(args) = self.args.clone() else {
                         return self.finish(Err(CallError::Encode));
                     };
-                    let left = self.deadline.map(|at| at.saturating_sub(now));
+                    let left = self.deadline().map(|at| at.saturating_sub(now));
                     let call = client
-                        .call_encoded(self.method.key, args)
+                        .call_encoded(self.method, args)
                         .with_optional_timeout(left);
                     self.attempt = Some(Attempt {
                         call,
@@ -252,11 +265,10 @@ where
                     return self.finish(Err(error));
                 }
                 Picked::BudgetExhausted => {
-                    let may_have_run =
-                        self.last != Some(CallError::Remote(courier::RemoteError::Overloaded));
+                    let last = self.slow.as_ref().and_then(|slow| slow.last);
                     return self.finish(Err(CallError::NotRetried {
                         reason: NotRetried::BudgetExhausted,
-                        may_have_run,
+                        may_have_run: last != Some(CallError::Remote(RemoteError::Overloaded)),
                     }));
                 }
             }
@@ -267,15 +279,17 @@ where
     /// deadline or the balancer's `max_wait` from the first wait.
     fn wait(&mut self, cx: &mut Context<'_>, now: Duration) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
-        let until = *self
+        let deadline = self.deadline();
+        let slow = self.slow.get_or_insert_with(Box::default);
+        let until = *slow
             .wait_until
             .get_or_insert_with(|| now.saturating_add(inner.max_wait));
-        let until = self.deadline.map_or(until, |at| at.min(until));
-        let sleep = self
+        let until = deadline.map_or(until, |at| at.min(until));
+        let sleep = slow
             .sleep
             .get_or_insert_with(|| Box::pin(inner.timer.sleep_until(until)));
         if sleep.as_mut().poll(cx).is_ready() || inner.timer.now() >= until {
-            let error = if self.deadline.is_some_and(|at| at <= until) {
+            let error = if deadline.is_some_and(|at| at <= until) {
                 CallError::DeadlineExceeded
             } else {
                 self.exhausted()

@@ -38,9 +38,9 @@ pub(crate) struct PeakEwma {
 impl PeakEwma {
     pub(crate) fn new(initial: Duration, decay: Duration, now: Duration) -> Self {
         PeakEwma {
-            estimate_ns: initial.as_nanos() as f64,
+            estimate_ns: nanos(initial),
             updated: now,
-            decay_ns: (decay.as_nanos() as f64).max(1.0),
+            decay_ns: nanos(decay).max(1.0),
         }
     }
 
@@ -50,8 +50,7 @@ impl PeakEwma {
     /// x³/6` (error under `x⁴/24` < 2·10⁻⁶), a few multiplications instead
     /// of a call to `exp`.
     fn keep(&self, now: Duration) -> f64 {
-        let elapsed = now.saturating_sub(self.updated).as_nanos() as f64;
-        let x = elapsed / self.decay_ns;
+        let x = nanos(now.saturating_sub(self.updated)) / self.decay_ns;
         if x < 1.0 / 16.0 {
             1.0 - x * (1.0 - x * (0.5 - x / 6.0))
         } else {
@@ -61,7 +60,7 @@ impl PeakEwma {
 
     /// Folds in one call's round-trip time.
     pub(crate) fn observe(&mut self, rtt: Duration, now: Duration) {
-        let rtt = rtt.as_nanos() as f64;
+        let rtt = nanos(rtt);
         if rtt > self.estimate_ns {
             self.estimate_ns = rtt;
         } else {
@@ -75,6 +74,12 @@ impl PeakEwma {
     pub(crate) fn estimate(&self, now: Duration) -> f64 {
         self.estimate_ns * self.keep(now)
     }
+}
+
+/// `d` in nanoseconds, without the slow `u128` to `f64` conversion of
+/// `as_nanos() as f64`.
+fn nanos(d: Duration) -> f64 {
+    d.as_secs() as f64 * 1e9 + f64::from(d.subsec_nanos())
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use crate::framing::{
 };
 use crate::wire::Header;
 
+/// Arguments up to this size are encoded on the stack first.
+const INLINE: usize = 256;
+
 /// A call's arguments, already encoded: cheap to clone, sent byte for byte.
 ///
 /// A [`Call`](super::Call) of `Encoded` arguments sends exactly the bytes a
@@ -33,6 +36,20 @@ impl Encoded {
     /// ([`CallError::RequestTooLarge`]; the frame limit of the client that
     /// sends it is checked again when it is sent).
     pub fn new<T: Serialize + ?Sized>(args: &T, max: usize) -> Result<Self, CallError> {
+        // Small arguments are encoded on the stack: one allocation, the
+        // shared copy.
+        let mut inline = [0u8; INLINE];
+        if let Ok(body) = postcard::to_slice(args, &mut inline) {
+            if body.len() > max {
+                return Err(CallError::RequestTooLarge {
+                    len: body.len(),
+                    max,
+                });
+            }
+            return Ok(Encoded {
+                body: Arc::from(&*body),
+            });
+        }
         let mut body = Vec::new();
         Self::new_in(&mut body, args, max)
     }
