@@ -221,14 +221,23 @@ where
                 self.attempt = None;
                 let now = inner.timer.now();
                 let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
-                inner.with(|s| s.finish(id, now, now.saturating_sub(started), Some(outcome)));
+                let ejected =
+                    inner.with(|s| s.finish(id, now, now.saturating_sub(started), Some(outcome)));
+                if let Some((instance, until)) = ejected {
+                    log::warn!(
+                        target: "courier_balance",
+                        "{instance} ejected until {until:?} (balancer clock) after repeated failures"
+                    );
+                }
                 match result {
                     Ok(response) => return self.finish(Ok(response)),
-                    Err(error) => {
-                        if let Some(error) = self.after_failure(id, error) {
-                            return self.finish(Err(error));
-                        }
-                    }
+                    Err(error) => match self.after_failure(id, error) {
+                        Some(error) => return self.finish(Err(error)),
+                        None => log::debug!(
+                            target: "courier_balance",
+                            "re-sending a call on another endpoint after: {error}"
+                        ),
+                    },
                 }
             }
             let now = start.take().unwrap_or_else(|| inner.timer.now());

@@ -104,6 +104,7 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
                     self.dial(dial);
                 }
                 Poll::Ready(Some(Err(error))) => {
+                    log::warn!(target: "courier_balance", "{error}; keeping the known endpoints");
                     self.inner.with(|s| s.discovery_error = Some(error));
                 }
                 Poll::Ready(None) => {
@@ -130,7 +131,10 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
                     drop(refused);
                     self.running.push(join(ready(id), driver));
                 }
-                Err(_) => self.inner.with(|s| s.down(id, now, true)),
+                Err(error) => {
+                    log::info!(target: "courier_balance", "dial failed: {error}");
+                    self.inner.with(|s| s.down(id, now, true));
+                }
             }
         }
         while let Poll::Ready(Some((id, _))) = self.running.poll_next_unpin(cx) {

@@ -35,6 +35,10 @@
 //! Streams and notifications go to one picked endpoint and are not
 //! re-sent.
 //!
+//! Log lines (the `log` crate, target `courier_balance`, never under the
+//! balancer's lock): an ejection (warn), a re-send (debug), a failed dial
+//! (info), a discovery error (warn).
+//!
 //! # Example
 //!
 //! Three in-memory servers behind one balanced client:

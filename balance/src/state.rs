@@ -221,19 +221,22 @@ impl State {
 
     /// One attempt on endpoint `id` ended after `rtt` with `result`
     /// (`None`: its caller gave up on it).
+    ///
+    /// Returns the instance's name and the ejection's end if this failure
+    /// ejected it (for a log line outside the lock).
     pub(crate) fn finish(
         &mut self,
         id: u64,
         now: Duration,
         rtt: Duration,
         result: Option<Result<(), CallError>>,
-    ) {
+    ) -> Option<(String, Duration)> {
         let Some(i) = self.index_of(id) else {
             // Removed by discovery while the call drained.
-            return;
+            return None;
         };
         let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
-            return;
+            return None;
         };
         c.in_flight = c.in_flight.saturating_sub(1);
         match result {
@@ -248,10 +251,13 @@ impl State {
                 entry.failures = entry.failures.saturating_add(1);
                 if entry.outlier.failure(&self.settings.ejection, now) {
                     self.dirty = true;
+                    let until = entry.outlier.ejected_until.unwrap_or(now);
+                    return Some((entry.endpoint.instance.clone(), until));
                 }
             }
             Some(Err(_)) | None => {}
         }
+        None
     }
 
     /// Applies a discovery event; returns the endpoints to dial, and the
