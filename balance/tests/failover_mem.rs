@@ -13,7 +13,7 @@ use courier_balance::{Balanced, BalancedBuilder};
 use courier_balance::{ConnectionStatus, Ejection, RetryBudget, RoundRobin};
 use courier_registry::{Change, SnapshotKind};
 use futures::StreamExt;
-use support::{cluster, endpoint, until, ManualClock, WorkClient};
+use support::{cluster, cluster_with, endpoint, until, ManualClock, WorkClient};
 
 const CALLS: u64 = 60;
 
@@ -455,6 +455,57 @@ fn a_down_endpoint_is_dialled_again_with_doubling_backoff() {
             }
         }
         assert_eq!(by_w0, 2);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_non_idempotent_call_refused_as_overloaded_is_sent_elsewhere_and_runs_once() {
+    // w-0 runs one handler at a time and refuses more: a refused call never
+    // ran, so even a write is re-sent (under the budget).
+    let server = |i: usize| {
+        let builder = courier::ServerBuilder::new();
+        if i == 0 {
+            builder
+                .max_concurrent(1)
+                .when_full(courier::WhenFull::Reject)
+        } else {
+            builder
+        }
+    };
+    let (cluster, balanced, driver, servers) =
+        cluster_with(2, server, |b| b.strategy(RoundRobin::new()));
+    let work = WorkClient::new(balanced);
+    let body = async {
+        until(|| {
+            let stats = work.client().endpoints();
+            stats.len() == 2
+                && stats
+                    .iter()
+                    .all(|e| e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        // Round robin: w-0, w-1, w-0 (refused: to w-1), w-1.
+        let calls = futures::future::join_all((0..4).map(|id| work.write(id)));
+        let open = async {
+            until(|| cluster.record.started_total() == 4).await;
+            cluster.record.gate.open();
+        };
+        let (results, ()) = futures::join!(calls, open);
+        let by: Vec<_> = results.iter().map(|r| r.as_deref().unwrap()).collect();
+        assert_eq!(by, ["w-0", "w-1", "w-1", "w-1"]);
+        assert_eq!(cluster.record.started("w-0"), 1);
+        assert!(cluster
+            .record
+            .runs
+            .lock()
+            .unwrap()
+            .values()
+            .all(|&n| n == 1));
+        // The refusal counts against w-0.
+        let w0 = &work.client().endpoints()[0];
+        assert_eq!((w0.calls, w0.failures), (2, 1));
         drop(work);
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });

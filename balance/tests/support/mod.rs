@@ -262,6 +262,20 @@ pub fn cluster(
     Driver,
     impl Future<Output = ()>,
 ) {
+    cluster_with(n, |_| ServerBuilder::new(), configure)
+}
+
+/// [`cluster`] with each instance's server configured by `server(i)`.
+pub fn cluster_with(
+    n: usize,
+    server: impl Fn(usize) -> ServerBuilder + 'static,
+    configure: impl FnOnce(BalancedBuilder<ManualClock>) -> BalancedBuilder<ManualClock>,
+) -> (
+    Cluster,
+    Balanced<ManualClock>,
+    Driver,
+    impl Future<Output = ()>,
+) {
     let clock = ManualClock::default();
     let record = Arc::new(Record::default());
     let (events, discover) = mpsc::unbounded();
@@ -281,7 +295,11 @@ pub fn cluster(
                 name: name.clone(),
                 record: record.clone(),
             };
-            let server = ServerBuilder::new().build(server_io, WorkServer::new(node));
+            let index = name
+                .strip_prefix("w-")
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            let server = server(index).build(server_io, WorkServer::new(node));
             let (abort, registration) = AbortHandle::new_pair();
             servers.lock().unwrap().insert(name.clone(), abort);
             let record = record.clone();
