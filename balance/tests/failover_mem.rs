@@ -510,3 +510,45 @@ fn a_non_idempotent_call_refused_as_overloaded_is_sent_elsewhere_and_runs_once()
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });
 }
+
+#[test]
+fn an_update_reweights_in_place_and_a_new_address_redials() {
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b.strategy(RoundRobin::new()));
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let w0 = |work: &WorkClient<Balanced<ManualClock>>| {
+        work.client()
+            .endpoints()
+            .into_iter()
+            .find(|e| e.instance == "w-0")
+    };
+    let body = async {
+        until(|| w0(&work).is_some_and(|e| e.connection == ConnectionStatus::Ready)).await;
+        // Weight 0: the same connection stays, but gets no calls.
+        cluster.send(Change::Updated(endpoint(0).with_weight(0)));
+        until(|| w0(&work).is_some_and(|e| e.weight == 0)).await;
+        for id in 0..4 {
+            assert_eq!(work.read(id).await.as_deref(), Ok("w-1"));
+        }
+        assert!(!cluster.record.ended.lock().unwrap().contains("w-0"));
+        assert_eq!(
+            w0(&work).map(|e| e.connection),
+            Some(ConnectionStatus::Ready)
+        );
+        // A new address: a new connection; the old one closes.
+        let mut moved = endpoint(0);
+        moved.address = courier_registry::Address::Unix("mem-0-moved".into());
+        cluster.send(Change::Updated(moved.clone()));
+        until(|| cluster.record.ended.lock().unwrap().contains("w-0")).await;
+        until(|| {
+            w0(&work).is_some_and(|e| {
+                e.address == moved.address && e.connection == ConnectionStatus::Ready
+            })
+        })
+        .await;
+        let answers: Vec<_> = futures::future::join_all((10..14).map(|id| work.read(id))).await;
+        assert!(answers.iter().any(|a| a.as_deref() == Ok("w-0")));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
