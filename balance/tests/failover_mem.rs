@@ -552,3 +552,29 @@ fn an_update_reweights_in_place_and_a_new_address_redials() {
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });
 }
+
+#[test]
+fn a_discovery_outage_keeps_the_known_endpoints_serving() {
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b);
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let lost = courier_registry::DiscoverError::Unavailable("registry restarting".into());
+        cluster.send_error(lost.clone());
+        until(|| work.client().discovery_error().is_some()).await;
+        assert_eq!(work.client().discovery_error(), Some(lost));
+        // Registry loss is not service loss.
+        let results = futures::future::join_all((0..20).map(|id| work.read(id))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(work.client().endpoints().len(), 2);
+        // The source is back: a resync replaces the set, the error clears.
+        cluster.send(Change::Snapshot {
+            endpoints: vec![endpoint(0), endpoint(1)],
+            kind: SnapshotKind::Resync,
+        });
+        until(|| work.client().discovery_error().is_none()).await;
+        assert!(!cluster.record.ended.lock().unwrap().contains("w-0"));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}

@@ -214,6 +214,11 @@ impl Cluster {
         self.events.unbounded_send(Ok(event)).unwrap();
     }
 
+    /// Sends a discovery error (the source lost its backend).
+    pub fn send_error(&self, error: DiscoverError) {
+        self.events.unbounded_send(Err(error)).unwrap();
+    }
+
     /// Kills `instance`: its server is dropped (the connection ends under
     /// its calls in flight) and it refuses new dials.
     pub fn kill(&self, instance: &str) {
