@@ -280,6 +280,9 @@ pub enum Unsent {
     Disconnected,
     /// The client was closed: its driver finished or was dropped.
     Closed,
+    /// A channel over many connections (a load balancer) had no endpoint
+    /// to send it to: none is known, or every one is down or ejected.
+    NoEndpoint,
 }
 
 impl fmt::Display for Unsent {
@@ -287,6 +290,7 @@ impl fmt::Display for Unsent {
         f.write_str(match self {
             Unsent::Disconnected => "no connection",
             Unsent::Closed => "client closed",
+            Unsent::NoEndpoint => "no endpoint available",
         })
     }
 }
@@ -314,6 +318,7 @@ impl fmt::Display for Unsent {
 /// | [`DeadlineExceeded`](CallError::DeadlineExceeded) — the call's own timeout passed (its request may have been sent) | maybe | false |
 /// | [`RequestTooLarge`](CallError::RequestTooLarge), [`Encode`](CallError::Encode) | no, but the same request fails the same way again | false |
 /// | [`Decode`](CallError::Decode) — the server answered | yes | false |
+/// | [`NotRetried`](CallError::NotRetried) — a load balancer did not re-send it after a lost connection (`may_have_run: true`) or an overload (`false`) | as `may_have_run` says | `!may_have_run` |
 ///
 /// A call whose time runs out while a reconnecting client is disconnected
 /// (its own timeout, or [`Outage::Wait`](crate::client::Outage::Wait)'s
@@ -361,6 +366,44 @@ pub enum CallError {
     /// The caller cancelled the call (seen by the callee's side: a
     /// handler's incoming stream or its context).
     Cancelled,
+    /// A channel that re-sends failed calls (a load balancer) did not
+    /// re-send this one, for `reason`, after an attempt failed in a way
+    /// that a retry could have fixed. `may_have_run` says whether that
+    /// attempt may have run on a server (its connection was lost after the
+    /// request may have reached it); if false, it certainly did not (the
+    /// server refused it as [overloaded](RemoteError::Overloaded)).
+    NotRetried {
+        /// Why it was not re-sent.
+        reason: NotRetried,
+        /// Whether the failed attempt may have run on a server.
+        may_have_run: bool,
+    },
+}
+
+/// Why a channel that re-sends failed calls did not re-send one (see
+/// [`CallError::NotRetried`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotRetried {
+    /// The request may have run on a server and its method is not declared
+    /// `#[idempotent]`: running it twice could do its effect twice.
+    NotIdempotent,
+    /// The retry budget had no token: retries are already at the configured
+    /// share of calls, and more would amplify an outage.
+    BudgetExhausted,
+    /// The call used every attempt it was allowed, or no endpoint it had
+    /// not tried yet was available.
+    AttemptsExhausted,
+}
+
+impl fmt::Display for NotRetried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotRetried::NotIdempotent => "the method is not idempotent",
+            NotRetried::BudgetExhausted => "the retry budget is exhausted",
+            NotRetried::AttemptsExhausted => "every attempt was used",
+        })
+    }
 }
 
 impl CallError {
@@ -380,6 +423,10 @@ impl CallError {
             CallError::NotSent(_)
                 | CallError::Connect(_)
                 | CallError::Remote(RemoteError::Overloaded)
+                | CallError::NotRetried {
+                    may_have_run: false,
+                    ..
+                }
         )
     }
 
@@ -419,6 +466,17 @@ impl fmt::Display for CallError {
             CallError::Decode => f.write_str("could not decode the response"),
             CallError::Protocol(e) => write!(f, "protocol error: {e}"),
             CallError::Cancelled => f.write_str("the caller cancelled the call"),
+            CallError::NotRetried {
+                reason,
+                may_have_run: true,
+            } => write!(
+                f,
+                "not retried ({reason}) after the connection was lost while the request may have been on the server"
+            ),
+            CallError::NotRetried {
+                reason,
+                may_have_run: false,
+            } => write!(f, "not retried ({reason}) after the server refused the call as overloaded"),
         }
     }
 }

@@ -67,7 +67,9 @@ pub(crate) const fn frame_end(len: usize) -> usize {
 }
 
 #[cfg(feature = "alloc")]
-pub(crate) use buffered::{encode_frame, encode_frame_into};
+pub(crate) use buffered::{
+    encode_body, encode_frame, encode_frame_into, encode_raw_frame, encode_raw_frame_into,
+};
 #[cfg(feature = "alloc")]
 pub use buffered::{EncodeError, FrameReader, FrameWriter};
 
@@ -324,6 +326,93 @@ mod buffered {
                 max: max_frame,
             });
         }
+        let Ok(prefix) = u32::try_from(len) else {
+            return Ok(None);
+        };
+        buf[..LEN_PREFIX].copy_from_slice(&prefix.to_le_bytes());
+        Ok(Some(LEN_PREFIX + len))
+    }
+
+    /// Appends the postcard encoding of `body` to `out`, refusing more than
+    /// `max` bytes (`out` is then truncated back to its old length).
+    pub(crate) fn encode_body<T: Serialize + ?Sized>(
+        out: &mut Vec<u8>,
+        body: &T,
+        max: usize,
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        let flavor = LimitedVec {
+            limit: start.saturating_add(max),
+            out,
+            overflow: 0,
+        };
+        match postcard::serialize_with_flavor::<T, _, _>(body, flavor) {
+            Ok((_, 0)) => Ok(()),
+            Ok((out, overflow)) => {
+                let len = out.len() - start + overflow;
+                out.truncate(start);
+                Err(EncodeError::TooLarge { len, max })
+            }
+            Err(_) => {
+                out.truncate(start);
+                Err(EncodeError::Serialize)
+            }
+        }
+    }
+
+    /// Appends one frame whose body is already encoded (prefix, header,
+    /// `body` as is) to `out`.
+    pub(crate) fn encode_raw_frame(
+        out: &mut Vec<u8>,
+        header: &Header,
+        body: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header
+            .encode(&mut head)
+            .map_err(|_| EncodeError::Serialize)?;
+        let len = head_len.saturating_add(body.len());
+        let prefix = match u32::try_from(len) {
+            Ok(prefix) if len <= max_frame => prefix,
+            _ => {
+                return Err(EncodeError::TooLarge {
+                    len,
+                    max: max_frame,
+                })
+            }
+        };
+        out.extend_from_slice(&prefix.to_le_bytes());
+        out.extend_from_slice(&head[..head_len]);
+        out.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// Like [`encode_raw_frame`], into the start of `buf`; `None` when it
+    /// does not fit.
+    pub(crate) fn encode_raw_frame_into(
+        buf: &mut [u8],
+        header: &Header,
+        body: &[u8],
+        max_frame: usize,
+    ) -> Result<Option<usize>, EncodeError> {
+        let Some(head) = buf.get_mut(LEN_PREFIX..) else {
+            return Ok(None);
+        };
+        let Ok(head_len) = header.encode(head) else {
+            return Ok(None);
+        };
+        let len = head_len.saturating_add(body.len());
+        if len > max_frame {
+            return Err(EncodeError::TooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        let Some(rest) = head.get_mut(head_len..head_len + body.len()) else {
+            return Ok(None);
+        };
+        rest.copy_from_slice(body);
         let Ok(prefix) = u32::try_from(len) else {
             return Ok(None);
         };

@@ -98,6 +98,8 @@ pub mod timer;
 pub mod wire;
 
 #[cfg(feature = "alloc")]
+pub mod channel;
+#[cfg(feature = "alloc")]
 pub mod client;
 #[cfg(feature = "alloc")]
 mod deadline;
@@ -116,6 +118,8 @@ mod stream;
 mod sync;
 
 #[cfg(feature = "alloc")]
+pub use channel::Channel;
+#[cfg(feature = "alloc")]
 pub use client::{Call, CallStream, Client, ClientBuilder, ClientDriver, Notify, Upload};
 #[cfg(feature = "alloc")]
 pub use courier_macros::service;
@@ -123,7 +127,7 @@ pub use courier_macros::service;
 /// the [`schema`] module.
 pub use courier_macros::Schema;
 pub use error::{
-    CallError, ConnectError, DriverError, FrameError, RemoteError, TransportError,
+    CallError, ConnectError, DriverError, FrameError, NotRetried, RemoteError, TransportError,
     TransportErrorKind, Unsent,
 };
 pub use io::Transport;

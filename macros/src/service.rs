@@ -580,47 +580,59 @@ impl Service {
             let items = method
                 .incoming()
                 .and_then(|(index, _)| params.get(index).map(|(name, _)| name.clone()));
+            let name = &method.name;
+            let idempotent = method.idempotent;
+            let info = quote! {
+                {
+                    const INFO: ::courier::MethodInfo = ::courier::MethodInfo::new(
+                        #name,
+                        #client::<::courier::Client>::#key,
+                    )
+                    .with_idempotent(#idempotent);
+                    INFO
+                }
+            };
             match &method.mode {
                 Mode::Unary => quote! {
                     #(#attrs)*
                     pub fn #ident(&self, #(#names: #types),*)
-                        -> ::courier::Call<'_, (#(#types,)*), #ret> {
-                        self.client
-                            .call(Self::#key, (#(#names,)*))
-                            .with_optional_timeout(self.timeout)
+                        -> C::Call<'_, (#(#types,)*), #ret> {
+                        ::courier::Channel::call(
+                            &self.client, #info, (#(#names,)*), self.timeout,
+                        )
                     }
                 },
                 Mode::ServerStream { item } => quote! {
                     #(#attrs)*
                     pub fn #ident(&self, #(#names: #types),*)
-                        -> ::courier::CallStream<'_, (#(#types,)*), #item> {
-                        self.client
-                            .server_stream(Self::#key, (#(#names,)*))
-                            .with_optional_timeout(self.timeout)
+                        -> C::CallStream<'_, (#(#types,)*), #item> {
+                        ::courier::Channel::server_stream(
+                            &self.client, #info, (#(#names,)*), self.timeout,
+                        )
                     }
                 },
                 Mode::ClientStream { .. } => quote! {
                     #(#attrs)*
                     pub fn #ident<'a>(&'a self, #(#caller_params),*)
-                        -> ::courier::Upload<'a, (#(#sent_types,)*), #ret> {
-                        self.client
-                            .client_stream(Self::#key, (#(#sent_names,)*), #items)
-                            .with_optional_timeout(self.timeout)
+                        -> C::Upload<'a, (#(#sent_types,)*), #ret> {
+                        ::courier::Channel::client_stream(
+                            &self.client, #info, (#(#sent_names,)*), #items, self.timeout,
+                        )
                     }
                 },
                 Mode::Bidi { item_out, .. } => quote! {
                     #(#attrs)*
                     pub fn #ident<'a>(&'a self, #(#caller_params),*)
-                        -> ::courier::CallStream<'a, (#(#sent_types,)*), #item_out> {
-                        self.client
-                            .bidi_stream(Self::#key, (#(#sent_names,)*), #items)
-                            .with_optional_timeout(self.timeout)
+                        -> C::CallStream<'a, (#(#sent_types,)*), #item_out> {
+                        ::courier::Channel::bidi_stream(
+                            &self.client, #info, (#(#sent_names,)*), #items, self.timeout,
+                        )
                     }
                 },
                 Mode::Oneway => quote! {
                     #(#attrs)*
-                    pub fn #ident(&self, #(#names: #types),*) -> ::courier::Notify<'_> {
-                        self.client.notify(Self::#key, &(#(#names,)*))
+                    pub fn #ident(&self, #(#names: #types),*) -> C::Notify<'_> {
+                        ::courier::Channel::notify(&self.client, #info, &(#(#names,)*))
                     }
                 },
             }
@@ -628,9 +640,13 @@ impl Service {
 
         quote! {
             #[doc = #struct_doc]
+            ///
+            /// It calls through a [`Channel`](::courier::Channel): one
+            /// connection ([`Client`](::courier::Client), the default) or
+            /// anything else that carries calls, such as a load balancer.
             #[derive(Clone, Debug)]
-            #vis struct #client {
-                client: ::courier::Client,
+            #vis struct #client<C = ::courier::Client> {
+                client: C,
                 timeout: ::core::option::Option<::core::time::Duration>,
             }
 
@@ -640,9 +656,12 @@ impl Service {
 
                 /// Every method in declaration order: name, key and whether it is idempotent.
                 pub const METHODS: &'static [::courier::MethodInfo] = &[#(#infos),*];
+            }
 
-                /// Wraps a connected client.
-                pub fn new(client: ::courier::Client) -> Self {
+            #[allow(dead_code)]
+            impl<C: ::courier::Channel> #client<C> {
+                /// Wraps a channel: a connected client, or any other channel.
+                pub fn new(client: C) -> Self {
                     Self { client, timeout: ::core::option::Option::None }
                 }
 
@@ -654,8 +673,8 @@ impl Service {
                     }
                 }
 
-                /// The untyped client underneath.
-                pub fn client(&self) -> &::courier::Client {
+                /// The channel underneath (for the default, the untyped client).
+                pub fn client(&self) -> &C {
                     &self.client
                 }
 

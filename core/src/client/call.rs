@@ -9,13 +9,13 @@ use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use super::encoded::EncodeArgs;
 use super::state::{Acquired, Frame, Phase, SLOT_KEEP};
-use super::Client;
+use super::ClientRef;
 use crate::deadline::timeout_to_ms;
 use crate::error::CallError;
-use crate::framing::{encode_frame, encode_frame_into};
+use crate::framing::encode_frame;
 use crate::wire::{Header, MethodKey};
 
 pub(super) enum CallState {
@@ -40,7 +40,7 @@ pub(super) enum CallState {
 /// cancelled with a cancel frame so the server drops the handler.
 #[must_use = "a call does nothing unless awaited"]
 pub struct Call<'a, Req, Resp> {
-    pub(super) client: &'a Client,
+    pub(super) client: ClientRef<'a>,
     method: MethodKey,
     timeout: Option<Duration>,
     /// When the call started (its first poll), if it needs a clock.
@@ -67,7 +67,7 @@ pub(super) struct StreamOpen {
 impl<Req, Resp> Unpin for Call<'_, Req, Resp> {}
 
 impl<'a, Req, Resp> Call<'a, Req, Resp> {
-    pub(super) fn new(client: &'a Client, method: MethodKey, request: Req) -> Self {
+    pub(super) fn new(client: ClientRef<'a>, method: MethodKey, request: Req) -> Self {
         Call {
             client,
             method,
@@ -146,7 +146,7 @@ enum Start {
     },
 }
 
-impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
+impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
     pub(super) fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let shared = &*self.client.shared;
         let first = matches!(self.state, CallState::Start);
@@ -178,7 +178,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 return self.finish(Err(CallError::Encode));
             };
             let header = Header::request(0, self.method, timeout_ms);
-            match encode_frame_into(&mut inline, &header, request, shared.max_frame) {
+            match request.encode_frame_into(&mut inline, &header, shared.max_frame) {
                 Ok(len) => inline_len = len,
                 Err(error) => return self.finish(Err(error.into())),
             }
@@ -271,7 +271,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         let Some(request) = self.request.take() else {
             return self.fail(slot, CallError::Encode);
         };
-        let encoded = encode_frame(&mut buf, &header, &request, shared.max_frame);
+        let encoded = request.encode_frame(&mut buf, &header, shared.max_frame);
         drop(request);
         if let Err(error) = encoded {
             return self.fail(slot, error.into());
@@ -400,7 +400,7 @@ pub(crate) fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, CallEr
     }
 }
 
-impl<Req: Serialize, Resp: DeserializeOwned> Future for Call<'_, Req, Resp> {
+impl<Req: EncodeArgs, Resp: DeserializeOwned> Future for Call<'_, Req, Resp> {
     type Output = Result<Resp, CallError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

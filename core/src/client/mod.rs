@@ -56,6 +56,7 @@ use crate::wire::MethodKey;
 
 mod call;
 mod driver;
+mod encoded;
 mod outbox;
 mod reconnect;
 mod state;
@@ -65,6 +66,7 @@ mod watch;
 pub(crate) use call::decode_exact;
 pub use call::Call;
 pub use driver::ClientDriver;
+pub use encoded::{EncodeArgs, Encoded};
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
 pub use stream::{CallStream, Notify, Upload, DEFAULT_CREDIT, WINDOW_BYTES};
@@ -220,13 +222,13 @@ impl Client {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        Call::new(self, method, request)
+        Call::new(ClientRef::Borrowed(self), method, request)
     }
 
     /// Sends a notification of `method`: a one-way call that is never
     /// answered (see [`Notify`]).
     pub fn notify<Req: Serialize>(&self, method: MethodKey, request: &Req) -> Notify<'_> {
-        Notify::new(self, method, request)
+        Notify::new(ClientRef::Borrowed(self), method, request)
     }
 
     /// Starts a server-streaming call of `method`: the callee answers
@@ -236,7 +238,10 @@ impl Client {
         Req: Serialize,
         T: DeserializeOwned,
     {
-        CallStream::new(Call::new(self, method, request), None::<NoItems>)
+        CallStream::new(
+            Call::new(ClientRef::Borrowed(self), method, request),
+            None::<NoItems>,
+        )
     }
 
     /// Starts a bidirectional call of `method`: `items` go to the callee
@@ -253,7 +258,10 @@ impl Client {
         S::Item: Serialize,
         T: DeserializeOwned,
     {
-        CallStream::new(Call::new(self, method, request), Some(items))
+        CallStream::new(
+            Call::new(ClientRef::Borrowed(self), method, request),
+            Some(items),
+        )
     }
 
     /// Starts a client-streaming call of `method`: `items` go to the
@@ -270,7 +278,78 @@ impl Client {
         S::Item: Serialize,
         Resp: DeserializeOwned,
     {
-        Upload::new(Call::new(self, method, request), items)
+        Upload::new(Call::new(ClientRef::Borrowed(self), method, request), items)
+    }
+
+    /// Starts a call of `method` with arguments encoded beforehand (see
+    /// [`Encoded`]); the call keeps this handle, so it borrows nothing. A
+    /// load balancer sends one `Encoded` on several connections in turn.
+    pub fn call_encoded<Resp: DeserializeOwned>(
+        self,
+        method: MethodKey,
+        args: Encoded,
+    ) -> Call<'static, Encoded, Resp> {
+        Call::new(ClientRef::Owned(self), method, args)
+    }
+
+    /// Like [`server_stream`](Self::server_stream), on a call that keeps
+    /// this handle rather than borrowing it.
+    pub fn into_server_stream<Req, T>(
+        self,
+        method: MethodKey,
+        request: Req,
+    ) -> CallStream<'static, Req, T>
+    where
+        Req: Serialize,
+        T: DeserializeOwned,
+    {
+        CallStream::new(
+            Call::new(ClientRef::Owned(self), method, request),
+            None::<NoItems>,
+        )
+    }
+
+    /// Like [`bidi_stream`](Self::bidi_stream), on a call that keeps this
+    /// handle rather than borrowing it.
+    pub fn into_bidi_stream<'a, Req, S, T>(
+        self,
+        method: MethodKey,
+        request: Req,
+        items: S,
+    ) -> CallStream<'a, Req, T>
+    where
+        Req: Serialize,
+        S: futures_util::Stream + Send + 'a,
+        S::Item: Serialize,
+        T: DeserializeOwned,
+    {
+        CallStream::new(
+            Call::new(ClientRef::Owned(self), method, request),
+            Some(items),
+        )
+    }
+
+    /// Like [`client_stream`](Self::client_stream), on a call that keeps
+    /// this handle rather than borrowing it.
+    pub fn into_client_stream<'a, Req, S, Resp>(
+        self,
+        method: MethodKey,
+        request: Req,
+        items: S,
+    ) -> Upload<'a, Req, Resp>
+    where
+        Req: Serialize,
+        S: futures_util::Stream + Send + 'a,
+        S::Item: Serialize,
+        Resp: DeserializeOwned,
+    {
+        Upload::new(Call::new(ClientRef::Owned(self), method, request), items)
+    }
+
+    /// Like [`notify`](Self::notify), on a notification that keeps this
+    /// handle rather than borrowing it.
+    pub fn into_notify<Req: Serialize>(self, method: MethodKey, request: &Req) -> Notify<'static> {
+        Notify::new(ClientRef::Owned(self), method, request)
     }
 
     /// Calls holding a slot right now (queued, sent, or answered but not yet
@@ -319,6 +398,24 @@ impl Drop for Client {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.wake_driver();
+        }
+    }
+}
+
+/// The client a call works on: borrowed from its caller, or a handle the
+/// call keeps (for a client chosen per call, as a load balancer does).
+pub(crate) enum ClientRef<'a> {
+    Borrowed(&'a Client),
+    Owned(Client),
+}
+
+impl core::ops::Deref for ClientRef<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        match self {
+            ClientRef::Borrowed(client) => client,
+            ClientRef::Owned(client) => client,
         }
     }
 }

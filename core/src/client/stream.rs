@@ -495,14 +495,14 @@ impl<'a> Pump<'a> {
 /// waits while the client's queue is full, like a call's request.
 #[must_use = "a notification is sent only when awaited"]
 pub struct Notify<'a> {
-    client: &'a super::Client,
+    client: super::ClientRef<'a>,
     frame: Result<Vec<u8>, CallError>,
     done: bool,
 }
 
 impl<'a> Notify<'a> {
     pub(super) fn new<Req: Serialize>(
-        client: &'a super::Client,
+        client: super::ClientRef<'a>,
         method: crate::wire::MethodKey,
         args: &Req,
     ) -> Self {

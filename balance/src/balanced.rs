@@ -1,0 +1,398 @@
+//! The balanced channel: [`Balanced`] handles and their builder.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use courier::{CallError, CallStream, Channel, Client, MethodInfo, Notify, Timer, Unsent, Upload};
+use courier_registry::{Discover, DiscoverError};
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::budget::RetryBudget;
+use crate::call::{BalancedCall, MAX_ATTEMPTS};
+use crate::driver::{BalancedDriver, Connector};
+use crate::ejection::Ejection;
+use crate::load::DEFAULT_DECAY;
+use crate::rng::Rng;
+use crate::state::{Picked, Settings, State};
+use crate::stats::EndpointStats;
+use crate::strategy::{PowerOfTwoChoices, Strategy};
+
+/// What the handles, calls and driver share.
+pub(crate) struct Inner<Tm> {
+    state: Mutex<State>,
+    pub(crate) timer: Tm,
+    pub(crate) max_attempts: u32,
+    pub(crate) max_wait: Duration,
+}
+
+impl<Tm> Inner<Tm> {
+    /// Runs `f` under the table's lock (never held across an await or
+    /// around user code other than the strategy).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut state)
+    }
+}
+
+/// A channel over a discovered set of endpoints: each call goes to one
+/// endpoint chosen by a [`Strategy`], and is re-sent on another when its
+/// failure allows (see [`retry`](crate::retry)).
+///
+/// Cheap to clone, `Send` and `Sync`. A typed client works over it as over
+/// one connection: `CalcClient::new(balanced)`. The [`BalancedDriver`]
+/// built with it must be polled for anything to happen; it finishes when
+/// every handle is dropped (after the calls in flight).
+pub struct Balanced<Tm: Timer> {
+    pub(crate) inner: Arc<Inner<Tm>>,
+    pub(crate) key: Option<u64>,
+}
+
+impl<Tm: Timer> Balanced<Tm> {
+    /// A builder with default settings; `timer` is the clock of latency
+    /// estimates, ejections, reconnect backoff and call timeouts.
+    pub fn builder(timer: Tm) -> BalancedBuilder<Tm> {
+        BalancedBuilder::new(timer)
+    }
+
+    /// A handle whose calls carry routing `key` (for
+    /// [`ConsistentHash`](crate::ConsistentHash); other strategies ignore
+    /// it). See [`hash_key`](crate::hash_key) to make one from bytes.
+    pub fn with_hash_key(&self, key: u64) -> Self {
+        let mut handle = self.clone();
+        handle.key = Some(key);
+        handle
+    }
+
+    /// Every endpoint's state and counters now.
+    pub fn endpoints(&self) -> Vec<EndpointStats> {
+        let now = self.inner.timer.now();
+        self.inner.with(|s| s.stats(now))
+    }
+
+    /// Why discovery failed last, if its last item was an error (the
+    /// balancer keeps the endpoints it knows meanwhile).
+    pub fn discovery_error(&self) -> Option<DiscoverError> {
+        self.inner.with(|s| s.discovery_error.clone())
+    }
+
+    /// Whole retries the budget allows now.
+    pub fn retry_budget(&self) -> u64 {
+        self.inner.with(|s| s.budget_available())
+    }
+
+    /// Picks an endpoint for a call that is not re-sent (streams,
+    /// notifications): counts it as a call but not in flight.
+    fn pick_once(&self) -> Result<Client, CallError> {
+        let now = self.inner.timer.now();
+        self.inner
+            .with(|s| match s.pick(now, self.key, &[], false, None) {
+                Picked::To(id, client) => {
+                    s.finish(id, now, Duration::ZERO, None);
+                    Ok(client)
+                }
+                _ => Err(CallError::NotSent(Unsent::NoEndpoint)),
+            })
+    }
+}
+
+impl<Tm: Timer> Clone for Balanced<Tm> {
+    fn clone(&self) -> Self {
+        self.inner.with(|s| s.handles = s.handles.saturating_add(1));
+        Balanced {
+            inner: self.inner.clone(),
+            key: self.key,
+        }
+    }
+}
+
+impl<Tm: Timer> Drop for Balanced<Tm> {
+    fn drop(&mut self) {
+        let driver = self.inner.with(|s| {
+            s.handles = s.handles.saturating_sub(1);
+            if s.handles == 0 {
+                s.driver.take()
+            } else {
+                None
+            }
+        });
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+}
+
+impl<Tm: Timer> fmt::Debug for Balanced<Tm> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balanced")
+            .field("endpoints", &self.endpoints().len())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Configures and builds a [`Balanced`] channel and its driver.
+#[must_use]
+pub struct BalancedBuilder<Tm> {
+    timer: Tm,
+    strategy: Box<dyn Strategy>,
+    budget: RetryBudget,
+    ejection: Ejection,
+    max_attempts: u32,
+    max_wait: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    decay: Duration,
+    rng: Option<Rng>,
+}
+
+impl<Tm: Timer> BalancedBuilder<Tm> {
+    /// Defaults: [`PowerOfTwoChoices`], the default [`RetryBudget`] (20 %,
+    /// burst 100), the default [`Ejection`], 3 attempts per call, 5 s of
+    /// waiting for a first endpoint, reconnects after 100 ms doubling to
+    /// 5 s, a latency decay of 10 s.
+    pub fn new(timer: Tm) -> Self {
+        BalancedBuilder {
+            timer,
+            strategy: Box::new(PowerOfTwoChoices::new()),
+            budget: RetryBudget::default(),
+            ejection: Ejection::default(),
+            max_attempts: 3,
+            max_wait: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            decay: DEFAULT_DECAY,
+            rng: None,
+        }
+    }
+
+    /// How each call's endpoint is chosen.
+    pub fn strategy(mut self, strategy: impl Strategy) -> Self {
+        self.strategy = Box::new(strategy);
+        self
+    }
+
+    /// The bucket that bounds retries which may add load.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// When endpoints are ejected.
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// At most `n` attempts per call, the first included (clamped to
+    /// `1..=`[`MAX_ATTEMPTS`]; 1 never re-sends).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.clamp(1, MAX_ATTEMPTS);
+        self
+    }
+
+    /// How long a call waits for an endpoint while discovery has not
+    /// answered yet or endpoints are connecting (its own timeout, if
+    /// shorter, wins); then it fails with
+    /// [`NotSent(NoEndpoint)`](Unsent::NoEndpoint).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// A dial that failed (or a connection that ended) is retried after
+    /// `min`, doubling per failure up to `max`.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
+    /// The latency estimate's decay period (see [`load`](crate::load)).
+    pub fn latency_decay(mut self, decay: Duration) -> Self {
+        self.decay = decay;
+        self
+    }
+
+    /// Seeds the strategies' random numbers, so that picks replay.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(Rng::seeded(seed));
+        self
+    }
+
+    /// The channel, and the driver that must be polled for it to work:
+    /// it follows `discover` and dials each endpoint with `connector`.
+    pub fn build<D, C>(self, discover: D, connector: C) -> (Balanced<Tm>, BalancedDriver<D, C, Tm>)
+    where
+        D: Discover,
+        C: Connector,
+        Tm: Clone,
+    {
+        let settings = Settings {
+            ejection: self.ejection,
+            decay: self.decay,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+        };
+        let rng = self.rng.unwrap_or_else(Rng::from_entropy);
+        let state = State::new(self.strategy, rng, self.budget, settings);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            timer: self.timer.clone(),
+            max_attempts: self.max_attempts,
+            max_wait: self.max_wait,
+        });
+        let driver = BalancedDriver::new(inner.clone(), discover, connector, self.timer);
+        (Balanced { inner, key: None }, driver)
+    }
+}
+
+/// A stream (or upload, or notification) through a [`Balanced`] channel:
+/// the endpoint's own, or the error that no endpoint was available. Not
+/// re-sent on failure.
+#[derive(Debug)]
+pub enum OneEndpoint<T> {
+    /// On the endpoint it was sent to.
+    Sent(T),
+    /// No endpoint was available ([`Unsent::NoEndpoint`]).
+    Failed(Option<CallError>),
+}
+
+impl<T> OneEndpoint<T> {
+    fn new(client: Result<Client, CallError>, open: impl FnOnce(Client) -> T) -> Self {
+        match client {
+            Ok(client) => OneEndpoint::Sent(open(client)),
+            Err(error) => OneEndpoint::Failed(Some(error)),
+        }
+    }
+}
+
+impl<F: Future<Output = Result<R, CallError>> + Unpin, R> Future for OneEndpoint<F> {
+    type Output = Result<R, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            OneEndpoint::Sent(inner) => Pin::new(inner).poll(cx),
+            OneEndpoint::Failed(error) => {
+                Poll::Ready(Err(error.take().unwrap_or(CallError::Closed)))
+            }
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<T, CallError>> + Unpin, T> Stream for OneEndpoint<S> {
+    type Item = Result<T, CallError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            OneEndpoint::Sent(inner) => Pin::new(inner).poll_next(cx),
+            OneEndpoint::Failed(error) => Poll::Ready(error.take().map(Err)),
+        }
+    }
+}
+
+impl<Tm: Timer> Channel for Balanced<Tm> {
+    type Call<'a, Req, Resp>
+        = BalancedCall<'a, Req, Resp, Tm>
+    where
+        Self: 'a,
+        Req: Serialize + 'a,
+        Resp: DeserializeOwned + 'a;
+    type CallStream<'a, Req, T>
+        = OneEndpoint<CallStream<'a, Req, T>>
+    where
+        Self: 'a,
+        Req: Serialize + 'a,
+        T: DeserializeOwned + 'a;
+    type Upload<'a, Req, Resp>
+        = OneEndpoint<Upload<'a, Req, Resp>>
+    where
+        Self: 'a,
+        Req: Serialize + 'a,
+        Resp: DeserializeOwned + 'a;
+    type Notify<'a>
+        = OneEndpoint<Notify<'static>>
+    where
+        Self: 'a;
+
+    fn call<'a, Req, Resp>(
+        &'a self,
+        method: MethodInfo,
+        request: Req,
+        timeout: Option<Duration>,
+    ) -> Self::Call<'a, Req, Resp>
+    where
+        Req: Serialize + 'a,
+        Resp: DeserializeOwned + 'a,
+    {
+        BalancedCall::new(self, method, request, timeout)
+    }
+
+    fn server_stream<'a, Req, T>(
+        &'a self,
+        method: MethodInfo,
+        request: Req,
+        timeout: Option<Duration>,
+    ) -> Self::CallStream<'a, Req, T>
+    where
+        Req: Serialize + 'a,
+        T: DeserializeOwned + 'a,
+    {
+        OneEndpoint::new(self.pick_once(), |client| {
+            client
+                .into_server_stream(method.key, request)
+                .with_optional_timeout(timeout)
+        })
+    }
+
+    fn bidi_stream<'a, Req, S, T>(
+        &'a self,
+        method: MethodInfo,
+        request: Req,
+        items: S,
+        timeout: Option<Duration>,
+    ) -> Self::CallStream<'a, Req, T>
+    where
+        Req: Serialize + 'a,
+        S: Stream + Send + 'a,
+        S::Item: Serialize,
+        T: DeserializeOwned + 'a,
+    {
+        OneEndpoint::new(self.pick_once(), |client| {
+            client
+                .into_bidi_stream(method.key, request, items)
+                .with_optional_timeout(timeout)
+        })
+    }
+
+    fn client_stream<'a, Req, S, Resp>(
+        &'a self,
+        method: MethodInfo,
+        request: Req,
+        items: S,
+        timeout: Option<Duration>,
+    ) -> Self::Upload<'a, Req, Resp>
+    where
+        Req: Serialize + 'a,
+        S: Stream + Send + 'a,
+        S::Item: Serialize,
+        Resp: DeserializeOwned + 'a,
+    {
+        OneEndpoint::new(self.pick_once(), |client| {
+            client
+                .into_client_stream(method.key, request, items)
+                .with_optional_timeout(timeout)
+        })
+    }
+
+    fn notify<Req: Serialize>(&self, method: MethodInfo, request: &Req) -> Self::Notify<'_> {
+        OneEndpoint::new(self.pick_once(), |client| {
+            client.into_notify(method.key, request)
+        })
+    }
+}

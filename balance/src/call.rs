@@ -1,0 +1,340 @@
+//! One balanced unary call: picks an endpoint, sends the encoded arguments,
+//! and re-sends them elsewhere when the failure allows (see
+//! [`retry`](crate::retry)).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use courier::client::Encoded;
+use courier::{Call, CallError, MethodInfo, MethodKey, NotRetried, RemoteError, Timer, Unsent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::balanced::Balanced;
+use crate::retry::{classify, Retry};
+use crate::state::Picked;
+
+/// The most attempts a call may make.
+pub const MAX_ATTEMPTS: u32 = 16;
+
+/// Arguments are encoded once with this bound; each endpoint's client
+/// checks its own frame limit when it sends them.
+const MAX_ARGS: usize = u32::MAX as usize;
+
+/// The endpoints a call tried, inline (a call allocates no list).
+#[derive(Default)]
+struct Tried {
+    ids: [u64; MAX_ATTEMPTS as usize],
+    len: usize,
+}
+
+impl Tried {
+    fn ids(&self) -> &[u64] {
+        self.ids.get(..self.len).unwrap_or_default()
+    }
+
+    fn push(&mut self, id: u64) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = id;
+            self.len += 1;
+        }
+    }
+}
+
+/// The attempt in flight.
+struct Attempt<Resp> {
+    call: Call<'static, Encoded, Resp>,
+    endpoint: u64,
+    started: Duration,
+}
+
+/// What only a call that failed over or waited needs: boxed, so that the
+/// common call's future stays small.
+struct Slow<Tm: Timer> {
+    /// Endpoints tried, in order (one per attempt).
+    tried: Tried,
+    /// Whether the next attempt is a retry that costs a budget token.
+    budgeted: bool,
+    /// The last attempt's error, for when no endpoint is left.
+    last: Option<CallError>,
+    /// Waiting for an endpoint ends by then.
+    wait_until: Option<Duration>,
+    sleep: Option<Pin<Box<Tm::Sleep>>>,
+}
+
+impl<Tm: Timer> Default for Slow<Tm> {
+    fn default() -> Self {
+        Slow {
+            tried: Tried::default(),
+            budgeted: false,
+            last: None,
+            wait_until: None,
+            sleep: None,
+        }
+    }
+}
+
+/// A unary call through a [`Balanced`] channel: resolves to the response,
+/// or to why there is none (see [`retry`](crate::retry)).
+///
+/// Nothing happens until it is first polled; its timeout counts from then
+/// and bounds every attempt and the waits between them. Dropping it
+/// cancels the attempt in flight.
+#[must_use = "a call does nothing unless awaited"]
+pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
+    balanced: &'a Balanced<Tm>,
+    method: MethodKey,
+    idempotent: bool,
+    /// The timeout until the first poll, the deadline after.
+    time: Option<Duration>,
+    request: Option<Req>,
+    /// The encoded arguments, from the first poll on.
+    args: Option<Encoded>,
+    attempt: Option<Attempt<Resp>>,
+    slow: Option<Box<Slow<Tm>>>,
+    done: bool,
+}
+
+impl<Req, Resp, Tm: Timer> Unpin for BalancedCall<'_, Req, Resp, Tm> {}
+
+impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
+    pub(crate) fn new(
+        balanced: &'a Balanced<Tm>,
+        method: MethodInfo,
+        request: Req,
+        timeout: Option<Duration>,
+    ) -> Self {
+        BalancedCall {
+            balanced,
+            method: method.key,
+            idempotent: method.idempotent,
+            time: timeout,
+            request: Some(request),
+            args: None,
+            attempt: None,
+            slow: None,
+            done: false,
+        }
+    }
+
+    /// Gives the call a timeout, counted from its first poll (no effect
+    /// once it was polled).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        if self.args.is_none() {
+            self.time = Some(timeout);
+        }
+        self
+    }
+}
+
+impl<Req, Resp, Tm> BalancedCall<'_, Req, Resp, Tm>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+    Tm: Timer,
+{
+    fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Result<Resp, CallError>> {
+        self.done = true;
+        Poll::Ready(result)
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        self.time
+    }
+
+    fn tried(&self) -> &[u64] {
+        self.slow.as_ref().map_or(&[], |slow| slow.tried.ids())
+    }
+
+    /// The error when no endpoint is left to re-send to.
+    fn exhausted(&self) -> CallError {
+        let Some(slow) = self.slow.as_ref() else {
+            return CallError::NotSent(Unsent::NoEndpoint);
+        };
+        match slow.last {
+            Some(last) if slow.budgeted => CallError::NotRetried {
+                reason: NotRetried::AttemptsExhausted,
+                may_have_run: last != CallError::Remote(RemoteError::Overloaded),
+            },
+            Some(last) => last,
+            None => CallError::NotSent(Unsent::NoEndpoint),
+        }
+    }
+
+    /// Decides after attempt on `endpoint` failed: `None` to re-send.
+    fn after_failure(&mut self, endpoint: u64, error: CallError) -> Option<CallError> {
+        let max = self.balanced.inner.max_attempts;
+        let slow = self.slow.get_or_insert_with(Box::default);
+        if slow.tried.ids().is_empty() {
+            slow.tried.push(endpoint);
+        }
+        slow.last = Some(error);
+        let retry = classify(error, self.idempotent);
+        let budgeted = match retry {
+            Retry::No(error) => return Some(error),
+            Retry::Free => false,
+            Retry::Budgeted { .. } => true,
+        };
+        let attempts = u32::try_from(slow.tried.ids().len()).unwrap_or(u32::MAX);
+        if attempts >= max {
+            return Some(match retry {
+                Retry::Budgeted { may_have_run } => CallError::NotRetried {
+                    reason: NotRetried::AttemptsExhausted,
+                    may_have_run,
+                },
+                _ => error,
+            });
+        }
+        slow.budgeted = budgeted;
+        None
+    }
+
+    fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
+        let inner = &*self.balanced.inner;
+        // One clock reading serves the deadline and the first pick.
+        let mut start = None;
+        if self.args.is_none() {
+            let now = inner.timer.now();
+            start = Some(now);
+            self.time = self.time.map(|timeout| now.saturating_add(timeout));
+            let Some(request) = self.request.take() else {
+                return self.finish(Err(CallError::Encode));
+            };
+            match Encoded::new(&request, MAX_ARGS) {
+                Ok(args) => self.args = Some(args),
+                Err(error) => return self.finish(Err(error)),
+            }
+        }
+        // Invariant: each turn either polls the attempt in flight (and
+        // returns its `Pending`), or picks an endpoint and starts one, or
+        // returns after registering for an endpoint (waker in the table,
+        // and a sleep for the wait's end).
+        loop {
+            if let Some(attempt) = &mut self.attempt {
+                let result = match Pin::new(&mut attempt.call).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => result,
+                };
+                let (id, started) = (attempt.endpoint, attempt.started);
+                self.attempt = None;
+                let now = inner.timer.now();
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
+                let ejected =
+                    inner.with(|s| s.finish(id, now, now.saturating_sub(started), Some(outcome)));
+                if let Some((instance, until)) = ejected {
+                    log::warn!(
+                        target: "courier_balance",
+                        "{instance} ejected until {until:?} (balancer clock) after repeated failures"
+                    );
+                }
+                match result {
+                    Ok(response) => return self.finish(Ok(response)),
+                    Err(error) => match self.after_failure(id, error) {
+                        Some(error) => return self.finish(Err(error)),
+                        None => log::debug!(
+                            target: "courier_balance",
+                            "re-sending a call on another endpoint after: {error}"
+                        ),
+                    },
+                }
+            }
+            let now = start.take().unwrap_or_else(|| inner.timer.now());
+            if self.deadline().is_some_and(|at| at <= now) {
+                return self.finish(Err(CallError::DeadlineExceeded));
+            }
+            let key = self.balanced.key;
+            let budgeted = self.slow.as_ref().is_some_and(|slow| slow.budgeted);
+            let tried = self.tried();
+            let picked = inner.with(|s| s.pick(now, key, tried, budgeted, Some(cx.waker())));
+            match picked {
+                Picked::To(id, client) => {
+                    if let Some(slow) = self.slow.as_mut() {
+                        slow.sleep = None;
+                        slow.wait_until = None;
+                        slow.tried.push(id);
+                    }
+                    let Some(args) = self.args.clone() else {
+                        return self.finish(Err(CallError::Encode));
+                    };
+                    let left = self.deadline().map(|at| at.saturating_sub(now));
+                    let call = client
+                        .call_encoded(self.method, args)
+                        .with_optional_timeout(left);
+                    self.attempt = Some(Attempt {
+                        call,
+                        endpoint: id,
+                        started: now,
+                    });
+                }
+                Picked::Wait => return self.wait(cx, now),
+                Picked::NoEndpoint => {
+                    let error = self.exhausted();
+                    return self.finish(Err(error));
+                }
+                Picked::BudgetExhausted => {
+                    let last = self.slow.as_ref().and_then(|slow| slow.last);
+                    return self.finish(Err(CallError::NotRetried {
+                        reason: NotRetried::BudgetExhausted,
+                        may_have_run: last != Some(CallError::Remote(RemoteError::Overloaded)),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Waits for an endpoint (the table holds the waker), at most until the
+    /// deadline or the balancer's `max_wait` from the first wait.
+    fn wait(&mut self, cx: &mut Context<'_>, now: Duration) -> Poll<Result<Resp, CallError>> {
+        let inner = &*self.balanced.inner;
+        let deadline = self.deadline();
+        let slow = self.slow.get_or_insert_with(Box::default);
+        let until = *slow
+            .wait_until
+            .get_or_insert_with(|| now.saturating_add(inner.max_wait));
+        let until = deadline.map_or(until, |at| at.min(until));
+        let sleep = slow
+            .sleep
+            .get_or_insert_with(|| Box::pin(inner.timer.sleep_until(until)));
+        if sleep.as_mut().poll(cx).is_ready() || inner.timer.now() >= until {
+            let error = if deadline.is_some_and(|at| at <= until) {
+                CallError::DeadlineExceeded
+            } else {
+                self.exhausted()
+            };
+            return self.finish(Err(error));
+        }
+        Poll::Pending
+    }
+}
+
+impl<Req, Resp, Tm> Future for BalancedCall<'_, Req, Resp, Tm>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+    Tm: Timer,
+{
+    type Output = Result<Resp, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Err(CallError::Closed));
+        }
+        this.poll_call(cx)
+    }
+}
+
+impl<Req, Resp, Tm: Timer> Drop for BalancedCall<'_, Req, Resp, Tm> {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.attempt.take() {
+            let id = attempt.endpoint;
+            // Cancels the attempt (a cancel frame, or taken back unsent).
+            drop(attempt);
+            let inner = &*self.balanced.inner;
+            let now = inner.timer.now();
+            inner.with(|s| s.finish(id, now, Duration::ZERO, None));
+        }
+    }
+}

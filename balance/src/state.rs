@@ -1,0 +1,461 @@
+//! The balancer's table of endpoints, shared by the handles, the calls and
+//! the driver under one lock. Nothing here does I/O, runs user code
+//! (beyond the strategy) or waits.
+
+use std::mem;
+use std::task::Waker;
+use std::time::Duration;
+
+use courier::{CallError, Client, RemoteError, Unsent};
+use courier_registry::{DiscoverError, Endpoint, EndpointSet, Event};
+
+use crate::budget::RetryBudget;
+use crate::ejection::{Ejection, Outlier};
+use crate::load::{PeakEwma, DEFAULT_RTT};
+use crate::rng::Rng;
+use crate::stats::{ConnectionStatus, EndpointStats};
+use crate::strategy::{Candidate, Pick, Strategy};
+
+/// Settings the table applies.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) ejection: Ejection,
+    pub(crate) decay: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+}
+
+pub(crate) enum Conn {
+    Connecting,
+    Ready(Client),
+    /// Down; dialled again at `retry_at`.
+    Down {
+        retry_at: Duration,
+    },
+}
+
+/// One endpoint; `State::candidates` holds its strategy-facing half at the
+/// same index.
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) conn: Conn,
+    /// Failed connection attempts in a row (for the backoff).
+    dial_failures: u32,
+    outlier: Outlier,
+    calls: u64,
+    failures: u64,
+}
+
+/// What a call's pick found.
+pub(crate) enum Picked {
+    /// Send it here (the endpoint's id, and a handle of its client).
+    To(u64, Client),
+    /// Nothing available yet, but an endpoint is connecting or discovery
+    /// has not answered: wait (the waker is registered).
+    Wait,
+    /// Nothing available.
+    NoEndpoint,
+    /// The retry needed a token and the budget had none.
+    BudgetExhausted,
+}
+
+pub(crate) struct State {
+    pub(crate) candidates: Vec<Candidate>,
+    pub(crate) entries: Vec<Entry>,
+    strategy: Box<dyn Strategy>,
+    rng: Rng,
+    budget: RetryBudget,
+    settings: Settings,
+    set: EndpointSet,
+    next_id: u64,
+    /// Availability must be recomputed (set changed, connection changed,
+    /// an ejection started) …
+    dirty: bool,
+    /// … or once the clock reaches this (an ejection ends).
+    recheck_at: Option<Duration>,
+    /// Discovery delivered its first event, or ended.
+    pub(crate) started: bool,
+    /// The driver stopped: nothing will become available.
+    pub(crate) closed: bool,
+    /// Calls waiting for an endpoint.
+    waiters: Vec<Waker>,
+    /// The driver's waker, for the last handle's drop.
+    pub(crate) driver: Option<Waker>,
+    /// Live `Balanced` handles.
+    pub(crate) handles: usize,
+    pub(crate) discovery_error: Option<DiscoverError>,
+}
+
+impl State {
+    pub(crate) fn new(
+        strategy: Box<dyn Strategy>,
+        rng: Rng,
+        budget: RetryBudget,
+        settings: Settings,
+    ) -> Self {
+        State {
+            candidates: Vec::new(),
+            entries: Vec::new(),
+            strategy,
+            rng,
+            budget,
+            settings,
+            set: EndpointSet::new(),
+            next_id: 1,
+            dirty: true,
+            recheck_at: None,
+            started: false,
+            closed: false,
+            waiters: Vec::new(),
+            driver: None,
+            handles: 1,
+            discovery_error: None,
+        }
+    }
+
+    fn index_of(&self, id: u64) -> Option<usize> {
+        self.entries.iter().position(|e| e.id == id)
+    }
+
+    /// Recomputes who is available, if anything changed since.
+    fn refresh(&mut self, now: Duration) {
+        if !self.dirty && self.recheck_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.dirty = false;
+        self.recheck_at = None;
+        let mut any = false;
+        for (entry, c) in self.entries.iter().zip(&mut self.candidates) {
+            let ready = matches!(entry.conn, Conn::Ready(_)) && c.weight > 0;
+            c.available = ready && !entry.outlier.is_ejected(now);
+            any |= c.available;
+            if let Some(until) = entry.outlier.ejected_until.filter(|&u| now < u) {
+                self.recheck_at = Some(self.recheck_at.map_or(until, |at| at.min(until)));
+            }
+        }
+        if !any {
+            // Every connected endpoint is ejected: a cluster-wide fault is
+            // not an outlier; use them all.
+            for (entry, c) in self.entries.iter().zip(&mut self.candidates) {
+                c.available = matches!(entry.conn, Conn::Ready(_)) && c.weight > 0;
+            }
+        }
+    }
+
+    fn should_wait(&self) -> bool {
+        !self.closed
+            && (!self.started
+                || self
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e.conn, Conn::Connecting)))
+    }
+
+    /// Picks an endpoint for one attempt, not one of `tried`. A retry that
+    /// may add load (`budgeted`) takes a token from the budget; a first
+    /// attempt deposits one share. The picked endpoint counts the attempt in
+    /// flight until [`finish`](Self::finish).
+    pub(crate) fn pick(
+        &mut self,
+        now: Duration,
+        key: Option<u64>,
+        tried: &[u64],
+        budgeted: bool,
+        waker: Option<&Waker>,
+    ) -> Picked {
+        if self.closed {
+            return Picked::NoEndpoint;
+        }
+        self.refresh(now);
+        let mut hidden = 0usize;
+        for &id in tried {
+            if let Some(i) = self.index_of(id) {
+                if let Some(c) = self.candidates.get_mut(i).filter(|c| c.available) {
+                    c.available = false;
+                    hidden += 1;
+                }
+            }
+        }
+        let mut pick = Pick {
+            now,
+            key,
+            rng: &mut self.rng,
+        };
+        let chosen = self.strategy.pick(&self.candidates, &mut pick);
+        let chosen = chosen
+            .filter(|&i| self.candidates.get(i).is_some_and(|c| c.available))
+            .or_else(|| self.candidates.iter().position(|c| c.available));
+        if hidden > 0 {
+            // The tried ones were available: let the next refresh restore
+            // them.
+            self.dirty = true;
+        }
+        let Some(i) = chosen else {
+            if self.should_wait() {
+                if let Some(waker) = waker {
+                    if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+                        self.waiters.push(waker.clone());
+                    }
+                }
+                return Picked::Wait;
+            }
+            return Picked::NoEndpoint;
+        };
+        if budgeted && !self.budget.withdraw() {
+            return Picked::BudgetExhausted;
+        }
+        if tried.is_empty() {
+            self.budget.deposit();
+        }
+        let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
+            return Picked::NoEndpoint;
+        };
+        let Conn::Ready(client) = &entry.conn else {
+            return Picked::NoEndpoint;
+        };
+        c.in_flight = c.in_flight.saturating_add(1);
+        entry.calls = entry.calls.saturating_add(1);
+        Picked::To(entry.id, client.clone())
+    }
+
+    /// One attempt on endpoint `id` ended after `rtt` with `result`
+    /// (`None`: its caller gave up on it).
+    ///
+    /// Returns the instance's name and the ejection's end if this failure
+    /// ejected it (for a log line outside the lock).
+    pub(crate) fn finish(
+        &mut self,
+        id: u64,
+        now: Duration,
+        rtt: Duration,
+        result: Option<Result<(), CallError>>,
+    ) -> Option<(String, Duration)> {
+        let Some(i) = self.index_of(id) else {
+            // Removed by discovery while the call drained.
+            return None;
+        };
+        let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
+            return None;
+        };
+        c.in_flight = c.in_flight.saturating_sub(1);
+        match result {
+            Some(Ok(())) => {
+                c.latency.observe(rtt, now);
+                entry.outlier.success();
+            }
+            Some(Err(error)) if is_endpoint_failure(&error) => {
+                if error == CallError::DeadlineExceeded {
+                    c.latency.observe(rtt, now);
+                }
+                entry.failures = entry.failures.saturating_add(1);
+                if entry.outlier.failure(&self.settings.ejection, now) {
+                    self.dirty = true;
+                    let until = entry.outlier.ejected_until.unwrap_or(now);
+                    return Some((entry.endpoint.instance.clone(), until));
+                }
+            }
+            Some(Err(_)) | None => {}
+        }
+        None
+    }
+
+    /// Applies a discovery event; returns the endpoints to dial, and the
+    /// entries that left (for the caller to drop outside the lock).
+    pub(crate) fn apply(&mut self, event: &Event) -> (Vec<(u64, Endpoint)>, Vec<Entry>) {
+        self.started = true;
+        self.discovery_error = None;
+        if !self.set.apply(event) {
+            return (Vec::new(), Vec::new());
+        }
+        self.reconcile()
+    }
+
+    /// Brings the table in line with the discovered set: entries whose
+    /// instance left (or moved to another address) are dropped — their
+    /// calls in flight keep their own handles of the connection, which
+    /// closes once they are done — and new ones are dialled.
+    fn reconcile(&mut self) -> (Vec<(u64, Endpoint)>, Vec<Entry>) {
+        let mut removed = Vec::new();
+        let mut keep = Vec::with_capacity(self.entries.len());
+        let mut keep_candidates = Vec::with_capacity(self.entries.len());
+        for (entry, mut c) in mem::take(&mut self.entries)
+            .into_iter()
+            .zip(mem::take(&mut self.candidates))
+        {
+            match self.set.get(&entry.endpoint.instance) {
+                Some(now) if now.address == entry.endpoint.address => {
+                    c.weight = now.weight;
+                    let mut entry = entry;
+                    entry.endpoint = now.clone();
+                    keep.push(entry);
+                    keep_candidates.push(c);
+                }
+                _ => removed.push(entry),
+            }
+        }
+        let mut dial = Vec::new();
+        for endpoint in self.set.iter() {
+            if keep
+                .iter()
+                .any(|e| e.endpoint.instance == endpoint.instance)
+            {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            keep_candidates.push(Candidate {
+                instance: endpoint.instance.clone(),
+                weight: endpoint.weight,
+                in_flight: 0,
+                latency: PeakEwma::new(DEFAULT_RTT, self.settings.decay, Duration::ZERO),
+                available: false,
+            });
+            keep.push(Entry {
+                id,
+                endpoint: endpoint.clone(),
+                conn: Conn::Connecting,
+                dial_failures: 0,
+                outlier: Outlier::default(),
+                calls: 0,
+                failures: 0,
+            });
+            dial.push((id, endpoint.clone()));
+        }
+        self.entries = keep;
+        self.candidates = keep_candidates;
+        self.strategy.update(&self.candidates);
+        self.dirty = true;
+        (dial, removed)
+    }
+
+    /// Discovery ended: the known set stays as it is.
+    pub(crate) fn discovery_ended(&mut self) {
+        self.started = true;
+    }
+
+    /// A dial of `id` succeeded. Returns the client back if the endpoint
+    /// left meanwhile (the caller drops it, closing the connection).
+    pub(crate) fn connected(&mut self, id: u64, client: Client, now: Duration) -> Option<Client> {
+        let Some(i) = self.index_of(id) else {
+            return Some(client);
+        };
+        let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
+            return Some(client);
+        };
+        entry.conn = Conn::Ready(client);
+        entry.dial_failures = 0;
+        // A fresh connection starts with a fresh latency estimate.
+        c.latency = PeakEwma::new(DEFAULT_RTT, self.settings.decay, now);
+        self.dirty = true;
+        None
+    }
+
+    /// A dial of `id` failed, or its connection ended: down until a backoff
+    /// passes.
+    pub(crate) fn down(&mut self, id: u64, now: Duration, dial_failed: bool) {
+        let Some(entry) = self.entries.iter_mut().find(|e| e.id == id) else {
+            return;
+        };
+        if dial_failed {
+            entry.dial_failures = entry.dial_failures.saturating_add(1);
+            entry.failures = entry.failures.saturating_add(1);
+        }
+        let doublings = entry.dial_failures.saturating_sub(1).min(31);
+        let backoff = self
+            .settings
+            .reconnect_min
+            .saturating_mul(1 << doublings)
+            .min(self.settings.reconnect_max.max(self.settings.reconnect_min));
+        entry.conn = Conn::Down {
+            retry_at: now.saturating_add(backoff),
+        };
+        self.dirty = true;
+    }
+
+    /// Endpoints whose backoff has passed: they are dialled again.
+    pub(crate) fn due(&mut self, now: Duration) -> Vec<(u64, Endpoint)> {
+        let mut dial = Vec::new();
+        for entry in &mut self.entries {
+            if let Conn::Down { retry_at } = entry.conn {
+                if retry_at <= now {
+                    entry.conn = Conn::Connecting;
+                    dial.push((entry.id, entry.endpoint.clone()));
+                }
+            }
+        }
+        dial
+    }
+
+    /// When the driver must next wake up to dial again.
+    pub(crate) fn next_dial(&self) -> Option<Duration> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.conn {
+                Conn::Down { retry_at } => Some(retry_at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Takes the waiting calls' wakers (woken outside the lock).
+    pub(crate) fn take_waiters(&mut self) -> Vec<Waker> {
+        mem::take(&mut self.waiters)
+    }
+
+    /// Every endpoint's numbers now.
+    pub(crate) fn stats(&self, now: Duration) -> Vec<EndpointStats> {
+        self.entries
+            .iter()
+            .zip(&self.candidates)
+            .map(|(e, c)| EndpointStats {
+                instance: e.endpoint.instance.clone(),
+                address: e.endpoint.address.clone(),
+                weight: e.endpoint.weight,
+                connection: match e.conn {
+                    Conn::Connecting => ConnectionStatus::Connecting,
+                    Conn::Ready(_) => ConnectionStatus::Ready,
+                    Conn::Down { retry_at } => ConnectionStatus::Down { retry_at },
+                },
+                in_flight: c.in_flight,
+                latency: Duration::from_nanos(c.latency_ns(now) as u64),
+                calls: e.calls,
+                failures: e.failures,
+                consecutive_failures: e.outlier.consecutive,
+                ejected_until: e.outlier.ejected_until.filter(|&until| now < until),
+            })
+            .collect()
+    }
+
+    /// Whole retries the budget allows now.
+    pub(crate) fn budget_available(&self) -> u64 {
+        self.budget.available()
+    }
+
+    /// The driver stopped: drop every connection, fail waiting calls.
+    /// Returns the entries for the caller to drop outside the lock.
+    pub(crate) fn close(&mut self) -> Vec<Entry> {
+        self.closed = true;
+        self.candidates.clear();
+        self.strategy.update(&self.candidates);
+        mem::take(&mut self.entries)
+    }
+}
+
+/// Failures that count against an endpoint (toward its ejection): the
+/// connection's, the server's refusals, and local timeouts (a partitioned
+/// endpoint answers nothing). Not the caller's own (encoding, sizes).
+fn is_endpoint_failure(error: &CallError) -> bool {
+    matches!(
+        error,
+        CallError::NotSent(Unsent::Disconnected)
+            | CallError::Connect(_)
+            | CallError::ConnectionLost
+            | CallError::Transport(_)
+            | CallError::Protocol(_)
+            | CallError::DeadlineExceeded
+            | CallError::Remote(
+                RemoteError::Overloaded | RemoteError::ShuttingDown | RemoteError::HandlerPanicked
+            )
+    )
+}

@@ -1,0 +1,182 @@
+//! How a call's endpoint is chosen: one small trait, four strategies.
+//!
+//! # The contract
+//!
+//! The balancer keeps its endpoints in a slice of [`Candidate`]s, in an
+//! order that changes only when the set does; then it calls
+//! [`Strategy::update`]. For each call it calls [`Strategy::pick`], which
+//! returns the index of an [available](Candidate::is_available) candidate,
+//! or `None` when none is. Availability is decided by the balancer: the
+//! endpoint is connected, its weight is not 0, and it is not ejected
+//! (unless every connected endpoint is). A pick that names an unavailable
+//! or unknown index is replaced by the first available candidate.
+//!
+//! `pick` runs under the balancer's lock on every call: it should be
+//! short, allocate nothing and call no user code.
+
+use std::time::Duration;
+
+use crate::load::PeakEwma;
+use crate::rng::Rng;
+
+pub mod consistent;
+pub mod p2c;
+pub mod round_robin;
+pub mod weighted;
+
+pub use consistent::{hash_key, ConsistentHash, DEFAULT_VNODES, MAX_VNODES};
+pub use p2c::PowerOfTwoChoices;
+pub use round_robin::RoundRobin;
+pub use weighted::WeightedRandom;
+
+/// Chooses an endpoint for each call; see the [module docs](self).
+pub trait Strategy: Send + 'static {
+    /// The set of endpoints changed (joined, left, or re-weighted);
+    /// `endpoints` is the new index space.
+    fn update(&mut self, endpoints: &[Candidate]) {
+        let _ = endpoints;
+    }
+
+    /// The index of an available endpoint for one call, or `None` when no
+    /// endpoint is available.
+    fn pick(&mut self, endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize>;
+}
+
+impl<S: Strategy + ?Sized> Strategy for Box<S> {
+    fn update(&mut self, endpoints: &[Candidate]) {
+        (**self).update(endpoints)
+    }
+
+    fn pick(&mut self, endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
+        (**self).pick(endpoints, pick)
+    }
+}
+
+/// What one pick knows besides the endpoints.
+#[derive(Debug)]
+pub struct Pick<'a> {
+    /// The balancer's clock now.
+    pub now: Duration,
+    /// The call's routing key, if the caller gave one (see
+    /// [`Balanced::with_hash_key`](crate::Balanced::with_hash_key)).
+    pub key: Option<u64>,
+    /// The balancer's random numbers (seeded, so tests replay).
+    pub rng: &'a mut Rng,
+}
+
+/// One endpoint as a strategy sees it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub(crate) instance: String,
+    pub(crate) weight: u32,
+    pub(crate) in_flight: u32,
+    pub(crate) latency: PeakEwma,
+    pub(crate) available: bool,
+}
+
+impl Candidate {
+    /// A candidate that no call has used yet, available, with the default
+    /// latency estimate; for testing strategies.
+    pub fn new(instance: impl Into<String>, weight: u32) -> Self {
+        Candidate {
+            instance: instance.into(),
+            weight,
+            in_flight: 0,
+            latency: PeakEwma::new(
+                crate::load::DEFAULT_RTT,
+                crate::load::DEFAULT_DECAY,
+                Duration::ZERO,
+            ),
+            available: true,
+        }
+    }
+
+    /// The instance's name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Its weight (0 is never available).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Calls it has in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Whether a call may go to it now.
+    pub fn is_available(&self) -> bool {
+        self.available
+    }
+
+    /// Its peak-EWMA round-trip estimate at `now`, in nanoseconds (see
+    /// [`load`](crate::load)).
+    pub fn latency_ns(&self, now: Duration) -> f64 {
+        self.latency.estimate(now)
+    }
+
+    /// Its load at `now`: latency estimate × (in flight + 1).
+    pub fn load(&self, now: Duration) -> f64 {
+        self.latency_ns(now) * (f64::from(self.in_flight) + 1.0)
+    }
+
+    /// Sets its calls in flight; for testing strategies.
+    pub fn set_in_flight(&mut self, n: u32) {
+        self.in_flight = n;
+    }
+
+    /// Sets whether it is available; for testing strategies.
+    pub fn set_available(&mut self, available: bool) {
+        self.available = available;
+    }
+
+    /// Folds one call's round-trip time into its estimate; for testing
+    /// strategies (the balancer does it as calls finish).
+    pub fn observe(&mut self, rtt: Duration, now: Duration) {
+        self.latency.observe(rtt, now);
+    }
+}
+
+/// The `k`-th available candidate (0-based), by a scan.
+pub(crate) fn nth_available(endpoints: &[Candidate], k: usize) -> Option<usize> {
+    endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.available)
+        .nth(k)
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn candidates(n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate::new(format!("i-{i}"), 1))
+            .collect()
+    }
+
+    pub(crate) fn pick_n<S: Strategy>(
+        strategy: &mut S,
+        endpoints: &[Candidate],
+        n: usize,
+        seed: u64,
+    ) -> Vec<usize> {
+        let mut rng = Rng::seeded(seed);
+        let mut counts = vec![0; endpoints.len()];
+        for _ in 0..n {
+            let mut pick = Pick {
+                now: Duration::ZERO,
+                key: None,
+                rng: &mut rng,
+            };
+            let i = strategy.pick(endpoints, &mut pick).expect("a pick");
+            assert!(endpoints[i].available);
+            counts[i] += 1;
+        }
+        counts
+    }
+}

@@ -1,0 +1,580 @@
+//! The balanced client over in-memory servers, on a manual clock: calls
+//! spread over the instances; a killed instance's idempotent calls are
+//! re-sent and all succeed, its non-idempotent ones fail typed and never
+//! run twice; the retry budget caps re-sends; outliers are ejected and
+//! probed back; discovery removals drain and additions get traffic.
+
+mod support;
+
+use std::time::Duration;
+
+use courier::{CallError, NotRetried, RemoteError, Unsent};
+use courier_balance::{Balanced, BalancedBuilder};
+use courier_balance::{ConnectionStatus, Ejection, RetryBudget, RoundRobin};
+use courier_registry::{Change, SnapshotKind};
+use futures::StreamExt;
+use support::{cluster, cluster_with, endpoint, until, ManualClock, WorkClient};
+
+const CALLS: u64 = 60;
+
+/// Runs `CALLS` calls of `method` with every handler held at the gate,
+/// kills `w-1` while they are all running, opens the gate; returns the
+/// results by id and how many were running on `w-1`.
+fn kill_mid_load(
+    write: bool,
+    configure: impl FnOnce(BalancedBuilder<ManualClock>) -> BalancedBuilder<ManualClock>,
+) -> (Vec<Result<String, CallError>>, u64, support::Cluster) {
+    let (cluster, balanced, driver, servers) = cluster(3, configure);
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let calls = (0..CALLS).map(|id| {
+            let work = &work;
+            async move {
+                if write {
+                    work.write(id).await
+                } else {
+                    work.read(id).await
+                }
+            }
+        });
+        let all = futures::future::join_all(calls);
+        let kill = async {
+            until(|| cluster.record.started_total() == CALLS).await;
+            let on_dead = cluster.record.started("w-1");
+            cluster.kill("w-1");
+            // Let the connection's end reach the calls before the others
+            // finish.
+            until(|| {
+                work.client()
+                    .endpoints()
+                    .iter()
+                    .any(|e| e.instance == "w-1" && e.connection != ConnectionStatus::Ready)
+            })
+            .await;
+            cluster.record.gate.open();
+            on_dead
+        };
+        let (results, on_dead) = futures::join!(all, kill);
+        drop(work);
+        (results, on_dead)
+    };
+    let ((results, on_dead), (), ()) =
+        futures::executor::block_on(async { futures::join!(body, driver, servers) });
+    (results, on_dead, cluster)
+}
+
+#[test]
+fn idempotent_calls_all_succeed_when_an_instance_dies_under_them() {
+    let (results, on_dead, cluster) = kill_mid_load(false, |b| b);
+    assert!(on_dead > 0, "the dead instance had calls running");
+    for (id, result) in results.iter().enumerate() {
+        let served_by = result.as_ref().unwrap_or_else(|e| panic!("call {id}: {e}"));
+        assert_ne!(served_by, "w-1", "answered by the dead instance");
+    }
+    // Exactly the calls that were running on w-1 ran twice.
+    let runs = cluster.record.runs.lock().unwrap();
+    let twice = runs.values().filter(|&&n| n == 2).count() as u64;
+    assert_eq!(twice, on_dead);
+    assert!(runs.values().all(|&n| n <= 2));
+}
+
+#[test]
+fn a_non_idempotent_call_on_the_dead_instance_fails_typed_and_never_runs_twice() {
+    let (results, on_dead, cluster) = kill_mid_load(true, |b| b);
+    assert!(on_dead > 0);
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert_eq!(failed.len() as u64, on_dead, "one failure per call on w-1");
+    for error in failed {
+        assert_eq!(
+            *error,
+            Err(CallError::NotRetried {
+                reason: NotRetried::NotIdempotent,
+                may_have_run: true
+            })
+        );
+    }
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .all(|by| by != "w-1"));
+    let runs = cluster.record.runs.lock().unwrap();
+    assert_eq!(runs.len() as u64, CALLS, "every call ran");
+    assert!(runs.values().all(|&n| n == 1), "no call ran twice");
+}
+
+#[test]
+fn an_exhausted_budget_fails_the_rest_typed() {
+    let (results, on_dead, cluster) =
+        kill_mid_load(false, |b| b.retry_budget(RetryBudget::new(0, 1)));
+    assert!(on_dead >= 2, "{on_dead}");
+    let exhausted = CallError::NotRetried {
+        reason: NotRetried::BudgetExhausted,
+        may_have_run: true,
+    };
+    let failed = results.iter().filter(|r| **r == Err(exhausted)).count() as u64;
+    // One token: one re-send; the other calls of w-1 fail.
+    assert_eq!(failed, on_dead - 1);
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count() as u64,
+        CALLS - failed
+    );
+    let runs = cluster.record.runs.lock().unwrap();
+    assert_eq!(runs.values().filter(|&&n| n == 2).count(), 1);
+}
+
+#[test]
+fn a_call_out_of_attempts_fails_typed() {
+    // One attempt: nothing is re-sent, whatever the budget.
+    let (results, on_dead, cluster) = kill_mid_load(false, |b| b.max_attempts(1));
+    assert!(on_dead > 0);
+    let out = CallError::NotRetried {
+        reason: NotRetried::AttemptsExhausted,
+        may_have_run: true,
+    };
+    assert_eq!(
+        results.iter().filter(|r| **r == Err(out)).count() as u64,
+        on_dead
+    );
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count() as u64,
+        CALLS - on_dead
+    );
+    assert!(cluster
+        .record
+        .runs
+        .lock()
+        .unwrap()
+        .values()
+        .all(|&n| n == 1));
+}
+
+#[test]
+fn an_outlier_is_ejected_then_probed_back() {
+    let ejection = Ejection {
+        consecutive_failures: 2,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+    };
+    let (cluster, balanced, driver, servers) =
+        cluster(3, |b| b.strategy(RoundRobin::new()).ejection(ejection));
+    cluster.record.failing.lock().unwrap().insert("w-0".into());
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let mut panicked = 0;
+        for _ in 0..6 {
+            match work.flaky().await {
+                Ok(by) => assert_ne!(by, "w-0"),
+                Err(e) => {
+                    assert_eq!(e, CallError::Remote(RemoteError::HandlerPanicked));
+                    panicked += 1;
+                }
+            }
+        }
+        assert_eq!(panicked, 2);
+        let stats = work.client().endpoints();
+        let w0 = stats.iter().find(|e| e.instance == "w-0").unwrap();
+        assert_eq!(w0.ejected_until, Some(Duration::from_secs(1)));
+        assert_eq!((w0.calls, w0.failures), (2, 2));
+        // Ejected: ten calls, none to w-0, all fine.
+        for _ in 0..10 {
+            assert_ne!(work.flaky().await.unwrap(), "w-0");
+        }
+        let calls = |work: &WorkClient<Balanced<ManualClock>>| {
+            work.client()
+                .endpoints()
+                .into_iter()
+                .find(|e| e.instance == "w-0")
+                .unwrap()
+        };
+        assert_eq!(calls(&work).calls, 2);
+        // Healed; its ejection ends: probed, and back in the rotation.
+        cluster.record.failing.lock().unwrap().clear();
+        cluster.clock.advance(Duration::from_secs(1));
+        let mut by_w0 = 0;
+        for _ in 0..6 {
+            if work.flaky().await.unwrap() == "w-0" {
+                by_w0 += 1;
+            }
+        }
+        assert_eq!(by_w0, 2);
+        let w0 = calls(&work);
+        assert!(!w0.is_ejected());
+        assert_eq!(w0.consecutive_failures, 0);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_failed_probe_is_ejected_for_twice_as_long() {
+    let ejection = Ejection {
+        consecutive_failures: 1,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+    };
+    let (cluster, balanced, driver, servers) =
+        cluster(2, |b| b.strategy(RoundRobin::new()).ejection(ejection));
+    cluster.record.failing.lock().unwrap().insert("w-0".into());
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let w0 = |work: &WorkClient<Balanced<ManualClock>>| {
+            work.client()
+                .endpoints()
+                .into_iter()
+                .find(|e| e.instance == "w-0")
+                .unwrap()
+        };
+        while work.flaky().await.is_ok() {}
+        assert_eq!(w0(&work).ejected_until, Some(Duration::from_secs(1)));
+        cluster.clock.advance(Duration::from_secs(1));
+        while work.flaky().await.is_ok() {}
+        // Probed at 1 s, failed: out until 1 + 2 s.
+        assert_eq!(w0(&work).ejected_until, Some(Duration::from_secs(3)));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_removed_instance_drains_its_calls_and_an_added_one_gets_traffic() {
+    let (cluster, balanced, driver, servers) = cluster(3, |b| b);
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let calls = futures::future::join_all((0..30).map(|id| work.read(id)));
+        let change = async {
+            until(|| cluster.record.started_total() == 30).await;
+            let on_removed = cluster.record.started("w-2");
+            cluster.send(Change::Removed {
+                instance: "w-2".into(),
+            });
+            until(|| work.client().endpoints().len() == 2).await;
+            assert!(!cluster.record.ended.lock().unwrap().contains("w-2"));
+            cluster.record.gate.open();
+            on_removed
+        };
+        let (results, on_removed) = futures::join!(calls, change);
+        assert!(on_removed > 0);
+        // The calls in flight on w-2 finished there: nothing re-sent.
+        let by_w2 = results.iter().filter(|r| r.as_deref() == Ok("w-2")).count() as u64;
+        assert_eq!(by_w2, on_removed);
+        assert!(cluster
+            .record
+            .runs
+            .lock()
+            .unwrap()
+            .values()
+            .all(|&n| n == 1));
+        // Then its connection closed.
+        until(|| cluster.record.ended.lock().unwrap().contains("w-2")).await;
+        // A new instance joins and gets calls; w-2 gets none.
+        cluster.send(Change::Added(endpoint(3)));
+        until(|| {
+            work.client()
+                .endpoints()
+                .iter()
+                .any(|e| e.instance == "w-3" && e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        let results = futures::future::join_all((100..130).map(|id| work.read(id))).await;
+        let by = |name: &str| results.iter().filter(|r| r.as_deref() == Ok(name)).count();
+        assert!(by("w-3") > 0);
+        assert_eq!(by("w-2"), 0);
+        assert!(results.iter().all(Result::is_ok));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn without_endpoints_a_call_fails_not_sent_at_once() {
+    // Discovery answered with an empty set: nothing to wait for.
+    let (cluster, balanced, driver, servers) = cluster(0, |b| b);
+    let work = WorkClient::new(balanced);
+    let body = async {
+        // One turn lets the driver apply the empty snapshot.
+        support::yield_now().await;
+        assert_eq!(
+            work.read(1).await,
+            Err(CallError::NotSent(Unsent::NoEndpoint))
+        );
+        // An instance that refuses dials is down: skipped, nothing to
+        // wait for.
+        cluster.kill("w-0");
+        cluster.send(Change::Snapshot {
+            endpoints: vec![endpoint(0)],
+            kind: SnapshotKind::Resync,
+        });
+        until(|| {
+            work.client()
+                .endpoints()
+                .iter()
+                .any(|e| matches!(e.connection, ConnectionStatus::Down { .. }) && e.failures == 1)
+        })
+        .await;
+        assert_eq!(
+            work.read(2).await,
+            Err(CallError::NotSent(Unsent::NoEndpoint))
+        );
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn before_discovery_answers_a_call_waits_up_to_max_wait() {
+    // A source that never answers, and dials that never finish.
+    let clock = ManualClock::default();
+    let (_events, silent) = futures::channel::mpsc::unbounded();
+    let never = |_: &courier_registry::Endpoint| {
+        futures::future::pending::<Result<(courier::Client, futures::future::Pending<()>), String>>(
+        )
+    };
+    let (balanced, driver) = courier_balance::Balanced::builder(clock.clone())
+        .max_wait(Duration::from_secs(2))
+        .build(silent, never);
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let call = work.read(1);
+        let advance = async {
+            support::yield_now().await;
+            clock.advance(Duration::from_secs(1));
+            support::yield_now().await;
+            clock.advance(Duration::from_secs(1));
+        };
+        let (result, ()) = futures::join!(call, advance);
+        assert_eq!(result, Err(CallError::NotSent(Unsent::NoEndpoint)));
+        // With a shorter timeout, the deadline ends the wait.
+        let timed = work.with_timeout(Duration::from_millis(500));
+        let call = timed.read(2);
+        let advance = async {
+            support::yield_now().await;
+            clock.advance(Duration::from_millis(500));
+        };
+        let (result, ()) = futures::join!(call, advance);
+        assert_eq!(result, Err(CallError::DeadlineExceeded));
+        drop(timed);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver) });
+}
+
+#[test]
+fn streams_go_to_one_endpoint() {
+    let (cluster, balanced, driver, servers) = cluster(3, |b| b.strategy(RoundRobin::new()));
+    let work = WorkClient::new(balanced);
+    let body = async {
+        until(|| {
+            let stats = work.client().endpoints();
+            stats.len() == 3
+                && stats
+                    .iter()
+                    .all(|e| e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        for _ in 0..3 {
+            let names: Vec<_> = work.names(3).collect().await;
+            assert_eq!(names.len(), 3, "{names:?}");
+            assert!(names.iter().all(|n| n == &names[0]), "{names:?}");
+        }
+        let stats = work.client().endpoints();
+        assert!(stats.iter().all(|e| e.calls == 1), "{stats:?}");
+        drop(cluster);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_down_endpoint_is_dialled_again_with_doubling_backoff() {
+    let ms = Duration::from_millis;
+    let (cluster, balanced, driver, servers) = cluster(2, |b| {
+        b.strategy(RoundRobin::new())
+            .reconnect_backoff(ms(100), ms(300))
+    });
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let w0 = |work: &WorkClient<Balanced<ManualClock>>| {
+        work.client()
+            .endpoints()
+            .into_iter()
+            .find(|e| e.instance == "w-0")
+            .unwrap()
+    };
+    let ready = |work: &WorkClient<Balanced<ManualClock>>| {
+        let stats = work.client().endpoints();
+        stats.len() == 2
+            && stats
+                .iter()
+                .all(|e| e.connection == ConnectionStatus::Ready)
+    };
+    let body = async {
+        until(|| ready(&work)).await;
+        cluster.kill("w-0");
+        // Down at once: the connection's end; first redial after 100 ms.
+        until(|| w0(&work).connection != ConnectionStatus::Ready).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(100) }
+        );
+        // Skipped while down.
+        for id in 0..4 {
+            assert_eq!(work.read(id).await.as_deref(), Ok("w-1"));
+        }
+        cluster.clock.advance(ms(99));
+        support::yield_now().await;
+        assert_eq!(w0(&work).failures, 0, "not dialled before its time");
+        cluster.clock.advance(ms(1));
+        // Dialled at 100 ms, refused: 100 ms to the next dial, then twice
+        // that after each refusal, up to 300 ms.
+        until(|| w0(&work).failures == 1).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(200) }
+        );
+        cluster.clock.advance(ms(100));
+        until(|| w0(&work).failures == 2).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(400) }
+        );
+        cluster.clock.advance(ms(200));
+        until(|| w0(&work).failures == 3).await;
+        assert_eq!(
+            w0(&work).connection,
+            ConnectionStatus::Down { retry_at: ms(700) }
+        );
+        // The instance restarts: the next dial connects and it gets calls.
+        cluster.revive("w-0");
+        cluster.clock.advance(ms(300));
+        until(|| w0(&work).connection == ConnectionStatus::Ready).await;
+        let mut by_w0 = 0;
+        for id in 10..14 {
+            if work.read(id).await.unwrap() == "w-0" {
+                by_w0 += 1;
+            }
+        }
+        assert_eq!(by_w0, 2);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_non_idempotent_call_refused_as_overloaded_is_sent_elsewhere_and_runs_once() {
+    // w-0 runs one handler at a time and refuses more: a refused call never
+    // ran, so even a write is re-sent (under the budget).
+    let server = |i: usize| {
+        let builder = courier::ServerBuilder::new();
+        if i == 0 {
+            builder
+                .max_concurrent(1)
+                .when_full(courier::WhenFull::Reject)
+        } else {
+            builder
+        }
+    };
+    let (cluster, balanced, driver, servers) =
+        cluster_with(2, server, |b| b.strategy(RoundRobin::new()));
+    let work = WorkClient::new(balanced);
+    let body = async {
+        until(|| {
+            let stats = work.client().endpoints();
+            stats.len() == 2
+                && stats
+                    .iter()
+                    .all(|e| e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        // Round robin: w-0, w-1, w-0 (refused: to w-1), w-1.
+        let calls = futures::future::join_all((0..4).map(|id| work.write(id)));
+        let open = async {
+            until(|| cluster.record.started_total() == 4).await;
+            cluster.record.gate.open();
+        };
+        let (results, ()) = futures::join!(calls, open);
+        let by: Vec<_> = results.iter().map(|r| r.as_deref().unwrap()).collect();
+        assert_eq!(by, ["w-0", "w-1", "w-1", "w-1"]);
+        assert_eq!(cluster.record.started("w-0"), 1);
+        assert!(cluster
+            .record
+            .runs
+            .lock()
+            .unwrap()
+            .values()
+            .all(|&n| n == 1));
+        // The refusal counts against w-0.
+        let w0 = &work.client().endpoints()[0];
+        assert_eq!((w0.calls, w0.failures), (2, 1));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn an_update_reweights_in_place_and_a_new_address_redials() {
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b.strategy(RoundRobin::new()));
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let w0 = |work: &WorkClient<Balanced<ManualClock>>| {
+        work.client()
+            .endpoints()
+            .into_iter()
+            .find(|e| e.instance == "w-0")
+    };
+    let body = async {
+        until(|| w0(&work).is_some_and(|e| e.connection == ConnectionStatus::Ready)).await;
+        // Weight 0: the same connection stays, but gets no calls.
+        cluster.send(Change::Updated(endpoint(0).with_weight(0)));
+        until(|| w0(&work).is_some_and(|e| e.weight == 0)).await;
+        for id in 0..4 {
+            assert_eq!(work.read(id).await.as_deref(), Ok("w-1"));
+        }
+        assert!(!cluster.record.ended.lock().unwrap().contains("w-0"));
+        assert_eq!(
+            w0(&work).map(|e| e.connection),
+            Some(ConnectionStatus::Ready)
+        );
+        // A new address: a new connection; the old one closes.
+        let mut moved = endpoint(0);
+        moved.address = courier_registry::Address::Unix("mem-0-moved".into());
+        cluster.send(Change::Updated(moved.clone()));
+        until(|| cluster.record.ended.lock().unwrap().contains("w-0")).await;
+        until(|| {
+            w0(&work).is_some_and(|e| {
+                e.address == moved.address && e.connection == ConnectionStatus::Ready
+            })
+        })
+        .await;
+        let answers: Vec<_> = futures::future::join_all((10..14).map(|id| work.read(id))).await;
+        assert!(answers.iter().any(|a| a.as_deref() == Ok("w-0")));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_discovery_outage_keeps_the_known_endpoints_serving() {
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b);
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let body = async {
+        let lost = courier_registry::DiscoverError::Unavailable("registry restarting".into());
+        cluster.send_error(lost.clone());
+        until(|| work.client().discovery_error().is_some()).await;
+        assert_eq!(work.client().discovery_error(), Some(lost));
+        // Registry loss is not service loss.
+        let results = futures::future::join_all((0..20).map(|id| work.read(id))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(work.client().endpoints().len(), 2);
+        // The source is back: a resync replaces the set, the error clears.
+        cluster.send(Change::Snapshot {
+            endpoints: vec![endpoint(0), endpoint(1)],
+            kind: SnapshotKind::Resync,
+        });
+        until(|| work.client().discovery_error().is_none()).await;
+        assert!(!cluster.record.ended.lock().unwrap().contains("w-0"));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}

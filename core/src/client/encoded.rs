@@ -1,0 +1,140 @@
+//! Arguments encoded once and sent as they are, possibly many times (a
+//! load balancer re-sends a failed call on another connection).
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use serde::Serialize;
+
+use crate::error::CallError;
+use crate::framing::{
+    encode_body, encode_frame, encode_frame_into, encode_raw_frame, encode_raw_frame_into,
+    EncodeError,
+};
+use crate::wire::Header;
+
+/// Arguments up to this size are encoded on the stack first.
+const INLINE: usize = 256;
+
+/// A call's arguments, already encoded: cheap to clone, sent byte for byte.
+///
+/// A [`Call`](super::Call) of `Encoded` arguments sends exactly the bytes a
+/// call of the original value would (the postcard encoding is
+/// deterministic), so the server cannot tell them apart.
+///
+/// ```
+/// let args = courier::client::Encoded::new(&(2u32, 3u32), 1024).unwrap();
+/// assert_eq!(args.as_bytes(), &[2, 3]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    body: Arc<[u8]>,
+}
+
+impl Encoded {
+    /// Encodes `args`, refusing more than `max` bytes of body
+    /// ([`CallError::RequestTooLarge`]; the frame limit of the client that
+    /// sends it is checked again when it is sent).
+    pub fn new<T: Serialize + ?Sized>(args: &T, max: usize) -> Result<Self, CallError> {
+        // Small arguments are encoded on the stack: one allocation, the
+        // shared copy.
+        let mut inline = [0u8; INLINE];
+        if let Ok(body) = postcard::to_slice(args, &mut inline) {
+            if body.len() > max {
+                return Err(CallError::RequestTooLarge {
+                    len: body.len(),
+                    max,
+                });
+            }
+            return Ok(Encoded {
+                body: Arc::from(&*body),
+            });
+        }
+        let mut body = Vec::new();
+        Self::new_in(&mut body, args, max)
+    }
+
+    /// Like [`new`](Self::new), encoding through `scratch` (cleared first),
+    /// whose capacity the caller keeps for the next encoding.
+    pub fn new_in<T: Serialize + ?Sized>(
+        scratch: &mut Vec<u8>,
+        args: &T,
+        max: usize,
+    ) -> Result<Self, CallError> {
+        scratch.clear();
+        encode_body(scratch, args, max)?;
+        Ok(Encoded {
+            body: Arc::from(scratch.as_slice()),
+        })
+    }
+
+    /// The encoded body.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// What a [`Call`](super::Call) can send as its arguments: any
+/// [`Serialize`] value, or [`Encoded`] bytes.
+///
+/// Its methods are the client's; they are not a stable API.
+pub trait EncodeArgs {
+    /// Appends a frame of `header` and these arguments to `out`.
+    #[doc(hidden)]
+    fn encode_frame(
+        &self,
+        out: &mut Vec<u8>,
+        header: &Header,
+        max_frame: usize,
+    ) -> Result<(), EncodeError>;
+
+    /// Writes a frame of `header` and these arguments to the start of
+    /// `buf`; `None` if it does not fit.
+    #[doc(hidden)]
+    fn encode_frame_into(
+        &self,
+        buf: &mut [u8],
+        header: &Header,
+        max_frame: usize,
+    ) -> Result<Option<usize>, EncodeError>;
+}
+
+impl<T: Serialize + ?Sized> EncodeArgs for T {
+    fn encode_frame(
+        &self,
+        out: &mut Vec<u8>,
+        header: &Header,
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        encode_frame(out, header, self, max_frame)
+    }
+
+    fn encode_frame_into(
+        &self,
+        buf: &mut [u8],
+        header: &Header,
+        max_frame: usize,
+    ) -> Result<Option<usize>, EncodeError> {
+        encode_frame_into(buf, header, self, max_frame)
+    }
+}
+
+impl EncodeArgs for Encoded {
+    fn encode_frame(
+        &self,
+        out: &mut Vec<u8>,
+        header: &Header,
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        encode_raw_frame(out, header, &self.body, max_frame)
+    }
+
+    fn encode_frame_into(
+        &self,
+        buf: &mut [u8],
+        header: &Header,
+        max_frame: usize,
+    ) -> Result<Option<usize>, EncodeError> {
+        encode_raw_frame_into(buf, header, &self.body, max_frame)
+    }
+}
