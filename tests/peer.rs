@@ -165,6 +165,9 @@ fn peers_over_tcp_on_tokio() {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // The hub ends the connection only after the device's own call is
+        // answered: ending it earlier fails that call (NotSent), rightly.
+        let (reported, device_reported) = futures::channel::oneshot::channel::<()>();
         let hub = tokio::spawn(async move {
             let (socket, _) = listener.accept().await.unwrap();
             let io = courier::io::TokioIo::new(socket);
@@ -178,6 +181,7 @@ fn peers_over_tcp_on_tokio() {
             let (name, _) = device.name().await.unwrap();
             let events: Vec<u32> = device.events(100).map(Result::unwrap).collect().await;
             drop(device);
+            device_reported.await.unwrap();
             // The hub ends the connection gracefully.
             done.trigger();
             (name, events, driver)
@@ -191,6 +195,7 @@ fn peers_over_tcp_on_tokio() {
         let driver = tokio::spawn(driver);
         let total = HubClient::new(to_hub.clone()).report(7).await.unwrap();
         assert_eq!(total, 7);
+        reported.send(()).unwrap();
         let (name, events, hub_driver) = hub.await.unwrap();
         assert_eq!(name, "nat-device");
         assert_eq!(events, (0..100).collect::<Vec<_>>());
