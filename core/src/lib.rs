@@ -114,6 +114,8 @@ pub mod server;
 mod stream;
 #[cfg(feature = "alloc")]
 mod sync;
+#[cfg(feature = "alloc")]
+mod trace;
 
 #[cfg(feature = "alloc")]
 pub use client::{Call, CallStream, Client, ClientBuilder, ClientDriver, Notify, Upload};

@@ -417,6 +417,19 @@ fn generic_item(ty: &Type, what: &str) -> syn::Result<Type> {
     ))
 }
 
+/// Whether `ty` reads as a `Result` (its path's last segment is `Result`):
+/// the method's `Err` is then the application's error, which tracing tells
+/// apart from success.
+fn is_result(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    path.path
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == "Result")
+}
+
 /// Whether `ty` is a path whose last segment is `name`, written bare or as
 /// `courier::name`.
 fn is_path_to(ty: &Type, name: &str) -> bool {
@@ -549,12 +562,17 @@ impl Service {
             let key = method.key_const();
             let name = &method.name;
             let idempotent = method.idempotent;
+            let fallible = matches!(method.mode, Mode::Unary | Mode::ClientStream { .. })
+                && is_result(&method.ret);
             quote! {
-                ::courier::MethodInfo::new(#name, Self::#key).with_idempotent(#idempotent)
+                ::courier::MethodInfo::new(#name, Self::#key)
+                    .with_service(#service_name)
+                    .with_idempotent(#idempotent)
+                    .with_fallible(#fallible)
             }
         });
 
-        let calls = self.methods.iter().map(|method| {
+        let calls = self.methods.iter().enumerate().map(|(index, method)| {
             let Method {
                 attrs,
                 ident,
@@ -588,6 +606,7 @@ impl Service {
                         self.client
                             .call(Self::#key, (#(#names,)*))
                             .with_optional_timeout(self.timeout)
+                            .with_method(&Self::METHODS[#index])
                     }
                 },
                 Mode::ServerStream { item } => quote! {
@@ -597,6 +616,7 @@ impl Service {
                         self.client
                             .server_stream(Self::#key, (#(#names,)*))
                             .with_optional_timeout(self.timeout)
+                            .with_method(&Self::METHODS[#index])
                     }
                 },
                 Mode::ClientStream { .. } => quote! {
@@ -606,6 +626,7 @@ impl Service {
                         self.client
                             .client_stream(Self::#key, (#(#sent_names,)*), #items)
                             .with_optional_timeout(self.timeout)
+                            .with_method(&Self::METHODS[#index])
                     }
                 },
                 Mode::Bidi { item_out, .. } => quote! {
@@ -615,6 +636,7 @@ impl Service {
                         self.client
                             .bidi_stream(Self::#key, (#(#sent_names,)*), #items)
                             .with_optional_timeout(self.timeout)
+                            .with_method(&Self::METHODS[#index])
                     }
                 },
                 Mode::Oneway => quote! {
@@ -757,6 +779,13 @@ impl Service {
                     args: &[u8],
                 ) -> ::core::result::Result<::courier::Handler, ::courier::RemoteError> {
                     self.serve(&mut ::courier::server::Request::detached(method, args))
+                }
+
+                fn method_info(
+                    &self,
+                    method: ::courier::MethodKey,
+                ) -> ::core::option::Option<&'static ::courier::MethodInfo> {
+                    #client::METHODS.iter().find(|info| info.key == method)
                 }
 
                 fn serve(

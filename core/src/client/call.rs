@@ -16,7 +16,9 @@ use super::Client;
 use crate::deadline::timeout_to_ms;
 use crate::error::CallError;
 use crate::framing::{encode_frame, encode_frame_into};
+use crate::trace::{CallTrace, Outcome};
 use crate::wire::{Header, MethodKey};
+use crate::MethodInfo;
 
 pub(super) enum CallState {
     Start,
@@ -51,6 +53,8 @@ pub struct Call<'a, Req, Resp> {
     pub(super) stream: Option<StreamOpen>,
     /// The request id, once the request was encoded into its slot.
     pub(super) id: u32,
+    /// The call's tracing span (empty without the `tracing` feature).
+    trace: CallTrace,
     _response: PhantomData<fn() -> Resp>,
 }
 
@@ -77,6 +81,7 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
             state: CallState::Start,
             stream: None,
             id: 0,
+            trace: CallTrace::new(),
             _response: PhantomData,
         }
     }
@@ -103,6 +108,15 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     /// timeout keeps it.
     pub fn with_context(mut self, context: &crate::server::CallContext) -> Self {
         self.timeout = context.timeout_for(self.timeout);
+        self
+    }
+
+    /// Names the call for its tracing span (feature `tracing`): service,
+    /// method, and whether an `Err` reply is the application's error. The
+    /// clients [`service`](crate::service) generates do this for every
+    /// call; without the feature it does nothing.
+    pub fn with_method(mut self, info: &'static MethodInfo) -> Self {
+        self.trace.set_info(info);
         self
     }
 
@@ -136,8 +150,9 @@ enum Look {
 enum Start {
     Failed(CallError, Option<Waker>),
     Queued(u64),
-    /// The request (encoded inline) is queued; wake the driver.
-    Sent(u32, Option<Waker>),
+    /// The request (encoded inline, with this id) is queued; wake the
+    /// driver.
+    Sent(u32, u32, Option<Waker>),
     /// A slot to encode into, outside the lock.
     Slot {
         slot: u32,
@@ -151,6 +166,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         let shared = &*self.client.shared;
         let first = matches!(self.state, CallState::Start);
         if first {
+            self.trace.start(self.method);
             if self.timeout.is_some() {
                 shared.timed.store(true, Ordering::Relaxed);
             }
@@ -208,7 +224,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                         // Always there: only queueing takes it.
                         let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
                         state.submit(slot, frame, waker, deadline, now, shared.max_queued);
-                        Start::Sent(slot, state.driver.take())
+                        Start::Sent(slot, id, state.driver.take())
                     }
                     None => {
                         let buf = state
@@ -231,8 +247,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 self.state = CallState::Queued(t);
                 Poll::Pending
             }
-            Start::Sent(slot, driver) => {
+            Start::Sent(slot, id, driver) => {
                 self.state = CallState::Sent(slot);
+                self.trace.sent(id);
                 drop(self.request.take());
                 if let Some(driver) = driver {
                     driver.wake();
@@ -249,6 +266,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
 
     fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Result<Resp, CallError>> {
         self.state = CallState::Finished;
+        if let Err(error) = &result {
+            self.trace.end(Outcome::Failed(error));
+        }
         Poll::Ready(result)
     }
 
@@ -306,6 +326,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             return self.finish(Err(error));
         }
         self.state = CallState::Sent(slot);
+        self.trace.sent(id);
         if let Some(driver) = driver {
             driver.wake();
         }
@@ -315,6 +336,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
     /// Frees the slot of a call that failed before it was queued.
     pub(super) fn fail(&mut self, slot: u32, error: CallError) -> Poll<Result<Resp, CallError>> {
         self.state = CallState::Finished;
+        self.trace.end(Outcome::Failed(&error));
         let next = self.client.shared.state.with(|state| state.release(slot));
         if let Some(next) = next {
             next.wake();
@@ -351,7 +373,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                     next.wake();
                 }
                 let body = body.get(..len).unwrap_or_default();
-                return Poll::Ready(result.and_then(|()| decode_exact(body)));
+                let response = result.and_then(|()| decode_exact(body));
+                self.end_trace(&response, body);
+                return Poll::Ready(response);
             }
             Look::Done(result, body) => (result, body),
             Look::Registered => return Poll::Pending,
@@ -376,6 +400,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         };
         self.state = CallState::Decoding(slot);
         let response = result.and_then(|()| decode_exact(&body));
+        self.end_trace(&response, &body);
         let next = shared.state.with(|state| {
             if let Some(s) = state.slot_mut(slot) {
                 if body.capacity() <= SLOT_KEEP {
@@ -389,6 +414,17 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             next.wake();
         }
         Poll::Ready(response)
+    }
+}
+
+impl<Req, Resp> Call<'_, Req, Resp> {
+    /// Records how the call ended in its span.
+    #[inline]
+    fn end_trace(&mut self, response: &Result<Resp, CallError>, body: &[u8]) {
+        match response {
+            Ok(_) => self.trace.end(Outcome::Answered { body }),
+            Err(error) => self.trace.end(Outcome::Failed(error)),
+        }
     }
 }
 
@@ -438,6 +474,7 @@ impl<Req, Resp> Call<'_, Req, Resp> {
 
 impl<Req, Resp> Drop for Call<'_, Req, Resp> {
     fn drop(&mut self) {
+        self.trace.cancel();
         let shared = &*self.client.shared;
         let next = match self.state {
             CallState::Queued(ticket) => shared.state.with(|s| s.abandon(ticket)),
