@@ -275,6 +275,16 @@ mod on {
             }
             poll
         }
+
+        fn end_early(self: Pin<&mut Self>, why: crate::CallError) {
+            let this = self.get_mut();
+            this.done = true;
+            if this.started.is_some() {
+                this.span.record("handler_us", micros(this.started, now()));
+            }
+            this.span.record("outcome", "cancelled");
+            this.span.record("error", display(why));
+        }
     }
 
     impl Drop for Traced {

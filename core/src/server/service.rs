@@ -257,6 +257,12 @@ pub(crate) trait Respond {
     /// encoded in `max_frame` bytes). A streaming handler appends items
     /// before, using `reply.credit`.
     fn poll_respond(self: Pin<&mut Self>, cx: &mut Context<'_>, reply: &mut Reply<'_>) -> Poll<()>;
+
+    /// The call ends before the handler did (it is dropped next), because
+    /// of `why`; only the tracing wrapper cares.
+    fn end_early(self: Pin<&mut Self>, why: crate::CallError) {
+        let _ = why;
+    }
 }
 
 pin_project_lite::pin_project! {
