@@ -72,6 +72,15 @@ mod on {
         }
     }
 
+    /// Whether anyone may listen at `DEBUG`: one relaxed load (and a
+    /// constant), checked before a span is built so that a call without a
+    /// subscriber touches nothing else.
+    #[inline(always)]
+    fn debug_on() -> bool {
+        use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+        tracing::Level::DEBUG <= STATIC_MAX_LEVEL && tracing::Level::DEBUG <= LevelFilter::current()
+    }
+
     /// A postcard-encoded `Result` starts with its variant index: 1 is `Err`.
     fn is_app_error(info: Option<&MethodInfo>, body: &[u8]) -> bool {
         info.is_some_and(|info| info.fallible) && body.first() == Some(&1)
@@ -81,10 +90,16 @@ mod on {
         info.map_or(("", ""), |info| (info.service, info.name))
     }
 
-    /// A client call's span: from its first poll to its end.
+    /// A client call's span: from its first poll to its end. Two words in
+    /// the call; the span and its clock readings are boxed only when a
+    /// subscriber enabled the span.
     pub(crate) struct CallTrace {
-        span: Span,
         info: Option<&'static MethodInfo>,
+        live: Option<Box<LiveCall>>,
+    }
+
+    struct LiveCall {
+        span: Span,
         first: Option<Stamp>,
         sent: Option<Stamp>,
     }
@@ -92,10 +107,8 @@ mod on {
     impl CallTrace {
         pub(crate) fn new() -> Self {
             CallTrace {
-                span: Span::none(),
                 info: None,
-                first: None,
-                sent: None,
+                live: None,
             }
         }
 
@@ -104,10 +117,18 @@ mod on {
         }
 
         /// The call's first poll: opens its span if anyone listens.
-        #[inline]
+        #[inline(always)]
         pub(crate) fn start(&mut self, key: MethodKey) {
+            if debug_on() {
+                self.open(key);
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn open(&mut self, key: MethodKey) {
             let (service, method) = names(self.info);
-            self.span = tracing::debug_span!(
+            let span = tracing::debug_span!(
                 target: "courier::client",
                 "call",
                 service,
@@ -119,68 +140,89 @@ mod on {
                 wait_us = Empty,
                 round_trip_us = Empty,
             );
-            if !self.span.is_disabled() {
-                self.first = now();
+            if !span.is_disabled() {
+                self.live = Some(Box::new(LiveCall {
+                    span,
+                    first: now(),
+                    sent: None,
+                }));
             }
         }
 
         /// The request (id `id`) is queued for the transport.
-        #[inline]
+        #[inline(always)]
         pub(crate) fn sent(&mut self, id: u32) {
-            if self.span.is_disabled() {
-                return;
+            if let Some(live) = &mut self.live {
+                live.sent = now();
+                live.span.record("id", id);
             }
-            self.sent = now();
-            self.span.record("id", id);
         }
 
         /// The call ended: records the outcome and the durations, and
         /// closes the span.
-        #[inline]
+        #[inline(always)]
         pub(crate) fn end(&mut self, outcome: Outcome<'_>) {
-            if self.span.is_disabled() {
-                return;
-            }
-            let end = now();
-            let span = core::mem::replace(&mut self.span, Span::none());
-            match outcome {
-                Outcome::Answered { body } if is_app_error(self.info, body) => {
-                    span.record("outcome", "app_error");
-                }
-                Outcome::Answered { .. } => {
-                    span.record("outcome", "ok");
-                }
-                Outcome::Failed(error) => {
-                    span.record("outcome", "error");
-                    span.record("error", display(error));
-                }
-            }
-            match self.sent {
-                Some(_) => {
-                    span.record("wait_us", micros(self.first, self.sent));
-                    span.record("round_trip_us", micros(self.sent, end));
-                }
-                None => {
-                    span.record("wait_us", micros(self.first, end));
-                }
+            if let Some(live) = self.live.take() {
+                close(*live, self.info, outcome);
             }
         }
 
         /// The call was dropped before it ended.
-        #[inline]
+        #[inline(always)]
         pub(crate) fn cancel(&mut self) {
-            if self.span.is_disabled() {
-                return;
+            if let Some(live) = self.live.take() {
+                live.span.record("outcome", "cancelled");
             }
-            let span = core::mem::replace(&mut self.span, Span::none());
-            span.record("outcome", "cancelled");
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn close(live: LiveCall, info: Option<&MethodInfo>, outcome: Outcome<'_>) {
+        let end = now();
+        let span = live.span;
+        match outcome {
+            Outcome::Answered { body } if is_app_error(info, body) => {
+                span.record("outcome", "app_error");
+            }
+            Outcome::Answered { .. } => {
+                span.record("outcome", "ok");
+            }
+            Outcome::Failed(error) => {
+                span.record("outcome", "error");
+                span.record("error", display(error));
+            }
+        }
+        match live.sent {
+            Some(_) => {
+                span.record("wait_us", micros(live.first, live.sent));
+                span.record("round_trip_us", micros(live.sent, end));
+            }
+            None => {
+                span.record("wait_us", micros(live.first, end));
+            }
         }
     }
 
     /// Wraps a server handler in its call's span if anyone listens; the
     /// span is entered while the handler is polled, so the handler's own
     /// events nest under it.
+    #[inline(always)]
     pub(crate) fn serve(
+        respond: Pin<Box<dyn Respond + Send>>,
+        info: impl FnOnce() -> Option<&'static MethodInfo>,
+        key: MethodKey,
+        id: u32,
+    ) -> Pin<Box<dyn Respond + Send>> {
+        if !debug_on() {
+            return respond;
+        }
+        serve_traced(respond, info, key, id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn serve_traced(
         respond: Pin<Box<dyn Respond + Send>>,
         info: impl FnOnce() -> Option<&'static MethodInfo>,
         key: MethodKey,

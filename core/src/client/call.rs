@@ -42,7 +42,7 @@ pub(super) enum CallState {
 /// cancelled with a cancel frame so the server drops the handler.
 #[must_use = "a call does nothing unless awaited"]
 pub struct Call<'a, Req, Resp> {
-    pub(super) client: &'a Client,
+    pub(super) client: ClientRef<'a>,
     method: MethodKey,
     timeout: Option<Duration>,
     /// When the call started (its first poll), if it needs a clock.
@@ -54,8 +54,27 @@ pub struct Call<'a, Req, Resp> {
     /// The request id, once the request was encoded into its slot.
     pub(super) id: u32,
     /// The call's tracing span (empty without the `tracing` feature).
-    trace: CallTrace,
+    pub(super) trace: CallTrace,
     _response: PhantomData<fn() -> Resp>,
+}
+
+/// The client a call goes through: borrowed from the caller, or a clone
+/// the call owns (see [`Call::into_owned`]).
+pub(super) enum ClientRef<'a> {
+    Borrowed(&'a Client),
+    Owned(Client),
+}
+
+impl core::ops::Deref for ClientRef<'_> {
+    type Target = Client;
+
+    #[inline]
+    fn deref(&self) -> &Client {
+        match self {
+            ClientRef::Borrowed(client) => client,
+            ClientRef::Owned(client) => client,
+        }
+    }
 }
 
 /// What a streaming call sets up with its request.
@@ -73,7 +92,7 @@ impl<Req, Resp> Unpin for Call<'_, Req, Resp> {}
 impl<'a, Req, Resp> Call<'a, Req, Resp> {
     pub(super) fn new(client: &'a Client, method: MethodKey, request: Req) -> Self {
         Call {
-            client,
+            client: ClientRef::Borrowed(client),
             method,
             timeout: None,
             started: None,
@@ -109,6 +128,50 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     pub fn with_context(mut self, context: &crate::server::CallContext) -> Self {
         self.timeout = context.timeout_for(self.timeout);
         self
+    }
+
+    /// The same call, owning a clone of its client (an `Arc` increment)
+    /// instead of borrowing it: a `'static` future that can be spawned.
+    ///
+    /// A call borrows the client it was made from, so
+    /// `tokio::spawn(kv.get(key))` does not compile (the future would
+    /// outlive `kv`); `tokio::spawn(kv.get(key).into_owned())` does. The
+    /// borrowing form stays the default: it costs nothing per call.
+    ///
+    /// ```
+    /// # #[courier::service]
+    /// # trait Kv { async fn get(&self, key: u32) -> Option<u64>; }
+    /// # struct Imp;
+    /// # impl Kv for Imp { async fn get(&self, key: u32) -> Option<u64> { Some(key.into()) } }
+    /// # let (client_io, server_io) = courier_mem::pair(64 * 1024);
+    /// # let server = courier::ServerBuilder::new().build(server_io, KvServer::new(Imp));
+    /// # let (client, driver) = courier::Client::new(client_io);
+    /// let kv = KvClient::new(client);
+    /// // A `'static` future: it may outlive `kv`.
+    /// let call: courier::Call<'static, (u32,), Option<u64>> = kv.get(7).into_owned();
+    /// drop(kv);
+    /// # futures::executor::block_on(async move {
+    /// #     let (value, d, s) = futures::join!(call, driver, server);
+    /// #     (d.unwrap(), s.unwrap());
+    /// assert_eq!(value, Ok(Some(7)));
+    /// # });
+    /// ```
+    pub fn into_owned(mut self) -> Call<'static, Req, Resp> {
+        let client = (*self.client).clone();
+        Call {
+            client: ClientRef::Owned(client),
+            method: self.method,
+            timeout: self.timeout,
+            started: self.started,
+            request: self.request.take(),
+            // The call's place (queued, sent, ...) moves with it; `self`
+            // is left finished, so its drop releases nothing.
+            state: core::mem::replace(&mut self.state, CallState::Finished),
+            stream: self.stream,
+            id: self.id,
+            trace: core::mem::replace(&mut self.trace, CallTrace::new()),
+            _response: PhantomData,
+        }
     }
 
     /// Names the call for its tracing span (feature `tracing`): service,
@@ -374,7 +437,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 }
                 let body = body.get(..len).unwrap_or_default();
                 let response = result.and_then(|()| decode_exact(body));
-                self.end_trace(&response, body);
+                end_trace(&mut self.trace, &response, body);
                 return Poll::Ready(response);
             }
             Look::Done(result, body) => (result, body),
@@ -400,7 +463,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         };
         self.state = CallState::Decoding(slot);
         let response = result.and_then(|()| decode_exact(&body));
-        self.end_trace(&response, &body);
+        end_trace(&mut self.trace, &response, &body);
         let next = shared.state.with(|state| {
             if let Some(s) = state.slot_mut(slot) {
                 if body.capacity() <= SLOT_KEEP {
@@ -417,14 +480,12 @@ impl<Req: Serialize, Resp: DeserializeOwned> Call<'_, Req, Resp> {
     }
 }
 
-impl<Req, Resp> Call<'_, Req, Resp> {
-    /// Records how the call ended in its span.
-    #[inline]
-    fn end_trace(&mut self, response: &Result<Resp, CallError>, body: &[u8]) {
-        match response {
-            Ok(_) => self.trace.end(Outcome::Answered { body }),
-            Err(error) => self.trace.end(Outcome::Failed(error)),
-        }
+/// Records in `trace` how the call ended.
+#[inline]
+fn end_trace<Resp>(trace: &mut CallTrace, response: &Result<Resp, CallError>, body: &[u8]) {
+    match response {
+        Ok(_) => trace.end(Outcome::Answered { body }),
+        Err(error) => trace.end(Outcome::Failed(error)),
     }
 }
 

@@ -185,6 +185,10 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
     fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Event<Resp>> {
         self.ended = true;
         self.pump = None;
+        if let Err(error) = &result {
+            // An answered call recorded its end when its reply was taken.
+            self.call.trace.end(crate::trace::Outcome::Failed(error));
+        }
         Poll::Ready(Event::End(result))
     }
 

@@ -86,9 +86,10 @@
 //!   one that ended with one — an oversized or malformed frame, a reset —
 //!   at `warn`, clean closes at `debug`), accept errors at `error`,
 //!   rejected connections at `warn`, shutdown at `info`. Any `tracing`
-//!   subscriber shows them; with no subscriber installed they go to the
-//!   [`log`](https://docs.rs/log/0.4) crate (tracing's `log` feature), so a
-//!   `log` backend keeps working. The feature `tracing` adds courier's own
+//!   subscriber shows them. For a `log` backend, enable tracing's own
+//!   `log` feature in your build (it forwards events to `log` while no
+//!   subscriber is installed; it costs every span a `log` check, so it is
+//!   not on by default). The feature `tracing` adds courier's own
 //!   spans per call and per connection (see `courier`'s crate docs).
 //!
 //! Per-connection settings ([`ServeBuilder::max_frame`],
