@@ -133,12 +133,15 @@
 //! `tracing-subscriber`'s `fmt` prints them when a span closes. Durations
 //! need `std` (`Instant`); without it the spans carry everything else.
 //!
-//! **Cost.** Without a subscriber that enables them, a call pays one level
-//! check per span (an atomic load) and carries an empty span: nothing is
-//! formatted, allocated or timed, and the server does not look up method
-//! names. Measured with `courier-bench` (TCP, 64 calls in flight, 16 B),
-//! see BENCHMARKS.md. With a subscriber, each side reads the clock three
-//! or four times per call and the server boxes each handler once more.
+//! **Cost.** Without a subscriber that enables `DEBUG` for courier, each
+//! side of a call reads tracing's global level filter (one atomic load)
+//! and builds nothing: nothing is formatted, allocated or timed, and the
+//! server does not look up method names (about +1 % instructions per call
+//! in `courier-bench`, see BENCHMARKS.md, "Tracing"). Turning on tracing's
+//! own `log` feature anywhere in a build adds `log` checks to every span.
+//! With a subscriber, each side reads the clock two or three times per
+//! call, the client boxes its span state and the server its handler once
+//! more.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
