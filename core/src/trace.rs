@@ -2,11 +2,12 @@
 //! and the connection events (documented in the crate docs, "Tracing").
 //!
 //! Cost model: with the feature off every type here is empty and every
-//! method an inline no-op. With it on and nothing listening, a call pays
-//! one level check per span macro (an atomic load) and carries a disabled
-//! [`Span`]; nothing is formatted, allocated or timed unless a subscriber
-//! enabled the span. Durations need a monotonic clock: with `std` they are
-//! measured with `Instant`; without it the spans carry no durations.
+//! method an inline no-op. With it on and nothing listening, each side of
+//! a call reads tracing's global level filter (an atomic load) and builds
+//! nothing; the span and its clock readings exist (boxed) only when a
+//! subscriber enabled the span. Durations need a monotonic clock: with
+//! `std` they are measured with `Instant`; without it the spans carry no
+//! durations.
 
 #[cfg(feature = "tracing")]
 pub(crate) use on::*;
