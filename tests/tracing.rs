@@ -26,6 +26,8 @@ trait Store {
     async fn div(&self, a: u64, b: u64) -> Result<u64, String>;
     /// Never finishes; tells the test when it started.
     async fn stall(&self);
+    /// Server streaming: 0, 1, ..., n - 1.
+    async fn count(&self, n: u32) -> courier::BoxStream<u32>;
 }
 
 #[derive(Default)]
@@ -47,6 +49,9 @@ impl Store for Imp {
             let _ = started.send(());
         }
         future::pending::<()>().await
+    }
+    async fn count(&self, n: u32) -> courier::BoxStream<u32> {
+        Box::pin(futures::stream::iter(0..n))
     }
 }
 
@@ -199,6 +204,8 @@ fn answered_calls_have_spans_on_both_sides() {
                 assert_eq!(store.get(1).await, Ok(Some(10)));
                 assert_eq!(store.div(1, 0).await, Ok(Err("division by zero".into())));
                 assert_eq!(store.div(6, 3).await, Ok(Ok(2)));
+                let items: Vec<_> = futures::StreamExt::collect(store.count(3)).await;
+                assert_eq!(items, [Ok(0), Ok(1), Ok(2)]);
             };
             let (_, d, s) = futures::join!(calls, driver, server);
             d.unwrap();
@@ -210,6 +217,10 @@ fn answered_calls_have_spans_on_both_sides() {
     assert!(call.field("round_trip_us").is_some(), "{call:#?}");
     assert_eq!(serve.field("outcome"), Some("ok"));
     assert_eq!(call.field("error"), None);
+    // A stream's spans last until it ended.
+    let (stream, _) = assert_call(&collect, "count", "ok");
+    assert!(stream.field("round_trip_us").is_some(), "{stream:#?}");
+    assert_eq!(collect.span("serve", "count").field("outcome"), Some("ok"));
     // The handler's own event nests under the server's span.
     let inside = collect.event("inside the handler");
     assert_eq!(inside.parent.as_deref(), Some("serve"));
