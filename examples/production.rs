@@ -1,6 +1,7 @@
 //! A production-shaped setup on tokio: a key-value server with shared state
 //! and graceful shutdown on Ctrl-C, and a reconnecting client that retries
-//! calls only when the error says the request never ran.
+//! calls only when the error says the request never ran. Connection
+//! events are printed through `tracing` (feature `tracing`).
 //!
 //! ```text
 //! cargo run --example production                  # both in one process: a demo that
@@ -223,6 +224,13 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // courier's connection events (connected, disconnected, reconnecting;
+    // courier_net's accepted and closed) at `info`; `debug` adds a span
+    // per call on each side with its times.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_target(true)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => demo().await,

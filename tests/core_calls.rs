@@ -537,3 +537,51 @@ async fn deadlines_on_tokio_with_the_tokio_timer() {
     )
     .await;
 }
+
+/// `into_owned` makes a call a `'static` future: spawned on tokio, it runs
+/// after the typed client it came from is dropped; a spawned call that is
+/// aborted is cancelled on the server like a dropped one.
+#[test]
+fn owned_calls_can_be_spawned_on_tokio() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let imp = Impl::default();
+        let probe = imp.probe.clone();
+        let (client_io, server_io) = courier_mem::pair(64 * 1024);
+        let server = tokio::spawn(ServerBuilder::new().build(server_io, TestServer::new(imp)));
+        let (client, driver) = courier::Client::new(client_io);
+        let driver = tokio::spawn(driver);
+        let calc = TestClient::new(client);
+        let sums: Vec<_> = (0..8u64)
+            .map(|i| tokio::spawn(calc.add(i, 100).into_owned()))
+            .collect();
+        let hung = tokio::spawn(calc.hang(7).into_owned());
+        drop(calc);
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.await.unwrap(), Ok(i as u64 + 100));
+        }
+        wait_for_tokio(|| probe.started() == 1).await;
+        hung.abort();
+        assert!(hung.await.unwrap_err().is_cancelled());
+        // The abort dropped the call: its cancel reaches the server, and
+        // with the last client handle gone both drivers end cleanly.
+        driver.await.unwrap().unwrap();
+        server.await.unwrap().unwrap();
+        assert_eq!(probe.dropped(), 1);
+    });
+}
+
+/// Yields to tokio until `cond` holds (each task involved makes progress
+/// between checks; no sleep).
+async fn wait_for_tokio(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1_000_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition not reached");
+}

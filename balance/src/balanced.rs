@@ -322,7 +322,7 @@ impl<Tm: Timer> Channel for Balanced<Tm> {
 
     fn call<'a, Req, Resp>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> Self::Call<'a, Req, Resp>
@@ -335,7 +335,7 @@ impl<Tm: Timer> Channel for Balanced<Tm> {
 
     fn server_stream<'a, Req, T>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> Self::CallStream<'a, Req, T>
@@ -352,7 +352,7 @@ impl<Tm: Timer> Channel for Balanced<Tm> {
 
     fn bidi_stream<'a, Req, S, T>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         items: S,
         timeout: Option<Duration>,
@@ -372,7 +372,7 @@ impl<Tm: Timer> Channel for Balanced<Tm> {
 
     fn client_stream<'a, Req, S, Resp>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         items: S,
         timeout: Option<Duration>,
@@ -390,7 +390,7 @@ impl<Tm: Timer> Channel for Balanced<Tm> {
         })
     }
 
-    fn notify<Req: Serialize>(&self, method: MethodInfo, request: &Req) -> Self::Notify<'_> {
+    fn notify<Req: Serialize>(&self, method: &'static MethodInfo, request: &Req) -> Self::Notify<'_> {
         OneEndpoint::new(self.pick_once(), |client| {
             client.into_notify(method.key, request)
         })

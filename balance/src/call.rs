@@ -102,7 +102,7 @@ impl<Req, Resp, Tm: Timer> Unpin for BalancedCall<'_, Req, Resp, Tm> {}
 impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
     pub(crate) fn new(
         balanced: &'a Balanced<Tm>,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> Self {

@@ -79,7 +79,7 @@ pub trait Channel: Clone {
     /// Starts a unary call.
     fn call<'a, Req, Resp>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> Self::Call<'a, Req, Resp>
@@ -90,7 +90,7 @@ pub trait Channel: Clone {
     /// Starts a server-streaming call.
     fn server_stream<'a, Req, T>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> Self::CallStream<'a, Req, T>
@@ -101,7 +101,7 @@ pub trait Channel: Clone {
     /// Starts a bidirectional call whose caller sends `items`.
     fn bidi_stream<'a, Req, S, T>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         items: S,
         timeout: Option<Duration>,
@@ -115,7 +115,7 @@ pub trait Channel: Clone {
     /// Starts a client-streaming call whose caller sends `items`.
     fn client_stream<'a, Req, S, Resp>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         items: S,
         timeout: Option<Duration>,
@@ -127,7 +127,7 @@ pub trait Channel: Clone {
         Resp: DeserializeOwned + 'a;
 
     /// Sends a notification.
-    fn notify<Req: Serialize>(&self, method: MethodInfo, request: &Req) -> Self::Notify<'_>;
+    fn notify<Req: Serialize>(&self, method: &'static MethodInfo, request: &Req) -> Self::Notify<'_>;
 }
 
 impl Channel for Client {
@@ -150,7 +150,7 @@ impl Channel for Client {
 
     fn call<'a, Req, Resp>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> Call<'a, Req, Resp>
@@ -159,11 +159,12 @@ impl Channel for Client {
         Resp: DeserializeOwned + 'a,
     {
         Client::call(self, method.key, request).with_optional_timeout(timeout)
+            .with_method(method)
     }
 
     fn server_stream<'a, Req, T>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         timeout: Option<Duration>,
     ) -> CallStream<'a, Req, T>
@@ -172,11 +173,12 @@ impl Channel for Client {
         T: DeserializeOwned + 'a,
     {
         Client::server_stream(self, method.key, request).with_optional_timeout(timeout)
+            .with_method(method)
     }
 
     fn bidi_stream<'a, Req, S, T>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         items: S,
         timeout: Option<Duration>,
@@ -188,11 +190,12 @@ impl Channel for Client {
         T: DeserializeOwned + 'a,
     {
         Client::bidi_stream(self, method.key, request, items).with_optional_timeout(timeout)
+            .with_method(method)
     }
 
     fn client_stream<'a, Req, S, Resp>(
         &'a self,
-        method: MethodInfo,
+        method: &'static MethodInfo,
         request: Req,
         items: S,
         timeout: Option<Duration>,
@@ -204,9 +207,10 @@ impl Channel for Client {
         Resp: DeserializeOwned + 'a,
     {
         Client::client_stream(self, method.key, request, items).with_optional_timeout(timeout)
+            .with_method(method)
     }
 
-    fn notify<Req: Serialize>(&self, method: MethodInfo, request: &Req) -> Notify<'_> {
+    fn notify<Req: Serialize>(&self, method: &'static MethodInfo, request: &Req) -> Notify<'_> {
         Client::notify(self, method.key, request)
     }
 }

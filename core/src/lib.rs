@@ -81,6 +81,67 @@
 //!   Without it, the wire format and framing still build.
 //! - `async-io`, `tokio`: [`Timer`] implementations; `tokio` also adds
 //!   `io::TokioIo` for tokio streams.
+//! - `tracing` (off by default; builds without `std`): spans and events
+//!   through the [`tracing`](https://docs.rs/tracing/0.1) crate, below.
+//!   `courier-net`, `courier-tcp` and `courier-unix` forward it.
+//!
+//! # Tracing
+//!
+//! With the `tracing` feature each call is a span on each side, and the
+//! connections report what happens to them. Spans are at `DEBUG`,
+//! connection events at `INFO` and above; targets start with `courier`, so
+//! a filter such as `courier=debug` selects them all.
+//!
+//! | span or event (target) | when | fields |
+//! |---|---|---|
+//! | span `call` (`courier::client`) | a call's first poll to its end, in the caller's task (a child of the caller's current span) | `service`, `method` (names, empty for a hand-made call without [`Call::with_method`]), `key` (the [`MethodKey`]), `id` (request id), `outcome`, `error`, `wait_us`, `round_trip_us` |
+//! | span `serve` (`courier::server`) | a handler's life, entered while it is polled (its own events nest under it) | `service`, `method`, `key`, `id`, `outcome`, `error`, `queued_us`, `handler_us` |
+//! | span `connection` (`courier::server`) | a [`Server`] driver, entered while it is polled: the parent of its `serve` spans | `peer` (if the transport knows it) |
+//! | event `request refused` (`courier::server`, `DEBUG`) | a request answered with an error without running (unknown method, bad arguments, overloaded, shutting down, no time left) | `key`, `id`, `error` |
+//! | event `connection ended` (`courier::server`, `DEBUG`) | a server driver completed | `error`, if it failed |
+//! | events `connected` (`INFO`), `disconnected` (`WARN`), `connect attempt failed` (`INFO`), `reconnecting` (`INFO`), `closed` (`INFO`) (`courier::client`) | a client's [`ConnectionState`](client::ConnectionState) changes; a reconnecting client dials again | `error`; `delay_ms` (the backoff before the next attempt) |
+//!
+//! Unary and streaming calls have spans (a stream's span lasts until it
+//! ends); notifications ([`Notify`]) have none. `outcome` is `ok`, `app_error` (the method returns a `Result` and
+//! answered `Err`: the application's error), `error` (`error` holds the
+//! [`CallError`] on the client, the [`RemoteError`] the server answered on
+//! the server) or `cancelled` (dropped before it ended: on the server
+//! `error` says why — the caller cancelled, the deadline passed, the
+//! connection was lost, a forced shutdown).
+//!
+//! **Where a call's time went.** Each side measures its own part (nothing
+//! extra travels on the wire), in microseconds:
+//!
+//! ```text
+//!   client: |-- wait_us --|-------------- round_trip_us ---------------|
+//!            slot, encode   queued for the transport, on the wire,
+//!                           in the server, back, woken
+//!   server:                     |- queued_us -|--- handler_us ---|
+//!                                 backlog       first poll to reply
+//! ```
+//!
+//! `wait_us` is the time from the call's first poll until its request was
+//! queued for the transport (waiting for a free slot among
+//! `max_in_flight`, encoding); `round_trip_us` from then until the reply
+//! was there. On the server, `queued_us` is the time a request waited in
+//! the backlog for a handler slot and `handler_us` the time from the
+//! handler's first poll to its reply. The time on the wire (including
+//! both drivers' queues) is `round_trip_us - queued_us - handler_us` of
+//! the pair of spans with the same `id` on the same connection. A
+//! subscriber aggregates them as it likes: a layer's `on_record` sees each
+//! field as a `u64` (sum or histogram them per `method`), and
+//! `tracing-subscriber`'s `fmt` prints them when a span closes. Durations
+//! need `std` (`Instant`); without it the spans carry everything else.
+//!
+//! **Cost.** Without a subscriber that enables `DEBUG` for courier, each
+//! side of a call reads tracing's global level filter (one atomic load)
+//! and builds nothing: nothing is formatted, allocated or timed, and the
+//! server does not look up method names (about +1 % instructions per call
+//! in `courier-bench`, see BENCHMARKS.md, "Tracing"). Turning on tracing's
+//! own `log` feature anywhere in a build adds `log` checks to every span.
+//! With a subscriber, each side reads the clock two or three times per
+//! call, the client boxes its span state and the server its handler once
+//! more.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -116,6 +177,8 @@ pub mod server;
 mod stream;
 #[cfg(feature = "alloc")]
 mod sync;
+#[cfg(feature = "alloc")]
+mod trace;
 
 #[cfg(feature = "alloc")]
 pub use channel::Channel;

@@ -195,12 +195,17 @@ mod service;
 ///     (PROTOCOL.md §5). Client and server that disagree on a signature get
 ///     [`RemoteError::UnknownMethod`];
 ///   - `CalcClient::METHODS: &[MethodInfo]` ([`MethodInfo`]), every method in declaration
-///     order with its name, key and `idempotent` flag.
+///     order with its service's and its own name, key, `idempotent` flag
+///     and whether it returns a `Result` (`fallible`); each call is named
+///     with its entry ([`Call::with_method`]) for the `tracing` feature's
+///     spans.
 /// - **`struct CalcServer<S>`** (`Clone`), which serves an implementation:
 ///   `CalcServer::new(imp)`, or `CalcServer::from_arc(Arc<Imp>)` to share
 ///   one, and implements [`Service`] for [`Server`]/[`ServerBuilder`]: it
 ///   decodes the arguments (leftover bytes are
-///   [`RemoteError::BadRequest`]) and runs the method.
+///   [`RemoteError::BadRequest`]) and runs the method; its
+///   `Service::method_info` finds a key's entry in `METHODS` (names for
+///   the server's tracing spans).
 ///
 /// The client also has `with_context(&CallContext)`: a copy whose calls
 /// carry the time a handler's call has left.
@@ -214,7 +219,10 @@ mod service;
 ///
 /// `Call<'_, ..>` borrows the `CalcClient` it came from, so
 /// `tokio::spawn(calc.add(1, 2))` does not compile (the future is not
-/// `'static`). Move a clone (cheap: a shared handle) into the task:
+/// `'static`). [`Call::into_owned`] turns the call into one that owns a
+/// clone of the client (cheap: the client is a shared handle, an `Arc`
+/// inside), which can be spawned; or move a clone into the task yourself
+/// (also the way for streaming calls and notifications):
 ///
 /// ```
 /// # use core::future::Future;
@@ -222,14 +230,19 @@ mod service;
 /// # trait Calc { async fn add(&self, a: u64, b: u64) -> u64; }
 /// # fn spawn<F: Future + Send + 'static>(_task: F) {}
 /// # fn example(calc: &CalcClient) {
+/// spawn(calc.add(1, 2).into_owned());
 /// let c = calc.clone();
 /// spawn(async move { c.add(1, 2).await });
 /// # }
 /// ```
 ///
+/// The borrowing form stays the default because it costs nothing per call;
+/// `into_owned` adds one reference-count increment.
 ///
 /// [`Client`]: client/struct.Client.html
 /// [`CallError`]: error/enum.CallError.html
+/// [`Call::with_method`]: struct.Call.html#method.with_method
+/// [`Call::into_owned`]: struct.Call.html#method.into_owned
 /// [`MethodKey`]: wire/struct.MethodKey.html
 /// [`MethodKey::from_schema`]: wire/struct.MethodKey.html#method.from_schema
 /// [`RemoteError::UnknownMethod`]: error/enum.RemoteError.html#variant.UnknownMethod

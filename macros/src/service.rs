@@ -417,6 +417,19 @@ fn generic_item(ty: &Type, what: &str) -> syn::Result<Type> {
     ))
 }
 
+/// Whether `ty` reads as a `Result` (its path's last segment is `Result`):
+/// the method's `Err` is then the application's error, which tracing tells
+/// apart from success.
+fn is_result(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    path.path
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == "Result")
+}
+
 /// Whether `ty` is a path whose last segment is `name`, written bare or as
 /// `courier::name`.
 fn is_path_to(ty: &Type, name: &str) -> bool {
@@ -549,12 +562,17 @@ impl Service {
             let key = method.key_const();
             let name = &method.name;
             let idempotent = method.idempotent;
+            let fallible = matches!(method.mode, Mode::Unary | Mode::ClientStream { .. })
+                && is_result(&method.ret);
             quote! {
-                ::courier::MethodInfo::new(#name, Self::#key).with_idempotent(#idempotent)
+                ::courier::MethodInfo::new(#name, Self::#key)
+                    .with_service(#service_name)
+                    .with_idempotent(#idempotent)
+                    .with_fallible(#fallible)
             }
         });
 
-        let calls = self.methods.iter().map(|method| {
+        let calls = self.methods.iter().enumerate().map(|(index, method)| {
             let Method {
                 attrs,
                 ident,
@@ -562,7 +580,6 @@ impl Service {
                 ret,
                 ..
             } = method;
-            let key = method.key_const();
             let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
             let types: Vec<_> = params.iter().map(|(_, ty)| ty).collect();
             let sent = method.sent_params();
@@ -580,18 +597,9 @@ impl Service {
             let items = method
                 .incoming()
                 .and_then(|(index, _)| params.get(index).map(|(name, _)| name.clone()));
-            let name = &method.name;
-            let idempotent = method.idempotent;
-            let info = quote! {
-                {
-                    const INFO: ::courier::MethodInfo = ::courier::MethodInfo::new(
-                        #name,
-                        #client::<::courier::Client>::#key,
-                    )
-                    .with_idempotent(#idempotent);
-                    INFO
-                }
-            };
+            // The method's entry in `METHODS`: a `&'static MethodInfo` the
+            // channel reads (idempotent, names for tracing).
+            let info = quote! { &#client::<::courier::Client>::METHODS[#index] };
             match &method.mode {
                 Mode::Unary => quote! {
                     #(#attrs)*
@@ -776,6 +784,13 @@ impl Service {
                     args: &[u8],
                 ) -> ::core::result::Result<::courier::Handler, ::courier::RemoteError> {
                     self.serve(&mut ::courier::server::Request::detached(method, args))
+                }
+
+                fn method_info(
+                    &self,
+                    method: ::courier::MethodKey,
+                ) -> ::core::option::Option<&'static ::courier::MethodInfo> {
+                    #client::METHODS.iter().find(|info| info.key == method)
                 }
 
                 fn serve(

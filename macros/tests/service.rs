@@ -83,13 +83,21 @@ mod tuple {
 }
 
 #[test]
-fn methods_list_names_keys_and_idempotency_in_order() {
+fn methods_list_names_keys_idempotency_and_fallibility_in_order() {
     let names: Vec<&str> = KitchenClient::METHODS.iter().map(|m| m.name).collect();
     assert_eq!(names, ["ping", "area", "classify", "type"]);
     assert_eq!(
         KitchenClient::METHODS[1],
-        MethodInfo::new("area", KitchenClient::AREA).with_idempotent(true)
+        MethodInfo::new("area", KitchenClient::AREA)
+            .with_service("Kitchen")
+            .with_idempotent(true)
     );
+    // Only `type` returns a `Result`: its `Err` is the application's error.
+    let fallible: Vec<bool> = KitchenClient::METHODS.iter().map(|m| m.fallible).collect();
+    assert_eq!(fallible, [false, false, false, true]);
+    assert!(KitchenClient::METHODS
+        .iter()
+        .all(|m| m.service == "Kitchen"));
     let idempotent: Vec<bool> = KitchenClient::METHODS
         .iter()
         .map(|m| m.idempotent)

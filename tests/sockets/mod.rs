@@ -244,28 +244,65 @@ pub fn start_on<E: Env>(
     }
 }
 
-/// Log records, captured for the whole test binary.
+/// courier_net's events, captured for the whole test binary.
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// A subscriber that takes only `courier_net`'s events (every other
+/// callsite is never enabled, so the calls pay nothing) and keeps each as a
+/// line: level, target, message, then `field=value` pairs.
 struct Capture;
 
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
+/// Formats an event's fields onto one line.
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0.push_str(&format!(" {value:?}"));
+        } else {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
     }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-        LOGS.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
 }
 
-/// Starts capturing log records.
+fn captured(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.target().starts_with("courier_net") && metadata.is_event()
+}
+
+impl tracing::Subscriber for Capture {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if captured(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        captured(metadata)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        let mut line = Line(format!("{} {}:", meta.level(), meta.target()));
+        event.record(&mut line);
+        LOGS.lock().unwrap().push(line.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Starts capturing courier_net's events.
 pub fn capture_logs() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger");
-        log::set_max_level(log::LevelFilter::Debug);
+        tracing::subscriber::set_global_default(Capture).expect("no other subscriber");
     });
 }
 
@@ -453,7 +490,7 @@ pub fn max_connections_reject<E: Env>() {
             ),
             "{rejected:?}"
         );
-        assert!(!logged(&["rejected connection", "limit 1"]).is_empty());
+        assert!(!logged(&["rejected connection", "limit=1"]).is_empty());
         assert_eq!(within::<E, _>("call", first.client.add(3, 0)).await, Ok(3));
     });
 }

@@ -16,7 +16,9 @@ use super::ClientRef;
 use crate::deadline::timeout_to_ms;
 use crate::error::CallError;
 use crate::framing::encode_frame;
+use crate::trace::{CallTrace, Outcome};
 use crate::wire::{Header, MethodKey};
+use crate::MethodInfo;
 
 pub(super) enum CallState {
     Start,
@@ -51,6 +53,8 @@ pub struct Call<'a, Req, Resp> {
     pub(super) stream: Option<StreamOpen>,
     /// The request id, once the request was encoded into its slot.
     pub(super) id: u32,
+    /// The call's tracing span (empty without the `tracing` feature).
+    pub(super) trace: CallTrace,
     _response: PhantomData<fn() -> Resp>,
 }
 
@@ -77,6 +81,7 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
             state: CallState::Start,
             stream: None,
             id: 0,
+            trace: CallTrace::new(),
             _response: PhantomData,
         }
     }
@@ -103,6 +108,59 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     /// timeout keeps it.
     pub fn with_context(mut self, context: &crate::server::CallContext) -> Self {
         self.timeout = context.timeout_for(self.timeout);
+        self
+    }
+
+    /// The same call, owning a clone of its client (an `Arc` increment)
+    /// instead of borrowing it: a `'static` future that can be spawned.
+    ///
+    /// A call borrows the client it was made from, so
+    /// `tokio::spawn(kv.get(key))` does not compile (the future would
+    /// outlive `kv`); `tokio::spawn(kv.get(key).into_owned())` does. The
+    /// borrowing form stays the default: it costs nothing per call.
+    ///
+    /// ```
+    /// # #[courier::service]
+    /// # trait Kv { async fn get(&self, key: u32) -> Option<u64>; }
+    /// # struct Imp;
+    /// # impl Kv for Imp { async fn get(&self, key: u32) -> Option<u64> { Some(key.into()) } }
+    /// # let (client_io, server_io) = courier_mem::pair(64 * 1024);
+    /// # let server = courier::ServerBuilder::new().build(server_io, KvServer::new(Imp));
+    /// # let (client, driver) = courier::Client::new(client_io);
+    /// let kv = KvClient::new(client);
+    /// // A `'static` future: it may outlive `kv`.
+    /// let call: courier::Call<'static, (u32,), Option<u64>> = kv.get(7).into_owned();
+    /// drop(kv);
+    /// # futures::executor::block_on(async move {
+    /// #     let (value, d, s) = futures::join!(call, driver, server);
+    /// #     (d.unwrap(), s.unwrap());
+    /// assert_eq!(value, Ok(Some(7)));
+    /// # });
+    /// ```
+    pub fn into_owned(mut self) -> Call<'static, Req, Resp> {
+        let client = (*self.client).clone();
+        Call {
+            client: ClientRef::Owned(client),
+            method: self.method,
+            timeout: self.timeout,
+            started: self.started,
+            request: self.request.take(),
+            // The call's place (queued, sent, ...) moves with it; `self`
+            // is left finished, so its drop releases nothing.
+            state: core::mem::replace(&mut self.state, CallState::Finished),
+            stream: self.stream,
+            id: self.id,
+            trace: core::mem::replace(&mut self.trace, CallTrace::new()),
+            _response: PhantomData,
+        }
+    }
+
+    /// Names the call for its tracing span (feature `tracing`): service,
+    /// method, and whether an `Err` reply is the application's error. The
+    /// clients [`service`](crate::service) generates do this for every
+    /// call; without the feature it does nothing.
+    pub fn with_method(mut self, info: &'static MethodInfo) -> Self {
+        self.trace.set_info(info);
         self
     }
 
@@ -136,8 +194,9 @@ enum Look {
 enum Start {
     Failed(CallError, Option<Waker>),
     Queued(u64),
-    /// The request (encoded inline) is queued; wake the driver.
-    Sent(u32, Option<Waker>),
+    /// The request (encoded inline, with this id) is queued; wake the
+    /// driver.
+    Sent(u32, u32, Option<Waker>),
     /// A slot to encode into, outside the lock.
     Slot {
         slot: u32,
@@ -151,6 +210,7 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         let shared = &*self.client.shared;
         let first = matches!(self.state, CallState::Start);
         if first {
+            self.trace.start(self.method);
             if self.timeout.is_some() {
                 shared.timed.store(true, Ordering::Relaxed);
             }
@@ -208,7 +268,7 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                         // Always there: only queueing takes it.
                         let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
                         state.submit(slot, frame, waker, deadline, now, shared.max_queued);
-                        Start::Sent(slot, state.driver.take())
+                        Start::Sent(slot, id, state.driver.take())
                     }
                     None => {
                         let buf = state
@@ -231,8 +291,9 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                 self.state = CallState::Queued(t);
                 Poll::Pending
             }
-            Start::Sent(slot, driver) => {
+            Start::Sent(slot, id, driver) => {
                 self.state = CallState::Sent(slot);
+                self.trace.sent(id);
                 drop(self.request.take());
                 if let Some(driver) = driver {
                     driver.wake();
@@ -249,6 +310,9 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
 
     fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Result<Resp, CallError>> {
         self.state = CallState::Finished;
+        if let Err(error) = &result {
+            self.trace.end(Outcome::Failed(error));
+        }
         Poll::Ready(result)
     }
 
@@ -306,6 +370,7 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             return self.finish(Err(error));
         }
         self.state = CallState::Sent(slot);
+        self.trace.sent(id);
         if let Some(driver) = driver {
             driver.wake();
         }
@@ -315,6 +380,7 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
     /// Frees the slot of a call that failed before it was queued.
     pub(super) fn fail(&mut self, slot: u32, error: CallError) -> Poll<Result<Resp, CallError>> {
         self.state = CallState::Finished;
+        self.trace.end(Outcome::Failed(&error));
         let next = self.client.shared.state.with(|state| state.release(slot));
         if let Some(next) = next {
             next.wake();
@@ -351,7 +417,9 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
                     next.wake();
                 }
                 let body = body.get(..len).unwrap_or_default();
-                return Poll::Ready(result.and_then(|()| decode_exact(body)));
+                let response = result.and_then(|()| decode_exact(body));
+                end_trace(&mut self.trace, &response, body);
+                return Poll::Ready(response);
             }
             Look::Done(result, body) => (result, body),
             Look::Registered => return Poll::Pending,
@@ -376,6 +444,7 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
         };
         self.state = CallState::Decoding(slot);
         let response = result.and_then(|()| decode_exact(&body));
+        end_trace(&mut self.trace, &response, &body);
         let next = shared.state.with(|state| {
             if let Some(s) = state.slot_mut(slot) {
                 if body.capacity() <= SLOT_KEEP {
@@ -389,6 +458,15 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             next.wake();
         }
         Poll::Ready(response)
+    }
+}
+
+/// Records in `trace` how the call ended.
+#[inline]
+fn end_trace<Resp>(trace: &mut CallTrace, response: &Result<Resp, CallError>, body: &[u8]) {
+    match response {
+        Ok(_) => trace.end(Outcome::Answered { body }),
+        Err(error) => trace.end(Outcome::Failed(error)),
     }
 }
 
@@ -438,6 +516,7 @@ impl<Req, Resp> Call<'_, Req, Resp> {
 
 impl<Req, Resp> Drop for Call<'_, Req, Resp> {
     fn drop(&mut self) {
+        self.trace.cancel();
         let shared = &*self.client.shared;
         let next = match self.state {
             CallState::Queued(ticket) => shared.state.with(|s| s.abandon(ticket)),

@@ -112,6 +112,9 @@ impl<T: Transport, Tm: Timer> Future for ClientDriver<T, Tm> {
             Ok(()) => CallError::Closed,
             Err(e) => e.to_call_error(),
         };
+        if error != CallError::Closed {
+            crate::trace::disconnected(&error);
+        }
         this.shared.close(error, &mut this.wake);
         Poll::Ready(result)
     }

@@ -412,6 +412,7 @@ pub(crate) enum ClientRef<'a> {
 impl core::ops::Deref for ClientRef<'_> {
     type Target = Client;
 
+    #[inline]
     fn deref(&self) -> &Client {
         match self {
             ClientRef::Borrowed(client) => client,

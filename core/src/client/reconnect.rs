@@ -287,6 +287,12 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
         self.shared
             .set_connection(ConnectionState::Disconnected { since, error });
         wake_all(&mut self.wake);
+        let delay = if healthy {
+            Duration::ZERO
+        } else {
+            self.next_backoff
+        };
+        crate::trace::reconnecting(delay);
         if healthy {
             self.next_backoff = self.policy.initial_backoff;
             self.link = Link::Connecting(Box::pin(self.connect.connect()));

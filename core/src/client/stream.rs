@@ -185,6 +185,10 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
     fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Event<Resp>> {
         self.ended = true;
         self.pump = None;
+        if let Err(error) = &result {
+            // An answered call recorded its end when its reply was taken.
+            self.call.trace.end(crate::trace::Outcome::Failed(error));
+        }
         Poll::Ready(Event::End(result))
     }
 
@@ -394,6 +398,12 @@ impl<'a, Req: Serialize, T: DeserializeOwned> CallStream<'a, Req, T> {
         self.inner.call = self.inner.call.with_optional_timeout(timeout);
         self
     }
+
+    /// Names the call for its tracing span; see [`Call::with_method`](super::Call::with_method).
+    pub fn with_method(mut self, info: &'static crate::MethodInfo) -> Self {
+        self.inner.call = self.inner.call.with_method(info);
+        self
+    }
 }
 
 impl<Req: Serialize, T: DeserializeOwned> Stream for CallStream<'_, Req, T> {
@@ -449,6 +459,12 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> Upload<'a, Req, Resp> {
     /// Like [`with_timeout`](Upload::with_timeout), for an optional timeout.
     pub fn with_optional_timeout(mut self, timeout: Option<core::time::Duration>) -> Self {
         self.inner.call = self.inner.call.with_optional_timeout(timeout);
+        self
+    }
+
+    /// Names the call for its tracing span; see [`Call::with_method`](super::Call::with_method).
+    pub fn with_method(mut self, info: &'static crate::MethodInfo) -> Self {
+        self.inner.call = self.inner.call.with_method(info);
         self
     }
 }

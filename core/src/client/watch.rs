@@ -61,14 +61,17 @@ impl Shared {
     /// Moves the connection state to `next` and wakes the watchers; a
     /// closed client stays closed.
     pub(crate) fn set_connection(&self, next: ConnectionState) {
-        let waiters = self.watch.with(|watch| {
+        let (previous, waiters) = self.watch.with(|watch| {
             if watch.state == next || watch.state == ConnectionState::Closed {
-                return Vec::new();
+                return (None, Vec::new());
             }
-            watch.state = next;
+            let previous = core::mem::replace(&mut watch.state, next);
             watch.version = watch.version.wrapping_add(1);
-            core::mem::take(&mut watch.waiters)
+            (Some(previous), core::mem::take(&mut watch.waiters))
         });
+        if let Some(previous) = previous {
+            crate::trace::connection_changed(previous, next);
+        }
         for waker in waiters {
             waker.wake();
         }

@@ -242,7 +242,9 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             draining: false,
             forced: false,
         };
+        let trace = crate::trace::ConnTrace::server(connection.peer.as_deref());
         Server {
+            trace,
             io: transport,
             reader: FrameReader::new(self.max_frame),
             readiness: ReadReadiness::new(),

@@ -16,6 +16,7 @@ use crate::deadline::Deadlines;
 use crate::error::{FrameError, RemoteError};
 use crate::framing::FrameWriter;
 use crate::timer::Timer;
+use crate::trace;
 use crate::wire::{Header, MethodKey};
 
 /// One connection's calls and unsent replies: everything but the transport
@@ -147,28 +148,33 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
         len: usize,
     ) {
         let overflows = self.backlog_overflows(len);
-        let out = self.writer.buffer();
-        if self.draining {
-            return write_error(out, id, RemoteError::ShuttingDown, self.max_frame);
-        }
-        if timeout_ms == Some(0) {
-            return write_error(out, id, RemoteError::DeadlineExceeded, self.max_frame);
-        }
         let full = self.handlers.running >= self.max_concurrent || self.handlers.queued > 0;
-        if full && self.when_full == WhenFull::Reject {
-            return write_error(out, id, RemoteError::Overloaded, self.max_frame);
-        }
-        if full && overflows {
-            // Read only because streams need the frames behind it (see
-            // `Server::may_read`): refused, not queued past the bound.
-            return write_error(out, id, RemoteError::Overloaded, self.max_frame);
+        let refusal = if self.draining {
+            Some(RemoteError::ShuttingDown)
+        } else if timeout_ms == Some(0) {
+            Some(RemoteError::DeadlineExceeded)
+        } else {
+            // Full and `Reject`, or full past the backlog bound (read only
+            // because streams need the frames behind it, see
+            // `Server::may_read`): refused, not queued.
+            (full && (self.when_full == WhenFull::Reject || overflows))
+                .then_some(RemoteError::Overloaded)
+        };
+        if let Some(error) = refusal {
+            trace::refused(method, id, error);
+            return write_error(self.writer.buffer(), id, error, self.max_frame);
         }
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
         let mut request = Request::new(method, body, id, timeout, self.peer.as_ref());
-        let handler = match self.service.serve(&mut request) {
+        let mut handler = match self.service.serve(&mut request) {
             Ok(handler) => handler,
-            Err(error) => return write_error(out, id, error, self.max_frame),
+            Err(error) => {
+                trace::refused(method, id, error);
+                return write_error(self.writer.buffer(), id, error, self.max_frame);
+            }
         };
+        let service = &self.service;
+        handler.respond = trace::serve(handler.respond, || service.method_info(method), method, id);
         let context = request.take_context();
         let deadline = timeout_ms.map(|ms| {
             let at = self

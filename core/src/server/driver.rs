@@ -47,6 +47,8 @@ pub struct Server<T, S, Tm: Timer = NoTimer> {
     pub(super) finished: bool,
     /// The signal and this server's waker registration with it.
     pub(super) shutdown: Option<(Shutdown, Option<usize>)>,
+    /// The connection's tracing span (empty without the feature).
+    pub(super) trace: crate::trace::ConnTrace,
 }
 
 /// How the read step of one round ended.
@@ -105,9 +107,14 @@ impl<T: Transport, S: Service, Tm: Timer> Future for Server<T, S, Tm> {
         if this.finished {
             return Poll::Ready(Ok(()));
         }
-        let result = core::task::ready!(this.drive(cx));
+        let result = {
+            let _entered = this.trace.enter();
+            core::task::ready!(this.drive(cx))
+        };
         this.finished = true;
         this.connection.handlers.clear();
+        this.trace
+            .ended(result.as_ref().err().map(|e| e as &dyn core::fmt::Display));
         Poll::Ready(result)
     }
 }

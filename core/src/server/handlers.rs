@@ -346,6 +346,11 @@ impl HandlerTable {
         }
         self.deadlines.remove(index);
         let slot = &mut self.slots[index as usize];
+        if let (Some(why), SlotState::Local(handler) | SlotState::Queued(handler)) =
+            (early, &mut slot.state)
+        {
+            handler.as_mut().end_early(why);
+        }
         slot.generation = slot.generation.wrapping_add(1);
         slot.credit = 0;
         slot.quiet = false;
@@ -580,6 +585,9 @@ impl HandlerTable {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if let SlotState::Remote(abort) = &slot.state {
                 abort.abort();
+            }
+            if let SlotState::Local(handler) | SlotState::Queued(handler) = &mut slot.state {
+                handler.as_mut().end_early(CallError::ConnectionLost);
             }
             if !matches!(slot.state, SlotState::Empty) {
                 slot.generation = slot.generation.wrapping_add(1);

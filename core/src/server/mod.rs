@@ -76,7 +76,7 @@ mod context;
 mod driver;
 mod handlers;
 mod remote;
-mod service;
+pub(crate) mod service;
 mod shutdown;
 
 pub use builder::{ServerBuilder, WhenFull};

@@ -37,6 +37,15 @@ pub trait Service {
     fn serve(&self, request: &mut Request<'_>) -> Result<Handler, RemoteError> {
         self.dispatch(request.method(), request.args())
     }
+
+    /// Names `method` (service, method, whether it returns a `Result`) for
+    /// the server's tracing spans (feature `tracing`); asked only when a
+    /// subscriber records the span. `None`, the default, leaves only the
+    /// key.
+    fn method_info(&self, method: MethodKey) -> Option<&'static crate::MethodInfo> {
+        let _ = method;
+        None
+    }
 }
 
 impl<S: Service + ?Sized> Service for Arc<S> {
@@ -47,6 +56,10 @@ impl<S: Service + ?Sized> Service for Arc<S> {
     fn serve(&self, request: &mut Request<'_>) -> Result<Handler, RemoteError> {
         (**self).serve(request)
     }
+
+    fn method_info(&self, method: MethodKey) -> Option<&'static crate::MethodInfo> {
+        (**self).method_info(method)
+    }
 }
 
 impl<S: Service + ?Sized> Service for &S {
@@ -56,6 +69,10 @@ impl<S: Service + ?Sized> Service for &S {
 
     fn serve(&self, request: &mut Request<'_>) -> Result<Handler, RemoteError> {
         (**self).serve(request)
+    }
+
+    fn method_info(&self, method: MethodKey) -> Option<&'static crate::MethodInfo> {
+        (**self).method_info(method)
     }
 }
 
@@ -127,8 +144,8 @@ impl Handler {
 }
 
 /// What a handler writes its reply (and items) into, for one poll.
-pub(super) struct Reply<'a> {
-    pub(super) out: &'a mut Vec<u8>,
+pub(crate) struct Reply<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
     pub(super) id: u32,
     pub(super) max_frame: usize,
     /// Items the handler may still send (the caller's credit).
@@ -234,12 +251,18 @@ where
 }
 
 /// A handler future with its output type erased: it encodes the reply.
-pub(super) trait Respond {
+pub(crate) trait Respond {
     /// Polls the handler; when it is done, appends the reply frame for
     /// `reply.id` to `reply.out` (an error frame if the value cannot be
     /// encoded in `max_frame` bytes). A streaming handler appends items
     /// before, using `reply.credit`.
     fn poll_respond(self: Pin<&mut Self>, cx: &mut Context<'_>, reply: &mut Reply<'_>) -> Poll<()>;
+
+    /// The call ends before the handler did (it is dropped next), because
+    /// of `why`; only the tracing wrapper cares.
+    fn end_early(self: Pin<&mut Self>, why: crate::CallError) {
+        let _ = why;
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -303,7 +326,7 @@ fn whole_frames_end(out: &[u8], start: usize) -> usize {
 }
 
 /// Polls a handler; with `std`, a panic becomes a `HandlerPanicked` reply.
-pub(super) fn poll_guarded(
+pub(crate) fn poll_guarded(
     handler: Pin<&mut (dyn Respond + Send)>,
     cx: &mut Context<'_>,
     reply: &mut Reply<'_>,

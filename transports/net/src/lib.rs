@@ -80,12 +80,17 @@
 //!   connection closes (which frees a descriptor). Errors that only concern
 //!   the connection being accepted (`ECONNABORTED`, `ECONNRESET`) are
 //!   retried at once. Accepting never ends the server.
-//! - **Logging** goes through the [`log`](https://docs.rs/log/0.4) crate
-//!   (target `courier_net`):
-//!   a connection that ends with an error — an oversized or malformed frame,
-//!   a reset — is logged at `warn` level with its peer and the reason;
-//!   accept errors at `error`, rejected connections at `warn`, shutdown at
-//!   `info`, clean closes at `debug`. Install any `log` backend to see them.
+//! - **Events** go through the [`tracing`](https://docs.rs/tracing/0.1)
+//!   crate (target `courier_net`), with fields: `connection accepted` and
+//!   `connection closed` (`connection` number, `peer`, and the `error` of
+//!   one that ended with one — an oversized or malformed frame, a reset —
+//!   at `warn`, clean closes at `debug`), accept errors at `error`,
+//!   rejected connections at `warn`, shutdown at `info`. Any `tracing`
+//!   subscriber shows them. For a `log` backend, enable tracing's own
+//!   `log` feature in your build (it forwards events to `log` while no
+//!   subscriber is installed; it costs every span a `log` check, so it is
+//!   not on by default). The feature `tracing` adds courier's own
+//!   spans per call and per connection (see `courier`'s crate docs).
 //!
 //! Per-connection settings ([`ServeBuilder::max_frame`],
 //! [`ServeBuilder::max_concurrent`], [`ServeBuilder::when_full`],
@@ -745,7 +750,7 @@ where
     fn begin_shutdown(&mut self) {
         // Dropping the listener stops accepting (and removes a socket file).
         self.listener = None;
-        log::info!(
+        tracing::info!(
             target: "courier_net",
             "shutting down: no new connections; waiting up to {:?} for {} open connection(s)",
             self.config.grace,
@@ -770,13 +775,13 @@ where
         loop {
             let live = self.tracker.live();
             if live == 0 {
-                log::info!(target: "courier_net", "shutdown complete");
+                tracing::info!(target: "courier_net", "shutdown complete");
                 return Poll::Ready(());
             }
             let sleeping = self.sleeping;
             match sleeping {
                 Sleeping::Grace if self.sleep_fired(cx) => {
-                    log::warn!(
+                    tracing::warn!(
                         target: "courier_net",
                         "grace period over: ending the calls in flight on {live} connection(s)"
                     );
@@ -789,7 +794,7 @@ where
                     self.poll_local(cx);
                 }
                 Sleeping::Flush if self.sleep_fired(cx) => {
-                    log::warn!(
+                    tracing::warn!(
                         target: "courier_net",
                         "closing {live} connection(s) that did not take their last replies"
                     );
@@ -853,10 +858,12 @@ where
                 Poll::Ready(Ok((conn, peer))) => {
                     self.next_backoff = self.backoff;
                     if live >= self.config.max_connections {
-                        log::warn!(
+                        tracing::warn!(
                             target: "courier_net",
-                            "rejected connection from {peer}: {live} connections open (limit {})",
-                            self.config.max_connections
+                            %peer,
+                            open = live,
+                            limit = self.config.max_connections,
+                            "rejected connection: too many connections open"
                         );
                         drop(conn);
                         continue;
@@ -864,7 +871,7 @@ where
                     started |= self.start(conn, peer);
                 }
                 Poll::Ready(Err(e)) if is_per_connection(&e) => {
-                    log::debug!(target: "courier_net", "a connection failed before accept: {e}");
+                    tracing::debug!(target: "courier_net", "a connection failed before accept: {e}");
                 }
                 Poll::Ready(Err(e)) => {
                     self.back_off(e, cx);
@@ -878,7 +885,7 @@ where
 
     fn back_off(&mut self, error: io::Error, cx: &mut Context<'_>) {
         let wait = self.next_backoff;
-        log::error!(
+        tracing::error!(
             target: "courier_net",
             "accept failed: {error}; retrying in {wait:?} or when a connection closes"
         );
@@ -894,7 +901,7 @@ where
     fn start(&mut self, conn: L::Conn, peer: L::Peer) -> bool {
         let id = self.next_id;
         self.next_id += 1;
-        log::debug!(target: "courier_net", "connection #{id} from {peer} accepted");
+        tracing::debug!(target: "courier_net", connection = id, %peer, "connection accepted");
         let service = self.service.make_service(&peer);
         let server = self.config.server_for(conn, service, &peer);
         let connection = Connection {
@@ -949,8 +956,16 @@ impl<T: Transport, S: Service, Tm: Timer, P: fmt::Display> Future for Connection
         let result = std::task::ready!(Pin::new(&mut this.server).poll(cx));
         let (id, peer) = (this.guard.id, &this.peer);
         match result {
-            Ok(()) => log::debug!(target: "courier_net", "connection #{id} from {peer} closed"),
-            Err(e) => log::warn!(target: "courier_net", "connection #{id} from {peer} closed: {e}"),
+            Ok(()) => {
+                tracing::debug!(target: "courier_net", connection = id, %peer, "connection closed")
+            }
+            Err(e) => tracing::warn!(
+                target: "courier_net",
+                connection = id,
+                %peer,
+                error = %e,
+                "connection closed"
+            ),
         }
         Poll::Ready(())
     }
