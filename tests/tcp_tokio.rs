@@ -134,10 +134,12 @@ fn default_serve_runs_connections_in_parallel_on_multi_thread_runtime() {
         .block_on(courier_tcp::tokio::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = server_rt.block_on(async {
-        courier_tcp::tokio::serve(listener, MeetServer::new(Rendezvous::default()))
-    });
-    server_rt.spawn(serve);
+    {
+        // Inside the runtime, as `serve` needs to find its spawner.
+        let _enter = server_rt.enter();
+        let serve = courier_tcp::tokio::serve(listener, MeetServer::new(Rendezvous::default()));
+        server_rt.spawn(serve);
+    }
 
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
