@@ -180,8 +180,9 @@
 //!
 //! The connection is usually the raw, unbuffered stream in
 //! [`courier::io::FuturesIo`] (futures-io streams: async-io, async-net,
-//! smol) or `courier::io::TokioIo` (tokio streams, with courier's `tokio`
-//! feature): courier's drivers buffer reads, check the frame limit and coalesce writes themselves. Its
+//! smol), `async_io::AsyncIoStream` (async-net sockets, with one read
+//! fewer per idle turn; feature `async-io`) or `courier::io::TokioIo`
+//! (tokio streams, with courier's `tokio` feature): courier's drivers buffer reads, check the frame limit and coalesce writes themselves. Its
 //! error type maps to a [`courier::TransportErrorKind`], which is what
 //! callers see.
 //!
