@@ -89,7 +89,7 @@ courier_net::transport_api! {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
+    use std::task::{Context, Wake, Waker};
 
     use courier::Transport;
     use futures::AsyncWriteExt;
