@@ -26,9 +26,10 @@ Connection rows (`--conns-rows`): client and server of courier in
 separate processes (`courier-bench --role server` / `--role client
 --conns N`, tokio and smol, 2 workers each), at 1, 8, 64 and 512
 connections with --conns-conc calls in flight per connection (default 8),
-beside tarpc and tonic at the same rows. The peers have no separate-process
-mode: they run server and clients in one process with --conns N (2 workers
-in all), and so does the `courier-1proc` row, for the like-for-like
+beside tarpc (tarpc-bench has the same --role/--addr flags: `tarpc-2proc`)
+and tonic at the same rows. tonic-bench has no separate-process mode: it
+runs server and clients in one process with --conns N (2 workers in all),
+as do the `-1proc` rows of courier and tarpc, for the like-for-like
 comparison. Alternated per round, starting point rotated.
 
 --peers-dir builds and runs another copy of the peer workspace instead (e.g.
@@ -255,17 +256,17 @@ def run_one(cmd, timeout):
     return parse_result(lines[-1])
 
 
-def run_split(courier, runtime, common, timeout):
-    """courier-bench --role server in one process, --role client in another."""
-    server = subprocess.Popen([courier, "--role", "server", "--runtime", runtime, "--workers", "2"],
+def run_split(binary, flags, common, timeout):
+    """`binary --role server` in one process, `--role client` in another,
+    each with `flags` (courier-bench and tarpc-bench have the roles)."""
+    server = subprocess.Popen([binary, "--role", "server", *flags],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         first = server.stdout.readline().split()
         if len(first) != 2 or first[0] != "listening":
             log(f"server did not start: {first}")
             return None
-        return run_one([courier, "--role", "client", "--runtime", runtime, "--workers", "2",
-                        "--addr", first[1], *common], timeout)
+        return run_one([binary, "--role", "client", *flags, "--addr", first[1], *common], timeout)
     finally:
         server.kill()
         server.wait()
@@ -278,8 +279,12 @@ def conns_matrix(args):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     bins = os.path.join(args.peers_target, "release")
     benches = {
-        "courier-tokio-2proc": lambda common: run_split(COURIER, "tokio", common, args.timeout),
-        "courier-smol-2proc": lambda common: run_split(COURIER, "smol", common, args.timeout),
+        "courier-tokio-2proc": lambda common: run_split(
+            COURIER, ["--runtime", "tokio", "--workers", "2"], common, args.timeout),
+        "courier-smol-2proc": lambda common: run_split(
+            COURIER, ["--runtime", "smol", "--workers", "2"], common, args.timeout),
+        "tarpc-2proc": lambda common: run_split(
+            os.path.join(bins, "tarpc-bench"), ["--workers", "2", "--nodelay", "1"], common, args.timeout),
         "courier-tokio-1proc": lambda common: run_one(
             [COURIER, "--runtime", "tokio", "--workers", "2", *common], args.timeout),
         "tarpc-1proc": lambda common: run_one(
