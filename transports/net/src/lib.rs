@@ -392,8 +392,16 @@ pub enum AtLimit {
 /// How a [`ServeBuilder`] runs its connections: all inside the
 /// [`Serve`] future ([`SingleTask`]) or each as a task of its own
 /// ([`SpawnEach`]). See [what each mode
-/// costs](crate#what-each-mode-runs-where-and-what-it-costs).
-pub trait ConnectionMode: fmt::Debug {}
+/// costs](crate#what-each-mode-runs-where-and-what-it-costs). Sealed: the
+/// two modes are the only ones.
+pub trait ConnectionMode: fmt::Debug + sealed::Sealed {}
+
+mod sealed {
+    /// Keeps [`ConnectionMode`](super::ConnectionMode) to this crate's modes.
+    pub trait Sealed {}
+    impl Sealed for super::SingleTask {}
+    impl Sealed for super::SpawnEach {}
+}
 
 /// Every connection runs inside the [`Serve`] future: nothing is spawned
 /// and nothing needs to be `Send` (embedded and single-threaded
