@@ -95,8 +95,7 @@ mod buffered {
 
     /// Buffers bytes from a transport and yields complete frames.
     ///
-    /// How much it reads at once adapts between [`MIN_READ_CHUNK`] and
-    /// [`READ_CHUNK`]: it doubles when a read fills all the room offered
+    /// How much it reads at once adapts between 1 KiB and 16 KiB: it doubles when a read fills all the room offered
     /// (more was waiting) and halves when a burst — the bytes read between
     /// two reads that found nothing — used less than a quarter of it, so
     /// it changes only when the traffic does, never per call.
