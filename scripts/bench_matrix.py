@@ -22,6 +22,16 @@ with --peer. Results go to bench/results/ (a JSON line per run, the runner's
 median table, and a summary with ratios), and the summary is printed.
 Compare numbers only within one matrix: the machine is noisy.
 
+Connection rows (`--conns-rows`): client and server of courier in
+separate processes (`courier-bench --role server` / `--role client
+--conns N`, tokio and smol, 2 workers each), at 1, 8, 64 and 512
+connections with --conns-conc calls in flight per connection (default 8),
+beside tarpc (tarpc-bench has the same --role/--addr flags: `tarpc-2proc`)
+and tonic at the same rows. tonic-bench has no separate-process mode: it
+runs server and clients in one process with --conns N (2 workers in all),
+as do the `-1proc` rows of courier and tarpc, for the like-for-like
+comparison. Alternated per round, starting point rotated.
+
 --peers-dir builds and runs another copy of the peer workspace instead (e.g.
 a reference checkout, to check the in-repo peers against it); for a
 read-only copy give --peers-target, a writable target directory.
@@ -30,6 +40,7 @@ Standard library only.
 """
 
 import argparse
+import resource
 import datetime
 import json
 import os
@@ -224,6 +235,102 @@ def run_matrix(args, pin, stamp):
     return "\n".join(lines)
 
 
+CONNS_ROWS = "1,8,64,512"
+
+
+def parse_result(line):
+    """The result line's key=value fields."""
+    out = {}
+    for part in line.split()[1:]:
+        k, _, v = part.partition("=")
+        out[k] = v
+    return out
+
+
+def run_one(cmd, timeout):
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in res.stdout.splitlines() if "calls_per_s=" in l]
+    if res.returncode != 0 or not lines:
+        log(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-2000:]}")
+        return None
+    return parse_result(lines[-1])
+
+
+def run_split(binary, flags, common, timeout):
+    """`binary --role server` in one process, `--role client` in another,
+    each with `flags` (courier-bench and tarpc-bench have the roles)."""
+    server = subprocess.Popen([binary, "--role", "server", *flags],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = server.stdout.readline().split()
+        if len(first) != 2 or first[0] != "listening":
+            log(f"server did not start: {first}")
+            return None
+        return run_one([binary, "--role", "client", *flags, "--addr", first[1], *common], timeout)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def conns_matrix(args):
+    """The connection rows; returns the markdown section."""
+    # 512 connections in one process are 1,024 sockets and more.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    bins = os.path.join(args.peers_target, "release")
+    benches = {
+        "courier-tokio-2proc": lambda common: run_split(
+            COURIER, ["--runtime", "tokio", "--workers", "2"], common, args.timeout),
+        "courier-smol-2proc": lambda common: run_split(
+            COURIER, ["--runtime", "smol", "--workers", "2"], common, args.timeout),
+        "tarpc-2proc": lambda common: run_split(
+            os.path.join(bins, "tarpc-bench"), ["--workers", "2", "--nodelay", "1"], common, args.timeout),
+        "courier-tokio-1proc": lambda common: run_one(
+            [COURIER, "--runtime", "tokio", "--workers", "2", *common], args.timeout),
+        "tarpc-1proc": lambda common: run_one(
+            [os.path.join(bins, "tarpc-bench"), "--workers", "2", "--nodelay", "1", *common], args.timeout),
+        "tonic-1proc": lambda common: run_one(
+            [os.path.join(bins, "tonic-bench"), "--workers", "2", *common], args.timeout),
+    }
+    names = [n for n in benches if not args.conns_only or n in args.conns_only.split(",")]
+    rows = [int(c) for c in args.conns_rows.split(",")]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    jsonl = os.path.join(RESULTS, f"conns-{stamp}.jsonl")
+    results = {}
+    cells = [(n, c) for c in rows for n in names]
+    for rep in range(args.reps):
+        order = cells[rep % len(cells):] + cells[:rep % len(cells)]
+        for name, conns in order:
+            common = ["--transport", "tcp", "--concurrency", str(args.conns_conc), "--payload", "16",
+                      "--conns", str(conns), "--duration", str(args.duration), "--warmup", str(args.warmup)]
+            r = benches[name](common)
+            log(f"rep {rep} {name} conns={conns}: {r}")
+            if r is None:
+                continue
+            r.update(label=name, conns=conns, rep=rep)
+            with open(jsonl, "a") as f:
+                f.write(json.dumps(r) + "\n")
+            results.setdefault((name, conns), []).append(r)
+    med = lambda rs, k: statistics.median(float(r[k]) for r in rs)
+    lines = [f"### Connections: {args.conns_conc} calls in flight per connection, 16 B echo, TCP", "",
+             f"{args.reps} rounds x {args.duration:g} s ({args.warmup:g} s warm-up), alternated; "
+             f"raw runs: `{os.path.relpath(jsonl, REPO)}`. `2proc`: server and client in separate "
+             "processes, 2 workers each; `1proc`: one process, 2 workers in all.", "",
+             "| bench | conns | calls/s (median) | p50 µs | p99 µs | p99/p50 | calls/s per round |",
+             "|---|--:|--:|--:|--:|--:|---|"]
+    for conns in rows:
+        for name in names:
+            rs = results.get((name, conns))
+            if not rs:
+                lines.append(f"| {name} | {conns} | failed | | | | |")
+                continue
+            p50, p99 = med(rs, "p50_us"), med(rs, "p99_us")
+            per = " / ".join(f"{float(r['calls_per_s']):,.0f}" for r in rs)
+            lines.append(f"| {name} | {conns} | {med(rs, 'calls_per_s'):,.0f} | {p50:,.1f} | {p99:,.1f} "
+                         f"| {p99 / p50 if p50 else 0:.1f} | {per} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
@@ -245,6 +352,11 @@ def main():
     ap.add_argument("--peers-target", default="",
                     help="its cargo target directory (default <peers-dir>/target)")
     ap.add_argument("--out", default="", help="summary file (default bench/results/summary-<time>.md)")
+    ap.add_argument("--conns-rows", nargs="?", const=CONNS_ROWS, default="",
+                    help=f"run only the connection rows (default rows {CONNS_ROWS})")
+    ap.add_argument("--conns-conc", type=int, default=8, help="calls in flight per connection (8)")
+    ap.add_argument("--conns-only", default="", help="benches of the connection rows to run")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds per run before it counts as failed")
     if "--quick" in sys.argv[1:]:
         ap.set_defaults(**QUICK)  # flags given explicitly still win
     args = ap.parse_args()
@@ -257,6 +369,14 @@ def main():
         build(args.peers_dir, args.peers_target)
     os.makedirs(RESULTS, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.conns_rows:
+        section = conns_matrix(args)
+        out = args.out or os.path.join(RESULTS, f"conns-{stamp}.md")
+        with open(out, "w") as f:
+            f.write(section)
+        print(section)
+        log(f"written to {os.path.relpath(out, REPO)}")
+        return
     pins = ["", "0"] if args.pin == "both" else [args.pin]
     cmd = "python3 scripts/bench_matrix.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     parts = [f"## Matrix {stamp}", "",

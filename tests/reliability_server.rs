@@ -933,6 +933,69 @@ fn idle_buffers_shrink_after_a_burst() {
     assert!(read <= 16 * 1024, "read buffer kept {read} bytes");
 }
 
+/// A connection that makes small calls one at a time — what most of a
+/// server's many mostly idle connections do — keeps a read buffer of the
+/// least read size (1 KiB), not a whole 16 KiB chunk; the buffer grows
+/// while a burst fills it and falls back afterwards.
+#[test]
+fn a_quiet_connection_keeps_a_small_read_buffer() {
+    let (client_io, server_io) = courier_mem::pair(64 * 1024);
+    let imp = ProbeImpl::shared(u32::MAX);
+    let server = ServerBuilder::new().build(server_io, support::service(&imp));
+    let capacities = Rc::new(Cell::new((0, 0)));
+    let peak_read = Rc::new(Cell::new(0));
+    let (client, driver) = ClientBuilder::new().max_in_flight(256).build(client_io);
+    let probe = ProbeClient::new(client);
+    let mut sim = Sim::new();
+    {
+        let capacities = capacities.clone();
+        let peak_read = peak_read.clone();
+        let mut server = server;
+        sim.spawn(async move {
+            let _ = std::future::poll_fn(|cx| {
+                let poll = Pin::new(&mut server).poll(cx);
+                capacities.set(server.buffer_capacities());
+                peak_read.set(peak_read.get().max(capacities.get().0));
+                poll
+            })
+            .await;
+        });
+    }
+    let _driver = record(&mut sim, driver);
+    let quiet = |sim: &mut Sim| {
+        for i in 0..20u8 {
+            let probe = probe.clone();
+            let call = record(sim, async move { probe.echo(vec![i; 16]).await });
+            sim.run_until_stalled(100_000);
+            assert_eq!(call.borrow_mut().take(), Some(Ok(vec![i; 16])));
+        }
+    };
+    quiet(&mut sim);
+    assert!(
+        capacities.get().0 <= 1024,
+        "read buffer {:?}",
+        capacities.get()
+    );
+    // A burst: 256 calls of 200 bytes at once (over 50 KiB of requests).
+    let burst: Vec<_> = (0..=255u8)
+        .map(|i| {
+            let probe = probe.clone();
+            record(&mut sim, async move { probe.echo(vec![i; 200]).await })
+        })
+        .collect();
+    sim.run_until_stalled(1_000_000);
+    for (i, slot) in burst.iter().enumerate() {
+        assert_eq!(slot.borrow_mut().take(), Some(Ok(vec![i as u8; 200])));
+    }
+    assert!(peak_read.get() > 1024, "the burst grew the read buffer");
+    quiet(&mut sim);
+    assert!(
+        capacities.get().0 <= 1024,
+        "read buffer {:?}",
+        capacities.get()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Item 1: the invariant, across configurations.
 

@@ -61,7 +61,7 @@ impl Env for UnixTokio {
         (client, driver.map(drop).boxed())
     }
     fn builder() -> ServeBuilder<TokioTimer> {
-        courier_unix::tokio::builder()
+        courier_unix::tokio::builder().single_task()
     }
     fn connect(
         addr: &Addr,

@@ -9,13 +9,38 @@ use crate::stream::Mode;
 pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
 
 /// courier-bench's own flags.
-pub const EXTRA_FLAGS: &[&str] = &["--runtime", "--mem-capacity", "--mode", "--credit"];
+pub const EXTRA_FLAGS: &[&str] = &[
+    "--runtime",
+    "--mem-capacity",
+    "--mode",
+    "--credit",
+    "--role",
+    "--addr",
+];
 
 /// The usage text.
 pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
 [--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS]\npayload 0 means: call add(u64,u64) instead of echo\n\
+[--runtime smol|tokio] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
+[--role both|server|client|idle] [--addr HOST:PORT]\npayload 0 means: call add(u64,u64) instead of echo\n\
+--role server: serve TCP on --addr (default 127.0.0.1:0), print `listening ADDR`, run until killed\n\
+--role client: connect --conns clients to the server at --addr, measure, print the result line\n\
+--role idle: connect --conns clients to --addr, one call each, print `ready N`, idle for --duration\n\
 --mode stream|bidi: one streaming call per slot; calls_per_s = items/s, p50/p99 = gaps between items";
+
+/// Which side of a TCP benchmark this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Server and clients in this process (the default).
+    Both,
+    /// Only the server, until the process is killed.
+    Server,
+    /// Only the clients, against a server in another process.
+    Client,
+    /// `--conns` clients that make one call each, print `ready N`, then
+    /// stay connected and idle for `--duration` (idle-cost measurement).
+    Idle,
+}
 
 /// Parsed command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +55,11 @@ pub struct Options {
     pub mode: Mode,
     /// Stream credit window in items (courier's default unless set).
     pub credit: u32,
+    /// `--role`: which side(s) this process runs.
+    pub role: Role,
+    /// `--addr`: where the server listens (`--role server`, default
+    /// `127.0.0.1:0`) or is (`--role client`, required).
+    pub addr: Option<String>,
 }
 
 impl Options {
@@ -55,7 +85,27 @@ impl Options {
             // courier coalesces frames into one write itself.
             return Err("--nodelay 0: courier-tcp always sets TCP_NODELAY".into());
         }
+        let role = match args.extra("--role").unwrap_or("both") {
+            "both" => Role::Both,
+            "server" => Role::Server,
+            "client" => Role::Client,
+            "idle" => Role::Idle,
+            other => {
+                return Err(format!(
+                    "--role: expected both|server|client|idle, got {other:?}"
+                ))
+            }
+        };
+        let addr = args.extra("--addr").map(str::to_string);
+        if role != Role::Both && args.transport != "tcp" {
+            return Err("--role server|client: only with --transport tcp".into());
+        }
+        if matches!(role, Role::Client | Role::Idle) && addr.is_none() {
+            return Err("--role client|idle: --addr HOST:PORT of the server is required".into());
+        }
         Ok(Options {
+            role,
+            addr,
             args,
             runtime,
             mem_capacity,
@@ -94,6 +144,16 @@ mod tests {
         assert_eq!(o.mode, Mode::Unary);
         assert_eq!(parse(&["--mode", "stream"]).unwrap().mode, Mode::Stream);
         assert_eq!(parse(&["--mode=bidi"]).unwrap().mode, Mode::Bidi);
+        assert_eq!(parse(&[]).unwrap().role, Role::Both);
+        let o = parse(&["--role", "client", "--addr", "127.0.0.1:9", "--conns", "8"]).unwrap();
+        assert_eq!(
+            (o.role, o.addr.as_deref()),
+            (Role::Client, Some("127.0.0.1:9"))
+        );
+        assert_eq!(o.args.conns, 8);
+        assert_eq!(parse(&["--role=server"]).unwrap().role, Role::Server);
+        let o = parse(&["--role=idle", "--addr=[::1]:7"]).unwrap();
+        assert_eq!((o.role, o.addr.as_deref()), (Role::Idle, Some("[::1]:7")));
     }
 
     #[test]
@@ -106,6 +166,10 @@ mod tests {
             &["--echo", "bytebuf"],
             &["--mode", "client"],
             &["--credit", "0"],
+            &["--role", "proxy"],
+            &["--role", "client"],
+            &["--role", "idle"],
+            &["--role", "server", "--transport", "mem"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

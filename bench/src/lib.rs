@@ -186,6 +186,15 @@ impl SmolRuntime {
     }
 }
 
+impl SmolRuntime {
+    /// Spawns each task on this runtime's executor (for
+    /// [`courier_tcp::ServeBuilder::spawn_connections`]).
+    pub fn spawner(&self) -> impl courier::Spawn + 'static {
+        let executor = self.executor.clone();
+        move |task: Pin<Box<dyn Future<Output = ()> + Send>>| executor.spawn(task).detach()
+    }
+}
+
 impl Drop for SmolRuntime {
     fn drop(&mut self) {
         // Closing the channel ends every executor thread's `run`.

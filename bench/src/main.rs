@@ -19,19 +19,29 @@
 
 use std::sync::Arc;
 
-use courier_bench::cli::{Options, USAGE};
+use std::io::Write;
+use std::net::SocketAddr;
+
+use courier_bench::cli::{Options, Role, USAGE};
 use courier_bench::measure::{fail, report, run_phases, Args, Phase, Recorder};
 use courier_bench::stream::{start_client, Mode, StreamService};
 use courier_bench::{BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime};
 
 fn main() {
+    let options = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| fail(USAGE, &e));
+    match options.role {
+        Role::Server => return serve_only(&options),
+        Role::Client => return client_only(&options),
+        Role::Idle => return idle_clients(&options),
+        Role::Both => {}
+    }
     let Options {
         args,
         runtime,
         mem_capacity,
         mode,
         ..
-    } = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| fail(USAGE, &e));
+    } = options;
     let (rec, elapsed) = if runtime == "tokio" {
         let rt = TokioRuntime::new(args.workers);
         let callers = match args.transport.as_str() {
@@ -60,6 +70,114 @@ fn main() {
 }
 
 type Started = (Arc<Phase>, Vec<BoxFuture<Recorder>>);
+
+/// `--role server`: serves TCP on `--addr` until the process is killed,
+/// each connection a task of the runtime (so they spread over its
+/// `--workers` threads); prints `listening ADDR` once bound.
+fn serve_only(o: &Options) {
+    let addr = o.addr.as_deref().unwrap_or("127.0.0.1:0");
+    let limits = limits(&o.args);
+    if o.runtime == "tokio" {
+        let rt = TokioRuntime::new(o.args.workers);
+        rt.block_on(async {
+            let listener = courier_tcp::tokio::TcpListener::bind(addr)
+                .await
+                .expect("bind");
+            announce(listener.local_addr().expect("local addr"));
+            // The default on a multi-thread runtime: a task per connection.
+            let serve = courier_tcp::tokio::builder()
+                .max_concurrent(limits)
+                .max_connections(MAX_CONNECTIONS)
+                .serve(listener, service());
+            serve.await
+        });
+    } else {
+        let rt = SmolRuntime::new(o.args.workers);
+        let listener = rt
+            .block_on(courier_tcp::TcpListener::bind(addr))
+            .expect("bind");
+        announce(listener.local_addr().expect("local addr"));
+        let serve = courier_tcp::builder()
+            .max_concurrent(limits)
+            .max_connections(MAX_CONNECTIONS)
+            .spawn_connections(rt.spawner())
+            .serve(listener, service());
+        rt.block_on(serve);
+    }
+}
+
+/// The server's connection limit in `--role server` (above the largest
+/// `--conns` row and courier's default of 1,024).
+const MAX_CONNECTIONS: usize = 20_000;
+
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {addr}");
+    let _ = out.flush();
+}
+
+/// `--role idle`: `--conns` clients that each make one call, then stay
+/// connected without calling for `--duration`, so that a script can read
+/// the server's memory and count its system calls while they idle.
+fn idle_clients(o: &Options) {
+    let addr = server_addr(o);
+    let conns = o.args.conns;
+    let rt = TokioRuntime::new(o.args.workers);
+    let clients = rt.block_on(async {
+        let mut clients = Vec::with_capacity(conns);
+        for i in 0..conns {
+            // No timer: an idle client arms nothing either.
+            let builder = courier::ClientBuilder::new();
+            let (client, driver) = courier_tcp::tokio::connect_with(addr, builder)
+                .await
+                .expect("connect");
+            rt.detach(driver);
+            let client = courier_bench::BenchClient::new(client);
+            let n = i as u64;
+            assert_eq!(client.add(n, 1).await, Ok(n + 1), "first call");
+            clients.push(client);
+        }
+        clients
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready {}", clients.len());
+    let _ = out.flush();
+    std::thread::sleep(o.args.duration);
+}
+
+fn server_addr(o: &Options) -> SocketAddr {
+    let addr = o.addr.as_deref().unwrap_or_default();
+    addr.parse()
+        .unwrap_or_else(|_| fail(USAGE, &format!("--addr: expected HOST:PORT, got {addr:?}")))
+}
+
+/// `--role client`: `--conns` clients against the server at `--addr`.
+fn client_only(o: &Options) {
+    let addr = server_addr(o);
+    let args = &o.args;
+    let phase = Phase::new();
+    let (rec, elapsed) = if o.runtime == "tokio" {
+        let rt = TokioRuntime::new(args.workers);
+        let callers = connect_clients(&rt, args, &phase, |builder| {
+            courier_tcp::tokio::connect_with(addr, builder)
+        });
+        measure(&rt, args, (phase, callers))
+    } else {
+        let rt = SmolRuntime::new(args.workers);
+        let callers = connect_clients(&rt, args, &phase, |builder| {
+            courier_tcp::connect_with(addr, builder)
+        });
+        measure(&rt, args, (phase, callers))
+    };
+    eprintln!(
+        "# courier: role=client runtime={} workers={} transport=tcp",
+        o.runtime, args.workers
+    );
+    report(o.mode.result_name(), args, &rec, elapsed);
+    if rec.calls == 0 {
+        std::process::exit(1);
+    }
+}
 
 /// Runs the phase clock on this thread, then collects every caller's
 /// recorder (callers stop by themselves at STOP).
@@ -196,10 +314,14 @@ fn tokio_tcp(rt: &TokioRuntime, args: &Args) -> Started {
         .block_on(courier_tcp::tokio::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let serve = courier_tcp::tokio::builder()
-        .max_concurrent(limits(args))
-        .serve(listener, service());
-    rt.detach(serve);
+    // Built inside the runtime: on a multi-thread one, `builder()`
+    // spawns each connection (tokio's default).
+    rt.block_on(async {
+        let serve = courier_tcp::tokio::builder()
+            .max_concurrent(limits(args))
+            .serve(listener, service());
+        rt.detach(serve);
+    });
     let callers = connect_clients(rt, args, &phase, |builder| {
         courier_tcp::tokio::connect_with(addr, builder)
     });
@@ -214,10 +336,14 @@ fn tokio_unix(rt: &TokioRuntime, args: &Args) -> Started {
     let listener = rt
         .block_on(courier_unix::tokio::UnixListener::bind(&path))
         .expect("bind");
-    let serve = courier_unix::tokio::builder()
-        .max_concurrent(limits(args))
-        .serve(listener, service());
-    rt.detach(serve);
+    // Built inside the runtime: on a multi-thread one, `builder()`
+    // spawns each connection (tokio's default).
+    rt.block_on(async {
+        let serve = courier_unix::tokio::builder()
+            .max_concurrent(limits(args))
+            .serve(listener, service());
+        rt.detach(serve);
+    });
     let callers = connect_clients(rt, args, &phase, |builder| {
         courier_unix::tokio::connect_with(&path, builder)
     });

@@ -86,17 +86,31 @@ mod buffered {
     use crate::io::Transport;
     use crate::wire::{Header, MAX_HEADER_LEN};
 
-    /// How much a reader asks the transport for at least, so that many
+    /// The most a reader asks the transport for at least, so that many
     /// small frames arrive with one read.
     const READ_CHUNK: usize = 16 * 1024;
 
+    /// What a reader asks for at first and keeps while its peer sends
+    /// little: a connection that makes a call now and then holds 1 KiB,
+    /// not a whole chunk (idle servers with many connections).
+    const MIN_READ_CHUNK: usize = 1024;
+
     /// Buffers bytes from a transport and yields complete frames.
+    ///
+    /// How much it reads at once adapts between 1 KiB and 16 KiB: it doubles when a read fills all the room offered
+    /// (more was waiting) and halves when a burst — the bytes read between
+    /// two reads that found nothing — used less than a quarter of it, so
+    /// it changes only when the traffic does, never per call.
     #[derive(Debug)]
     pub struct FrameReader {
         buf: Vec<u8>,
         start: usize,
         end: usize,
         max_frame: usize,
+        /// The current read size.
+        chunk: usize,
+        /// Bytes read since the reader last found nothing to read.
+        burst: usize,
     }
 
     impl FrameReader {
@@ -107,6 +121,8 @@ mod buffered {
                 start: 0,
                 end: 0,
                 max_frame,
+                chunk: MIN_READ_CHUNK,
+                burst: 0,
             }
         }
 
@@ -144,13 +160,22 @@ mod buffered {
             self.buf.capacity()
         }
 
-        /// Gives memory back after a burst: keeps at most one read chunk
-        /// plus the bytes already buffered (a partly received frame).
+        /// The read size, never above what the largest frame needs.
+        fn chunk(&self) -> usize {
+            self.chunk.min(frame_end(self.max_frame))
+        }
+
+        /// Call when the transport had nothing to read: ends the burst, and
+        /// gives memory back after it — keeps at most the read size (halved
+        /// if the burst was small) plus the bytes already buffered (a partly
+        /// received frame).
         pub(crate) fn shrink(&mut self) {
             let buffered = self.end - self.start;
-            let keep = READ_CHUNK
-                .min(frame_end(self.max_frame))
-                .saturating_add(buffered);
+            let burst = core::mem::take(&mut self.burst);
+            if burst < self.chunk / 4 {
+                self.chunk = (self.chunk / 2).max(MIN_READ_CHUNK);
+            }
+            let keep = self.chunk().saturating_add(buffered);
             if self.buf.capacity() <= keep {
                 return;
             }
@@ -176,10 +201,16 @@ mod buffered {
             cx: &mut Context<'_>,
         ) -> Poll<Result<usize, T::Error>> {
             self.make_room();
+            let room = self.buf.len() - self.end;
             let n = match io.poll_read(cx, &mut self.buf[self.end..]) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
             };
+            if n >= room {
+                // More may be waiting: read more at once next time.
+                self.chunk = self.chunk.saturating_mul(2).min(READ_CHUNK);
+            }
+            self.burst = self.burst.saturating_add(n);
             self.end += n;
             Poll::Ready(Ok(n))
         }
@@ -202,7 +233,7 @@ mod buffered {
             let wanted = needed
                 .min(buffered.saturating_mul(2))
                 .max(buffered.saturating_add(1))
-                .max(READ_CHUNK.min(frame_end(self.max_frame)));
+                .max(self.chunk());
             if self.start > 0
                 && (self.start.saturating_add(needed) > self.buf.len()
                     || self.end == self.buf.len())
@@ -724,6 +755,63 @@ mod buffered {
             assert!(r.buf.len() <= 64 * 1024, "buffer of {} bytes", r.buf.len());
             r.shrink();
             assert_eq!(r.next_frame(), Ok(None));
+        }
+
+        /// The read size grows while reads come back full, up to the most,
+        /// and falls back to the least (memory included) once bursts are
+        /// small again.
+        #[test]
+        fn read_size_follows_the_traffic() {
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut r = FrameReader::new(1 << 20);
+            // A small request: one read of at most the least size.
+            let small = [5, 0, 0, 0, 1, 2, 3, 4, 5];
+            assert!(matches!(
+                r.poll_fill(&mut Source(&small), &mut cx),
+                Poll::Ready(Ok(9))
+            ));
+            assert_eq!(r.next_frame(), Ok(Some(&[1, 2, 3, 4, 5][..])));
+            r.shrink();
+            assert_eq!(
+                (r.chunk, r.buf.capacity()),
+                (MIN_READ_CHUNK, MIN_READ_CHUNK)
+            );
+            // A long stream of frames: reads fill the room, the size
+            // doubles up to the most and stays there.
+            let frame = [60u8, 0, 0, 0].iter().copied().chain([7; 60]);
+            let stream: Vec<u8> = frame.cycle().take(64 * 1000).collect();
+            let mut source = Source(&stream);
+            let mut frames = 0;
+            while !source.0.is_empty() {
+                while let Ok(Some(_)) = r.next_frame() {
+                    frames += 1;
+                }
+                assert!(matches!(
+                    r.poll_fill(&mut source, &mut cx),
+                    Poll::Ready(Ok(1..))
+                ));
+            }
+            while let Ok(Some(_)) = r.next_frame() {
+                frames += 1;
+            }
+            assert_eq!(frames, 1000);
+            assert_eq!(r.chunk, READ_CHUNK);
+            r.shrink();
+            assert!(r.buf.capacity() <= READ_CHUNK);
+            // Small bursts again: back to the least, memory too.
+            for _ in 0..8 {
+                assert!(matches!(
+                    r.poll_fill(&mut Source(&small), &mut cx),
+                    Poll::Ready(Ok(9))
+                ));
+                assert_eq!(r.next_frame(), Ok(Some(&[1, 2, 3, 4, 5][..])));
+                r.shrink();
+            }
+            assert_eq!(
+                (r.chunk, r.buf.capacity()),
+                (MIN_READ_CHUNK, MIN_READ_CHUNK)
+            );
         }
 
         #[test]

@@ -449,10 +449,11 @@ pub fn idle_timeout<E: Env>() {
     });
 }
 
-/// At the limit new clients wait (`Pause`) until a connection closes.
-pub fn max_connections_pause<E: Env>() {
+/// At the limit new clients wait (`Pause`) until a connection closes;
+/// connections served inside the serve future or spawned.
+pub fn max_connections_pause<E: Env>(spawned: bool) {
     E::block_on(async {
-        let server = start::<E>(E::builder().max_connections(2), false);
+        let server = start::<E>(E::builder().max_connections(2), spawned);
         let first = connect::<E>(&server.addr).await;
         let second = connect::<E>(&server.addr).await;
         assert_eq!(within::<E, _>("call", first.client.add(1, 0)).await, Ok(1));
@@ -472,12 +473,13 @@ pub fn max_connections_pause<E: Env>() {
     });
 }
 
-/// At the limit new clients are accepted and closed (`Reject`), logged.
-pub fn max_connections_reject<E: Env>() {
+/// At the limit new clients are accepted and closed (`Reject`), logged;
+/// connections served inside the serve future or spawned.
+pub fn max_connections_reject<E: Env>(spawned: bool) {
     capture_logs();
     E::block_on(async {
         let builder = E::builder().max_connections(1).at_limit(AtLimit::Reject);
-        let server = start::<E>(builder, false);
+        let server = start::<E>(builder, spawned);
         let first = connect::<E>(&server.addr).await;
         assert_eq!(within::<E, _>("call", first.client.add(1, 0)).await, Ok(1));
         let second = connect::<E>(&server.addr).await;
@@ -771,7 +773,11 @@ macro_rules! scenarios {
         }
         #[test]
         fn max_connections_pause() {
-            sockets::max_connections_pause::<$env>();
+            sockets::max_connections_pause::<$env>(false);
+        }
+        #[test]
+        fn max_connections_pause_spawned_connections() {
+            sockets::max_connections_pause::<$env>(true);
         }
         #[test]
         fn idle_timeout_closes_a_silent_connection() {
@@ -779,7 +785,11 @@ macro_rules! scenarios {
         }
         #[test]
         fn max_connections_reject() {
-            sockets::max_connections_reject::<$env>();
+            sockets::max_connections_reject::<$env>(false);
+        }
+        #[test]
+        fn max_connections_reject_spawned_connections() {
+            sockets::max_connections_reject::<$env>(true);
         }
         #[test]
         fn graceful_shutdown() {

@@ -14,7 +14,7 @@
 /// | `connect_stream(addr)` | only the connected stream, for custom framing or tests |
 /// | `connect_reconnecting(addr, policy)` | a client that re-dials after a lost connection |
 /// | `Connector<A>` | the [`Connector`] of the dialer, for [`courier::ClientBuilder::build_reconnecting`] |
-/// | `builder()` | a [`ServeBuilder`] with the runtime's timer |
+/// | `builder()` | a [`ServeBuilder`] with the runtime's timer (and, with `spawner`, its [`SpawnEach`]) |
 /// | `serve(listener, service)` | a [`Serve`] future with default settings |
 /// | `serve_addr(addr, service)` | binds, then serves |
 ///
@@ -32,7 +32,12 @@
 /// - `error`: the error of dialing and binding;
 /// - `timer`: the runtime's [`courier::Timer`] (`Default`), used by
 ///   `connect`, `connect_reconnecting` and `builder`;
-/// - `addr`: the bound every address satisfies, as a path.
+/// - `addr`: the bound every address satisfies, as a path;
+/// - `spawner` (optional): a function `fn() -> SpawnEach` giving the
+///   runtime's spawner where one is available, such as
+///   `courier_net::tokio::runtime_spawner` (feature `tokio`). With it, `builder()` and `serve` spawn each connection (and
+///   `serve` needs a `Send + 'static` service); without it, connections
+///   run inside the `Serve` future.
 ///
 /// The generated items call the generic [`connect_with`], [`Connector`]
 /// and [`ServeBuilder`], so a transport that prefers its own API can use
@@ -44,6 +49,7 @@
 /// [`connect_with`]: crate::connect_with
 /// [`ServeBuilder`]: crate::ServeBuilder
 /// [`Serve`]: crate::Serve
+/// [`SpawnEach`]: crate::SpawnEach
 #[macro_export]
 macro_rules! transport_api {
     (
@@ -53,7 +59,8 @@ macro_rules! transport_api {
         stream: $stream:ty,
         error: $error:ty,
         timer: $timer:ty,
-        addr: $bound:path $(,)?
+        addr: $bound:path
+        $(, spawner: $spawner:path)? $(,)?
     ) => {
         /// A client-side or accepted connection, as a
         /// [`courier::Transport`].
@@ -129,16 +136,22 @@ macro_rules! transport_api {
                 .build_reconnecting(Connector::new(addr), policy)
         }
 
+        $crate::transport_api!(@serve $listener, $timer, $bound, $error, [$($spawner)?]);
+    };
+    (@serve $listener:ty, $timer:ty, $bound:path, $error:ty, []) => {
         /// A [`ServeBuilder`](courier_net::ServeBuilder) with the runtime's
         /// timer, to configure limits and shutdown before
-        /// [`serve`](courier_net::ServeBuilder::serve) or
-        /// [`serve_spawned`](courier_net::ServeBuilder::serve_spawned).
+        /// [`serve`](courier_net::ServeBuilder::serve) (connections run
+        /// inside the returned future) or
+        /// [`serve_spawned`](courier_net::ServeBuilder::serve_spawned)
+        /// (each connection a task of your executor).
         pub fn builder() -> $crate::ServeBuilder<$timer> {
             $crate::ServeBuilder::new(<$timer as ::core::default::Default>::default())
         }
 
         /// Serves `service` on every connection `listener` accepts, with
-        /// default settings (see [`builder`] for the others).
+        /// default settings (see [`builder`] for the others); connections
+        /// run inside the returned future.
         pub fn serve<S>(listener: $listener, service: S) -> $crate::Serve<$listener, S, $timer>
         where
             S: $crate::__private::courier::Service + ::core::clone::Clone,
@@ -153,6 +166,46 @@ macro_rules! transport_api {
         ) -> ::core::result::Result<$crate::Serve<$listener, S, $timer>, $error>
         where
             S: $crate::__private::courier::Service + ::core::clone::Clone,
+        {
+            ::core::result::Result::Ok(serve(<$listener>::bind(addr).await?, service))
+        }
+    };
+    (@serve $listener:ty, $timer:ty, $bound:path, $error:ty, [$spawner:path]) => {
+        /// A [`ServeBuilder`](courier_net::ServeBuilder) with the runtime's
+        /// timer that spawns each connection as a task of the runtime it
+        /// is called in, where that runtime has several threads (see
+        /// [`SpawnEach`](courier_net::SpawnEach)); otherwise connections
+        /// run inside the [`Serve`](courier_net::Serve) future.
+        /// [`single_task`](courier_net::ServeBuilder::single_task) keeps
+        /// them all in that future (for services that are not `Send`).
+        pub fn builder() -> $crate::ServeBuilder<$timer, $crate::SpawnEach> {
+            $crate::ServeBuilder::new(<$timer as ::core::default::Default>::default())
+                .mode($spawner())
+        }
+
+        /// Serves `service` on every connection `listener` accepts, with
+        /// default settings (see [`builder`] for the others); on a
+        /// multi-thread runtime each connection is a task of its own.
+        pub fn serve<S>(listener: $listener, service: S) -> $crate::Serve<$listener, S, $timer>
+        where
+            S: $crate::__private::courier::Service
+                + ::core::clone::Clone
+                + ::core::marker::Send
+                + 'static,
+        {
+            builder().serve(listener, service)
+        }
+
+        /// Binds `addr` and serves `service` on it with default settings.
+        pub async fn serve_addr<A: $bound, S>(
+            addr: A,
+            service: S,
+        ) -> ::core::result::Result<$crate::Serve<$listener, S, $timer>, $error>
+        where
+            S: $crate::__private::courier::Service
+                + ::core::clone::Clone
+                + ::core::marker::Send
+                + 'static,
         {
             ::core::result::Result::Ok(serve(<$listener>::bind(addr).await?, service))
         }

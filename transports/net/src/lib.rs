@@ -25,22 +25,32 @@
 //! # Model
 //!
 //! [`ServeBuilder::serve`] returns a [`Serve`] future. Polling it accepts
-//! connections and polls every connection's server *inside the same task*
-//! (in a `FuturesUnordered`): nothing is spawned, which suits one-core and
-//! embedded-style executors. [`ServeBuilder::serve_spawned`] instead hands
-//! each connection to a [`courier::Spawn`] of your executor; the `Serve`
-//! future still tracks them for the limit and for shutdown.
+//! connections and, in the [`SingleTask`] mode of [`ServeBuilder::new`],
+//! polls every connection's server *inside the same task* (in a
+//! `FuturesUnordered`): nothing is spawned and nothing needs to be `Send`,
+//! which suits one-core and embedded-style executors. In the [`SpawnEach`]
+//! mode ([`ServeBuilder::spawn_connections`], or
+//! [`ServeBuilder::serve_spawned`]) each connection is handed to a
+//! [`courier::Spawn`] of your executor instead; the `Serve` future still
+//! accepts, tracks the connections for the limit and the shutdown, and logs
+//! how each ended, in both modes. The tokio transports' `serve` and
+//! `builder()` start in `SpawnEach` with the runtime's spawner
+//! ([`tokio::runtime_spawner`], feature `tokio`) on a multi-thread
+//! runtime, since that is what spreads a server over its cores; the
+//! async-io ones cannot know your executor and start in `SingleTask`.
 //!
 //! ## What each mode runs where, and what it costs
 //!
 //! A task runs on one core at a time, so what decides how many cores a
-//! server can use is how its work is split into tasks. Neither mode is the
-//! default for speed; measure with your handlers.
+//! server can use is how its work is split into tasks. With many
+//! connections, spawning each is what lets a server use every core (see
+//! the connection rows in `BENCHMARKS.md`); with one connection it gains
+//! nothing.
 //!
 //! | mode | tasks | cores it can use | cost |
 //! |---|---|---|---|
-//! | [`serve`](ServeBuilder::serve) | one, for the accept loop, every connection and every handler | one, in all | none beyond the calls themselves |
-//! | [`serve_spawned`](ServeBuilder::serve_spawned) | one per connection (reads, writes and every handler of its calls) | one per connection: several connections run in parallel, one connection never uses more than one core | one spawn per connection |
+//! | [`SingleTask`] | one, for the accept loop, every connection and every handler | one, in all | none beyond the calls themselves |
+//! | [`SpawnEach`] | one per connection (reads, writes and every handler of its calls) | one per connection: several connections run in parallel, one connection never uses more than one core | one spawn per connection |
 //! | [`handler_spawner`](ServeBuilder::handler_spawner) (with either) | one per call, besides the connection's | a single connection's handlers run in parallel | a spawn (an allocation) per call and a wake-up across tasks, often across threads, for its reply |
 //!
 //! So a server with a single busy connection (one client multiplexing all
@@ -175,8 +185,9 @@
 //!
 //! The connection is usually the raw, unbuffered stream in
 //! [`courier::io::FuturesIo`] (futures-io streams: async-io, async-net,
-//! smol) or `courier::io::TokioIo` (tokio streams, with courier's `tokio`
-//! feature): courier's drivers buffer reads, check the frame limit and coalesce writes themselves. Its
+//! smol), `async_io::AsyncIoStream` (async-net sockets, with one read
+//! fewer per idle turn; feature `async-io`) or `courier::io::TokioIo`
+//! (tokio streams, with courier's `tokio` feature): courier's drivers buffer reads, check the frame limit and coalesce writes themselves. Its
 //! error type maps to a [`courier::TransportErrorKind`], which is what
 //! callers see.
 //!
@@ -296,6 +307,8 @@ mod api;
 #[cfg(feature = "async-io")]
 pub mod async_io;
 mod dial;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use dial::{connect_with, Connector, Dial};
 
@@ -381,10 +394,75 @@ pub enum AtLimit {
     Reject,
 }
 
+/// How a [`ServeBuilder`] runs its connections: all inside the
+/// [`Serve`] future ([`SingleTask`]) or each as a task of its own
+/// ([`SpawnEach`]). See [what each mode
+/// costs](crate#what-each-mode-runs-where-and-what-it-costs). Sealed: the
+/// two modes are the only ones.
+pub trait ConnectionMode: fmt::Debug + sealed::Sealed {}
+
+mod sealed {
+    /// Keeps [`ConnectionMode`](super::ConnectionMode) to this crate's modes.
+    pub trait Sealed {}
+    impl Sealed for super::SingleTask {}
+    impl Sealed for super::SpawnEach {}
+}
+
+/// Every connection runs inside the [`Serve`] future: nothing is spawned
+/// and nothing needs to be `Send` (embedded and single-threaded
+/// executors). The default of [`ServeBuilder::new`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleTask;
+
+impl ConnectionMode for SingleTask {}
+
+/// Every connection runs as a task on a [`courier::Spawn`], so that
+/// connections spread over an executor's threads
+/// ([`ServeBuilder::spawn_connections`]). Without a spawner (a runtime
+/// that has none) connections run inside the [`Serve`] future, as with
+/// [`SingleTask`].
+#[derive(Clone, Default)]
+pub struct SpawnEach(Option<Arc<dyn Spawn>>);
+
+impl SpawnEach {
+    /// Spawns every connection on `spawner`.
+    pub fn new(spawner: impl Spawn + 'static) -> Self {
+        SpawnEach(Some(Arc::new(spawner)))
+    }
+
+    /// No spawner: connections run inside the [`Serve`] future.
+    pub fn none() -> Self {
+        SpawnEach(None)
+    }
+
+    /// Whether connections are spawned (`false`: no spawner was
+    /// available, they run inside the [`Serve`] future).
+    pub fn spawns(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl fmt::Debug for SpawnEach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnEach")
+            .field("spawns", &self.spawns())
+            .finish()
+    }
+}
+
+impl ConnectionMode for SpawnEach {}
+
 /// Configures the accept loop and the per-connection servers.
+///
+/// `Mode` says whether connections run inside the [`Serve`] future
+/// ([`SingleTask`], the default of [`new`](ServeBuilder::new)) or as tasks
+/// of their own ([`SpawnEach`], set by
+/// [`spawn_connections`](ServeBuilder::spawn_connections); what the tokio
+/// transports' `builder()` starts with on a multi-thread runtime).
 #[must_use]
 #[derive(Debug)]
-pub struct ServeBuilder<Tm> {
+pub struct ServeBuilder<Tm, Mode: ConnectionMode = SingleTask> {
+    mode: Mode,
     timer: Tm,
     max_connections: usize,
     at_limit: AtLimit,
@@ -406,6 +484,7 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
     /// connection closes.
     pub fn new(timer: Tm) -> Self {
         ServeBuilder {
+            mode: SingleTask,
             timer: timer.clone(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             at_limit: AtLimit::Pause,
@@ -413,6 +492,108 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
             shutdown: None,
             server: ServerBuilder::new().timer(timer.clone()),
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+        }
+    }
+
+    /// Serves `service` on every connection `listener` accepts; connections
+    /// run inside the returned future, which need not be `Send`.
+    pub fn serve<L, S>(self, listener: L, service: S) -> Serve<L, S, Tm>
+    where
+        L: Listener,
+        S: MakeService<L::Peer>,
+    {
+        self.serve_in_one_task(listener, service)
+    }
+
+    /// Like [`serve`](ServeBuilder::serve), with a service built for each
+    /// connection by `make` from the peer's address (which a handler also
+    /// sees in its [`CallContext::peer`](courier::CallContext::peer)) —
+    /// per-connection state or access control, keeping the connection
+    /// limit, the shutdown and the logging of the accept loop.
+    pub fn serve_with<L, F, S>(self, listener: L, make: F) -> Serve<L, PerConnection<F>, Tm>
+    where
+        L: Listener,
+        F: Fn(&L::Peer) -> S,
+        S: Service,
+    {
+        self.serve(listener, PerConnection(make))
+    }
+}
+
+impl<Tm: Timer + Clone> ServeBuilder<Tm, SpawnEach> {
+    /// Serves `service` on every connection `listener` accepts, each
+    /// connection a task on the spawner (see [`SpawnEach`]). The returned
+    /// future accepts, enforces the connection limit and the shutdown, and
+    /// dropping it closes the spawned connections too.
+    pub fn serve<L, S>(self, listener: L, service: S) -> Serve<L, S, Tm>
+    where
+        L: Listener,
+        L::Conn: Send + 'static,
+        L::Peer: Send + 'static,
+        S: MakeService<L::Peer> + Send + 'static,
+        S::Service: Send + 'static,
+        Tm: Send + 'static,
+        Tm::Sleep: Send + 'static,
+    {
+        let spawner = self.mode.0.clone();
+        let mut serve = self.serve_in_one_task(listener, service);
+        if let Some(spawner) = spawner {
+            serve.spawn = Some(Box::new(move |conn: ConnOf<L, S, Tm>| {
+                let (abort, registration) = AbortHandle::new_pair();
+                conn.guard.tracker.set_abort(conn.guard.id, abort);
+                let task = Abortable::new(conn, registration);
+                spawner.spawn(Box::pin(async move {
+                    let _ = task.await;
+                }));
+            }));
+        }
+        serve
+    }
+
+    /// Like [`serve`](ServeBuilder::serve), with a service built for each
+    /// connection by `make` from the peer's address.
+    pub fn serve_with<L, F, S>(self, listener: L, make: F) -> Serve<L, PerConnection<F>, Tm>
+    where
+        L: Listener,
+        L::Conn: Send + 'static,
+        L::Peer: Send + 'static,
+        F: Fn(&L::Peer) -> S + Send + 'static,
+        S: Service + Send + 'static,
+        Tm: Send + 'static,
+        Tm::Sleep: Send + 'static,
+    {
+        self.serve(listener, PerConnection(make))
+    }
+}
+
+impl<Tm: Timer + Clone, Mode: ConnectionMode> ServeBuilder<Tm, Mode> {
+    /// Runs each connection as a task on `spawner` (see [`SpawnEach`]):
+    /// [`serve`](ServeBuilder::serve) then spreads connections over the
+    /// executor's threads, and needs the connection, the service and the
+    /// timer to be `Send + 'static`.
+    pub fn spawn_connections(self, spawner: impl Spawn + 'static) -> ServeBuilder<Tm, SpawnEach> {
+        self.mode(SpawnEach::new(spawner))
+    }
+
+    /// Runs every connection inside the [`Serve`] future (see
+    /// [`SingleTask`]), also where the runtime's `builder()` would spawn
+    /// them: for services that are not `Send`, or to keep a server on one
+    /// thread.
+    pub fn single_task(self) -> ServeBuilder<Tm, SingleTask> {
+        self.mode(SingleTask)
+    }
+
+    /// Sets how connections run.
+    pub fn mode<M: ConnectionMode>(self, mode: M) -> ServeBuilder<Tm, M> {
+        ServeBuilder {
+            mode,
+            timer: self.timer,
+            max_connections: self.max_connections,
+            at_limit: self.at_limit,
+            grace: self.grace,
+            shutdown: self.shutdown,
+            server: self.server,
+            accept_backoff: self.accept_backoff,
         }
     }
 
@@ -504,14 +685,15 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
         self
     }
 
-    /// Serves `service` on every connection `listener` accepts; connections
-    /// run inside the returned future.
-    pub fn serve<L, S>(self, listener: L, service: S) -> Serve<L, S, Tm>
+    /// The accept loop with connections inside it; the spawning `serve`
+    /// then adds its spawner.
+    fn serve_in_one_task<L, S>(self, listener: L, service: S) -> Serve<L, S, Tm>
     where
         L: Listener,
         S: MakeService<L::Peer>,
     {
-        let shutdown = self.shutdown.as_ref().map(Shutdown::triggered);
+        let config = self.single_task();
+        let shutdown = config.shutdown.as_ref().map(Shutdown::triggered);
         let tracker = Arc::new(Tracker::default());
         let accept_wake = Arc::new(AcceptWake {
             ready: AtomicBool::new(true),
@@ -520,9 +702,9 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
         Serve {
             listener: Some(listener),
             service,
-            backoff: self.accept_backoff,
-            next_backoff: self.accept_backoff,
-            config: self,
+            backoff: config.accept_backoff,
+            next_backoff: config.accept_backoff,
+            config,
             local: FuturesUnordered::new(),
             spawn: None,
             tracker,
@@ -558,16 +740,7 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
         Tm: Send + 'static,
         Tm::Sleep: Send + 'static,
     {
-        let mut serve = self.serve(listener, service);
-        serve.spawn = Some(Box::new(move |conn: ConnOf<L, S, Tm>| {
-            let (abort, registration) = AbortHandle::new_pair();
-            conn.guard.tracker.set_abort(conn.guard.id, abort);
-            let task = Abortable::new(conn, registration);
-            spawner.spawn(Box::pin(async move {
-                let _ = task.await;
-            }));
-        }));
-        serve
+        self.spawn_connections(spawner).serve(listener, service)
     }
 
     fn server_for<T: Transport, S: Service>(
@@ -580,20 +753,6 @@ impl<Tm: Timer + Clone> ServeBuilder<Tm> {
             .clone()
             .peer(std::string::ToString::to_string(peer))
             .build(conn, service)
-    }
-
-    /// Like [`serve`](ServeBuilder::serve), with a service built for each
-    /// connection by `make` from the peer's address (which a handler also
-    /// sees in its [`CallContext::peer`](courier::CallContext::peer)) —
-    /// per-connection state or access control, keeping the connection
-    /// limit, the shutdown and the logging of the accept loop.
-    pub fn serve_with<L, F, S>(self, listener: L, make: F) -> Serve<L, PerConnection<F>, Tm>
-    where
-        L: Listener,
-        F: Fn(&L::Peer) -> S,
-        S: Service,
-    {
-        self.serve(listener, PerConnection(make))
     }
 }
 

@@ -95,9 +95,40 @@ struct Harness {
 
 impl Harness {
     fn new<Tm: Timer + Clone + 'static>(builder: ServeBuilder<Tm>) -> Self {
+        Self::with(|listener, imp| builder.serve(listener, ProbeServer::from_arc(imp)))
+    }
+
+    /// Connections as tasks of the pool, spawned through a `Send` spawner
+    /// that queues them for it; returns how many were spawned.
+    fn spawned<Tm>(builder: ServeBuilder<Tm>) -> (Self, Arc<AtomicUsize>)
+    where
+        Tm: Timer + Clone + Send + 'static,
+        Tm::Sleep: Send,
+    {
+        let (queue, mut queued) = mpsc::unbounded::<Pin<Box<dyn Future<Output = ()> + Send>>>();
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let count = spawned.clone();
+        let builder = builder.spawn_connections(move |task| {
+            count.fetch_add(1, Ordering::SeqCst);
+            queue.unbounded_send(task).unwrap();
+        });
+        let h = Self::with(|listener, imp| builder.serve(listener, ProbeServer::from_arc(imp)));
+        let spawner = h.pool.spawner();
+        h.pool
+            .spawner()
+            .spawn_local(async move {
+                while let Some(task) = queued.next().await {
+                    spawner.spawn_local(task).unwrap();
+                }
+            })
+            .unwrap();
+        (h, spawned)
+    }
+
+    fn with<F: Future<Output = ()> + 'static>(serve: impl FnOnce(Chan, Arc<Imp>) -> F) -> Self {
         let (conns, rx) = mpsc::unbounded();
         let imp = Arc::new(Imp::default());
-        let serve = builder.serve(Chan(rx), ProbeServer::from_arc(imp.clone()));
+        let serve = serve(Chan(rx), imp.clone());
         let pool = LocalPool::new();
         let done = Rc::new(Cell::new(false));
         let flag = done.clone();
@@ -224,6 +255,75 @@ fn pause_at_limit_serves_waiting_clients_later() {
     h.pool.run_until_stalled();
     assert_eq!(got1.take(), Some(Ok(1)));
     assert_eq!(got2.take(), Some(Ok(2)));
+}
+
+#[test]
+fn spawned_connections_are_tasks_and_pause_at_limit() {
+    let (mut h, spawned) = Harness::spawned(ServeBuilder::new(NoTimer).max_connections(1));
+    let first = h.connect();
+    let keep = first.clone();
+    assert_eq!(
+        h.start(async move { keep.echo(1).await }).take(),
+        Some(Ok(1))
+    );
+    assert_eq!(
+        spawned.load(Ordering::SeqCst),
+        1,
+        "the connection is a task"
+    );
+    let second = h.connect();
+    let got = h.start(async move { second.echo(2).await });
+    assert_eq!(got.take(), None, "second client waits at the limit");
+    assert_eq!(spawned.load(Ordering::SeqCst), 1, "and is not accepted");
+    drop(first);
+    h.pool.run_until_stalled();
+    assert_eq!(got.take(), Some(Ok(2)));
+    assert_eq!(spawned.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn spawned_connections_reject_at_limit() {
+    let builder = ServeBuilder::new(NoTimer)
+        .max_connections(1)
+        .at_limit(AtLimit::Reject);
+    let (mut h, spawned) = Harness::spawned(builder);
+    let first = h.connect();
+    let keep = first.clone();
+    assert_eq!(
+        h.start(async move { keep.echo(1).await }).take(),
+        Some(Ok(1))
+    );
+    let second = h.connect();
+    let got = h.start(async move { second.echo(2).await });
+    assert_eq!(
+        got.take(),
+        Some(Err(CallError::NotSent(courier::Unsent::Disconnected)))
+    );
+    assert_eq!(
+        spawned.load(Ordering::SeqCst),
+        1,
+        "the rejected one never ran"
+    );
+    assert_eq!(
+        h.start(async move { first.echo(3).await }).take(),
+        Some(Ok(3))
+    );
+}
+
+#[test]
+fn dropping_serve_closes_spawned_connections() {
+    let (mut h, _) = Harness::spawned(ServeBuilder::new(NoTimer));
+    let client = h.connect();
+    let keep = client.clone();
+    assert_eq!(
+        h.start(async move { keep.echo(1).await }).take(),
+        Some(Ok(1))
+    );
+    let got = h.start(async move { client.gated(2).await });
+    assert_eq!(h.imp.started.load(Ordering::SeqCst), 1);
+    drop(h.serve.take());
+    h.pool.run_until_stalled();
+    assert_eq!(got.take(), Some(Err(CallError::ConnectionLost)));
 }
 
 #[test]

@@ -22,7 +22,11 @@
 //!   [`TcpListener`] and a service into a [`Serve`] future. It accepts
 //!   connections and runs one [`courier::Server`] per connection *inside
 //!   itself* (no spawning), or on your executor with
-//!   [`ServeBuilder::serve_spawned`]. The connection limit, graceful
+//!   [`ServeBuilder::spawn_connections`] (`Arc<smol::Executor>`:
+//!   `move |task| executor.spawn(task).detach()`). The `tokio` module's
+//!   `serve` and `builder()` spawn each connection on a multi-thread
+//!   runtime by default, so connections spread over its workers
+//!   ([`ServeBuilder::single_task`] opts out). The connection limit, graceful
 //!   shutdown, accept-error back-off and logging (the `log` crate) are
 //!   described in [`courier_net`].
 //! - **Backends**: the top-level items use async-io / async-net (feature

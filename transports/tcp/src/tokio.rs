@@ -81,4 +81,5 @@ courier_net::transport_api! {
     error: TcpError,
     timer: TokioTimer,
     addr: ToSocketAddrs,
+    spawner: courier_net::tokio::runtime_spawner,
 }

@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 
 use async_io::Async;
 use async_net::unix::UnixStream;
-use courier::io::FuturesIo;
 use courier::timer::AsyncIoTimer;
+use courier_net::async_io::AsyncIoStream;
 use courier_net::{Dial, Listener};
 
 use crate::{Local, UnixError};
@@ -28,7 +28,7 @@ impl<P: AsRef<Path>> Dial<P> for UnixDialer {
         // Owned, so that the future is `Send` whatever `P` is.
         crate::dial(
             UnixStream::connect(path.as_ref().to_owned()),
-            FuturesIo::new,
+            AsyncIoStream::new,
         )
     }
 }
@@ -76,7 +76,7 @@ impl Listener for UnixListener {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Conn, Arc<str>)>> {
         courier_net::async_io::poll_accept(&self.inner, cx, |listener| {
             let stream = UnixStream::try_from(listener.accept()?.0)?;
-            Ok((FuturesIo::new(stream), self.local.peer()))
+            Ok((AsyncIoStream::new(stream), self.local.peer()))
         })
     }
 }
@@ -84,7 +84,7 @@ impl Listener for UnixListener {
 courier_net::transport_api! {
     dialer: UnixDialer,
     listener: UnixListener,
-    conn: FuturesIo<UnixStream>,
+    conn: AsyncIoStream<UnixStream, std_unix::UnixStream>,
     stream: UnixStream,
     error: UnixError,
     timer: AsyncIoTimer,

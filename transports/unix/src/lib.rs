@@ -18,7 +18,9 @@
 //! - **Server**: [`UnixListener::bind`]`(path).await` then [`serve`] (or
 //!   [`builder`]`().….serve(...)`) gives a [`Serve`] future that runs one
 //!   [`courier::Server`] per connection inside itself, or on your executor
-//!   with [`ServeBuilder::serve_spawned`]. Connection limit, graceful
+//!   with [`ServeBuilder::spawn_connections`]. The `tokio` module's `serve`
+//!   and `builder()` spawn each connection on a multi-thread runtime by
+//!   default ([`ServeBuilder::single_task`] opts out). Connection limit, graceful
 //!   shutdown, accept-error back-off and logging are described in
 //!   [`courier_net`].
 //! - **Socket file**: binding a path whose socket file is *stale* (nothing

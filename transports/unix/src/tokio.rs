@@ -87,4 +87,5 @@ courier_net::transport_api! {
     error: UnixError,
     timer: TokioTimer,
     addr: AsRef<Path>,
+    spawner: courier_net::tokio::runtime_spawner,
 }

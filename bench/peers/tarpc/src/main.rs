@@ -163,7 +163,7 @@ fn main() {
         nodelay: TARPC_DEFAULT_NODELAY,
         ..Args::default()
     };
-    const EXTRA: &[&str] = &["--echo"];
+    const EXTRA: &[&str] = &["--echo", "--role", "--addr"];
     let args = Args::from_env(defaults, &["tcp", "mem"], EXTRA);
     let bytebuf = match args.extra("--echo").unwrap_or("vec") {
         "vec" => false,
@@ -173,11 +173,49 @@ fn main() {
             &format!("--echo: expected vec|bytebuf, got {v:?}"),
         ),
     };
+    let role = args.extra("--role").unwrap_or("both").to_string();
+    let addr = args.extra("--addr").map(str::to_string);
+    let usage_text = usage("tarpc-bench", &["tcp", "mem"], EXTRA);
+    if !["both", "server", "client"].contains(&role.as_str()) {
+        fail(
+            &usage_text,
+            &format!("--role: expected both|server|client, got {role:?}"),
+        );
+    }
+    if role != "both" && args.transport != "tcp" {
+        fail(
+            &usage_text,
+            "--role server|client: only with --transport tcp",
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers)
         .enable_all()
         .build()
         .expect("tokio runtime");
+
+    if role == "server" {
+        // Separate processes: serve on --addr until killed.
+        let addr = addr.unwrap_or_else(|| "127.0.0.1:0".into());
+        rt.block_on(async {
+            let listener = TcpListener::bind(addr.as_str()).await.expect("bind");
+            println!("listening {}", listener.local_addr().expect("local_addr"));
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            tcp_server(listener, args.nodelay).await
+        });
+        return;
+    }
+    let server_addr: Option<std::net::SocketAddr> = match (role.as_str(), addr) {
+        ("client", Some(a)) => Some(a.parse().unwrap_or_else(|_| {
+            fail(
+                &usage_text,
+                &format!("--addr: expected HOST:PORT, got {a:?}"),
+            )
+        })),
+        ("client", None) => fail(&usage_text, "--role client: --addr HOST:PORT is required"),
+        _ => None,
+    };
 
     let phase = Phase::new();
 
@@ -185,9 +223,15 @@ fn main() {
     let clients: Vec<BenchClient> = rt.block_on(async {
         match args.transport.as_str() {
             "tcp" => {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let addr = listener.local_addr().expect("local_addr");
-                tokio::spawn(tcp_server(listener, args.nodelay));
+                let addr = match server_addr {
+                    Some(addr) => addr,
+                    None => {
+                        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                        let addr = listener.local_addr().expect("local_addr");
+                        tokio::spawn(tcp_server(listener, args.nodelay));
+                        addr
+                    }
+                };
                 let mut v = Vec::with_capacity(args.conns);
                 for _ in 0..args.conns {
                     v.push(tcp_client(addr, args.nodelay).await.expect("connect"));
