@@ -17,6 +17,8 @@
 
 mod discover;
 mod endpoint;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod registration;
 
 pub use discover::{Change, Discover, DiscoverError, EndpointSet, Event, SnapshotKind};
