@@ -2,7 +2,7 @@
 #![cfg(feature = "etcd")]
 
 #[macro_use]
-mod support;
+mod discover_suite;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +12,9 @@ use courier_registry::etcd::{Etcd, EtcdConfig, EtcdDiscover};
 use courier_registry::{Endpoint, Registrar};
 use etcd_client::CompactionOptions;
 
-use support::discover_suite::{DiscoverHarness, Feature};
-use support::etcd_server::EtcdServer;
-use support::gate::Gate;
+use discover_suite::etcd_server::EtcdServer;
+use discover_suite::gate::Gate;
+use discover_suite::{DiscoverHarness, Feature};
 
 /// etcd behind a gate: changes go to etcd directly, watches through the
 /// gate, so a cut cuts watchers only.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{Client, GetOptions, ResponseHeader, WatchOptions, WatchResponse, WatchStream};
 use futures_core::Stream;
 use tokio::runtime::Handle;
 
@@ -44,6 +44,7 @@ impl EtcdDiscover {
             resume: 0,
             delivered: 0,
             queue: VecDeque::new(),
+            store: StoreIdentity::default(),
             retry_after: None,
             shared: shared.clone(),
         };
@@ -109,6 +110,8 @@ struct Watcher {
     resume: i64,
     /// The highest revision delivered: etcd answering below it lost its data.
     delivered: i64,
+    /// Which etcd the revisions belong to.
+    store: StoreIdentity,
     /// Items decided but not yet yielded; they survive a lost connection.
     queue: VecDeque<Item>,
     /// The wait before the next attempt, after a failure.
@@ -205,8 +208,12 @@ impl Watcher {
                 options = options.with_revision(revision);
             }
             let mut response = self.client.get(from.clone(), Some(options)).await?;
-            if revision == 0 {
-                revision = response.header().map_or(0, |h| h.revision());
+            if let Some(header) = response.header() {
+                if revision == 0 {
+                    revision = header.revision();
+                    self.store = StoreIdentity::default();
+                }
+                self.store.saw(header);
             }
             let more = response.more();
             let page = response.take_kvs();
@@ -273,9 +280,14 @@ impl Watcher {
             ));
         }
         let header_revision = response.header().map_or(0, |h| h.revision());
-        if response.created() && header_revision < self.delivered {
-            // etcd's revision went backwards: its data was lost or replaced.
+        let replaced = response.header().is_some_and(|h| self.store.replaced_by(h));
+        if response.created() && (replaced || header_revision < self.delivered) {
+            // etcd's revision went backwards, or it is another cluster, or
+            // its raft term went backwards: its data was lost or replaced.
             return After::Resync;
+        }
+        if let Some(header) = response.header() {
+            self.store.saw(header);
         }
         if response.events().is_empty() {
             if !response.created() {
@@ -343,6 +355,28 @@ impl Watcher {
 
     fn report(&mut self, why: String) {
         self.queue.push_back(Err(DiscoverError::Invalid(why)));
+    }
+}
+
+/// What identifies the etcd a watch's revisions come from, beside the
+/// revision itself: its cluster id, and its raft term, which never goes
+/// backwards in one cluster's life. A member that lags behind an election
+/// may report an older term for a moment: the cost is one needless resync.
+#[derive(Default)]
+struct StoreIdentity {
+    cluster: Option<u64>,
+    term: u64,
+}
+
+impl StoreIdentity {
+    fn saw(&mut self, header: &ResponseHeader) {
+        self.cluster = Some(header.cluster_id());
+        self.term = self.term.max(header.raft_term());
+    }
+
+    /// Whether `header` comes from another store than the one seen so far.
+    fn replaced_by(&self, header: &ResponseHeader) -> bool {
+        self.cluster.is_some_and(|c| c != header.cluster_id()) || header.raft_term() < self.term
     }
 }
 

@@ -9,16 +9,24 @@
 //!    watchers off it, make it forget its history, and let a lease lapse).
 //!    Say which of those it has in [`DiscoverHarness::supports`]; the checks
 //!    that need a missing [`Feature`] print that they are skipped and pass.
-//! 2. In a test file: `#[macro_use] mod support;` then
+//! 2. In a test file: `#[macro_use] mod discover_suite;` then
 //!    `discover_suite!(MyHarness);` — one `#[test]` per check, each on a
-//!    fresh harness via [`DiscoverHarness::run`].
+//!    fresh harness via [`DiscoverHarness::run`]. `tests/discover_etcd.rs`
+//!    is a complete example.
+//!
+//! Beside the suite: [`etcd_server`] starts a real etcd for a test, and
+//! [`gate`] is a TCP relay a test can cut (for sources reached over TCP).
 //!
 //! Every wait is bounded by [`WAIT`] (a hang fails the test; a slow machine
 //! does not), and no check asserts that something did *not* happen by
 //! sleeping: a check makes one more, known change (a *marker*) and asserts
 //! that it is the next event, so an event that should not be there would
 //! come before it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unused_macros)]
+
+#[cfg(feature = "etcd")]
+pub mod etcd_server;
+pub mod gate;
 
 use std::future::Future;
 use std::time::Duration;
@@ -115,8 +123,8 @@ macro_rules! discover_suite {
         $(
             #[test]
             fn $check() {
-                <$harness as $crate::support::discover_suite::DiscoverHarness>::run(
-                    $crate::support::discover_suite::$check::<$harness>,
+                <$harness as $crate::discover_suite::DiscoverHarness>::run(
+                    $crate::discover_suite::$check::<$harness>,
                 );
             }
         )*
