@@ -34,7 +34,7 @@ use crate::endpoint::Endpoint;
 
 /// One change to a watched service's endpoints, with the revision it brings
 /// the set to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, courier::Schema)]
 pub struct Event {
     /// The source's revision after this change.
     pub revision: u64,
@@ -43,7 +43,7 @@ pub struct Event {
 }
 
 /// What changed in a watched set of endpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, courier::Schema)]
 pub enum Change {
     /// The whole set, replacing whatever the watcher knew.
     Snapshot {
@@ -64,7 +64,7 @@ pub enum Change {
 }
 
 /// Why a [`Change::Snapshot`] was sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, courier::Schema)]
 pub enum SnapshotKind {
     /// The first event of a watch.
     Initial,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
+use courier::schema::Shape;
 use serde::{Deserialize, Serialize};
 
 /// Where an instance accepts connections.
@@ -13,6 +14,17 @@ pub enum Address {
     Tcp(SocketAddr),
     /// A Unix socket path, as UTF-8.
     Unix(String),
+}
+
+/// serde writes a [`SocketAddr`] for postcard (not human-readable) as the
+/// enum `V4((octets [u8; 4], port u16)) | V6((octets [u8; 16], port u16))`
+/// (an IPv6 address's flow info and scope id are not sent).
+const SOCKET_V4: Shape = Shape::Tuple(&[&Shape::Array(4, &Shape::U8), &Shape::U16]);
+const SOCKET_V6: Shape = Shape::Tuple(&[&Shape::Array(16, &Shape::U8), &Shape::U16]);
+const SOCKET_ADDR: Shape = Shape::Enum(&[&[&SOCKET_V4], &[&SOCKET_V6]]);
+
+impl courier::Schema for Address {
+    const SCHEMA: &'static Shape = &Shape::Enum(&[&[&SOCKET_ADDR], &[&Shape::String]]);
 }
 
 impl fmt::Display for Address {
@@ -28,7 +40,7 @@ impl fmt::Display for Address {
 ///
 /// An instance is identified by `(service, instance)`; registering the same
 /// pair again replaces the earlier registration (an update).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, courier::Schema)]
 pub struct Endpoint {
     /// The service's name, e.g. `"kv"`.
     pub service: String,
@@ -122,6 +134,13 @@ pub struct EndpointLimits {
     pub max_metadata_bytes: usize,
 }
 
+impl EndpointLimits {
+    /// Checks a service name alone (as a watch names it).
+    pub fn check_service(&self, name: &str) -> Result<(), InvalidEndpoint> {
+        check_name(name, self.max_name_len, Field::Service)
+    }
+}
+
 impl Default for EndpointLimits {
     fn default() -> Self {
         EndpointLimits {
@@ -134,7 +153,7 @@ impl Default for EndpointLimits {
 }
 
 /// Why an endpoint was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, courier::Schema)]
 #[non_exhaustive]
 pub enum InvalidEndpoint {
     /// The service name is empty, too long, or has a character outside

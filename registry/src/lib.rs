@@ -20,7 +20,18 @@ mod endpoint;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod registration;
+pub mod remote;
+pub mod server;
+mod static_list;
+pub mod store;
 
 pub use discover::{Change, Discover, DiscoverError, EndpointSet, Event, SnapshotKind};
 pub use endpoint::{Address, Endpoint, EndpointLimits, InvalidEndpoint};
 pub use registration::{LeaseId, Registrar, RegistrarError, RegistrarFuture, Registration};
+pub use remote::{RegistryWatch, RemoteRegistrar};
+pub use server::{
+    Connection, EmbeddedRegistry, ExpiryDriver, Listing, Registry, RegistryClient, RegistryServer,
+    WatchStream,
+};
+pub use static_list::StaticList;
+pub use store::{RegistryError, Store, StoreConfig};
