@@ -2,7 +2,7 @@
 #![cfg(feature = "etcd")]
 
 #[macro_use]
-mod discover_suite;
+mod discover;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +12,9 @@ use courier_registry::etcd::{Etcd, EtcdConfig, EtcdDiscover};
 use courier_registry::{Endpoint, Registrar};
 use etcd_client::CompactionOptions;
 
-use discover_suite::etcd_server::EtcdServer;
-use discover_suite::gate::Gate;
-use discover_suite::{DiscoverHarness, Feature};
+use discover::etcd_server::EtcdServer;
+use discover::gate::Gate;
+use discover::{DiscoverHarness, Feature};
 
 /// etcd behind a gate: changes go to etcd directly, watches through the
 /// gate, so a cut cuts watchers only.

@@ -4,7 +4,7 @@
 #![cfg(feature = "etcd")]
 
 #[macro_use]
-mod discover_suite;
+mod discover;
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,8 +16,8 @@ use courier_registry::{
 };
 use etcd_client::Client;
 
-use discover_suite::etcd_server::EtcdServer;
-use discover_suite::{endpoint, next_event, next_item, next_unavailable};
+use discover::etcd_server::EtcdServer;
+use discover::{endpoint, next_event, next_item, next_unavailable};
 
 fn run<F: Future<Output = ()>>(test: F) {
     tokio::runtime::Builder::new_multi_thread()

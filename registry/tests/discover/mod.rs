@@ -9,7 +9,7 @@
 //!    watchers off it, make it forget its history, and let a lease lapse).
 //!    Say which of those it has in [`DiscoverHarness::supports`]; the checks
 //!    that need a missing [`Feature`] print that they are skipped and pass.
-//! 2. In a test file: `#[macro_use] mod discover_suite;` then
+//! 2. In a test file: `#[macro_use] mod discover;` then
 //!    `discover_suite!(MyHarness);` — one `#[test]` per check, each on a
 //!    fresh harness via [`DiscoverHarness::run`]. `tests/discover_etcd.rs`
 //!    is a complete example.
@@ -123,8 +123,8 @@ macro_rules! discover_suite {
         $(
             #[test]
             fn $check() {
-                <$harness as $crate::discover_suite::DiscoverHarness>::run(
-                    $crate::discover_suite::$check::<$harness>,
+                <$harness as $crate::discover::DiscoverHarness>::run(
+                    $crate::discover::$check::<$harness>,
                 );
             }
         )*
