@@ -239,4 +239,30 @@ mod tests {
         let two = one.with_metadata("b", "2");
         assert_eq!(two.validate(&limits), Err(InvalidEndpoint::TooMuchMetadata));
     }
+
+    /// The hand-written schema of `Address` says what serde writes.
+    #[test]
+    fn an_address_is_encoded_as_its_schema_says() {
+        let v4 = Address::Tcp("127.0.0.1:7700".parse().unwrap());
+        // Tcp (0), V4 (0), four octets, port 7700 as a varint.
+        let bytes = postcard::to_allocvec(&v4).unwrap();
+        assert_eq!(bytes, [0, 0, 127, 0, 0, 1, 0x94, 0x3c]);
+        let v6 = Address::Tcp("[::1]:1".parse().unwrap());
+        let bytes = postcard::to_allocvec(&v6).unwrap();
+        let mut want = vec![0, 1];
+        want.extend_from_slice(&[0; 15]);
+        want.extend_from_slice(&[1, 1]);
+        assert_eq!(bytes, want);
+        let unix = Address::Unix("/s".into());
+        assert_eq!(postcard::to_allocvec(&unix).unwrap(), [1, 2, b'/', b's']);
+        for address in [v4, v6, unix] {
+            let bytes = postcard::to_allocvec(&address).unwrap();
+            assert_eq!(postcard::from_bytes::<Address>(&bytes).unwrap(), address);
+        }
+        use courier::Schema;
+        let Shape::Enum(variants) = Address::SCHEMA else {
+            panic!("an enum");
+        };
+        assert_eq!(variants.len(), 2);
+    }
 }
