@@ -113,6 +113,7 @@ macro_rules! discover_suite {
         $crate::discover_suite!(@tests $harness;
             initial_snapshot_holds_what_was_registered,
             changes_arrive_in_order_with_growing_revisions,
+            a_burst_of_changes_leaves_the_final_set,
             other_services_are_filtered_out,
             a_cut_watch_reports_errors_then_resumes_without_loss_or_repeats,
             a_watch_that_cannot_resume_gets_a_resync_snapshot,
@@ -128,6 +129,18 @@ macro_rules! discover_suite {
                 );
             }
         )*
+    };
+}
+
+/// [`discover_suite!`] inside a module of its own, for a test file that
+/// runs the suite against several harnesses.
+#[macro_export]
+macro_rules! discover_suite_module {
+    ($module:ident, $harness:ty) => {
+        mod $module {
+            use super::*;
+            $crate::discover_suite!($harness);
+        }
     };
 }
 
@@ -252,6 +265,8 @@ pub async fn initial_snapshot_holds_what_was_registered<H: DiscoverHarness>(mut 
 
 /// Added, updated and removed endpoints arrive in order, each with a
 /// revision above the one before; applying them gives the source's set.
+/// Each change is awaited before the next is made, so that no source may
+/// coalesce them.
 pub async fn changes_arrive_in_order_with_growing_revisions<H: DiscoverHarness>(mut h: H) {
     if !h.supports(Feature::LiveChanges) {
         return skip(Feature::LiveChanges);
@@ -261,22 +276,30 @@ pub async fn changes_arrive_in_order_with_growing_revisions<H: DiscoverHarness>(
     set.apply(&first);
     assert!(set.is_empty());
     let a = endpoint("kv", "a", 1);
-    let a2 = endpoint("kv", "a", 11).with_weight(5);
+    let a2 = endpoint("kv", "a", 11)
+        .with_weight(5)
+        .with_metadata("v", "2");
     let b = endpoint("kv", "b", 2);
-    h.register(&a).await;
-    h.register(&a2).await;
-    h.register(&b).await;
-    h.deregister("kv", "a").await;
-    let expected = [
-        Change::Added(a),
-        Change::Updated(a2),
-        Change::Added(b.clone()),
-        Change::Removed {
-            instance: "a".into(),
-        },
-    ];
     let mut revision = first.revision;
-    for change in expected {
+    let steps = [
+        (Some(&a), None, Change::Added(a.clone())),
+        (Some(&a2), None, Change::Updated(a2.clone())),
+        (Some(&b), None, Change::Added(b.clone())),
+        (
+            None,
+            Some("a"),
+            Change::Removed {
+                instance: "a".into(),
+            },
+        ),
+    ];
+    for (register, deregister, change) in steps {
+        if let Some(endpoint) = register {
+            h.register(endpoint).await;
+        }
+        if let Some(instance) = deregister {
+            h.deregister("kv", instance).await;
+        }
         let event = next_event(&mut watch).await;
         assert_eq!(event.change, change);
         assert!(
@@ -289,6 +312,39 @@ pub async fn changes_arrive_in_order_with_growing_revisions<H: DiscoverHarness>(
     }
     assert_eq!(set.iter().collect::<Vec<_>>(), vec![&b]);
     expect_marker(&mut h, &mut watch, "kv", revision).await;
+}
+
+/// A burst of changes made without waiting may reach the watch coalesced,
+/// but always in growing revisions, and applying them gives the source's
+/// final set.
+pub async fn a_burst_of_changes_leaves_the_final_set<H: DiscoverHarness>(mut h: H) {
+    if !h.supports(Feature::LiveChanges) {
+        return skip(Feature::LiveChanges);
+    }
+    let (mut watch, first) = watch_from_start(&mut h, "kv").await;
+    let mut set = EndpointSet::new();
+    set.apply(&first);
+    let a2 = endpoint("kv", "a", 11).with_weight(5);
+    let c = endpoint("kv", "c", 3);
+    h.register(&endpoint("kv", "a", 1)).await;
+    h.register(&endpoint("kv", "b", 2)).await;
+    h.register(&a2).await;
+    h.deregister("kv", "b").await;
+    h.register(&c).await;
+    let marker = endpoint("kv", "zz-marker", 9999);
+    h.register(&marker).await;
+    let mut revision = first.revision;
+    while set.get("zz-marker").is_none() {
+        let event = next_event(&mut watch).await;
+        assert!(
+            event.revision > revision,
+            "revision {} after {revision}",
+            event.revision
+        );
+        revision = event.revision;
+        set.apply(&event);
+    }
+    assert_eq!(set.iter().collect::<Vec<_>>(), vec![&a2, &c, &marker]);
 }
 
 /// Changes to other services — including names that share a prefix with
