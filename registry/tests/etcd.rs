@@ -9,7 +9,7 @@ mod discover;
 use std::future::Future;
 use std::time::Duration;
 
-use courier_registry::etcd::{Etcd, EtcdDiscover};
+use courier_registry::etcd::{Etcd, EtcdConfig, EtcdDiscover, EtcdError};
 use courier_registry::{
     Change, DiscoverError, Endpoint, InvalidEndpoint, Registrar, RegistrarError, Registration,
     SnapshotKind,
@@ -431,4 +431,58 @@ fn a_watch_can_be_polled_from_another_executor() {
         );
     });
     drop(server);
+}
+
+#[test]
+fn huge_values_do_not_stop_the_snapshot() {
+    run(async {
+        let server = EtcdServer::start().await;
+        let etcd = server.connect().await;
+        // Four values near etcd's request limit: a page of them is larger
+        // than the client decodes at once (4 MiB).
+        let huge = vec![b'x'; 1_400_000];
+        for i in 0..4 {
+            put(
+                &etcd,
+                &format!("/courier/services/kv/huge-{i}"),
+                huge.clone(),
+            )
+            .await;
+        }
+        let good = endpoint("kv", "good", 1);
+        register(&etcd, &good).await;
+        let mut watch = etcd.watch("kv").unwrap();
+        let mut reports = 0;
+        let snapshot = loop {
+            match next_item(&mut watch).await {
+                Err(DiscoverError::Invalid(why)) => {
+                    assert!(why.contains("exceeds"), "{why}");
+                    reports += 1;
+                }
+                Ok(event) => break event,
+                Err(other) => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(reports, 4);
+        let Change::Snapshot { endpoints, .. } = snapshot.change else {
+            panic!("{snapshot:?}")
+        };
+        assert_eq!(endpoints, vec![good]);
+        // While watching, too.
+        put(&etcd, "/courier/services/kv/huge-9", huge).await;
+        expect_invalid(&mut watch, "/courier/services/kv/huge-9").await;
+    });
+}
+
+#[test]
+fn an_unusable_configuration_is_refused_at_connect() {
+    run(async {
+        let none: [&str; 0] = [];
+        let error = Etcd::connect(EtcdConfig::new(none)).await.unwrap_err();
+        assert!(matches!(error, EtcdError::Config(_)), "{error}");
+        let error = Etcd::connect(EtcdConfig::new(["http://[bad"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EtcdError::Config(_)), "{error}");
+    });
 }

@@ -194,20 +194,29 @@ impl Watcher {
     }
 
     /// Every key of the range, in pages, all at one revision: the first
-    /// page's.
+    /// page's. A page too large for the client to decode (a few huge values)
+    /// is asked for again with half as many keys, down to one.
     async fn read_range(&mut self) -> Result<(i64, Vec<(Vec<u8>, Vec<u8>)>), etcd_client::Error> {
         let end = prefix_end(&self.range);
         let mut from = self.range.clone();
         let mut revision = 0;
+        let mut limit = self.shared.config.page_size;
         let mut kvs = Vec::new();
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(self.shared.config.page_size);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let mut response = self.client.get(from.clone(), Some(options)).await?;
+            let mut response = match self.client.get(from.clone(), Some(options)).await {
+                Ok(response) => response,
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if status.code() == tonic::Code::OutOfRange && limit > 1 =>
+                {
+                    limit /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(header) = response.header() {
                 if revision == 0 {
                     revision = header.revision();
@@ -221,10 +230,7 @@ impl Watcher {
             // The next page starts just after the last key read.
             from = last.key().to_vec();
             from.push(0);
-            kvs.extend(page.into_iter().map(|kv| {
-                let (key, value) = kv.into_key_value();
-                (key, value)
-            }));
+            kvs.extend(page.into_iter().map(|kv| kv.into_key_value()));
             if !more {
                 break;
             }
@@ -264,7 +270,8 @@ impl Watcher {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(self.resume)
-            .with_progress_notify();
+            .with_progress_notify()
+            .with_fragment();
         self.client.watch(self.range.clone(), Some(options)).await
     }
 
@@ -297,10 +304,14 @@ impl Watcher {
             }
             return After::Continue;
         }
+        // A fragment may end inside one revision's events: resume from that
+        // revision itself, then. Seeing an event again is harmless: a put
+        // of the value known and a delete of an unknown key yield nothing.
+        let inside = i64::from(response.0.fragment);
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             let revision = kv.mod_revision();
-            self.resume = self.resume.max(revision.saturating_add(1));
+            self.resume = self.resume.max(revision.saturating_add(1 - inside));
             // etcd-client's `event_type()` panics on an unknown type: read
             // the raw field.
             let change = match event.0.r#type {
