@@ -408,3 +408,26 @@ impl Drop for WatchStream {
         self.shared.lock().store.unwatch(self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys the crate docs publish for other languages.
+    #[test]
+    fn method_keys_are_the_documented_ones() {
+        let keys: Vec<(&str, u64)> = RegistryClient::METHODS
+            .iter()
+            .map(|m| (m.name, m.key.0))
+            .collect();
+        assert_eq!(keys, DOCUMENTED_KEYS);
+    }
+
+    const DOCUMENTED_KEYS: [(&str, u64); 5] = [
+        ("register", 0x0704_0734_1c29_f5ef),
+        ("keep_alive", 0xbc70_4792_1649_8804),
+        ("deregister", 0x2ebb_d2cd_3b27_40b1),
+        ("list", 0x5391_6be7_04ca_efdc),
+        ("watch", 0xeabc_02ac_0c64_89a4),
+    ];
+}

@@ -182,6 +182,7 @@ async fn serve(args: Args) -> Result<(), String> {
     println!("courier-registry listening on {local}");
     let server = courier_tcp::tokio::builder()
         .max_frame(16 * 1024 * 1024)
+        .max_connections(100_000)
         .serve_with(listener, move |_peer| registry.connection());
     tokio::select! {
         _ = expiry => Ok(()),

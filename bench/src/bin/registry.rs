@@ -1,0 +1,359 @@
+//! The registry under load: 10,000 registered instances (heartbeating) and
+//! 1,000 watchers of their service over loopback TCP, all in one process.
+//!
+//! Measures (printed as a table for BENCHMARKS.md):
+//!
+//! - registration → every watcher has it: for each of `PROBES` new
+//!   instances, the time from sending the registration until the last of
+//!   the 1,000 watchers received its `Added` (and each watcher's own delay);
+//! - missed TTL → every watcher saw the removal: instances registered with
+//!   a short TTL and never renewed, timed from the lease's deadline until
+//!   the last watcher received its `Removed`;
+//! - memory per instance and per watcher: live heap bytes of the registry's
+//!   store alone (a counting allocator), and of the whole process over TCP.
+//!
+//! ```text
+//! cargo run --release -p courier-bench --bin registry-bench
+//! ```
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier::timer::TokioTimer;
+use courier_registry::{
+    Address, Change, EmbeddedRegistry, Endpoint, RegistryClient, Store, StoreConfig,
+};
+use futures::StreamExt;
+
+/// Live heap bytes of the whole process.
+struct LiveBytes;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter only observes sizes.
+unsafe impl GlobalAlloc for LiveBytes {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: LiveBytes = LiveBytes;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const INSTANCES: usize = 10_000;
+const WATCHERS: usize = 1_000;
+const REGISTRAR_CONNECTIONS: usize = 10;
+const PROBES: usize = 200;
+const EXPIRIES: usize = 20;
+const SERVICE: &str = "bench";
+
+fn endpoint(instance: String, n: usize) -> Endpoint {
+    let port = 10_000 + (n % 50_000) as u16;
+    Endpoint::new(
+        SERVICE,
+        instance,
+        Address::Tcp(([127, 0, 0, 1], port).into()),
+    )
+    .with_metadata("zone", "eu-1")
+    .with_metadata("version", "1.4.2")
+}
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        max_instances_per_owner: INSTANCES,
+        max_watchers_per_owner: WATCHERS,
+        ..StoreConfig::default()
+    }
+}
+
+/// Memory of the store alone: instances, then watchers with their
+/// snapshot delivered.
+fn store_memory() -> (f64, f64) {
+    let before = live();
+    let mut store = Store::new(config());
+    for n in 0..INSTANCES {
+        store
+            .register(
+                1,
+                endpoint(format!("i-{n}"), n),
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+            .unwrap();
+    }
+    let instances = live() - before;
+    let before = live();
+    let mut ids = Vec::with_capacity(WATCHERS);
+    for _ in 0..WATCHERS {
+        let id = store.watch(2, SERVICE, None).unwrap();
+        drop(store.next_event(id, None));
+        ids.push(id);
+    }
+    let watchers = live() - before - (ids.capacity() * 8) as isize;
+    drop(store);
+    (
+        instances as f64 / INSTANCES as f64,
+        watchers as f64 / WATCHERS as f64,
+    )
+}
+
+async fn connect(addr: std::net::SocketAddr) -> RegistryClient {
+    let builder = courier::ClientBuilder::new()
+        .timer(TokioTimer::new())
+        .max_frame(16 << 20);
+    let (client, driver) = courier_tcp::tokio::connect_with(addr, builder)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    RegistryClient::new(client)
+}
+
+/// When each probe was sent, and how many watchers have seen it.
+struct Probes {
+    sent: Mutex<Vec<Option<Instant>>>,
+    seen: Vec<AtomicUsize>,
+    last: Mutex<Vec<Option<Instant>>>,
+    each: Mutex<Vec<Duration>>,
+}
+
+impl Probes {
+    fn new(n: usize) -> Self {
+        Probes {
+            sent: Mutex::new(vec![None; n]),
+            seen: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            last: Mutex::new(vec![None; n]),
+            each: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn saw(&self, k: usize) {
+        let now = Instant::now();
+        let sent = self.sent.lock().unwrap().get(k).copied().flatten();
+        if let Some(sent) = sent {
+            self.each.lock().unwrap().push(now - sent);
+        }
+        if self.seen[k].fetch_add(1, Ordering::SeqCst) + 1 == WATCHERS {
+            self.last.lock().unwrap()[k] = Some(now);
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (per_instance, per_watcher) = store_memory();
+    println!("store: {per_instance:.0} B per instance, {per_watcher:.0} B per watcher");
+
+    let start_live = live();
+    let (registry, expiry) = EmbeddedRegistry::new(config(), TokioTimer::new());
+    tokio::spawn(expiry);
+    let listener = courier_tcp::tokio::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = registry.clone();
+    // One task per connection, so snapshots encode on both cores.
+    tokio::spawn(
+        courier_tcp::tokio::builder()
+            .max_frame(16 << 20)
+            .max_connections(100_000)
+            .serve_spawned(
+                listener,
+                courier_net::PerConnection(move |_: &std::net::SocketAddr| served.connection()),
+                |task| {
+                    tokio::spawn(task);
+                },
+            ),
+    );
+
+    // 10,000 instances over 10 connections, each renewing its leases
+    // every 5 s on one keep-alive stream (TTL 30 s).
+    let t = Instant::now();
+    let mut registrars = Vec::new();
+    for c in 0..REGISTRAR_CONNECTIONS {
+        let client = connect(addr).await;
+        let per = INSTANCES / REGISTRAR_CONNECTIONS;
+        let mut leases = Vec::with_capacity(per);
+        for i in 0..per {
+            let n = c * per + i;
+            let lease = client
+                .register(None, endpoint(format!("i-{n}"), n), Duration::from_secs(30))
+                .await
+                .unwrap()
+                .unwrap();
+            leases.push(lease);
+        }
+        let beats = futures::stream::unfold(0usize, move |i| {
+            let leases = leases.clone();
+            async move {
+                if i > 0 && i % leases.len() == 0 {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Some((leases[i % leases.len()], i + 1))
+            }
+        });
+        let keeper = client.clone();
+        tokio::spawn(async move {
+            let mut answers = keeper.keep_alive(None, beats);
+            while let Some(answer) = answers.next().await {
+                answer.unwrap().unwrap();
+            }
+        });
+        registrars.push(client);
+    }
+    println!("registered {INSTANCES} instances in {:?}", t.elapsed());
+    assert_eq!(registry.instances(), INSTANCES);
+    let after_instances = live();
+
+    // 1,000 watchers, one connection each.
+    let probes = Arc::new(Probes::new(PROBES + EXPIRIES));
+    let snapshots = Arc::new(AtomicUsize::new(0));
+    let t = Instant::now();
+    for _ in 0..WATCHERS {
+        let client = connect(addr).await;
+        let probes = probes.clone();
+        let snapshots = snapshots.clone();
+        tokio::spawn(async move {
+            let mut events = client.watch(SERVICE.into(), None);
+            while let Some(event) = events.next().await {
+                let event = event.unwrap().unwrap();
+                match event.change {
+                    Change::Snapshot { endpoints, .. } => {
+                        assert_eq!(endpoints.len(), INSTANCES);
+                        snapshots.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Change::Added(e) => {
+                        if let Some(k) = e.instance.strip_prefix("probe-") {
+                            probes.saw(k.parse().unwrap());
+                        }
+                    }
+                    Change::Removed { instance } => {
+                        if let Some(k) = instance.strip_prefix("probe-") {
+                            probes.saw(k.parse().unwrap());
+                        }
+                    }
+                    Change::Updated(_) => {}
+                }
+            }
+        });
+    }
+    while snapshots.load(Ordering::SeqCst) < WATCHERS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "{WATCHERS} watchers got their {INSTANCES}-endpoint snapshot in {:?}",
+        t.elapsed()
+    );
+    let after_watchers = live();
+    assert_eq!(registry.instances(), INSTANCES, "no lease lapsed");
+
+    // Registration → every watcher.
+    let writer = connect(addr).await;
+    let mut fan_out = Vec::with_capacity(PROBES);
+    for k in 0..PROBES {
+        probes.sent.lock().unwrap()[k] = Some(Instant::now());
+        writer
+            .register(
+                None,
+                endpoint(format!("probe-{k}"), k),
+                Duration::from_secs(600),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        while probes.seen[k].load(Ordering::SeqCst) < WATCHERS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let sent = probes.sent.lock().unwrap()[k].unwrap();
+        let last = probes.last.lock().unwrap()[k].unwrap();
+        fan_out.push(last - sent);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fan_out.sort();
+    let mut each = std::mem::take(&mut *probes.each.lock().unwrap());
+    each.sort();
+
+    // Missed TTL → every watcher saw the removal. The probe's Added is
+    // counted too, so the removal is the 2×WATCHERS-th sighting.
+    let mut expiry = Vec::with_capacity(EXPIRIES);
+    let ttl = Duration::from_millis(200);
+    for e in 0..EXPIRIES {
+        let k = PROBES + e;
+        let registered = Instant::now();
+        writer
+            .register(None, endpoint(format!("probe-{k}"), k), ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let deadline = registered + ttl;
+        while probes.seen[k].load(Ordering::SeqCst) < 2 * WATCHERS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        expiry.push(Instant::now().saturating_duration_since(deadline));
+    }
+    expiry.sort();
+
+    let whole_instance = (after_instances - start_live) as f64 / INSTANCES as f64;
+    let whole_watcher = (after_watchers - after_instances) as f64 / WATCHERS as f64;
+    println!();
+    println!("| measure | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| registration → all {WATCHERS} watchers ({PROBES} probes) | {} | {} | {} |",
+        ms(percentile(&fan_out, 0.5)),
+        ms(percentile(&fan_out, 0.99)),
+        ms(*fan_out.last().unwrap())
+    );
+    println!(
+        "| registration → one watcher ({} deliveries) | {} | {} | {} |",
+        each.len(),
+        ms(percentile(&each, 0.5)),
+        ms(percentile(&each, 0.99)),
+        ms(*each.last().unwrap())
+    );
+    println!(
+        "| missed TTL (200 ms) → all watchers saw the removal, from the deadline ({EXPIRIES} leases) | {} | {} | {} |",
+        ms(percentile(&expiry, 0.5)),
+        ms(percentile(&expiry, 0.99)),
+        ms(*expiry.last().unwrap())
+    );
+    println!();
+    println!("| memory | bytes |");
+    println!("|---|---|");
+    println!("| per instance, registry store | {per_instance:.0} |");
+    println!("| per watcher, registry store (snapshot sent) | {per_watcher:.0} |");
+    println!("| per instance, whole process over TCP (both ends) | {whole_instance:.0} |");
+    println!("| per watcher, whole process over TCP (both ends, one connection each) | {whole_watcher:.0} |");
+    drop(registrars);
+    std::process::exit(0);
+}
