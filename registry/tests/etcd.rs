@@ -81,6 +81,18 @@ fn a_watch_of_an_invalid_service_name_is_refused() {
         for bad in ["", "a/b", "kv/"] {
             assert_eq!(etcd.watch(bad).unwrap_err(), InvalidEndpoint::ServiceName);
         }
+        // Only the service name counts, checked at the configured limit.
+        let limits = courier_registry::EndpointLimits {
+            max_name_len: 2,
+            max_unix_path_len: 0,
+            ..Default::default()
+        };
+        let strict = Etcd::connect(server.config().limits(limits)).await.unwrap();
+        assert!(strict.watch("kv").is_ok());
+        assert_eq!(
+            strict.watch("kvx").unwrap_err(),
+            InvalidEndpoint::ServiceName
+        );
     });
 }
 

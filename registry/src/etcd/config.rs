@@ -1,5 +1,6 @@
 //! How to reach etcd and how to behave when it is not there.
 
+use std::fmt;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -8,7 +9,7 @@ use crate::endpoint::EndpointLimits;
 
 /// How [`Etcd`](super::Etcd) reaches etcd, where it keeps registrations, and
 /// how it retries. Built with [`EtcdConfig::new`] and the methods below.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EtcdConfig {
     pub(crate) endpoints: Vec<String>,
     pub(crate) prefix: String,
@@ -23,6 +24,18 @@ pub struct EtcdConfig {
     pub(crate) max_value_len: usize,
     pub(crate) limits: EndpointLimits,
     pub(crate) runtime: Option<Handle>,
+}
+
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdConfig {
@@ -136,5 +149,24 @@ impl EtcdConfig {
     pub fn runtime(mut self, handle: Handle) -> Self {
         self.runtime = Some(handle);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EtcdConfig;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let config = EtcdConfig::new(["http://127.0.0.1:2379"]).user("root", "s3cret-pw");
+        let shown = format!("{config:?}");
+        assert!(shown.contains("root"), "{shown}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+    }
+
+    #[test]
+    fn the_prefix_loses_trailing_slashes() {
+        assert_eq!(EtcdConfig::new(["x"]).prefix("/a/b//").prefix, "/a/b");
+        assert_eq!(EtcdConfig::new(["x"]).prefix, "/courier/services");
     }
 }

@@ -262,7 +262,12 @@ impl Etcd {
 /// Checks `service` with the same rule as [`Endpoint::validate`], so that a
 /// watched range can never cover another service's keys.
 fn check_service(service: &str, limits: &EndpointLimits) -> Result<(), InvalidEndpoint> {
-    // A probe endpoint whose other fields are valid: only the name can fail.
-    let probe = Endpoint::new(service, "probe", Address::Unix("/".into()));
-    probe.validate(limits)
+    // A probe endpoint: `validate` checks the service name first, and only
+    // that verdict matters here.
+    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let probe = Endpoint::new(service, "probe", Address::Tcp(unspecified));
+    match probe.validate(limits) {
+        Err(InvalidEndpoint::ServiceName) => Err(InvalidEndpoint::ServiceName),
+        _ => Ok(()),
+    }
 }
