@@ -498,3 +498,30 @@ fn an_unusable_configuration_is_refused_at_connect() {
         assert!(matches!(error, EtcdError::Config(_)), "{error}");
     });
 }
+
+#[test]
+fn a_silent_partition_is_noticed_by_keep_alive_and_resumed() {
+    run(async {
+        let server = EtcdServer::start().await;
+        let direct = server.connect().await;
+        let gate = discover::gate::Gate::start(server.client_port()).await;
+        // Pings every 100 ms, a connection without an answer for 200 ms is
+        // dropped: the silent partition becomes an error.
+        let config = EtcdConfig::new([format!("http://127.0.0.1:{}", gate.port())])
+            .keep_alive(Duration::from_millis(100), Duration::from_millis(200))
+            .request_timeout(Duration::from_millis(500))
+            .retry(Duration::from_millis(20), Duration::from_millis(200));
+        let gated = Etcd::connect(config).await.unwrap();
+        let mut watch = gated.watch("kv").unwrap();
+        next_event(&mut watch).await;
+        let a = endpoint("kv", "a", 1);
+        register(&direct, &a).await;
+        assert_eq!(next_event(&mut watch).await.change, Change::Added(a));
+        gate.freeze();
+        next_unavailable(&mut watch).await;
+        let b = endpoint("kv", "b", 2);
+        register(&direct, &b).await;
+        gate.restore();
+        assert_eq!(next_event(&mut watch).await.change, Change::Added(b));
+    });
+}
