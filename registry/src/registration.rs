@@ -23,11 +23,15 @@
 //!    registry is unreachable ([`RegistrarError::Unavailable`]), it goes back
 //!    to step 1 by itself — the Nacos 2.x "redo": registry loss is not
 //!    service loss;
-//! 4. when `stop` completes (graceful shutdown), it deregisters first, waits
+//! 4. a step that takes longer than the [step
+//!    timeout](Registration::step_timeout) counts as unavailable;
+//! 5. when `stop` completes (graceful shutdown), it deregisters first, waits
 //!    [`propagation`](Registration::propagation) so that watchers see the
 //!    removal and stop sending new calls, then triggers the server's
 //!    [`Shutdown`](courier::Shutdown) if one was given (the server then
-//!    drains) and returns.
+//!    drains) and returns. Give courier-net's `ServeBuilder::shutdown` (or
+//!    `ServerBuilder::shutdown`) the same `Shutdown`, and trigger only
+//!    `stop` yourself: the registry learns first, the server drains after.
 //!
 //! A [`RegistrarError::Refused`] (bad token, limits, invalid endpoint) is
 //! not retried: the driver returns it.
@@ -40,6 +44,10 @@ use std::time::Duration;
 use courier::Timer;
 
 use crate::endpoint::Endpoint;
+
+/// The shortest heartbeat period and retry backoff: a zero would make the
+/// driver call the registry in a loop.
+pub const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// A registry's lease: what a heartbeat renews and a deregistration drops.
 pub type LeaseId = u64;
@@ -130,6 +138,7 @@ pub struct Registration {
     retry_min: Duration,
     retry_max: Duration,
     propagation: Duration,
+    step_timeout: Duration,
 }
 
 impl Registration {
@@ -137,29 +146,32 @@ impl Registration {
     /// the TTL, retries from 50 ms doubling up to the TTL, waits 2 heartbeats'
     /// time for propagation on shutdown.
     pub fn new(endpoint: Endpoint, ttl: Duration) -> Self {
-        let heartbeat = ttl / 3;
+        let heartbeat = (ttl / 3).max(MIN_WAIT);
         Registration {
             endpoint,
             ttl,
             heartbeat,
-            retry_min: Duration::from_millis(50).min(ttl),
+            retry_min: Duration::from_millis(50).min(ttl).max(MIN_WAIT),
             retry_max: ttl.max(Duration::from_millis(50)),
             propagation: heartbeat.saturating_mul(2),
+            step_timeout: ttl,
         }
     }
 
-    /// Renews the lease every `every` (default: a third of the TTL).
+    /// Renews the lease every `every` (default: a third of the TTL; at
+    /// least [`MIN_WAIT`]).
     #[must_use]
     pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
+        self.heartbeat = every.max(MIN_WAIT);
         self
     }
 
-    /// Retries an unavailable registry after `min`, doubling up to `max`.
+    /// Retries an unavailable registry after `min` (at least [`MIN_WAIT`]),
+    /// doubling up to `max`.
     #[must_use]
     pub fn retry(mut self, min: Duration, max: Duration) -> Self {
-        self.retry_min = min;
-        self.retry_max = max.max(min);
+        self.retry_min = min.max(MIN_WAIT);
+        self.retry_max = max.max(self.retry_min);
         self
     }
 
@@ -168,6 +180,16 @@ impl Registration {
     #[must_use]
     pub fn propagation(mut self, wait: Duration) -> Self {
         self.propagation = wait;
+        self
+    }
+
+    /// Gives up on a registrar step (register, heartbeat, deregister) after
+    /// `limit` (default: the TTL), as if the registry were unavailable: a
+    /// registry that accepts a connection but never answers cannot stall
+    /// the driver, nor a shutdown.
+    #[must_use]
+    pub fn step_timeout(mut self, limit: Duration) -> Self {
+        self.step_timeout = limit;
         self
     }
 
@@ -205,15 +227,18 @@ impl Registration {
             let step = async {
                 started.store(true, std::sync::atomic::Ordering::Relaxed);
                 match current {
-                    None => match registrar.register(&self.endpoint, self.ttl).await {
-                        Ok(id) => Step::Registered(id),
-                        Err(e) => Step::Failed(e),
-                    },
+                    None => {
+                        let call = registrar.register(&self.endpoint, self.ttl);
+                        match within(&timer, self.step_timeout, call).await {
+                            Ok(id) => Step::Registered(id),
+                            Err(e) => Step::Failed(e),
+                        }
+                    }
                     Some(id) => {
                         timer
                             .sleep_until(timer.now().saturating_add(self.heartbeat))
                             .await;
-                        match registrar.keep_alive(id).await {
+                        match within(&timer, self.step_timeout, registrar.keep_alive(id)).await {
                             Ok(()) => Step::Renewed,
                             Err(e) => Step::Failed(e),
                         }
@@ -264,7 +289,7 @@ impl Registration {
         }
         if let Some(id) = lease {
             // Best effort: an unreachable registry drops the lease at its TTL.
-            let _ = registrar.deregister(id).await;
+            let _ = within(&timer, self.step_timeout, registrar.deregister(id)).await;
             timer
                 .sleep_until(timer.now().saturating_add(self.propagation))
                 .await;
@@ -274,6 +299,20 @@ impl Registration {
         }
         Ok(())
     }
+}
+
+/// `work`, or `Unavailable` if it takes longer than `limit`.
+async fn within<T, W, X>(timer: &T, limit: Duration, work: W) -> Result<X, RegistrarError>
+where
+    T: Timer,
+    W: Future<Output = Result<X, RegistrarError>>,
+{
+    let sleep = std::pin::pin!(timer.sleep_until(timer.now().saturating_add(limit)));
+    race(sleep, work).await.unwrap_or_else(|| {
+        Err(RegistrarError::Unavailable(
+            "no answer within the step timeout".into(),
+        ))
+    })
 }
 
 enum Step {
@@ -294,4 +333,20 @@ async fn race<S: Future + ?Sized, W: Future>(stop: Pin<&mut S>, work: W) -> Opti
         work.as_mut().poll(cx).map(Some)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_periods_are_raised_to_the_minimum() {
+        let endpoint = Endpoint::new("kv", "a", crate::Address::Unix("/s".into()));
+        let r = Registration::new(endpoint, Duration::ZERO).retry(Duration::ZERO, Duration::ZERO);
+        assert_eq!(r.heartbeat, MIN_WAIT);
+        assert_eq!(r.retry_min, MIN_WAIT);
+        assert_eq!(r.retry_max, MIN_WAIT);
+        let r = r.heartbeat(Duration::ZERO);
+        assert_eq!(r.heartbeat, MIN_WAIT);
+    }
 }

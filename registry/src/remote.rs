@@ -71,12 +71,13 @@ impl<T: Timer> RegistryWatch<T> {
         }
     }
 
-    /// Retries after `min`, doubling up to `max`.
+    /// Retries after `min` (at least
+    /// [`MIN_WAIT`](crate::registration::MIN_WAIT)), doubling up to `max`.
     #[must_use]
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min = min;
-        self.max = max.max(min);
-        self.backoff = min;
+        self.min = min.max(crate::registration::MIN_WAIT);
+        self.max = max.max(self.min);
+        self.backoff = self.min;
         self
     }
 
@@ -248,34 +249,36 @@ impl Registrar for RemoteRegistrar {
 
     fn keep_alive(&mut self, lease: LeaseId) -> RegistrarFuture<'_, ()> {
         Box::pin(async move {
-            if self.beats.is_none() {
-                let (up, leases) = mpsc::channel(1);
-                let client = self.client.clone();
-                let token = self.token.clone();
-                let answers = owned_keep_alive(client, token, leases);
-                self.beats = Some(Beats { up, answers });
-            }
-            let Some(beats) = self.beats.as_mut() else {
-                return Err(RegistrarError::Unavailable("no keep-alive stream".into()));
+            // Taken out while a beat is in flight: if this future is dropped
+            // before its answer, the next beat opens a fresh stream rather
+            // than read the stale answer.
+            let mut beats = match self.beats.take() {
+                Some(beats) => beats,
+                None => {
+                    let (up, leases) = mpsc::channel(1);
+                    let client = self.client.clone();
+                    let token = self.token.clone();
+                    let answers = owned_keep_alive(client, token, leases);
+                    Beats { up, answers }
+                }
             };
             let answer = match beats.up.send(lease).await {
                 Ok(()) => beats.answers.next().await,
                 Err(_) => None,
             };
             match answer {
-                Some(Ok(Ok(renewed))) if renewed == lease => Ok(()),
-                Some(Ok(Ok(_))) => Err(RegistrarError::Unavailable("mismatched answer".into())),
-                Some(Ok(Err(error))) => Err(refused(error)),
-                Some(Err(error)) => {
-                    self.beats = None;
-                    Err(unavailable(error))
+                Some(Ok(answer)) => {
+                    self.beats = Some(beats);
+                    match answer {
+                        Ok(renewed) if renewed == lease => Ok(()),
+                        Ok(_) => Err(RegistrarError::Unavailable("mismatched answer".into())),
+                        Err(error) => Err(refused(error)),
+                    }
                 }
-                None => {
-                    self.beats = None;
-                    Err(RegistrarError::Unavailable(
-                        "keep-alive stream ended".into(),
-                    ))
-                }
+                Some(Err(error)) => Err(unavailable(error)),
+                None => Err(RegistrarError::Unavailable(
+                    "keep-alive stream ended".into(),
+                )),
             }
         })
     }

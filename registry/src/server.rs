@@ -83,12 +83,27 @@ impl Shared {
     fn now(&self) -> Duration {
         (self.clock)()
     }
+
+    /// Runs `f` on the state, then wakes whoever it concerns — after
+    /// releasing the lock, so that no waker runs under it.
+    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let (result, woken, expiry) = {
+            let mut inner = self.lock();
+            let result = f(&mut inner);
+            let expiry = inner.rearm();
+            (result, inner.store.take_woken(), expiry)
+        };
+        for waker in woken.into_iter().chain(expiry) {
+            waker.wake();
+        }
+        result
+    }
 }
 
 impl Inner {
-    /// Wakes the expiry driver if the next expiry is earlier than the
+    /// The expiry driver's waker, if the next expiry is earlier than the
     /// deadline it sleeps until.
-    fn rearm(&mut self) {
+    fn rearm(&mut self) -> Option<Waker> {
         let next = self.store.next_expiry();
         let earlier = match (next, self.armed) {
             (Some(next), Some(armed)) => next < armed,
@@ -96,9 +111,9 @@ impl Inner {
             (None, _) => false,
         };
         if earlier {
-            if let Some(waker) = self.expiry_waker.take() {
-                waker.wake();
-            }
+            self.expiry_waker.take()
+        } else {
+            None
         }
     }
 }
@@ -183,10 +198,7 @@ impl EmbeddedRegistry {
 
     /// Runs `f` on the store (for tests and tools).
     pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let mut inner = self.shared.lock();
-        let result = f(&mut inner.store);
-        inner.rearm();
-        result
+        self.shared.update(|inner| f(&mut inner.store))
     }
 }
 
@@ -208,14 +220,13 @@ impl<T: Timer> Future for ExpiryDriver<T> {
         let this = self.get_mut();
         loop {
             let now = this.timer.now();
-            let next = {
-                let mut inner = this.shared.lock();
+            let next = this.shared.update(|inner| {
                 inner.store.expire(now);
                 let next = inner.store.next_expiry();
                 inner.armed = next;
                 inner.expiry_waker = Some(cx.waker().clone());
                 next
-            };
+            });
             let Some(at) = next else {
                 return Poll::Pending;
             };
@@ -246,9 +257,8 @@ struct Owner {
 impl Drop for Owner {
     fn drop(&mut self) {
         let now = self.shared.now();
-        let mut inner = self.shared.lock();
-        inner.store.disconnect(self.id, now);
-        inner.rearm();
+        self.shared
+            .update(|inner| inner.store.disconnect(self.id, now));
     }
 }
 
@@ -265,11 +275,10 @@ impl Connection {
         f: impl FnOnce(&mut Store, Duration) -> Result<R, RegistryError>,
     ) -> Result<R, RegistryError> {
         let now = self.owner.shared.now();
-        let mut inner = self.owner.shared.lock();
-        inner.store.authorize(token)?;
-        let result = f(&mut inner.store, now);
-        inner.rearm();
-        result
+        self.owner.shared.update(|inner| {
+            inner.store.authorize(token)?;
+            f(&mut inner.store, now)
+        })
     }
 }
 
@@ -362,9 +371,10 @@ impl Stream for KeepAlive {
             return Poll::Ready(Some(Err(error.clone())));
         }
         let now = self.shared.now();
-        let mut inner = self.shared.lock();
-        let renewed = inner.store.keep_alive(self.owner, lease, now);
-        inner.rearm();
+        let owner = self.owner;
+        let renewed = self
+            .shared
+            .update(|inner| inner.store.keep_alive(owner, lease, now));
         Poll::Ready(Some(renewed.map(|()| lease)))
     }
 }
@@ -384,7 +394,7 @@ impl WatchStream {
         service: &str,
         from_revision: Option<u64>,
     ) -> Result<Self, RegistryError> {
-        let id = shared.lock().store.watch(owner, service, from_revision)?;
+        let id = shared.update(|inner| inner.store.watch(owner, service, from_revision))?;
         Ok(WatchStream { shared, id })
     }
 }
@@ -405,7 +415,7 @@ impl Stream for WatchStream {
 
 impl Drop for WatchStream {
     fn drop(&mut self) {
-        self.shared.lock().store.unwatch(self.id);
+        self.shared.update(|inner| inner.store.unwatch(self.id));
     }
 }
 

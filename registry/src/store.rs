@@ -75,7 +75,11 @@ pub struct StoreConfig {
     pub disconnect_grace: Duration,
     /// The revision before the first change (see the module docs).
     pub first_revision: u64,
-    /// Seeds lease ids, so that two runs hand out different ones.
+    /// Seeds lease ids. **Give each run of a registry another seed** (the
+    /// binary uses its start time and process id): a restarted registry with
+    /// the same seed hands out the same ids again, and an instance still
+    /// holding a lease of the earlier run would renew another instance's
+    /// lease instead of learning that its own is gone.
     pub lease_seed: u64,
     /// The shared secret writes must carry; `None` lets every write in.
     pub token: Option<String>,
@@ -194,6 +198,8 @@ pub struct Store {
     services: BTreeMap<String, Service>,
     watchers: HashMap<WatcherId, Watcher>,
     owners: HashMap<OwnerId, OwnerCounts>,
+    /// Watchers' wakers to wake, taken by [`Store::take_woken`].
+    woken: Vec<Waker>,
 }
 
 impl Store {
@@ -208,6 +214,7 @@ impl Store {
             services: BTreeMap::new(),
             watchers: HashMap::new(),
             owners: HashMap::new(),
+            woken: Vec::new(),
             config,
         }
     }
@@ -267,8 +274,11 @@ impl Store {
             .as_ref()
             .and_then(|(_, lease)| self.leases.get(lease))
             .is_some_and(|l| l.owner == Some(owner));
-        let total = self.leases.len() - usize::from(replaced.is_some());
-        let owned = owned - usize::from(replaced_own);
+        let total = self
+            .leases
+            .len()
+            .saturating_sub(usize::from(replaced.is_some()));
+        let owned = owned.saturating_sub(usize::from(replaced_own));
         if total >= self.config.max_instances || owned >= self.config.max_instances_per_owner {
             return Err(RegistryError::TooManyInstances);
         }
@@ -454,7 +464,7 @@ impl Store {
             return;
         };
         if let Some(waker) = watcher.waker.take() {
-            waker.wake(); // Its stream sees the end.
+            self.woken.push(waker); // Its stream sees the end.
         }
         if let Some(service) = self.services.get_mut(&watcher.service) {
             service.watchers.remove(&id);
@@ -507,6 +517,14 @@ impl Store {
         self.watchers.keys().map(|id| self.pending(*id)).sum()
     }
 
+    /// The wakers of the watchers that have something new (an event, or
+    /// their end) since the last call. The store never wakes anyone
+    /// itself, so that its owner can wake them after releasing its lock:
+    /// call this after every change.
+    pub fn take_woken(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.woken)
+    }
+
     /// Whether watch `id` is open.
     pub fn is_watching(&self, id: WatcherId) -> bool {
         self.watchers.contains_key(&id)
@@ -522,7 +540,10 @@ impl Store {
     fn new_lease_id(&mut self) -> LeaseId {
         loop {
             self.next_lease = self.next_lease.wrapping_add(1);
-            let id = splitmix64(self.config.lease_seed ^ self.next_lease);
+            // A random start per seed, so that runs with nearby seeds do
+            // not share ids.
+            let start = splitmix64(self.config.lease_seed);
+            let id = splitmix64(start.wrapping_add(self.next_lease));
             if id != 0 && !self.leases.contains_key(&id) {
                 return id;
             }
@@ -610,7 +631,7 @@ impl Store {
             if let Some(watcher) = self.watchers.get_mut(id) {
                 watcher.push(revision, change.clone(), max_pending);
                 if let Some(waker) = watcher.waker.take() {
-                    waker.wake();
+                    self.woken.push(waker);
                 }
             }
         }

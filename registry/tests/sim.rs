@@ -197,6 +197,7 @@ fn after_a_registry_restart_watchers_resync_and_instances_register_again() {
     // A new run, with revisions past the old ones; empty at first.
     let registry = world.start_registry(StoreConfig {
         first_revision: 1_000_000,
+        lease_seed: 1,
         ..config()
     });
     world.advance(ms(300)); // within one TTL
@@ -376,4 +377,69 @@ fn a_slow_watcher_costs_one_pending_change_per_instance() {
     let events = outcome.borrow_mut().take().expect("converged");
     // The credit window's items plus one coalesced change per instance.
     assert!(events <= 3 + 2, "{events} events for 1,500 changes");
+}
+
+/// A registrar whose registry accepts calls but answers the first
+/// `hangs` heartbeats never: the driver gives up on each after the step
+/// timeout, registers again, and the instance stays registered.
+struct Hanging {
+    inner: RemoteRegistrar,
+    hangs: usize,
+}
+
+impl courier_registry::Registrar for Hanging {
+    fn register<'a>(
+        &'a mut self,
+        endpoint: &'a Endpoint,
+        ttl: std::time::Duration,
+    ) -> courier_registry::RegistrarFuture<'a, courier_registry::LeaseId> {
+        self.inner.register(endpoint, ttl)
+    }
+    fn keep_alive(
+        &mut self,
+        lease: courier_registry::LeaseId,
+    ) -> courier_registry::RegistrarFuture<'_, ()> {
+        if self.hangs > 0 {
+            self.hangs -= 1;
+            return Box::pin(futures::future::pending());
+        }
+        self.inner.keep_alive(lease)
+    }
+    fn deregister(
+        &mut self,
+        lease: courier_registry::LeaseId,
+    ) -> courier_registry::RegistrarFuture<'_, ()> {
+        self.inner.deregister(lease)
+    }
+}
+
+#[test]
+fn a_heartbeat_that_never_answers_times_out_and_registers_again() {
+    let mut world = World::new();
+    let registry = world.start_registry(config());
+    let client = world.client();
+    let stop = Shutdown::new();
+    let registrar = Hanging {
+        inner: RemoteRegistrar::new(client, None),
+        hangs: 2,
+    };
+    let done = world.spawn(
+        Registration::new(ep("a", 1), ms(300))
+            .step_timeout(ms(50))
+            .retry(ms(10), ms(10))
+            .run(registrar, world.clock.clone(), stop.triggered(), None),
+    );
+    let mut registered_throughout = true;
+    for _ in 0..300 {
+        world.advance(ms(10));
+        registered_throughout &= registry.instances() == 1;
+    }
+    assert!(
+        registered_throughout,
+        "each hang cost 50 ms, less than the TTL"
+    );
+    stop.trigger();
+    world.advance(ms(500));
+    assert_eq!(done.borrow_mut().take(), Some(Ok(())));
+    assert_eq!(registry.instances(), 0);
 }

@@ -252,6 +252,20 @@ impl World {
         result.expect("the future stalled")
     }
 
+    /// Spawns `future`; the handle aborts it (drops it unfinished).
+    pub fn spawn_abortable(&mut self, future: impl Future<Output = ()> + 'static) -> AbortHandle {
+        let (abort, registration) = AbortHandle::new_pair();
+        self.spawner
+            .spawn_local(Abortable::new(future, registration).map(drop))
+            .unwrap();
+        abort
+    }
+
+    /// Whether the registry runs.
+    pub fn registry_up(&self) -> bool {
+        self.net.registry.borrow().is_some()
+    }
+
     /// Spawns `future`; its output lands in the returned cell.
     pub fn spawn<T: 'static>(
         &mut self,
