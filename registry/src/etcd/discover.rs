@@ -153,17 +153,21 @@ impl Watcher {
                     Err(why) => return self.failed(why),
                 },
                 Phase::Watching(mut stream) => match stream.message().await {
-                    Ok(Some(response)) => {
-                        self.succeeded();
-                        match self.on_response(&response) {
-                            After::Continue => self.phase = Phase::Watching(stream),
-                            After::Resync => self.phase = Phase::Snapshot(SnapshotKind::Resync),
-                            After::Canceled(why) => {
-                                self.phase = Phase::Snapshot(SnapshotKind::Resync);
-                                return self.failed(why);
-                            }
+                    Ok(Some(response)) => match self.on_response(&response) {
+                        After::Continue => {
+                            self.succeeded();
+                            self.phase = Phase::Watching(stream);
                         }
-                    }
+                        After::Resync => {
+                            self.succeeded();
+                            self.phase = Phase::Snapshot(SnapshotKind::Resync);
+                        }
+                        // Not a success: a watch etcd keeps canceling backs off.
+                        After::Canceled(why) => {
+                            self.phase = Phase::Snapshot(SnapshotKind::Resync);
+                            return self.failed(why);
+                        }
+                    },
                     Ok(None) => return self.failed("etcd closed the watch".into()),
                     Err(e) => return self.failed(e.to_string()),
                 },
@@ -209,8 +213,12 @@ impl Watcher {
             }
             let mut response = match self.client.get(from.clone(), Some(options)).await {
                 Ok(response) => response,
+                // tonic's own refusal (etcd's compaction error shares the
+                // code, not the message).
                 Err(etcd_client::Error::GRpcStatus(status))
-                    if status.code() == tonic::Code::OutOfRange && limit > 1 =>
+                    if status.code() == tonic::Code::OutOfRange
+                        && status.message().contains("message length too large")
+                        && limit > 1 =>
                 {
                     limit /= 2;
                     continue;
