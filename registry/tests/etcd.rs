@@ -525,3 +525,40 @@ fn a_silent_partition_is_noticed_by_keep_alive_and_resumed() {
         assert_eq!(next_event(&mut watch).await.change, Change::Added(b));
     });
 }
+
+#[test]
+fn a_registrar_cut_off_silently_reports_unavailable_then_renews() {
+    run(async {
+        let server = EtcdServer::start().await;
+        let gate = discover::gate::Gate::start(server.client_port()).await;
+        let config = EtcdConfig::new([format!("http://127.0.0.1:{}", gate.port())])
+            .keep_alive(Duration::from_millis(100), Duration::from_millis(200))
+            .request_timeout(Duration::from_millis(500));
+        let gated = Etcd::connect(config).await.unwrap();
+        let mut registrar = gated.registrar();
+        let a = endpoint("kv", "a", 1);
+        let lease = registrar
+            .register(&a, Duration::from_secs(30))
+            .await
+            .unwrap();
+        registrar.keep_alive(lease).await.unwrap();
+        gate.freeze();
+        // Bounded by the request timeout: the driver would register again.
+        assert!(matches!(
+            registrar.keep_alive(lease).await,
+            Err(RegistrarError::Unavailable(_))
+        ));
+        gate.restore();
+        registrar.keep_alive(lease).await.unwrap();
+    });
+}
+
+#[test]
+fn watches_registrars_and_connections_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<EtcdDiscover>();
+    send::<courier_registry::etcd::EtcdRegistrar>();
+    send_sync::<Etcd>();
+    send_sync::<EtcdConfig>();
+}
