@@ -1,7 +1,9 @@
-//! The registry: start one, register two instances that keep their leases
-//! alive, watch the service, kill one instance (its heartbeats stop, its
-//! lease expires) and shut the other down gracefully (it deregisters
-//! first). Every change the watcher sees is printed.
+//! The registry: start one, run two instances that serve a service and
+//! register themselves (keeping their leases alive), watch the service,
+//! find and call an instance through the registry, kill one instance (its
+//! heartbeats stop, its lease expires) and shut the other down gracefully
+//! (it deregisters first, then its server drains). Every change the
+//! watcher sees is printed.
 //!
 //! ```text
 //! cargo run --example registry
@@ -18,6 +20,21 @@ use courier_registry::{
 use futures::StreamExt;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the instances serve.
+#[courier::service]
+pub trait Kv {
+    /// The instance's name.
+    async fn whoami(&self) -> String;
+}
+
+struct Named(String);
+
+impl Kv for Named {
+    async fn whoami(&self) -> String {
+        self.0.clone()
+    }
+}
 
 async fn connect(addr: std::net::SocketAddr) -> Result<RegistryClient, Error> {
     let (client, driver) = courier_tcp::tokio::connect(addr).await?;
@@ -72,15 +89,23 @@ async fn main() -> Result<(), Error> {
     });
     wait_for(&mut watched, &[]).await;
 
-    // Two instances, each registering itself with a 600 ms lease that its
-    // driver renews every 200 ms.
+    // Two instances: each serves `Kv` on its own port and registers itself
+    // with a 600 ms lease that its driver renews every 200 ms. The server
+    // drains on the `Shutdown` the registration triggers after it
+    // deregistered.
     let ttl = Duration::from_millis(600);
     let mut instances = Vec::new();
-    for (name, port) in [("kv-1", 9001), ("kv-2", 9002)] {
-        let endpoint = Endpoint::new("kv", name, Address::Tcp(([127, 0, 0, 1], port).into()))
+    for name in ["kv-1", "kv-2"] {
+        let listener = courier_tcp::tokio::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = Endpoint::new("kv", name, Address::Tcp(listener.local_addr()?))
             .with_metadata("zone", "eu-1");
+        let drain = Shutdown::new();
+        let server = tokio::spawn(
+            courier_tcp::tokio::builder()
+                .shutdown(drain.clone())
+                .serve(listener, KvServer::new(Named(name.into()))),
+        );
         let stop = Shutdown::new();
-        let server = Shutdown::new(); // what the instance's server would drain on
         let registrar = RemoteRegistrar::new(connect(addr).await?, None);
         let driver = Registration::new(endpoint, ttl)
             .propagation(Duration::from_millis(100))
@@ -88,11 +113,23 @@ async fn main() -> Result<(), Error> {
                 registrar,
                 TokioTimer::new(),
                 stop.clone().triggered(),
-                Some(server.clone()),
+                Some(drain),
             );
-        instances.push((name, stop, server, tokio::spawn(driver)));
+        instances.push((stop, server, tokio::spawn(driver)));
     }
     wait_for(&mut watched, &["kv-1", "kv-2"]).await;
+
+    // A client finds kv-1 through the registry and calls it.
+    let listing = connect(addr).await?.list(Some("kv".into())).await?;
+    let Address::Tcp(kv1) = listing.endpoints[0].address else {
+        unreachable!("registered over TCP")
+    };
+    let (client, driver) = courier_tcp::tokio::connect(kv1).await?;
+    tokio::spawn(driver);
+    println!(
+        "calling {kv1}: it is {}",
+        KvClient::new(client).whoami().await?
+    );
 
     // Two TTLs pass: the heartbeats keep both.
     tokio::time::sleep(ttl * 2).await;
@@ -105,7 +142,7 @@ async fn main() -> Result<(), Error> {
 
     // kv-2 dies without a word: its driver stops, its connection stays up,
     // so only the missed TTL removes it.
-    let (_, _, _, killed) = instances.pop().unwrap();
+    let (_, _kv2_server, killed) = instances.pop().unwrap();
     killed.abort();
     let killed_at = tokio::time::Instant::now();
     wait_for(&mut watched, &["kv-1"]).await;
@@ -114,12 +151,13 @@ async fn main() -> Result<(), Error> {
         killed_at.elapsed()
     );
 
-    // kv-1 shuts down gracefully: deregistered first, then its server drains.
-    let (_, stop, server, driver) = instances.pop().unwrap();
+    // kv-1 shuts down gracefully: deregistered first, then its server
+    // drains and ends.
+    let (stop, server, driver) = instances.pop().unwrap();
     stop.trigger();
     wait_for(&mut watched, &[]).await;
     driver.await??;
-    assert!(server.is_triggered());
-    println!("kv-1 deregistered, then its server was told to drain");
+    server.await?;
+    println!("kv-1 deregistered, then its server drained and stopped");
     Ok(())
 }

@@ -62,8 +62,32 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-const INSTANCES: usize = 10_000;
-const WATCHERS: usize = 1_000;
+/// Sizes, overridable for a quick look: `REGISTRY_BENCH_INSTANCES`,
+/// `REGISTRY_BENCH_WATCHERS` (defaults 10,000 and 1,000).
+fn size(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+static SIZES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+
+fn instances() -> usize {
+    SIZES
+        .get_or_init(|| {
+            (
+                size("REGISTRY_BENCH_INSTANCES", 10_000).max(REGISTRAR_CONNECTIONS),
+                size("REGISTRY_BENCH_WATCHERS", 1_000).max(1),
+            )
+        })
+        .0
+}
+
+fn watchers() -> usize {
+    instances();
+    SIZES.get().map_or(1, |s| s.1)
+}
 const REGISTRAR_CONNECTIONS: usize = 10;
 const PROBES: usize = 200;
 const EXPIRIES: usize = 20;
@@ -82,8 +106,8 @@ fn endpoint(instance: String, n: usize) -> Endpoint {
 
 fn config() -> StoreConfig {
     StoreConfig {
-        max_instances_per_owner: INSTANCES,
-        max_watchers_per_owner: WATCHERS,
+        max_instances_per_owner: instances(),
+        max_watchers_per_owner: watchers(),
         ..StoreConfig::default()
     }
 }
@@ -93,7 +117,7 @@ fn config() -> StoreConfig {
 fn store_memory() -> (f64, f64) {
     let before = live();
     let mut store = Store::new(config());
-    for n in 0..INSTANCES {
+    for n in 0..instances() {
         store
             .register(
                 1,
@@ -105,8 +129,8 @@ fn store_memory() -> (f64, f64) {
     }
     let instances = live() - before;
     let before = live();
-    let mut ids = Vec::with_capacity(WATCHERS);
-    for _ in 0..WATCHERS {
+    let mut ids = Vec::with_capacity(watchers());
+    for _ in 0..watchers() {
         let id = store.watch(2, SERVICE, None).unwrap();
         drop(store.next_event(id, None));
         ids.push(id);
@@ -114,8 +138,8 @@ fn store_memory() -> (f64, f64) {
     let watchers = live() - before - (ids.capacity() * 8) as isize;
     drop(store);
     (
-        instances as f64 / INSTANCES as f64,
-        watchers as f64 / WATCHERS as f64,
+        instances as f64 / self::instances() as f64,
+        watchers as f64 / self::watchers() as f64,
     )
 }
 
@@ -154,7 +178,7 @@ impl Probes {
         if let Some(sent) = sent {
             self.each.lock().unwrap().push(now - sent);
         }
-        if self.seen[k].fetch_add(1, Ordering::SeqCst) + 1 == WATCHERS {
+        if self.seen[k].fetch_add(1, Ordering::SeqCst) + 1 == watchers() {
             self.last.lock().unwrap()[k] = Some(now);
         }
     }
@@ -202,7 +226,7 @@ async fn main() {
     let mut registrars = Vec::new();
     for c in 0..REGISTRAR_CONNECTIONS {
         let client = connect(addr).await;
-        let per = INSTANCES / REGISTRAR_CONNECTIONS;
+        let per = instances() / REGISTRAR_CONNECTIONS;
         let mut leases = Vec::with_capacity(per);
         for i in 0..per {
             let n = c * per + i;
@@ -231,15 +255,15 @@ async fn main() {
         });
         registrars.push(client);
     }
-    println!("registered {INSTANCES} instances in {:?}", t.elapsed());
-    assert_eq!(registry.instances(), INSTANCES);
+    println!("registered {} instances in {:?}", instances(), t.elapsed());
+    assert_eq!(registry.instances(), instances());
     let after_instances = live();
 
     // 1,000 watchers, one connection each.
     let probes = Arc::new(Probes::new(PROBES + EXPIRIES));
     let snapshots = Arc::new(AtomicUsize::new(0));
     let t = Instant::now();
-    for _ in 0..WATCHERS {
+    for _ in 0..watchers() {
         let client = connect(addr).await;
         let probes = probes.clone();
         let snapshots = snapshots.clone();
@@ -249,7 +273,7 @@ async fn main() {
                 let event = event.unwrap().unwrap();
                 match event.change {
                     Change::Snapshot { endpoints, .. } => {
-                        assert_eq!(endpoints.len(), INSTANCES);
+                        assert_eq!(endpoints.len(), instances());
                         snapshots.fetch_add(1, Ordering::SeqCst);
                     }
                     Change::Added(e) => {
@@ -267,15 +291,17 @@ async fn main() {
             }
         });
     }
-    while snapshots.load(Ordering::SeqCst) < WATCHERS {
+    while snapshots.load(Ordering::SeqCst) < watchers() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!(
-        "{WATCHERS} watchers got their {INSTANCES}-endpoint snapshot in {:?}",
+        "{} watchers got their {}-endpoint snapshot in {:?}",
+        watchers(),
+        instances(),
         t.elapsed()
     );
     let after_watchers = live();
-    assert_eq!(registry.instances(), INSTANCES, "no lease lapsed");
+    assert_eq!(registry.instances(), instances(), "no lease lapsed");
 
     // Registration → every watcher.
     let writer = connect(addr).await;
@@ -291,7 +317,7 @@ async fn main() {
             .await
             .unwrap()
             .unwrap();
-        while probes.seen[k].load(Ordering::SeqCst) < WATCHERS {
+        while probes.seen[k].load(Ordering::SeqCst) < watchers() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let sent = probes.sent.lock().unwrap()[k].unwrap();
@@ -316,20 +342,21 @@ async fn main() {
             .unwrap()
             .unwrap();
         let deadline = registered + ttl;
-        while probes.seen[k].load(Ordering::SeqCst) < 2 * WATCHERS {
+        while probes.seen[k].load(Ordering::SeqCst) < 2 * watchers() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         expiry.push(Instant::now().saturating_duration_since(deadline));
     }
     expiry.sort();
 
-    let whole_instance = (after_instances - start_live) as f64 / INSTANCES as f64;
-    let whole_watcher = (after_watchers - after_instances) as f64 / WATCHERS as f64;
+    let whole_instance = (after_instances - start_live) as f64 / instances() as f64;
+    let whole_watcher = (after_watchers - after_instances) as f64 / watchers() as f64;
     println!();
     println!("| measure | p50 | p99 | max |");
     println!("|---|---|---|---|");
     println!(
-        "| registration → all {WATCHERS} watchers ({PROBES} probes) | {} | {} | {} |",
+        "| registration → all {} watchers ({PROBES} probes) | {} | {} | {} |",
+        watchers(),
         ms(percentile(&fan_out, 0.5)),
         ms(percentile(&fan_out, 0.99)),
         ms(*fan_out.last().unwrap())
