@@ -82,6 +82,10 @@ pub enum DiscoverError {
     Unavailable(String),
     /// The source refused the watch, e.g. too many watchers; it is retried.
     Refused(String),
+    /// An entry in the source is not a valid endpoint (garbage, oversized,
+    /// over the limits): it is skipped, and the watch goes on. The message
+    /// names the entry.
+    Invalid(String),
 }
 
 impl fmt::Display for DiscoverError {
@@ -89,6 +93,7 @@ impl fmt::Display for DiscoverError {
         match self {
             DiscoverError::Unavailable(why) => write!(f, "discovery source unavailable: {why}"),
             DiscoverError::Refused(why) => write!(f, "discovery source refused the watch: {why}"),
+            DiscoverError::Invalid(why) => write!(f, "invalid entry skipped: {why}"),
         }
     }
 }

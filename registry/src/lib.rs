@@ -43,6 +43,7 @@
 //! | [`Registration`], [`Registrar`] | the server side: register, heartbeat, redo, deregister on shutdown; [`RemoteRegistrar`] is the courier registry's [`Registrar`] |
 //! | [`Store`] | the state machine underneath, without I/O or clock |
 //! | `courier-registry` (binary, feature `cli`) | `serve`, `list`, `watch` (see its `--help`) |
+//! | `etcd` (feature `etcd`) | the same [`Discover`] and [`Registrar`] on etcd, past one machine: see [etcd](#etcd) |
 //!
 //! # Example
 //!
@@ -93,6 +94,25 @@
 //!
 //! `examples/registry.rs` in the repository runs a registry over TCP with
 //! two self-registering instances, one of which dies and expires.
+//!
+//! # etcd
+//!
+//! With feature `etcd`, the module `etcd` watches and registers in an etcd
+//! cluster (v3 API) — a replicated store users already run — with the same
+//! semantics: `etcd::Etcd::watch` is a [`Discover`]
+//! stream (a range read, then an etcd watch from the next revision; resumes
+//! after reconnecting, a `Resync` snapshot after a compaction or a replaced
+//! etcd), and `etcd::Etcd::registrar` a
+//! [`Registrar`] for [`Registration::run`] (an etcd lease per instance,
+//! revoked on shutdown). Each instance is the key
+//! `<prefix>/<service>/<instance>` (default prefix `/courier/services`)
+//! holding JSON such as
+//! `{"address":"tcp://127.0.0.1:7001","weight":1,"metadata":{"zone":"a"}}`,
+//! so `etcdctl get --prefix /courier/services/` shows it and other
+//! languages' clients read and write it. The feature needs `protoc` to build
+//! (Debian `protobuf-compiler`, or `PROTOC=/path/to/protoc`) and a tokio
+//! runtime to run. The module's docs give the exact layout, the value format
+//! and an example against an existing etcd.
 //!
 //! # Access
 //!
@@ -191,6 +211,8 @@
 
 pub mod discover;
 mod endpoint;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod registration;
 pub mod remote;
 pub mod server;

@@ -222,8 +222,11 @@ impl Registration {
         let mut lease: Option<LeaseId> = None;
         let mut backoff = self.retry_min;
         loop {
+            let current = lease;
+            let started = std::sync::atomic::AtomicBool::new(false);
             let step = async {
-                match lease {
+                started.store(true, std::sync::atomic::Ordering::Relaxed);
+                match current {
                     None => {
                         let call = registrar.register(&self.endpoint, self.ttl);
                         match within(&timer, self.step_timeout, call).await {
@@ -242,9 +245,22 @@ impl Registration {
                     }
                 }
             };
-            let outcome = race(stop.as_mut(), step).await;
+            let mut step = std::pin::pin!(step);
+            let outcome = race(stop.as_mut(), step.as_mut()).await;
             match outcome {
-                None => break,
+                None => {
+                    if lease.is_none() && started.load(std::sync::atomic::Ordering::Relaxed) {
+                        // A registration may be in flight: let it finish (for
+                        // at most a TTL) so that its lease is revoked below
+                        // rather than left registered until it expires.
+                        let bound = timer.sleep_until(timer.now().saturating_add(self.ttl));
+                        let finished = race(std::pin::pin!(bound), step.as_mut()).await;
+                        if let Some(Step::Registered(id)) = finished {
+                            lease = Some(id);
+                        }
+                    }
+                    break;
+                }
                 Some(Step::Registered(id)) => {
                     lease = Some(id);
                     backoff = self.retry_min;
