@@ -344,17 +344,13 @@ impl Tx<'_> {
     }
 
     /// Appends one frame; `NoRoom` when it does not fit behind the unsent
-    /// bytes.
+    /// bytes. (The buffer starts over once it is written out whole, so
+    /// nothing is ever moved.)
     fn push<B: Serialize + ?Sized>(
         &mut self,
         header: &Header,
         body: &B,
     ) -> Result<(), EncodeFailure> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
         let free = self.buf.get_mut(self.end..).unwrap_or_default();
         let n = encode_frame(free, header, body)?;
         self.end = self.end.saturating_add(n);
@@ -367,9 +363,7 @@ impl Tx<'_> {
     }
 
     fn room(&self) -> usize {
-        self.buf
-            .len()
-            .saturating_sub(self.end.saturating_sub(self.start))
+        self.buf.len().saturating_sub(self.end)
     }
 }
 
