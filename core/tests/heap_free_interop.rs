@@ -437,7 +437,7 @@ fn notifications_both_ways() {
     let device = &Device::default();
     let clock = &Clock::default();
     // Host → device: `poke` is a notification, never answered.
-    with_server(&device, &clock, |board| async move {
+    with_server(device, clock, |board| async move {
         board.poke(3).await.unwrap();
         board.poke(4).await.unwrap();
         assert_eq!(board.pokes().await, Ok(7));
@@ -523,21 +523,20 @@ fn raw_exchange(input: &[u8]) -> (Vec<u8>, Ended) {
 /// until it has nothing left to do in between.
 fn raw_exchange_in_steps(steps: &[&[u8]]) -> (Vec<u8>, Ended) {
     let device = Device::default();
-    let (raw, server_io) = courier_mem::pair(4096);
-    let raw = RefCell::new(raw);
+    let (mut raw, server_io) = courier_mem::pair(4096);
     let mut buffers = Buffers::<RX, TX>::new();
     let server =
         HeapFreeServer::new(device::BoardHeapFree::new(&device), server_io, &mut buffers).run();
     futures::executor::block_on(async {
         let talk = async {
             for step in steps {
-                write_all(&mut raw.borrow_mut(), step).await;
+                write_all(&mut raw, step).await;
                 for _ in 0..20 {
                     yield_now().await;
                 }
             }
-            poll_fn(|cx| raw.borrow_mut().poll_close(cx)).await.unwrap();
-            read_to_end(&mut raw.borrow_mut()).await
+            poll_fn(|cx| raw.poll_close(cx)).await.unwrap();
+            read_to_end(&mut raw).await
         };
         futures::join!(talk, server)
     })

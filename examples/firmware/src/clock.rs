@@ -17,7 +17,9 @@ static MILLIS: AtomicU32 = AtomicU32::new(0);
 
 /// Sleepers: the server's deadline sleep and the blink handler's pause.
 const SLEEPERS: usize = 2;
-static WAKERS: Mutex<RefCell<[Option<(u32, Waker)>; SLEEPERS]>> =
+/// A sleeper: the millisecond it waits for and its waker.
+type Sleeper = Option<(u32, Waker)>;
+static WAKERS: Mutex<RefCell<[Sleeper; SLEEPERS]>> =
     Mutex::new(RefCell::new([const { None }; SLEEPERS]));
 
 /// Starts SysTick at 1 kHz.

@@ -141,7 +141,7 @@ fn serve(uart: &mut uart::Uart0) -> ! {
 #[exception]
 fn SysTick() {
     clock::on_tick();
-    if clock::millis() % TICK_MS == 0 {
+    if clock::millis().is_multiple_of(TICK_MS) {
         let n = TICKS.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "service")]
         {
