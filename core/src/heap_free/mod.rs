@@ -73,26 +73,40 @@
 //! requests waiting to start and the frame arriving, `tx` the replies not
 //! yet taken by the transport. The driver future adds the largest
 //! handler's state (the service's futures, sized by the compiler), the
-//! decoded arguments of one call and one reply value, and a few words.
-//! With `RX = TX = 512` the future of the example firmware's service is
-//! well under 200 bytes besides the buffers.
+//! decoded arguments of one call and one reply value, and a few words;
+//! `core::mem::size_of_val(&server.run())` tells it for a given service.
 //!
 //! # Example
 //!
+//! The device's declaration and the host's (in two crates in practice: the
+//! firmware and the host program), the std client calling the heap-free
+//! server over an in-memory connection:
+//!
 //! ```
+//! use core::cell::Cell;
 //! use courier::heap_free::{Buffers, HeapFreeServer};
 //!
-//! #[courier::heap_free_service]
-//! pub trait Calc {
-//!     async fn add(&self, a: u64, b: u64) -> u64;
-//!     async fn div(&self, a: u64, b: u64) -> Result<u64, u8>;
+//! mod device {
+//!     #[courier::heap_free_service]
+//!     pub trait Calc {
+//!         async fn add(&self, a: u64, b: u64) -> u64;
+//!         async fn div(&self, a: u64, b: u64) -> Result<u64, u8>;
+//!     }
+//! }
+//!
+//! mod host {
+//!     #[courier::service]
+//!     pub trait Calc {
+//!         async fn add(&self, a: u64, b: u64) -> u64;
+//!         async fn div(&self, a: u64, b: u64) -> Result<u64, u8>;
+//!     }
 //! }
 //!
 //! // Device state the handlers borrow; `Cell` makes them `!Send`.
 //! struct Device {
-//!     calls: core::cell::Cell<u32>,
+//!     calls: Cell<u32>,
 //! }
-//! impl Calc for Device {
+//! impl device::Calc for Device {
 //!     async fn add(&self, a: u64, b: u64) -> u64 {
 //!         self.calls.set(self.calls.get() + 1);
 //!         a.wrapping_add(b)
@@ -102,22 +116,28 @@
 //!     }
 //! }
 //!
-//! // The std client of the same service, declared with the std macro:
-//! // the method keys are the same.
-//! #[courier::service]
-//! pub trait Calc {
-//!     async fn add(&self, a: u64, b: u64) -> u64;
-//!     async fn div(&self, a: u64, b: u64) -> Result<u64, u8>;
-//! }
-//! # mod host {}
+//! let board = Device { calls: Cell::new(0) };
+//! let mut buffers = Buffers::<256, 256>::new();
+//! let (client_io, server_io) = courier_mem::pair(1024);
+//! let server =
+//!     HeapFreeServer::new(device::CalcHeapFree::new(&board), server_io, &mut buffers).run();
+//! let (client, driver) = courier::Client::new(client_io);
+//! let calc = host::CalcClient::new(client);
+//! futures::executor::block_on(async {
+//!     let calls = async move {
+//!         assert_eq!(calc.add(2, 3).await, Ok(5));
+//!         assert_eq!(calc.div(1, 0).await, Ok(Err(0)));
+//!         // Dropping the client ends the connection; the server returns.
+//!     };
+//!     let (_, driver, server) = futures::join!(calls, driver, server);
+//!     driver.unwrap();
+//!     server.unwrap();
+//! });
+//! assert_eq!(board.calls.get(), 1);
 //! ```
 //!
-//! (The two declarations would live in two crates — firmware and host —
-//! or two modules; the interop tests in `core/tests/heap_free_interop.rs`
-//! run both over an in-memory connection.)
-//!
-//! [`Server`]: https://docs.rs/courier/latest/courier/struct.Server.html
-//! [`Client`]: https://docs.rs/courier/latest/courier/struct.Client.html
+//! [`Server`]: crate::Server
+//! [`Client`]: crate::Client
 
 mod outbox;
 mod server;
