@@ -478,16 +478,13 @@ fn notifications_both_ways() {
             .unwrap();
         until(|| ticks.lock().unwrap().len() == 4).await;
     };
-    futures::executor::block_on(async {
-        let peer = pin!(peer);
-        let server = pin!(server);
-        // The peer never ends by itself: stop when the test is done.
-        futures::select_biased! {
-            () = test.fuse() => {}
-            r = peer.fuse() => panic!("peer ended: {r:?}"),
-            r = server.fuse() => panic!("server ended: {r:?}"),
-        }
+    // The peer never ends by itself: stop when the test is done.
+    let test = pin!(test);
+    let rest = pin!(async {
+        let (peer, server) = futures::join!(peer, server);
+        panic!("peer or server ended: {peer:?} {server:?}");
     });
+    futures::executor::block_on(futures::future::select(test, rest));
     assert_eq!(*ticks.lock().unwrap(), [0, 1, 2, 3]);
 }
 
@@ -682,4 +679,24 @@ fn a_full_read_buffer_stops_reading_until_the_queue_drains() {
     let (out, end) = raw_exchange(&input);
     end.unwrap();
     assert_eq!(out, expected);
+}
+
+#[test]
+fn raw_notifications_are_never_answered_even_when_unknown_or_undecodable() {
+    let notify = |key: courier::MethodKey, body: &[u8]| {
+        let mut frame = vec![1, 7, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(&key.0.to_le_bytes());
+        frame.extend_from_slice(body);
+        prefixed(&frame)
+    };
+    let mut input = notify(courier::MethodKey(0x1234), &[1]);
+    input.extend(notify(device::BoardKeys::POKE, &[5, 5])); // a byte left over
+    input.extend(notify(device::BoardKeys::POKE, &[]));
+    input.extend(notify(device::BoardKeys::POKE, &[7]));
+    // A notify frame naming a unary method runs it, unanswered.
+    input.extend(notify(device::BoardKeys::POKE, &[2]));
+    input.extend(request(1, device::BoardKeys::POKES, None, &[]));
+    let (out, end) = raw_exchange(&input);
+    end.unwrap();
+    assert_eq!(out, prefixed(&[1, 1, 0, 1, 0, 0, 0, 9]));
 }
