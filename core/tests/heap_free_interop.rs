@@ -693,7 +693,6 @@ fn raw_notifications_are_never_answered_even_when_unknown_or_undecodable() {
     input.extend(notify(device::BoardKeys::POKE, &[5, 5])); // a byte left over
     input.extend(notify(device::BoardKeys::POKE, &[]));
     input.extend(notify(device::BoardKeys::POKE, &[7]));
-    // A notify frame naming a unary method runs it, unanswered.
     input.extend(notify(device::BoardKeys::POKE, &[2]));
     input.extend(request(1, device::BoardKeys::POKES, None, &[]));
     let (out, end) = raw_exchange(&input);
