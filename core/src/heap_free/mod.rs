@@ -1,4 +1,5 @@
-//! Serving without an allocator: a server for devices without a heap.
+//! Serving and calling without an allocator: a server and a client for
+//! devices without a heap.
 //!
 //! Builds without the `alloc` feature. Everything a connection uses is
 //! declared up front: a [`Buffers<RX, TX>`](Buffers) of received and unsent
@@ -139,9 +140,11 @@
 //! [`Server`]: crate::Server
 //! [`Client`]: crate::Client
 
+mod client;
 mod outbox;
 mod server;
 
+pub use client::HeapFreeClient;
 /// The `heapless` crate, whose `Vec<T, N>` and `String<N>` have the wire
 /// schemas of `Vec<T>` and `String`.
 pub use heapless;

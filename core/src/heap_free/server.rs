@@ -58,8 +58,8 @@ impl<S: HeapFreeService + ?Sized> HeapFreeService for &S {
 /// connection (PROTOCOL.md R5). A reply whose frame exceeds `TX` bytes is
 /// answered [`RemoteError::ResponseTooLarge`]. Both must be at least 32.
 pub struct Buffers<const RX: usize, const TX: usize> {
-    rx: [u8; RX],
-    tx: [u8; TX],
+    pub(super) rx: [u8; RX],
+    pub(super) tx: [u8; TX],
 }
 
 impl<const RX: usize, const TX: usize> Buffers<RX, TX> {
