@@ -29,6 +29,36 @@ use crate::wire::{Header, MethodKey};
 /// request. The reply's frame must fit `RX - 4` bytes; a larger one ends
 /// the connection (R5), as does any protocol violation or end of stream:
 /// every later call then fails with the same error.
+///
+/// ```
+/// use courier::heap_free::{Buffers, HeapFreeClient};
+///
+/// // The server side: any courier server, here the std one.
+/// #[courier::service]
+/// pub trait Calc {
+///     async fn add(&self, a: u32, b: u32) -> u32;
+/// }
+/// struct Adder;
+/// impl Calc for Adder {
+///     async fn add(&self, a: u32, b: u32) -> u32 {
+///         a + b
+///     }
+/// }
+///
+/// let (client_io, server_io) = courier_mem::pair(1024);
+/// let server = courier::ServerBuilder::new().build(server_io, CalcServer::new(Adder));
+/// let mut buffers = Buffers::<128, 128>::new();
+/// let mut calc = HeapFreeClient::new(client_io, &mut buffers);
+/// futures::executor::block_on(async {
+///     let calls = async move {
+///         // The key from the service's declaration, the arguments as a tuple.
+///         let sum: Result<u32, _> = calc.call(CalcClient::ADD, &(2u32, 3u32)).await;
+///         assert_eq!(sum, Ok(5));
+///     };
+///     let ((), server) = futures::join!(calls, server);
+///     server.unwrap();
+/// });
+/// ```
 pub struct HeapFreeClient<'b, T, const RX: usize, const TX: usize, Tm = NoTimer> {
     io: T,
     buffers: &'b mut Buffers<RX, TX>,

@@ -8,6 +8,8 @@
 //! driver future, [`HeapFreeServer::run`], borrows all of them (no `Arc`),
 //! never allocates, and speaks exactly the protocol of the std [`Server`]
 //! (PROTOCOL.md): a std [`Client`] calls it as it calls any courier server.
+//! [`HeapFreeClient`] is the calling side: one call at a time, awaited in
+//! place, with a `Buffers` of its own.
 //!
 //! # Model
 //!
