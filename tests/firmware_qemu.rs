@@ -36,34 +36,54 @@ mod host {
     }
 }
 
-/// The firmware, built once per test run; `None` without QEMU.
+/// The serving firmware, built once per test run; `None` without QEMU.
 fn firmware() -> Option<&'static Path> {
     static FIRMWARE: OnceLock<Option<PathBuf>> = OnceLock::new();
     FIRMWARE
+        .get_or_init(|| build_firmware(&[], "target"))
+        .as_deref()
+}
+
+/// The firmware that calls the host (feature `client`), in a target
+/// folder of its own.
+fn client_firmware() -> Option<&'static Path> {
+    static FIRMWARE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FIRMWARE
         .get_or_init(|| {
-            let qemu = Command::new("qemu-system-arm")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status();
-            if !matches!(qemu, Ok(status) if status.success()) {
-                println!(
-                    "SKIPPED: qemu-system-arm is not installed (apt-get install qemu-system-arm); the firmware tests did not run"
-                );
-                return None;
-            }
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/firmware");
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--quiet"])
-                .current_dir(&dir)
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_TARGET_DIR")
-                .env_remove("CARGO_BUILD_TARGET")
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "the firmware does not build");
-            Some(dir.join("target/thumbv7em-none-eabihf/release/courier-firmware"))
+            build_firmware(
+                &["--no-default-features", "--features", "client"],
+                "target/client",
+            )
         })
         .as_deref()
+}
+
+fn build_firmware(features: &[&str], target_dir: &str) -> Option<PathBuf> {
+    let qemu = Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    if !matches!(qemu, Ok(status) if status.success()) {
+        println!(
+            "SKIPPED: qemu-system-arm is not installed (apt-get install qemu-system-arm); the firmware tests did not run"
+        );
+        return None;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/firmware");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet"])
+        .args(features)
+        .current_dir(&dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env("CARGO_TARGET_DIR", dir.join(target_dir))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the firmware does not build");
+    Some(
+        dir.join(target_dir)
+            .join("thumbv7em-none-eabihf/release/courier-firmware"),
+    )
 }
 
 /// QEMU running the firmware; stopped with SIGTERM when dropped (also when
@@ -255,4 +275,65 @@ async fn garbage_closes_the_server_and_the_firmware_resynchronises() {
         assert!(recovered, "no answer after {garbage:02x?}");
     }
     drop(qemu);
+}
+
+/// The host's side when the firmware calls: records `add`'s arguments.
+#[derive(Clone, Default)]
+struct Host(Arc<Mutex<Vec<(u32, u32)>>>);
+
+impl host::Blinky for Host {
+    async fn add(&self, a: u32, b: u32) -> u32 {
+        self.0.lock().unwrap().push((a, b));
+        a.wrapping_add(b)
+    }
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+    async fn div(&self, a: u32, b: u32) -> Result<u32, u8> {
+        a.checked_div(b).ok_or(0)
+    }
+    async fn blink(&self, n: u32) -> u32 {
+        n
+    }
+    async fn blinks(&self) -> u32 {
+        0
+    }
+    async fn reboot(&self) {}
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_firmware_calls_the_host_with_the_heap_free_client() {
+    let Some(firmware) = client_firmware() else {
+        return;
+    };
+    let qemu = Qemu::start(firmware);
+    let stream = qemu.connect().await;
+    stream.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(stream).unwrap();
+    let calls = Host::default();
+    let server = courier::ServerBuilder::new().build(
+        courier::io::TokioIo::new(stream),
+        host::BlinkyServer::new(calls.clone()),
+    );
+    let server = tokio::spawn(server);
+    // The firmware calls add(a, 1) with `a` the sum of its previous call,
+    // from 1000: each call shows it decoded the reply before.
+    // (A call the firmware gave up on after its 500 ms timeout is made
+    // again with the same `a`: repeats are not progress, so they go.)
+    let distinct = || {
+        let mut seen = calls.0.lock().unwrap().clone();
+        seen.dedup();
+        seen
+    };
+    answer(async {
+        while distinct().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let seen = distinct();
+    let expected: Vec<(u32, u32)> = (0..seen.len() as u32).map(|i| (1000 + i, 1)).collect();
+    assert_eq!(seen, expected);
+    drop(qemu);
+    server.abort();
 }

@@ -10,6 +10,11 @@
 //! the UART is on stdio then), or the host test `tests/firmware_qemu.rs`.
 #![no_std]
 #![no_main]
+// The other builds (baseline, client) leave parts of the runtime unused.
+#![cfg_attr(not(feature = "service"), allow(dead_code))]
+
+#[cfg(all(feature = "service", feature = "client"))]
+compile_error!("`service` and `client` are two firmwares: pick one");
 
 mod clock;
 mod executor;
@@ -23,12 +28,14 @@ use panic_halt as _;
 /// Milliseconds between two `tick` notifications.
 const TICK_MS: u32 = 200;
 
-#[cfg(feature = "service")]
+#[cfg(any(feature = "service", feature = "client"))]
 mod service {
+    #[cfg(feature = "service")]
     use core::cell::Cell;
 
     use courier::heap_free::heapless;
 
+    #[cfg(feature = "service")]
     use crate::clock::{millis, Sleep};
 
     /// What the device serves.
@@ -55,11 +62,13 @@ mod service {
     }
 
     /// The device state the handlers borrow.
+    #[cfg(feature = "service")]
     #[derive(Default)]
     pub struct Board {
         pub blinks: Cell<u32>,
     }
 
+    #[cfg(feature = "service")]
     impl Blinky for Board {
         async fn add(&self, a: u32, b: u32) -> u32 {
             a.wrapping_add(b)
@@ -122,9 +131,32 @@ fn serve(uart: &mut uart::Uart0) -> ! {
     }
 }
 
+/// The client: calls the host's `add(a, 1)` every 100 ms, `a` the last
+/// sum (from 1000), so the host sees the device decode each reply.
+#[cfg(all(feature = "client", not(feature = "service")))]
+fn serve(uart: &mut uart::Uart0) -> ! {
+    use core::time::Duration;
+    use courier::heap_free::{Buffers, HeapFreeClient};
+
+    let buffers = cortex_m::singleton!(: Buffers<512, 512> = Buffers::new()).unwrap();
+    let mut client = HeapFreeClient::new(&mut *uart, buffers).timer(clock::Clock);
+    executor::block_on(async {
+        let mut a = 1000u32;
+        loop {
+            let args = (a, 1u32);
+            let timeout = Duration::from_millis(500);
+            let sum = client.call_with_timeout::<_, u32>(service::BlinkyKeys::ADD, &args, timeout);
+            if let Ok(sum) = sum.await {
+                a = sum;
+            }
+            clock::Sleep::until(clock::millis().saturating_add(100), 1).await;
+        }
+    })
+}
+
 /// Without the service: the same runtime echoing bytes (the footprint
 /// baseline).
-#[cfg(not(feature = "service"))]
+#[cfg(not(any(feature = "service", feature = "client")))]
 fn serve(uart: &mut uart::Uart0) -> ! {
     use core::future::poll_fn;
     use courier::Transport;
