@@ -333,7 +333,7 @@ impl<T: Transport, const RX: usize, const TX: usize, Tm: Timer> HeapFreeClient<'
     /// Reads more bytes, moving the partial frame to the front first.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         if self.rx_start > 0 {
-            self.buffers.rx.copy_within(self.rx_start..self.rx_end, 0);
+            super::move_to_front(&mut self.buffers.rx, self.rx_start, self.rx_end);
             self.rx_end -= self.rx_start;
             self.rx_start = 0;
         }

@@ -115,7 +115,7 @@ impl<const N: usize> Outbox<N> {
             if let (Some(to), Some(from)) = (dst.get_mut(..n), s.buf.get(..n)) {
                 to.copy_from_slice(from);
             }
-            s.buf.copy_within(n..s.len, 0);
+            super::move_to_front(&mut s.buf, n, s.len);
             s.len -= n;
             Poll::Ready(n)
         })

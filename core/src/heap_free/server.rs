@@ -331,7 +331,7 @@ impl Rx<'_> {
         if self.start == 0 {
             return;
         }
-        self.buf.copy_within(self.start..self.filled, 0);
+        super::move_to_front(self.buf, self.start, self.filled);
         self.scanned -= self.start;
         self.filled -= self.start;
         self.start = 0;
