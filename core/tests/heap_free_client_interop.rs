@@ -177,10 +177,11 @@ fn limits_of_the_buffers_below_at_and_above() {
                 lab.call::<_, Vec<u8>>(LabClient::ECHO, &(echo(108),)).await,
                 Ok(echo(108))
             );
-            assert!(matches!(
+            // The frame (header and body) of 15 + 1 + 109 bytes; 124 fit.
+            assert_eq!(
                 lab.call::<_, Vec<u8>>(LabClient::ECHO, &(echo(109),)).await,
-                Err(CallError::RequestTooLarge { .. })
-            ));
+                Err(CallError::RequestTooLarge { len: 125, max: 124 })
+            );
             // RX = 128: the frame limit is 124, a response 7 + 1 + n bytes.
             assert_eq!(
                 lab.call::<_, Vec<u8>>(LabClient::FILL, &(115u32,))

@@ -226,10 +226,15 @@ impl<T: Transport, const RX: usize, const TX: usize, Tm: Timer> HeapFreeClient<'
                 self.tx_end = self.tx_end.saturating_add(n);
                 Ok(())
             }
-            Err(EncodeFailure::NoRoom) => Err(CallError::RequestTooLarge {
-                len: TX.saturating_add(1),
-                max: TX.saturating_sub(self.tx_end),
-            }),
+            Err(EncodeFailure::NoRoom) => {
+                let body_len =
+                    postcard::serialize_with_flavor(body, postcard::ser_flavors::Size::default())
+                        .map_err(|_| CallError::Encode)?;
+                Err(CallError::RequestTooLarge {
+                    len: header.encoded_len().saturating_add(body_len),
+                    max: TX.saturating_sub(self.tx_end).saturating_sub(LEN_PREFIX),
+                })
+            }
             Err(EncodeFailure::Serialize) => Err(CallError::Encode),
         }
     }
