@@ -36,6 +36,9 @@
 //!   errors for unknown methods and bad arguments.
 //! - [`service`]: a typed client and a server trait from one trait
 //!   declaration; [`Schema`](trait@Schema): the wire schemas its method keys hash.
+//! - [`heap_free`]: a server for devices without an allocator (fixed
+//!   buffers, handlers that borrow the device, notifications pushed from
+//!   interrupts), and [`heap_free_service`] to generate its dispatcher.
 //! - [`Timer`]: the clock the drivers use for deadlines, supplied by you.
 //!
 //! # Example
@@ -153,6 +156,7 @@ extern crate std;
 
 pub mod error;
 pub mod framing;
+pub mod heap_free;
 pub mod io;
 pub mod schema;
 pub mod timer;
@@ -175,7 +179,6 @@ mod readiness;
 pub mod server;
 #[cfg(feature = "alloc")]
 mod stream;
-#[cfg(feature = "alloc")]
 mod sync;
 #[cfg(feature = "alloc")]
 mod trace;
@@ -184,6 +187,7 @@ mod trace;
 pub use channel::Channel;
 #[cfg(feature = "alloc")]
 pub use client::{Call, CallStream, Client, ClientBuilder, ClientDriver, Notify, Upload};
+pub use courier_macros::heap_free_service;
 #[cfg(feature = "alloc")]
 pub use courier_macros::service;
 /// Derives [`Schema`](trait@Schema) from a struct's or enum's fields; see
@@ -205,6 +209,22 @@ pub use server::{
 pub use stream::{BoxStream, Streaming};
 pub use timer::{NoTimer, Timer};
 pub use wire::MethodKey;
+
+/// Items the heap-free macro uses; not a public API.
+#[doc(hidden)]
+pub mod __heap_free {
+    pub use serde;
+
+    use crate::RemoteError;
+
+    /// Decodes a request's arguments; leftover bytes are an error too.
+    pub fn decode_args<T: serde::de::DeserializeOwned>(args: &[u8]) -> Result<T, RemoteError> {
+        match postcard::take_from_bytes::<T>(args) {
+            Ok((value, [])) => Ok(value),
+            _ => Err(RemoteError::BadRequest),
+        }
+    }
+}
 
 /// Items the macros use; not a public API.
 #[cfg(feature = "alloc")]

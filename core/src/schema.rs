@@ -326,6 +326,19 @@ mod alloc_impls {
     }
 }
 
+mod heapless_impls {
+    use super::{Schema, Shape};
+
+    // The wire format of `Vec<T>` and `String`, so the keys are theirs.
+    impl<T: Schema, const N: usize> Schema for heapless::Vec<T, N> {
+        const SCHEMA: &'static Shape = &Shape::Seq(T::SCHEMA);
+    }
+
+    impl<const N: usize> Schema for heapless::String<N> {
+        const SCHEMA: &'static Shape = &Shape::String;
+    }
+}
+
 #[cfg(feature = "std")]
 mod std_impls {
     use std::collections::{HashMap, HashSet};

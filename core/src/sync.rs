@@ -30,7 +30,7 @@ impl<T: Default> Default for Mutex<T> {
 }
 
 impl<T> Mutex<T> {
-    pub(crate) fn new(value: T) -> Self {
+    pub(crate) const fn new(value: T) -> Self {
         Mutex {
             #[cfg(feature = "std")]
             inner: std::sync::Mutex::new(value),

@@ -259,6 +259,51 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Turns a trait into a service served without an allocator, by
+/// `courier::heap_free::HeapFreeServer`.
+///
+/// The declaration follows the rules of [`macro@service`] (unary and
+/// `#[oneway]` methods; no streams, no `CallContext`). For `trait Calc` it
+/// generates:
+///
+/// - **`trait Calc`** without `Send`, `Sync` or `'static` bounds, each
+///   method `fn add(&self, a: u64, b: u64) -> impl Future<Output = u64>`:
+///   implement it with `async fn`; the futures may borrow the device and
+///   need not be `Send`;
+/// - **`struct CalcKeys`** with one key constant per method (`CalcKeys::ADD`)
+///   and `METHODS`: the same keys as `CalcClient::ADD` of the std macro for
+///   the same declaration, so a std client calls a heap-free server (use
+///   `heapless::Vec<T, N>` and `heapless::String<N>` where the std side has
+///   `Vec<T>` and `String`: the wire schemas are the same);
+/// - **`struct CalcHeapFree<'s, S>`**, `CalcHeapFree::new(&device)`, which
+///   implements `courier::heap_free::HeapFreeService`: it decodes a request
+///   into the enum `CalcHeapFreeArgs` (one variant per method) and runs the
+///   method in one `async` block whose value, the enum `CalcHeapFreeReply`,
+///   is encoded as the method's return value. No handler is boxed: the
+///   driver holds that one future, whose size is the largest method's.
+///
+/// ```
+/// #[courier::heap_free_service]
+/// pub trait Calc {
+///     async fn add(&self, a: u64, b: u64) -> u64;
+/// }
+/// assert_eq!(
+///     CalcKeys::ADD,
+///     courier::MethodKey::from_schema(
+///         "Calc",
+///         "add",
+///         <(u64, u64) as courier::Schema>::SCHEMA,
+///         <u64 as courier::Schema>::SCHEMA,
+///     )
+/// );
+/// ```
+#[proc_macro_attribute]
+pub fn heap_free_service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    service::expand_heap_free(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
 /// Derives `courier::Schema`: the wire schema of a struct or enum, from its
 /// fields.
 ///

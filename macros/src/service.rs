@@ -10,12 +10,23 @@ use syn::{
     Visibility,
 };
 
+mod heap_free;
+
 /// Expands the attribute on `item`.
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    Ok(parse_attribute("service", attr, item)?.generate())
+}
+
+/// Expands `#[courier::heap_free_service]` on `item`.
+pub(crate) fn expand_heap_free(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    parse_attribute("heap_free_service", attr, item)?.generate_heap_free()
+}
+
+fn parse_attribute(name: &str, attr: TokenStream, item: TokenStream) -> syn::Result<Service> {
     if !attr.is_empty() {
         return Err(Error::new_spanned(
             attr,
-            "`#[courier::service]` takes no arguments",
+            format!("`#[courier::{name}]` takes no arguments"),
         ));
     }
     let item = match syn::parse2::<Item>(item)? {
@@ -23,12 +34,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         other => {
             return Err(Error::new_spanned(
                 other,
-                "`#[courier::service]` goes on a trait declaration",
+                format!("`#[courier::{name}]` goes on a trait declaration"),
             ))
         }
     };
-    let service = Service::parse(item)?;
-    Ok(service.generate())
+    Service::parse(item)
 }
 
 /// A parsed service declaration.
@@ -507,14 +517,11 @@ impl Service {
         }
     }
 
-    /// The typed client.
-    fn client(&self) -> TokenStream {
-        let vis = &self.vis;
+    /// One key constant per method (`pub const ADD: MethodKey`), the same
+    /// for every generator, so that every side of a service agrees.
+    pub(crate) fn key_consts(&self) -> Vec<TokenStream> {
         let service_name = self.ident.unraw().to_string();
-        let client = self.client_ident();
-        let struct_doc = format!("Typed client of [`{}`].", self.ident);
-
-        let keys = self.methods.iter().map(|method| {
+        self.methods.iter().map(|method| {
             let key = method.key_const();
             let name = &method.name;
             let doc = format!(
@@ -556,7 +563,17 @@ impl Service {
                     #ret_schema,
                 );
             }
-        });
+        }).collect()
+    }
+
+    /// The typed client.
+    fn client(&self) -> TokenStream {
+        let vis = &self.vis;
+        let client = self.client_ident();
+        let service_name = self.ident.unraw().to_string();
+        let struct_doc = format!("Typed client of [`{}`].", self.ident);
+
+        let keys = self.key_consts();
 
         let infos = self.methods.iter().map(|method| {
             let key = method.key_const();
