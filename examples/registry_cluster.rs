@@ -438,8 +438,9 @@ pub async fn run_cluster(hang: Duration) -> Result<Report, Error> {
         }
     };
     let (balanced, driver) = Balanced::builder(TokioTimer::new())
-        // Longer than a TTL plus the instances' retry backoff.
-        .resync_grace(TTL * 3)
+        // Well past a TTL plus the instances' retry backoff: a restarted
+        // registry has them all again by then.
+        .resync_grace(TTL * 5)
         .build(watch, connect);
     let balancer = tokio::spawn(driver);
     let ledger = LedgerClient::new(balanced).with_timeout(Duration::from_secs(10));
