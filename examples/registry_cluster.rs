@@ -234,7 +234,7 @@ type Client = LedgerClient<Balanced<TokioTimer>>;
 async fn caller(ledger: Client, load: Arc<Load>) {
     while !load.stop.load(Ordering::Relaxed) {
         let i = load.next.fetch_add(1, Ordering::Relaxed);
-        let answer = if i % TRANSFER_EVERY == 0 {
+        let answer = if i.is_multiple_of(TRANSFER_EVERY) {
             ledger.transfer(i).await.map_err(|e| (false, e))
         } else {
             match ledger.balance(i).await {
@@ -251,7 +251,7 @@ async fn caller(ledger: Client, load: Arc<Load>) {
         let mut tally = load.tally.lock().unwrap_or_else(|e| e.into_inner());
         match answer {
             Ok(name) => {
-                if i % TRANSFER_EVERY == 0 {
+                if i.is_multiple_of(TRANSFER_EVERY) {
                     tally.transfers_ok += 1;
                 } else {
                     tally.reads_ok += 1;

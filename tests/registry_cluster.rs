@@ -60,5 +60,10 @@ fn main() {
     }
     assert!(report.reads_ok > 0 && report.transfers_ok > 0);
     assert!(report.unanswered_on_killed <= cluster::CONCURRENCY as u64);
+    // The new instance was known before it served; the waits ended well
+    // inside their hang bounds (generous: these only catch hangs).
+    assert!(report.new_known_after <= report.new_served_after);
+    assert!(report.new_served_after < Duration::from_secs(60));
+    assert!(report.reregistered_after < Duration::from_secs(60));
     println!("registry_cluster: ok");
 }
