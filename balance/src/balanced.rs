@@ -23,6 +23,9 @@ use crate::state::{Picked, Settings, State};
 use crate::stats::EndpointStats;
 use crate::strategy::{PowerOfTwoChoices, Strategy};
 
+/// The default [`BalancedBuilder::resync_grace`].
+const DEFAULT_RESYNC_GRACE: Duration = Duration::from_secs(5);
+
 /// What the handles, calls and driver share.
 pub(crate) struct Inner<Tm> {
     state: Mutex<State>,
@@ -92,7 +95,7 @@ impl<Tm: Timer> Balanced<Tm> {
         let now = self.inner.timer.now();
         self.inner
             .with(|s| match s.pick(now, self.key, &[], false, None) {
-                Picked::To(id, client) => {
+                Picked::To(id, client, _) => {
                     s.finish(id, now, Duration::ZERO, None);
                     Ok(client)
                 }
@@ -148,6 +151,7 @@ pub struct BalancedBuilder<Tm> {
     reconnect_min: Duration,
     reconnect_max: Duration,
     decay: Duration,
+    resync_grace: Duration,
     rng: Option<Rng>,
 }
 
@@ -155,7 +159,7 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
     /// Defaults: [`PowerOfTwoChoices`], the default [`RetryBudget`] (20 %,
     /// burst 100), the default [`Ejection`], 3 attempts per call, 5 s of
     /// waiting for a first endpoint, reconnects after 100 ms doubling to
-    /// 5 s, a latency decay of 10 s.
+    /// 5 s, a latency decay of 10 s, a resync grace of 5 s.
     pub fn new(timer: Tm) -> Self {
         BalancedBuilder {
             timer,
@@ -167,6 +171,7 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             decay: DEFAULT_DECAY,
+            resync_grace: DEFAULT_RESYNC_GRACE,
             rng: None,
         }
     }
@@ -219,6 +224,22 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
         self
     }
 
+    /// How long an endpoint with a ready connection stays when a
+    /// [`Resync`](courier_registry::SnapshotKind::Resync) snapshot leaves
+    /// it out (default 5 s; zero removes it at once).
+    ///
+    /// A registry that restarted answers a resuming watch with a resync of
+    /// whatever registered again so far, often nothing: its instances come
+    /// back one by one within their lease TTL. Endpoints kept through the
+    /// grace go on serving; an `Added` (or any event naming them) ends the
+    /// grace without touching the connection, a `Removed` removes them, and
+    /// the grace's end removes those discovery never named again. Give it
+    /// at least the instances' TTL plus their registration backoff.
+    pub fn resync_grace(mut self, grace: Duration) -> Self {
+        self.resync_grace = grace;
+        self
+    }
+
     /// Seeds the strategies' random numbers, so that picks replay.
     pub fn seed(mut self, seed: u64) -> Self {
         self.rng = Some(Rng::seeded(seed));
@@ -238,6 +259,7 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
             decay: self.decay,
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
+            resync_grace: self.resync_grace,
         };
         let rng = self.rng.unwrap_or_else(Rng::from_entropy);
         let state = State::new(self.strategy, rng, self.budget, settings);

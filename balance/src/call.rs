@@ -221,23 +221,39 @@ where
                 self.attempt = None;
                 let now = inner.timer.now();
                 let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
-                let ejected =
+                let failed =
                     inner.with(|s| s.finish(id, now, now.saturating_sub(started), Some(outcome)));
-                if let Some((instance, until)) = ejected {
-                    log::warn!(
+                if let Some((instance, Some(until))) = &failed {
+                    tracing::warn!(
                         target: "courier_balance",
-                        "{instance} ejected until {until:?} (balancer clock) after repeated failures"
+                        instance = instance.as_str(),
+                        until = ?until,
+                        "endpoint ejected after repeated failures"
                     );
                 }
                 match result {
                     Ok(response) => return self.finish(Ok(response)),
-                    Err(error) => match self.after_failure(id, error) {
-                        Some(error) => return self.finish(Err(error)),
-                        None => log::debug!(
-                            target: "courier_balance",
-                            "re-sending a call on another endpoint after: {error}"
-                        ),
-                    },
+                    Err(error) => {
+                        let instance = failed.as_ref().map_or("", |(i, _)| i.as_str());
+                        match self.after_failure(id, error) {
+                            Some(outcome) => {
+                                tracing::debug!(
+                                    target: "courier_balance",
+                                    instance,
+                                    %error,
+                                    %outcome,
+                                    "call failed, not re-sent"
+                                );
+                                return self.finish(Err(outcome));
+                            }
+                            None => tracing::debug!(
+                                target: "courier_balance",
+                                instance,
+                                reason = %error,
+                                "call re-sent on another endpoint"
+                            ),
+                        }
+                    }
                 }
             }
             let now = start.take().unwrap_or_else(|| inner.timer.now());
@@ -249,7 +265,14 @@ where
             let tried = self.tried();
             let picked = inner.with(|s| s.pick(now, key, tried, budgeted, Some(cx.waker())));
             match picked {
-                Picked::To(id, client) => {
+                Picked::To(id, client, probe) => {
+                    if let Some(instance) = probe {
+                        tracing::info!(
+                            target: "courier_balance",
+                            instance = instance.as_str(),
+                            "endpoint probed after its ejection"
+                        );
+                    }
                     if let Some(slow) = self.slow.as_mut() {
                         slow.sleep = None;
                         slow.wait_until = None;

@@ -15,6 +15,7 @@ use futures_util::future::{join, ready, Join, Ready};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::balanced::Inner;
+use crate::state::Entry;
 
 /// Dials one endpoint: a client for calls and the driver future that runs
 /// its connection (courier-tcp's and courier-unix's `connect` return the
@@ -49,6 +50,19 @@ where
 }
 
 type Tagged<F> = Join<Ready<u64>, F>;
+
+/// Logs and drops entries that left the table (each connection closes
+/// once its calls in flight are done). Called outside the lock.
+fn log_removed(removed: Vec<Entry>, why: &str) {
+    for entry in removed {
+        tracing::info!(
+            target: "courier_balance",
+            instance = entry.endpoint.instance.as_str(),
+            why,
+            "endpoint removed"
+        );
+    }
+}
 
 /// Runs a [`Balanced`](crate::Balanced) channel: poll it (spawn it, or
 /// join it with other work) for as long as the channel is used.
@@ -98,13 +112,26 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
         while let Some(discover) = self.discover.as_mut() {
             match discover.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    let (dial, removed) = self.inner.with(|s| s.apply(&event));
+                    let now = self.timer.now();
+                    let (dial, removed) = self.inner.with(|s| s.apply(&event, now));
                     // Outside the lock: each closes once its calls are done.
-                    drop(removed);
+                    log_removed(removed, "left discovery");
+                    for (_, endpoint) in &dial {
+                        tracing::info!(
+                            target: "courier_balance",
+                            instance = endpoint.instance.as_str(),
+                            address = %endpoint.address,
+                            "endpoint added"
+                        );
+                    }
                     self.dial(dial);
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    log::warn!(target: "courier_balance", "{error}; keeping the known endpoints");
+                    tracing::warn!(
+                        target: "courier_balance",
+                        %error,
+                        "discovery failed; keeping the known endpoints"
+                    );
                     self.inner.with(|s| s.discovery_error = Some(error));
                 }
                 Poll::Ready(None) => {
@@ -132,7 +159,7 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
                     self.running.push(join(ready(id), driver));
                 }
                 Err(error) => {
-                    log::info!(target: "courier_balance", "dial failed: {error}");
+                    tracing::info!(target: "courier_balance", id, %error, "dial failed");
                     self.inner.with(|s| s.down(id, now, true));
                 }
             }
@@ -159,8 +186,14 @@ impl<D: Discover, C: Connector, Tm: Timer> BalancedDriver<D, C, Tm> {
             }
         }
         let now = self.timer.now();
-        let (due, next) = self.inner.with(|s| (s.due(now), s.next_dial()));
-        if self.dial(due) {
+        let (due, expired, next) = self
+            .inner
+            .with(|s| (s.due(now), s.expire_lingering(now), s.next_wake()));
+        let expired = !expired.is_empty() && {
+            log_removed(expired, "its resync grace ended");
+            true
+        };
+        if self.dial(due) || expired {
             return true;
         }
         let Some(at) = next else {

@@ -55,12 +55,24 @@ pub(crate) struct Outlier {
     /// success).
     pub(crate) ejections: u32,
     pub(crate) ejected_until: Option<Duration>,
+    /// The probe after the last ejection went out.
+    probed: bool,
 }
 
 impl Outlier {
     /// Whether the endpoint is ejected at `now`.
     pub(crate) fn is_ejected(&self, now: Duration) -> bool {
         self.ejected_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether an attempt picked at `now` is the probe of an endpoint back
+    /// from an ejection (true once per ejection).
+    pub(crate) fn start_probe(&mut self, now: Duration) -> bool {
+        if self.ejections == 0 || self.probed || self.is_ejected(now) {
+            return false;
+        }
+        self.probed = true;
+        true
     }
 
     pub(crate) fn success(&mut self) {
@@ -87,6 +99,7 @@ impl Outlier {
         self.ejections = self.ejections.saturating_add(1);
         self.ejected_until = Some(now.saturating_add(backoff));
         self.consecutive = 0;
+        self.probed = false;
         true
     }
 }
@@ -146,6 +159,22 @@ mod tests {
         // A successful probe clears the record.
         o.success();
         assert!(!o.failure(&p, 11 * S));
+    }
+
+    #[test]
+    fn the_first_pick_after_an_ejection_is_its_one_probe() {
+        let mut o = Outlier::default();
+        let p = policy(1);
+        assert!(!o.start_probe(Duration::ZERO), "never ejected: no probe");
+        assert!(o.failure(&p, Duration::ZERO));
+        assert!(!o.start_probe(S / 2), "still ejected");
+        assert!(o.start_probe(S));
+        assert!(!o.start_probe(S), "one probe per ejection");
+        // The probe failed: ejected again, and probed again after.
+        assert!(o.failure(&p, S));
+        assert!(o.start_probe(3 * S));
+        o.success();
+        assert!(!o.start_probe(3 * S));
     }
 
     #[test]

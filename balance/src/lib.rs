@@ -35,9 +35,20 @@
 //! Streams and notifications go to one picked endpoint and are not
 //! re-sent.
 //!
-//! Log lines (the `log` crate, target `courier_balance`, never under the
-//! balancer's lock): an ejection (warn), a re-send (debug), a failed dial
-//! (info), a discovery error (warn).
+//! - **Registry restarts.** A [`Resync`](courier_registry::SnapshotKind::Resync)
+//!   snapshot that leaves out endpoints with ready connections keeps them
+//!   for a grace ([`BalancedBuilder::resync_grace`]): a restarted registry
+//!   is empty until its instances register again.
+//!
+//! Events (the `tracing` crate, target `courier_balance`, never under the
+//! balancer's lock): `endpoint added` and `endpoint removed` (info, field
+//! `instance`), `endpoint ejected after repeated failures` (warn, `instance`,
+//! `until` on the balancer's clock), `endpoint probed after its ejection`
+//! (info), `call re-sent on another endpoint` (debug, `instance` and the
+//! failure as `reason`), `call failed, not re-sent` (debug, `error` and the
+//! caller's `outcome`), `dial failed` (info) and `discovery failed; keeping
+//! the known endpoints` (warn). The feature `tracing` also turns on
+//! courier's spans per call (`courier/tracing`).
 //!
 //! # Example
 //!

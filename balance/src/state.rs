@@ -7,7 +7,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use courier::{CallError, Client, RemoteError, Unsent};
-use courier_registry::{DiscoverError, Endpoint, EndpointSet, Event};
+use courier_registry::{Change, DiscoverError, Endpoint, EndpointSet, Event, SnapshotKind};
 
 use crate::budget::RetryBudget;
 use crate::ejection::{Ejection, Outlier};
@@ -23,6 +23,7 @@ pub(crate) struct Settings {
     pub(crate) decay: Duration,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
+    pub(crate) resync_grace: Duration,
 }
 
 pub(crate) enum Conn {
@@ -49,8 +50,9 @@ pub(crate) struct Entry {
 
 /// What a call's pick found.
 pub(crate) enum Picked {
-    /// Send it here (the endpoint's id, and a handle of its client).
-    To(u64, Client),
+    /// Send it here (the endpoint's id, and a handle of its client); the
+    /// instance's name if this attempt is its probe after an ejection.
+    To(u64, Client, Option<String>),
     /// Nothing available yet, but an endpoint is connecting or discovery
     /// has not answered: wait (the waker is registered).
     Wait,
@@ -68,6 +70,9 @@ pub(crate) struct State {
     budget: RetryBudget,
     settings: Settings,
     set: EndpointSet,
+    /// Instances a resync snapshot left out but whose connections were
+    /// ready: kept in `set` until the deadline unless discovery names them.
+    lingering: Vec<(String, Duration)>,
     next_id: u64,
     /// Availability must be recomputed (set changed, connection changed,
     /// an ejection started) …
@@ -102,6 +107,7 @@ impl State {
             budget,
             settings,
             set: EndpointSet::new(),
+            lingering: Vec::new(),
             next_id: 1,
             dirty: true,
             recheck_at: None,
@@ -216,21 +222,25 @@ impl State {
         };
         c.in_flight = c.in_flight.saturating_add(1);
         entry.calls = entry.calls.saturating_add(1);
-        Picked::To(entry.id, client.clone())
+        let probe = entry
+            .outlier
+            .start_probe(now)
+            .then(|| entry.endpoint.instance.clone());
+        Picked::To(entry.id, client.clone(), probe)
     }
 
     /// One attempt on endpoint `id` ended after `rtt` with `result`
     /// (`None`: its caller gave up on it).
     ///
-    /// Returns the instance's name and the ejection's end if this failure
-    /// ejected it (for a log line outside the lock).
+    /// For a failure, returns the instance's name and, if this failure
+    /// ejected it, the ejection's end (for an event outside the lock).
     pub(crate) fn finish(
         &mut self,
         id: u64,
         now: Duration,
         rtt: Duration,
         result: Option<Result<(), CallError>>,
-    ) -> Option<(String, Duration)> {
+    ) -> Option<(String, Option<Duration>)> {
         let Some(i) = self.index_of(id) else {
             // Removed by discovery while the call drained.
             return None;
@@ -243,32 +253,98 @@ impl State {
             Some(Ok(())) => {
                 c.latency.observe(rtt, now);
                 entry.outlier.success();
+                None
             }
             Some(Err(error)) if is_endpoint_failure(&error) => {
                 if error == CallError::DeadlineExceeded {
                     c.latency.observe(rtt, now);
                 }
                 entry.failures = entry.failures.saturating_add(1);
-                if entry.outlier.failure(&self.settings.ejection, now) {
+                let ejected = entry.outlier.failure(&self.settings.ejection, now);
+                if ejected {
                     self.dirty = true;
-                    let until = entry.outlier.ejected_until.unwrap_or(now);
-                    return Some((entry.endpoint.instance.clone(), until));
                 }
+                let until = ejected.then(|| entry.outlier.ejected_until.unwrap_or(now));
+                Some((entry.endpoint.instance.clone(), until))
             }
-            Some(Err(_)) | None => {}
+            Some(Err(_)) => Some((entry.endpoint.instance.clone(), None)),
+            None => None,
         }
-        None
     }
 
-    /// Applies a discovery event; returns the endpoints to dial, and the
-    /// entries that left (for the caller to drop outside the lock).
-    pub(crate) fn apply(&mut self, event: &Event) -> (Vec<(u64, Endpoint)>, Vec<Entry>) {
+    /// Applies a discovery event at `now`; returns the endpoints to dial,
+    /// and the entries that left (for the caller to drop outside the lock).
+    ///
+    /// A [`Resync`](SnapshotKind::Resync) snapshot that leaves out an
+    /// instance whose connection is ready keeps it for the resync grace: a
+    /// restarted registry is empty until its instances register again, and
+    /// registry loss must not be service loss. Any event that names the
+    /// instance ends its grace; the grace's end removes it.
+    pub(crate) fn apply(
+        &mut self,
+        event: &Event,
+        now: Duration,
+    ) -> (Vec<(u64, Endpoint)>, Vec<Entry>) {
         self.started = true;
         self.discovery_error = None;
-        if !self.set.apply(event) {
+        let mut changed = self.set.apply(event);
+        match &event.change {
+            Change::Snapshot { endpoints, kind } => {
+                self.lingering
+                    .retain(|(i, _)| !endpoints.iter().any(|e| e.instance == *i));
+                if *kind == SnapshotKind::Resync && !self.settings.resync_grace.is_zero() {
+                    changed |= self.keep_left_out(event.revision, now);
+                } else {
+                    self.lingering.clear();
+                }
+            }
+            Change::Added(e) | Change::Updated(e) => {
+                self.lingering.retain(|(i, _)| *i != e.instance)
+            }
+            Change::Removed { instance } => self.lingering.retain(|(i, _)| i != instance),
+        }
+        if !changed {
             return (Vec::new(), Vec::new());
         }
         self.reconcile()
+    }
+
+    /// Puts back into the set the ready entries a resync left out; returns
+    /// whether any was.
+    fn keep_left_out(&mut self, revision: u64, now: Duration) -> bool {
+        let until = now.saturating_add(self.settings.resync_grace);
+        let mut kept = false;
+        for entry in &self.entries {
+            let instance = &entry.endpoint.instance;
+            if self.set.get(instance).is_some() || !matches!(entry.conn, Conn::Ready(_)) {
+                continue;
+            }
+            let change = Change::Added(entry.endpoint.clone());
+            self.set.apply(&Event { revision, change });
+            if !self.lingering.iter().any(|(i, _)| i == instance) {
+                self.lingering.push((instance.clone(), until));
+            }
+            kept = true;
+        }
+        kept
+    }
+
+    /// Ends the resync grace of the instances whose deadline passed: they
+    /// leave. Returns the entries that left (dropped outside the lock).
+    pub(crate) fn expire_lingering(&mut self, now: Duration) -> Vec<Entry> {
+        let mut any = false;
+        let revision = self.set.revision();
+        for (instance, _) in self.lingering.iter().filter(|(_, until)| *until <= now) {
+            let change = Change::Removed {
+                instance: instance.clone(),
+            };
+            any |= self.set.apply(&Event { revision, change });
+        }
+        self.lingering.retain(|(_, until)| now < *until);
+        if !any {
+            return Vec::new();
+        }
+        self.reconcile().1
     }
 
     /// Brings the table in line with the discovered set: entries whose
@@ -387,14 +463,15 @@ impl State {
         dial
     }
 
-    /// When the driver must next wake up to dial again.
-    pub(crate) fn next_dial(&self) -> Option<Duration> {
-        self.entries
-            .iter()
-            .filter_map(|e| match e.conn {
-                Conn::Down { retry_at } => Some(retry_at),
-                _ => None,
-            })
+    /// When the driver must next wake up: to dial again, or to end a
+    /// resync grace.
+    pub(crate) fn next_wake(&self) -> Option<Duration> {
+        let dials = self.entries.iter().filter_map(|e| match e.conn {
+            Conn::Down { retry_at } => Some(retry_at),
+            _ => None,
+        });
+        dials
+            .chain(self.lingering.iter().map(|(_, until)| *until))
             .min()
     }
 

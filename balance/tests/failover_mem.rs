@@ -578,3 +578,98 @@ fn a_discovery_outage_keeps_the_known_endpoints_serving() {
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });
 }
+
+#[test]
+fn a_resync_that_leaves_out_ready_endpoints_keeps_them_for_the_grace() {
+    // A restarted registry answers the resuming watch with a resync of what
+    // registered again so far: here nothing.
+    let grace = Duration::from_secs(3);
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b.resync_grace(grace));
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let names = |work: &WorkClient<Balanced<ManualClock>>| {
+        let mut names: Vec<_> = work
+            .client()
+            .endpoints()
+            .into_iter()
+            .map(|e| e.instance)
+            .collect();
+        names.sort();
+        names
+    };
+    let body = async {
+        until(|| both_ready(&work)).await;
+        cluster.send(Change::Snapshot {
+            endpoints: vec![],
+            kind: SnapshotKind::Resync,
+        });
+        support::yield_now().await;
+        // Both kept, both serving.
+        let results = futures::future::join_all((0..10).map(|id| work.read(id))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(names(&work), ["w-0", "w-1"]);
+        // w-0 registers again: its grace ends, its connection stays.
+        cluster.send(Change::Added(endpoint(0)));
+        support::yield_now().await;
+        // Just before the grace's end both are still there.
+        cluster.clock.advance(grace - Duration::from_millis(1));
+        support::yield_now().await;
+        assert_eq!(names(&work), ["w-0", "w-1"]);
+        // At its end w-1, never named again, leaves; w-0 stays.
+        cluster.clock.advance(Duration::from_millis(1));
+        until(|| names(&work) == ["w-0"]).await;
+        until(|| cluster.record.ended.lock().unwrap().contains("w-1")).await;
+        assert!(!cluster.record.ended.lock().unwrap().contains("w-0"));
+        assert_eq!(work.read(99).await.as_deref(), Ok("w-0"));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn with_no_resync_grace_a_resync_replaces_the_set_at_once() {
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b.resync_grace(Duration::ZERO));
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let body = async {
+        until(|| both_ready(&work)).await;
+        cluster.send(Change::Snapshot {
+            endpoints: vec![endpoint(1)],
+            kind: SnapshotKind::Resync,
+        });
+        until(|| work.client().endpoints().len() == 1).await;
+        assert_eq!(work.read(1).await.as_deref(), Ok("w-1"));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_removal_during_the_resync_grace_removes_at_once() {
+    let (cluster, balanced, driver, servers) =
+        cluster(2, |b| b.resync_grace(Duration::from_secs(3)));
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let body = async {
+        until(|| both_ready(&work)).await;
+        cluster.send(Change::Snapshot {
+            endpoints: vec![],
+            kind: SnapshotKind::Resync,
+        });
+        cluster.send(Change::Removed {
+            instance: "w-0".into(),
+        });
+        until(|| work.client().endpoints().len() == 1).await;
+        assert_eq!(work.client().endpoints()[0].instance, "w-1");
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+fn both_ready(work: &WorkClient<Balanced<ManualClock>>) -> bool {
+    let stats = work.client().endpoints();
+    stats.len() == 2
+        && stats
+            .iter()
+            .all(|e| e.connection == ConnectionStatus::Ready)
+}

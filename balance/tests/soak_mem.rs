@@ -1,12 +1,22 @@
 //! A randomized soak of the balanced client over in-memory servers: calls
-//! (idempotent reads, non-idempotent writes) race instance kills, restarts,
-//! discovery removals and additions and clock jumps, over many seeds.
+//! (idempotent reads, non-idempotent writes, each with a 3 s timeout) race
+//! instance kills, restarts, discovery removals and additions, slow
+//! instances (handlers that take 500 ms), partitions (an instance whose
+//! handlers answer nothing until healed: silence, not a connection error)
+//! and clock jumps, over many seeds. While a round's calls are unresolved
+//! the clock moves on by 1 s steps, healing a partition now and then, so
+//! that timeouts and heals resolve them.
 //!
 //! Invariants: every call resolves (a turn budget fails the test instead of
 //! hanging); a write never runs twice; a write that succeeded ran exactly
 //! once and one that failed `NotSent` never ran; a read never fails for
 //! not being idempotent; every error is one of the balancer's typed
 //! failures.
+//!
+//! These scenarios live here rather than in `tests/simulation.rs`: that
+//! soak simulates one client and one server over one faulty link (its
+//! world, faults and invariants are per connection), and a balanced client
+//! needs several servers and a discovery source in its world.
 
 mod support;
 
@@ -16,11 +26,13 @@ use courier::{CallError, NotRetried, Unsent};
 use courier_balance::{Ejection, Rng};
 use courier_registry::Change;
 use futures::future::{select, Either};
-use support::{cluster, endpoint, yield_now, WorkClient};
+use support::{cluster, endpoint, yield_now, WorkClient, SLOW};
 
 const INSTANCES: usize = 4;
 const ROUNDS: u64 = 12;
 const PER_ROUND: u64 = 12;
+const TIMEOUT: Duration = Duration::from_secs(3);
+const SEEDS: u64 = 100;
 
 /// What a call was, and what it got.
 struct Outcome {
@@ -38,7 +50,7 @@ fn soak(seed: u64) -> std::collections::BTreeMap<String, u64> {
         })
     });
     cluster.record.gate.open();
-    let work = WorkClient::new(balanced);
+    let work = WorkClient::new(balanced).with_timeout(TIMEOUT);
     let mut rng = Rng::seeded(seed);
     let mut removed: Vec<usize> = Vec::new();
     let mut dead: Vec<usize> = Vec::new();
@@ -58,12 +70,17 @@ fn soak(seed: u64) -> std::collections::BTreeMap<String, u64> {
                     Outcome { id, write, result }
                 }
             });
-            let batch = futures::future::join_all(calls);
+            let done = std::cell::Cell::new(false);
+            let batch = async {
+                let results = futures::future::join_all(calls).await;
+                done.set(true);
+                results
+            };
             let chaos = async {
                 for _ in 0..rng.below(4) {
                     yield_now().await;
                 }
-                match rng.below(6) {
+                match rng.below(9) {
                     0 | 1 => {
                         let i = rng.below(INSTANCES);
                         cluster.kill(&format!("w-{i}"));
@@ -87,7 +104,35 @@ fn soak(seed: u64) -> std::collections::BTreeMap<String, u64> {
                             cluster.send(Change::Added(endpoint(i)));
                         }
                     }
-                    _ => cluster.clock.advance(Duration::from_millis(300)),
+                    5 => cluster.clock.advance(Duration::from_millis(300)),
+                    6 => {
+                        let name = format!("w-{}", rng.below(INSTANCES));
+                        let mut slow = cluster.record.slow.lock().unwrap();
+                        if !slow.remove(&name) {
+                            slow.insert(name);
+                        }
+                    }
+                    7 => {
+                        let name = format!("w-{}", rng.below(INSTANCES));
+                        cluster.record.partitioned.lock().unwrap().insert(name);
+                    }
+                    _ => cluster.record.partitioned.lock().unwrap().clear(),
+                }
+                // Until the round's calls resolve: time passes (timeouts,
+                // slow handlers, backoffs), and partitions heal now and then.
+                while !done.get() {
+                    for _ in 0..50 {
+                        if done.get() {
+                            break;
+                        }
+                        yield_now().await;
+                    }
+                    if !done.get() {
+                        cluster.clock.advance(SLOW * 2);
+                        if rng.below(3) == 0 {
+                            cluster.record.partitioned.lock().unwrap().clear();
+                        }
+                    }
                 }
             };
             let (results, ()) = futures::join!(batch, chaos);
@@ -128,7 +173,8 @@ fn soak(seed: u64) -> std::collections::BTreeMap<String, u64> {
         if let Err(error) = result {
             let allowed = matches!(
                 error,
-                CallError::NotSent(Unsent::NoEndpoint | Unsent::Disconnected)
+                CallError::DeadlineExceeded
+                    | CallError::NotSent(Unsent::NoEndpoint | Unsent::Disconnected)
                     | CallError::Connect(_)
                     | CallError::NotRetried {
                         reason: NotRetried::BudgetExhausted | NotRetried::AttemptsExhausted,
@@ -162,16 +208,20 @@ fn soak(seed: u64) -> std::collections::BTreeMap<String, u64> {
 #[test]
 fn calls_resolve_once_and_writes_never_run_twice_under_random_faults() {
     let mut total = std::collections::BTreeMap::<String, u64>::new();
-    for seed in 0..40 {
+    for seed in 0..SEEDS {
         for (kind, n) in soak(seed) {
             *total.entry(kind).or_default() += n;
         }
     }
-    eprintln!("outcomes over 40 seeds: {total:#?}");
+    eprintln!("outcomes over {SEEDS} seeds: {total:#?}");
     // The faults reached calls in flight: writes on a killed instance were
-    // not re-sent.
+    // not re-sent, and calls on a partitioned one timed out.
     assert!(
         total.keys().any(|k| k.contains("NotIdempotent")),
+        "{total:?}"
+    );
+    assert!(
+        total.keys().any(|k| k.contains("DeadlineExceeded")),
         "{total:?}"
     );
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use courier::{BoxStream, ClientBuilder, ServerBuilder};
+use courier::{BoxStream, ClientBuilder, ServerBuilder, Timer};
 use courier_balance::{Balanced, BalancedBuilder, BalancedDriver};
 use courier_registry::{Address, Change, DiscoverError, Endpoint, Event, SnapshotKind};
 use futures::channel::mpsc;
@@ -133,7 +133,17 @@ pub struct Record {
     pub failing: Mutex<HashSet<String>>,
     /// Instances whose server future ended (connection closed).
     pub ended: Mutex<HashSet<String>>,
+    /// Instances whose handlers take [`SLOW`] on the clock.
+    pub slow: Mutex<HashSet<String>>,
+    /// Instances cut off: their handlers answer nothing until healed (a
+    /// partition after the request arrived: no error, only silence).
+    pub partitioned: Mutex<HashSet<String>>,
+    /// The cluster's clock (slow and partitioned handlers wait on it).
+    pub clock: ManualClock,
 }
+
+/// How long a slow instance's handler takes.
+pub const SLOW: Duration = Duration::from_millis(500);
 
 impl Record {
     pub fn started(&self, instance: &str) -> u64 {
@@ -166,6 +176,16 @@ impl Node {
             .entry(self.name.clone())
             .or_default() += 1;
         self.record.gate.wait().await;
+        let clock = &self.record.clock;
+        if self.record.slow.lock().unwrap().contains(&self.name) {
+            clock.sleep_until(clock.now() + SLOW).await;
+        }
+        // Cut off: silent until healed (checked whenever the clock moves).
+        while self.record.partitioned.lock().unwrap().contains(&self.name) {
+            clock
+                .sleep_until(clock.now() + Duration::from_millis(1))
+                .await;
+        }
         self.name.clone()
     }
 }
@@ -282,7 +302,10 @@ pub fn cluster_with(
     impl Future<Output = ()>,
 ) {
     let clock = ManualClock::default();
-    let record = Arc::new(Record::default());
+    let record = Arc::new(Record {
+        clock: clock.clone(),
+        ..Record::default()
+    });
     let (events, discover) = mpsc::unbounded();
     let servers = Arc::new(Mutex::new(HashMap::new()));
     let dead = Arc::new(Mutex::new(HashSet::new()));
