@@ -38,12 +38,26 @@ const MAX_FRAME: usize = 4096;
 /// its writes block, then reads everything while it sends the rest: every
 /// call must get its reply (issue 8: ~5,200 replies, then nothing).
 fn pipelined_echoes_with_paused_reads(pipe: usize, calls: usize, size: usize) {
+    pipelined_echoes_with_paused_reads_at(pipe, None, calls, size);
+}
+
+/// As [`pipelined_echoes_with_paused_reads`], with the write mark set to
+/// `mark` (the default when `None`).
+fn pipelined_echoes_with_paused_reads_at(
+    pipe: usize,
+    mark: Option<usize>,
+    calls: usize,
+    size: usize,
+) {
     let (client_io, server_io) = courier_mem::pair(pipe);
     let (client_io, client_faults) = Faults::new().wrap(client_io);
     let imp = ProbeImpl::shared(0);
-    let server = ServerBuilder::new()
-        .max_frame(MAX_FRAME)
-        .build(server_io, support::service(&imp));
+    let builder = ServerBuilder::new().max_frame(MAX_FRAME);
+    let builder = match mark {
+        Some(mark) => builder.write_mark(mark),
+        None => builder,
+    };
+    let server = builder.build(server_io, support::service(&imp));
     let (client, driver) = ClientBuilder::new().max_in_flight(calls).build(client_io);
     let probe = ProbeClient::new(client);
     client_faults.stall_reads();
@@ -78,6 +92,20 @@ fn pipelined_echoes_with_paused_reads(pipe: usize, calls: usize, size: usize) {
     sim.run_until_stalled(10_000);
     assert!(matches!(driver_result.borrow_mut().take(), Some(Ok(()))));
     assert!(matches!(server_result.borrow_mut().take(), Some(Ok(()))));
+}
+
+/// A small configured mark (4 KiB, and 0) with pipes below, at and far
+/// above it: no reply is lost and nothing hangs.
+#[test]
+fn paused_reader_gets_every_reply_with_a_small_configured_mark() {
+    for (mark, pipe) in [
+        (0, 1024),
+        (4 * 1024, 1024),
+        (4 * 1024, 4 * 1024),
+        (4 * 1024, 1 << 20),
+    ] {
+        pipelined_echoes_with_paused_reads_at(pipe, Some(mark), 300, 1000);
+    }
 }
 
 #[test]
@@ -691,14 +719,23 @@ fn a_dropped_call_leaves_the_backlog_without_running() {
 /// from a peer that does not read, then one `add`: it is read (and run)
 /// only while the unsent replies are at most the mark.
 fn add_is_read_with_unsent(pipe: usize, delta: isize) -> bool {
+    add_is_read_with_unsent_at(pipe, None, delta)
+}
+
+/// As [`add_is_read_with_unsent`], with the mark set to `mark` (the
+/// default mark when `None`).
+fn add_is_read_with_unsent_at(pipe: usize, mark: Option<usize>, delta: isize) -> bool {
     let (mut peer, server_io) = courier_mem::pair(pipe);
     let imp = ProbeImpl::shared(u32::MAX);
-    let server = ServerBuilder::new()
-        .max_frame(MAX_FRAME)
-        .build(server_io, support::service(&imp));
+    let builder = ServerBuilder::new().max_frame(MAX_FRAME);
+    let builder = match mark {
+        Some(mark) => builder.write_mark(mark),
+        None => builder,
+    };
+    let server = builder.build(server_io, support::service(&imp));
     let mut sim = Sim::new();
     let _seen = spawn_server(&mut sim, server);
-    let total = (pipe + WRITE_MARK) as isize + delta;
+    let total = (pipe + mark.unwrap_or(WRITE_MARK)) as isize + delta;
     // A reply to fill(len), 128 <= len < 16384: prefix 4, header 7,
     // varint 2, then len bytes.
     let reply = |len: usize| 13 + len;
@@ -733,6 +770,29 @@ fn add_is_read_with_unsent(pipe: usize, delta: isize) -> bool {
     send(&mut peer, &call(999, ProbeClient::ADD, &[1, 1]));
     sim.run_until_stalled(1000);
     imp.started.load(Ordering::SeqCst) == before + 1
+}
+
+/// A configured mark below the default (a small heap), and one above it:
+/// reading stops exactly past it, whatever the pipe (smaller than the
+/// mark, equal to it, larger).
+#[test]
+fn configured_write_mark_below_at_and_above() {
+    for mark in [8 * 1024, 256 * 1024] {
+        for pipe in [4 * 1024, mark, 1 << 20] {
+            assert!(
+                add_is_read_with_unsent_at(pipe, Some(mark), -1),
+                "below, mark {mark}, pipe {pipe}"
+            );
+            assert!(
+                add_is_read_with_unsent_at(pipe, Some(mark), 0),
+                "at, mark {mark}, pipe {pipe}"
+            );
+            assert!(
+                !add_is_read_with_unsent_at(pipe, Some(mark), 1),
+                "above, mark {mark}, pipe {pipe}"
+            );
+        }
+    }
 }
 
 #[test]

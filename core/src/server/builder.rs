@@ -51,6 +51,7 @@ pub struct ServerBuilder<Tm = NoTimer> {
     idle_timeout: Option<Duration>,
     when_full: WhenFull,
     backlog: Option<usize>,
+    write_mark: Option<usize>,
     stream_credit: u32,
     peer: Option<Arc<str>>,
 }
@@ -66,6 +67,7 @@ impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
             .field("idle_timeout", &self.idle_timeout)
             .field("when_full", &self.when_full)
             .field("backlog", &self.backlog_bytes())
+            .field("write_mark", &self.write_mark_bytes())
             .finish()
     }
 }
@@ -85,6 +87,7 @@ impl ServerBuilder<NoTimer> {
             idle_timeout: None,
             when_full: WhenFull::Queue,
             backlog: None,
+            write_mark: None,
             stream_credit: crate::client::DEFAULT_CREDIT,
             peer: None,
         }
@@ -101,6 +104,11 @@ impl<Tm> ServerBuilder<Tm> {
     fn backlog_bytes(&self) -> usize {
         self.backlog
             .unwrap_or_else(|| DEFAULT_BACKLOG.max(self.max_frame))
+    }
+
+    fn write_mark_bytes(&self) -> usize {
+        self.write_mark
+            .unwrap_or_else(|| WRITE_MARK.max(self.max_frame))
     }
 }
 
@@ -137,6 +145,21 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         self
     }
 
+    /// The high-water mark of unsent replies: the driver stops reading
+    /// requests while more than `bytes` of encoded replies (and stream
+    /// items) wait to be written, and a streaming handler waits for room
+    /// under it. Default: `max(WRITE_MARK, max_frame)`.
+    ///
+    /// A reply is encoded whole before the check, so a connection's unsent
+    /// bytes peak at about the mark plus the largest reply; with a small
+    /// heap, set the mark (and [`max_frame`](Self::max_frame)) to what it
+    /// can hold. `0` stops reading whenever anything is unsent. Idle
+    /// connections also shrink their write buffer to the mark.
+    pub fn write_mark(mut self, bytes: usize) -> Self {
+        self.write_mark = Some(bytes);
+        self
+    }
+
     /// The timer that enforces the deadlines requests carry and the idle
     /// timeout.
     pub fn timer<T2: Timer>(self, timer: T2) -> ServerBuilder<T2> {
@@ -149,6 +172,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             idle_timeout: self.idle_timeout,
             when_full: self.when_full,
             backlog: self.backlog,
+            write_mark: self.write_mark,
             stream_credit: self.stream_credit,
             peer: self.peer,
         }
@@ -205,6 +229,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
     /// A server future for one connection. Poll it on any executor.
     pub fn build<T: Transport, S: Service>(self, transport: T, service: S) -> Server<T, S, Tm> {
         let backlog = self.backlog_bytes();
+        let write_mark = self.write_mark_bytes();
         let wake = Arc::new(WakeQueue {
             state: Mutex::new(WakeState {
                 ready: Vec::new(),
@@ -223,7 +248,6 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             }
         });
         let mut handlers = HandlerTable::new(wake);
-        let write_mark = WRITE_MARK.max(self.max_frame);
         handlers.write_mark = write_mark;
         let connection = Connection {
             service,

@@ -88,8 +88,9 @@ pub use shutdown::{Shutdown, ShutdownTriggered};
 /// The default bound on concurrent requests per connection.
 pub const DEFAULT_MAX_CONCURRENT: usize = 1024;
 
-/// The least high-water mark of unsent replies: the driver stops reading
-/// while more than `max(max_frame, WRITE_MARK)` bytes wait to be written.
+/// The least default high-water mark of unsent replies: unless
+/// [`ServerBuilder::write_mark`] sets one, the driver stops reading while
+/// more than `max(max_frame, WRITE_MARK)` bytes wait to be written.
 pub const WRITE_MARK: usize = 64 * 1024;
 
 /// The least default backlog (see [`ServerBuilder::backlog`]): the default
