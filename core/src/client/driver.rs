@@ -64,8 +64,9 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     /// (the task woke itself); the writer is idle or its write returned
     /// `Pending`; the driver's waker was stored in the shared state in the
     /// same critical section that found no frame to take and no call to
-    /// settle; and the sleep for the earliest deadline was polled after
-    /// being armed and did not fire.
+    /// settle, or the task woke itself to let answered callers queue first
+    /// (`Step::Yield`, once per write); and the sleep for the earliest
+    /// deadline was polled after being armed and did not fire.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
         loop {
             if let Poll::Ready(result) = self.conn.read(&self.shared, cx, &mut self.wake) {
@@ -90,6 +91,10 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
             match step {
                 Step::Again => continue,
                 Step::Wait => return Poll::Pending,
+                Step::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Step::Finish => return self.conn.poll_close(cx),
             }
         }
@@ -132,6 +137,10 @@ pub(crate) enum Step {
     Again,
     /// Nothing to do until woken (the waker is registered).
     Wait,
+    /// Frames are queued, but callers just answered are likely to queue
+    /// more: wake the task and return `Pending` once, to run after them
+    /// (see `batching`). No waker is stored, so they do not wake it again.
+    Yield,
     /// Every handle is gone and every frame written: close.
     Finish,
 }
@@ -157,6 +166,9 @@ impl Shared {
                 state.settle_retracting(writer, wake);
             }
             let next = state.next_deadline();
+            if connected && state.batching.take_yield() {
+                return (Step::Yield, next, Some(waker));
+            }
             if connected && state.has_driver_work(writer_pending) {
                 return (Step::Again, next, Some(waker));
             }

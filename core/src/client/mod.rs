@@ -54,6 +54,7 @@ use crate::sync::Mutex;
 use crate::timer::{NoTimer, Timer};
 use crate::wire::MethodKey;
 
+mod batching;
 mod call;
 mod driver;
 mod encoded;

@@ -338,6 +338,10 @@ impl<C: Connect, Tm: Timer> Future for ReconnectingDriver<C, Tm> {
             }
             match step {
                 Step::Wait => return Poll::Pending,
+                Step::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Step::Again => continue,
                 Step::Finish => {
                     if let Link::Up { conn, .. } = &mut this.link {

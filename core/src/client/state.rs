@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use core::task::Waker;
 use core::time::Duration;
 
+use super::batching::Batching;
 use super::outbox;
 use crate::deadline::DeadlineQueue;
 use crate::error::{CallError, FrameError};
@@ -149,6 +150,8 @@ pub(crate) struct State {
     /// Slots in `Phase::Retracting`.
     retracting: Vec<u32>,
     pub(crate) driver: Option<Waker>,
+    /// Whether the driver lets answered callers queue before it writes.
+    pub(crate) batching: Batching,
     /// Notifications waiting for room in `out`.
     room_waiters: Vec<Waker>,
     pub(crate) closed: Option<CallError>,
@@ -205,6 +208,7 @@ impl State {
             parked: VecDeque::new(),
             retracting: Vec::new(),
             driver: None,
+            batching: Batching::default(),
             room_waiters: Vec::new(),
             closed: None,
             outage: None,
@@ -342,6 +346,7 @@ impl State {
             s.phase = Phase::Waiting;
             s.epoch = out_epoch;
             self.timed_in_out |= deadline.is_some();
+            self.batching.requested();
             match frame {
                 Frame::Inline(bytes) => self.out.extend_from_slice(bytes),
                 Frame::Owned(mut buf) => {
@@ -491,6 +496,7 @@ impl State {
         }
         s.buf.clear();
         s.buf.extend_from_slice(body);
+        self.batching.answered();
         self.resolve(slot, result)
     }
 
@@ -724,7 +730,8 @@ impl State {
     /// Hands the queued frames to an empty writer, with each timeout
     /// rewritten to the time left now (a request whose time is up is taken
     /// back and fails). Parked requests then move into `out` while it has
-    /// room. Returns whether anything was handed over.
+    /// room. Returns whether anything was handed over: nothing while the
+    /// driver is to yield first for answered callers (see [`Batching`]).
     pub(crate) fn take_out(
         &mut self,
         writer: &mut FrameWriter,
@@ -737,9 +744,10 @@ impl State {
             return false;
         }
         self.unpark(max_queued, wake);
-        if self.out.is_empty() {
+        if self.out.is_empty() || self.batching.wait_for_callers() {
             return false;
         }
+        self.batching.took();
         if core::mem::take(&mut self.timed_in_out) {
             self.refresh_timeouts(now, wake);
         }
