@@ -154,6 +154,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod cobs;
 pub mod error;
 pub mod framing;
 pub mod heap_free;
@@ -208,6 +209,7 @@ pub use server::{
 #[cfg(feature = "alloc")]
 pub use stream::{BoxStream, Streaming};
 pub use timer::{NoTimer, Timer};
+pub use framing::Framing;
 pub use wire::MethodKey;
 
 /// Items the heap-free macro uses; not a public API.

@@ -12,7 +12,8 @@ use super::{
 };
 use crate::deadline::Deadlines;
 
-use crate::framing::{FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::cobs::FramingStats;
+use crate::framing::{FrameReader, FrameWriter, Framed, Framing, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
 use crate::readiness::ReadReadiness;
 use crate::sync::Mutex;
@@ -53,6 +54,7 @@ pub struct ServerBuilder<Tm = NoTimer> {
     backlog: Option<usize>,
     stream_credit: u32,
     peer: Option<Arc<str>>,
+    framing: Framing,
 }
 
 impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
@@ -66,6 +68,7 @@ impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
             .field("idle_timeout", &self.idle_timeout)
             .field("when_full", &self.when_full)
             .field("backlog", &self.backlog_bytes())
+            .field("framing", &self.framing)
             .finish()
     }
 }
@@ -87,6 +90,7 @@ impl ServerBuilder<NoTimer> {
             backlog: None,
             stream_credit: crate::client::DEFAULT_CREDIT,
             peer: None,
+            framing: Framing::LengthPrefix,
         }
     }
 }
@@ -151,6 +155,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             backlog: self.backlog,
             stream_credit: self.stream_credit,
             peer: self.peer,
+            framing: self.framing,
         }
     }
 
@@ -202,6 +207,17 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         self
     }
 
+    /// How frames are delimited on the connection:
+    /// [`Framing::LengthPrefix`] by default, or [`Framing::Cobs`] for links
+    /// that lose or corrupt bytes. The client must use the same. With COBS
+    /// a corrupted request is skipped and counted
+    /// ([`Server::framing_stats`]) and never answered; its caller's call
+    /// times out.
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
     /// A server future for one connection. Poll it on any executor.
     pub fn build<T: Transport, S: Service>(self, transport: T, service: S) -> Server<T, S, Tm> {
         let backlog = self.backlog_bytes();
@@ -243,9 +259,11 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             forced: false,
         };
         let trace = crate::trace::ConnTrace::server(connection.peer.as_deref());
+        let framing_stats = Arc::new(FramingStats::new());
         Server {
             trace,
-            io: transport,
+            io: Framed::new(transport, self.framing, self.max_frame, &framing_stats),
+            framing_stats,
             reader: FrameReader::new(self.max_frame),
             readiness: ReadReadiness::new(),
             connection,
