@@ -370,7 +370,14 @@ impl<T: Transport, S: Deref<Target = FramingStats>> CobsTransport<T, alloc::vec:
 }
 
 impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> CobsTransport<T, B, S> {
-    fn with_buffers(io: T, input: B, output: B, max_frame: usize, out_cap: usize, stats: S) -> Self {
+    fn with_buffers(
+        io: T,
+        input: B,
+        output: B,
+        max_frame: usize,
+        out_cap: usize,
+        stats: S,
+    ) -> Self {
         CobsTransport {
             io,
             max_frame: max_frame.min(input.capacity().saturating_sub(LEN_PREFIX)),
@@ -404,7 +411,9 @@ impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> CobsTransport
     /// caller reads at most the room left.
     fn decode(&mut self, raw: &[u8]) {
         let mut len = self.input.bytes().len();
-        let most = len.saturating_add(raw.len().saturating_mul(2)).saturating_add(LEN_PREFIX);
+        let most = len
+            .saturating_add(raw.len().saturating_mul(2))
+            .saturating_add(LEN_PREFIX);
         let buf = self.input.raw_mut(most);
         let d = &mut self.decoder;
         for &byte in raw {
@@ -469,7 +478,9 @@ impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> CobsTransport
     /// takes; returns the bytes consumed.
     fn encode(&mut self, buf: &[u8]) -> usize {
         let mut len = self.output.bytes().len();
-        let most = len.saturating_add(buf.len().saturating_mul(2)).saturating_add(3);
+        let most = len
+            .saturating_add(buf.len().saturating_mul(2))
+            .saturating_add(3);
         let out = self.output.raw_mut(most.min(self.out_cap));
         let cap = self.out_cap.min(out.len());
         let mut used = 0;
@@ -507,7 +518,11 @@ impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> CobsTransport
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
         loop {
             let complete = self.encoder.complete(self.output.bytes().len());
-            let Some(unsent) = self.output.bytes().get(..complete).filter(|b| !b.is_empty())
+            let Some(unsent) = self
+                .output
+                .bytes()
+                .get(..complete)
+                .filter(|b| !b.is_empty())
             else {
                 return Poll::Ready(Ok(()));
             };
@@ -614,3 +629,6 @@ impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> Transport
         self.io.poll_close(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -198,6 +198,7 @@ pub use error::{
     CallError, ConnectError, DriverError, FrameError, NotRetried, RemoteError, TransportError,
     TransportErrorKind, Unsent,
 };
+pub use framing::Framing;
 pub use io::Transport;
 pub use method_info::MethodInfo;
 pub use schema::Schema;
@@ -209,7 +210,6 @@ pub use server::{
 #[cfg(feature = "alloc")]
 pub use stream::{BoxStream, Streaming};
 pub use timer::{NoTimer, Timer};
-pub use framing::Framing;
 pub use wire::MethodKey;
 
 /// Items the heap-free macro uses; not a public API.

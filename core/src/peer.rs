@@ -61,8 +61,8 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
 use crate::client::{Client, ClientBuilder, ClientDriver};
-use crate::error::{DriverError, FrameError, TransportError, TransportErrorKind};
 use crate::cobs::FramingStats;
+use crate::error::{DriverError, FrameError, TransportError, TransportErrorKind};
 use crate::framing::{FrameReader, FrameWriter, Framed, Framing, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
 use crate::server::{Server, ServerBuilder, Service};
