@@ -181,6 +181,17 @@ fn known_vectors() {
             &[0x02, 0x11, 0x01, 0x01, 0x01, 0x00],
         ),
     ];
+    // PROTOCOL.md 2.1's example.
+    let spec_frame = [
+        0x01, 0, 0, 1, 0, 0, 0, 0xcb, 0x4a, 0x31, 0xcc, 0x83, 0xc1, 0x76, 0x2f, 2, 3,
+    ];
+    let spec_sent = [
+        0x02, 0x01, 0x01, 0x02, 0x01, 0x01, 0x01, 0x0b, 0xcb, 0x4a, 0x31, 0xcc, 0x83, 0xc1, 0x76,
+        0x2f, 0x02, 0x03, 0x00,
+    ];
+    assert_eq!(encoded(&spec_frame), spec_sent);
+    let (got, _) = decode_both(&spec_sent, 64, 1, 64);
+    assert_eq!(got, [spec_frame.to_vec()]);
     for (plain, enc) in cases {
         assert_eq!(encoded(plain), *enc, "{plain:02x?}");
     }
