@@ -99,6 +99,7 @@ pub(crate) use framed::Framed;
 
 #[cfg(feature = "alloc")]
 mod framed {
+    use alloc::boxed::Box;
     use alloc::sync::Arc;
     use alloc::vec::Vec;
     use core::task::{Context, Poll};
@@ -109,11 +110,12 @@ mod framed {
 
     /// A std driver's transport: as given, or behind the COBS translation.
     /// Checked once per read or write call, not per byte, so the
-    /// length-prefixed path keeps its speed.
+    /// length-prefixed path keeps its speed; the COBS state is boxed (once
+    /// per connection) so it does not grow the length-prefixed drivers.
     #[derive(Debug)]
     pub(crate) enum Framed<T> {
         LengthPrefix(T),
-        Cobs(CobsTransport<T, Vec<u8>, Arc<FramingStats>>),
+        Cobs(Box<CobsTransport<T, Vec<u8>, Arc<FramingStats>>>),
     }
 
     impl<T: Transport> Framed<T> {
@@ -126,7 +128,8 @@ mod framed {
             match framing {
                 Framing::LengthPrefix => Framed::LengthPrefix(io),
                 Framing::Cobs => {
-                    Framed::Cobs(CobsTransport::with_vecs(io, max_frame, stats.clone()))
+                    let cobs = CobsTransport::with_vecs(io, max_frame, stats.clone());
+                    Framed::Cobs(Box::new(cobs))
                 }
             }
         }

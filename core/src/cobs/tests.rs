@@ -242,7 +242,12 @@ fn encode_needs_room_and_max_encoded_len_suffices() {
 #[test]
 fn roundtrip_across_block_boundaries_and_splits() {
     let mut bodies: Vec<Vec<u8>> = Vec::new();
-    for len in [0, 1, 238, 239, 240, 247, 248, 492, 493, 494, 580] {
+    let lens: &[usize] = if cfg!(miri) {
+        &[0, 240, 247, 494]
+    } else {
+        &[0, 1, 238, 239, 240, 247, 248, 492, 493, 494, 580]
+    };
+    for &len in lens {
         bodies.push((0..len).map(|i| (i % 256) as u8).collect());
         bodies.push((0..len).map(|i| (255 - i % 256) as u8).collect());
         bodies.push(vec![0; len]);
@@ -253,7 +258,12 @@ fn roundtrip_across_block_boundaries_and_splits() {
         .enumerate()
         .map(|(i, b)| frame(i as u32, b))
         .collect();
-    for (chunk, size) in [(1, 1), (1, 4096), (7, 3), (4096, 4096), (300, 100)] {
+    let splits: &[(usize, usize)] = if cfg!(miri) {
+        &[(7, 3), (4096, 4096)]
+    } else {
+        &[(1, 1), (1, 4096), (7, 3), (4096, 4096), (300, 100)]
+    };
+    for &(chunk, size) in splits {
         let stats = FramingStats::new();
         let mut bufs = CobsBuffers::<604, 300>::new();
         let mut w = CobsTransport::new(Link::new(Vec::new(), chunk), &mut bufs, &stats);
