@@ -469,7 +469,10 @@ impl<T: Transport, S: Service, Tm: Timer> PeerDriver<T, S, Tm> {
     fn route(&mut self, cx: &mut Context<'_>) -> Result<bool, DriverError<T::Error>> {
         let mut moved = self.read(cx)?;
         moved |= self.take_written();
-        if self.writer.pending() > 0 {
+        // Not only while bytes are pending: a flush that returned
+        // `Pending` must be retried (a buffering transport, such as the
+        // COBS one, sends its bytes in `poll_flush`).
+        if !self.writer.is_idle() {
             let before = self.writer.pending();
             match self.writer.poll_write_all(&mut self.io, cx) {
                 Poll::Ready(Ok(())) => moved |= before > 0,
