@@ -349,8 +349,22 @@ fn writer_with_a_slow_link() {
     assert_eq!(w.io.sent, direct);
 }
 
+/// Under miri: few cases, and no failure files (miri isolates the file
+/// system).
+fn config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 2,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 256 }, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// Any frames, any splits: written then read, they come back equal.
     #[test]
