@@ -44,6 +44,15 @@ fn firmware() -> Option<&'static Path> {
         .as_deref()
 }
 
+/// The serving firmware with COBS framing (feature `cobs`), in a target
+/// folder of its own.
+fn cobs_firmware() -> Option<&'static Path> {
+    static FIRMWARE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FIRMWARE
+        .get_or_init(|| build_firmware(&["--features", "cobs"], "target/cobs"))
+        .as_deref()
+}
+
 /// The firmware that calls the host (feature `client`), in a target
 /// folder of its own.
 fn client_firmware() -> Option<&'static Path> {
@@ -151,14 +160,24 @@ impl host::BlinkyEvents for Ticks {
 /// A std peer on the UART's socket: calls the firmware, serves its
 /// notifications. The peer's driver runs on the runtime.
 fn peer(stream: std::net::TcpStream, ticks: &Ticks) -> host::BlinkyClient {
+    peer_with(stream, ticks, courier::Framing::LengthPrefix).0
+}
+
+/// [`peer`] with the given framing; also returns the peer's skip counter.
+fn peer_with(
+    stream: std::net::TcpStream,
+    ticks: &Ticks,
+    framing: courier::Framing,
+) -> (host::BlinkyClient, Arc<courier::cobs::FramingStats>) {
     stream.set_nonblocking(true).unwrap();
     let stream = tokio::net::TcpStream::from_std(stream).unwrap();
-    let (client, driver) = courier::peer::PeerBuilder::new().build(
+    let (client, driver) = courier::peer::PeerBuilder::new().framing(framing).build(
         courier::io::TokioIo::new(stream),
         host::BlinkyEventsServer::new(ticks.clone()),
     );
+    let stats = driver.framing_stats();
     tokio::spawn(driver);
-    host::BlinkyClient::new(client)
+    (host::BlinkyClient::new(client), stats)
 }
 
 /// A call, or a panic if the firmware does not answer within 5 s.
@@ -274,6 +293,86 @@ async fn garbage_closes_the_server_and_the_firmware_resynchronises() {
         }
         assert!(recovered, "no answer after {garbage:02x?}");
     }
+    drop(qemu);
+}
+
+/// The COBS firmware: calls, pipelining and notifications as with the
+/// length prefix; then arbitrary garbage (any bytes, `0x00` included)
+/// injected between requests costs at most the one call whose request
+/// it merges with, never the link: the next call always succeeds, and
+/// the first one too when the garbage ended with a delimiter.
+#[tokio::test(flavor = "current_thread")]
+async fn cobs_firmware_recovers_from_arbitrary_garbage() {
+    let Some(firmware) = cobs_firmware() else {
+        return;
+    };
+    let qemu = Qemu::start(firmware);
+    let stream = qemu.connect().await;
+    let mut injector = tokio::net::TcpStream::from_std({
+        let clone = stream.try_clone().unwrap();
+        clone.set_nonblocking(true).unwrap();
+        clone
+    })
+    .unwrap();
+    let ticks = Ticks::default();
+    let (board, stats) = peer_with(stream, &ticks, courier::Framing::Cobs);
+    assert_eq!(answer(board.add(2, 3)).await, Ok(5));
+    assert_eq!(answer(board.echo(vec![0; 64])).await, Ok(vec![0; 64]));
+    let data: Vec<u8> = (0..64).map(|i| 255 - i).collect();
+    assert_eq!(answer(board.echo(data.clone())).await, Ok(data));
+    let sums = answer(futures::future::join_all(
+        (0..40u32).map(|i| board.add(i, 7)),
+    ))
+    .await;
+    assert_eq!(sums, (0..40u32).map(|i| Ok(i + 7)).collect::<Vec<_>>());
+
+    let mut seed = 0x9E37_79B9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    let mut lost = 0;
+    for round in 0..24u32 {
+        let len = 1 + next() % 40;
+        let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 3 == 0 {
+            garbage.push(0); // ends with a delimiter: nothing is lost
+        }
+        injector.write_all(&garbage).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_millis(800), board.add(round, 1)).await;
+        match first {
+            Ok(answer) => assert_eq!(answer, Ok(round + 1), "round {round}"),
+            Err(_) => {
+                assert_ne!(
+                    garbage.last(),
+                    Some(&0),
+                    "lost after a delimiter: {garbage:02x?}"
+                );
+                lost += 1;
+            }
+        }
+        assert_eq!(
+            answer(board.add(round, 2)).await,
+            Ok(round + 2),
+            "no answer after {garbage:02x?}"
+        );
+    }
+    assert!(
+        lost > 0,
+        "garbage without a delimiter costs the next request"
+    );
+    // The firmware's replies all arrived whole.
+    assert_eq!(stats.skipped(), 0);
+    // Notifications still arrive.
+    answer(async {
+        let before = ticks.0.lock().unwrap().len();
+        while ticks.0.lock().unwrap().len() == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     drop(qemu);
 }
 

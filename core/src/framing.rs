@@ -28,6 +28,28 @@ pub const LEN_PREFIX: usize = 4;
 /// The default maximum frame size: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 
+/// How frames are delimited on a connection. Both ends must use the same:
+/// nothing on the wire says which is in use.
+///
+/// - [`LengthPrefix`](Framing::LengthPrefix), the default: a 4-byte length
+///   before each frame. No overhead, but a violation (a lost, added or
+///   changed byte that breaks a frame) ends the connection: use it over
+///   reliable streams (TCP, Unix sockets, USB CDC with its own checks).
+/// - [`Cobs`](Framing::Cobs): each frame COBS-encoded and ended by `0x00`
+///   ([`crate::cobs`]); a bad frame is skipped and counted, the connection
+///   stays up. Costs at most one byte per 254 plus the delimiter, and a
+///   copy through the encoder and decoder: use it over links that lose or
+///   corrupt bytes (UARTs, radios).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Framing {
+    /// A `u32` little-endian length before each frame (PROTOCOL.md §2).
+    #[default]
+    LengthPrefix,
+    /// COBS-encoded frames, each ended by `0x00` (PROTOCOL.md §2.1).
+    Cobs,
+}
+
 /// Reads the length prefix at the start of `buf`.
 ///
 /// `Ok(None)`: fewer than four bytes are buffered. `Ok(Some(n))`: the next
@@ -72,6 +94,87 @@ pub(crate) use buffered::{
 };
 #[cfg(feature = "alloc")]
 pub use buffered::{EncodeError, FrameReader, FrameWriter};
+#[cfg(feature = "alloc")]
+pub(crate) use framed::Framed;
+
+#[cfg(feature = "alloc")]
+mod framed {
+    use alloc::boxed::Box;
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use core::task::{Context, Poll};
+
+    use super::Framing;
+    use crate::cobs::{CobsTransport, FramingStats};
+    use crate::io::Transport;
+
+    /// A std driver's transport: as given, or behind the COBS translation.
+    /// Checked once per read or write call, not per byte, so the
+    /// length-prefixed path keeps its speed; the COBS state is boxed (once
+    /// per connection) so it does not grow the length-prefixed drivers.
+    #[derive(Debug)]
+    pub(crate) enum Framed<T> {
+        LengthPrefix(T),
+        Cobs(Box<CobsTransport<T, Vec<u8>, Arc<FramingStats>>>),
+    }
+
+    impl<T: Transport> Framed<T> {
+        pub(crate) fn new(
+            io: T,
+            framing: Framing,
+            max_frame: usize,
+            stats: &Arc<FramingStats>,
+        ) -> Self {
+            match framing {
+                Framing::LengthPrefix => Framed::LengthPrefix(io),
+                Framing::Cobs => {
+                    let cobs = CobsTransport::with_vecs(io, max_frame, stats.clone());
+                    Framed::Cobs(Box::new(cobs))
+                }
+            }
+        }
+    }
+
+    impl<T: Transport> Transport for Framed<T> {
+        type Error = T::Error;
+        #[inline]
+        fn poll_read(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<Result<usize, Self::Error>> {
+            match self {
+                Framed::LengthPrefix(io) => io.poll_read(cx, buf),
+                Framed::Cobs(io) => io.poll_read(cx, buf),
+            }
+        }
+        #[inline]
+        fn poll_write(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<Result<usize, Self::Error>> {
+            match self {
+                Framed::LengthPrefix(io) => io.poll_write(cx, buf),
+                Framed::Cobs(io) => io.poll_write(cx, buf),
+            }
+        }
+        #[inline]
+        fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            match self {
+                Framed::LengthPrefix(io) => io.poll_flush(cx),
+                Framed::Cobs(io) => io.poll_flush(cx),
+            }
+        }
+        #[inline]
+        fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            match self {
+                Framed::LengthPrefix(io) => io.poll_close(cx),
+                Framed::Cobs(io) => io.poll_close(cx),
+            }
+        }
+    }
+}
 
 #[cfg(feature = "alloc")]
 mod buffered {

@@ -29,6 +29,12 @@
 //!
 //! - [`wire`]: the frame header, byte by byte; [`framing`]: length prefixes
 //!   and the frame limit. Both work without an allocator.
+//! - [`cobs`]: COBS framing for links that lose or corrupt bytes (UARTs,
+//!   radios), chosen per connection with [`Framing`]: a corrupted frame is
+//!   skipped and counted, the connection stays up. It costs at most one
+//!   byte per 254 plus a delimiter, and a decode buffer of the frame limit;
+//!   pick it whenever the link below has no error detection of its own.
+//!   Without an allocator too.
 //! - [`Client`] / [`ClientDriver`]: calls in flight matched by request id,
 //!   backpressure, cancellation on drop, local deadlines.
 //! - [`Server`] / [`Service`]: concurrent handlers on one connection without
@@ -154,6 +160,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod cobs;
 pub mod error;
 pub mod framing;
 pub mod heap_free;
@@ -197,6 +204,7 @@ pub use error::{
     CallError, ConnectError, DriverError, FrameError, NotRetried, RemoteError, TransportError,
     TransportErrorKind, Unsent,
 };
+pub use framing::Framing;
 pub use io::Transport;
 pub use method_info::MethodInfo;
 pub use schema::Schema;

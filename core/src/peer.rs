@@ -61,8 +61,9 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
 use crate::client::{Client, ClientBuilder, ClientDriver};
+use crate::cobs::FramingStats;
 use crate::error::{DriverError, FrameError, TransportError, TransportErrorKind};
-use crate::framing::{FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::framing::{FrameReader, FrameWriter, Framed, Framing, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
 use crate::server::{Server, ServerBuilder, Service};
 use crate::sync::Mutex;
@@ -83,6 +84,7 @@ pub struct PeerBuilder<Tm = NoTimer> {
     client: ClientBuilder<Tm>,
     server: ServerBuilder<Tm>,
     max_frame: usize,
+    framing: Framing,
 }
 
 impl PeerBuilder<NoTimer> {
@@ -92,6 +94,7 @@ impl PeerBuilder<NoTimer> {
             client: ClientBuilder::new(),
             server: ServerBuilder::new(),
             max_frame: DEFAULT_MAX_FRAME,
+            framing: Framing::LengthPrefix,
         }
     }
 }
@@ -122,12 +125,22 @@ impl<Tm: Timer + Clone + Send + Sync + 'static> PeerBuilder<Tm> {
         self
     }
 
+    /// How frames are delimited on the peer's transport (default
+    /// [`Framing::LengthPrefix`]; [`Framing::Cobs`] for lossy links). The
+    /// other side must use the same. The halves' own `framing` settings
+    /// are ignored: they talk to the peer driver, not to the link.
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
     /// The timer both halves use for deadlines.
     pub fn timer<T2: Timer + Clone + Send + Sync + 'static>(self, timer: T2) -> PeerBuilder<T2> {
         PeerBuilder {
             client: self.client.timer(timer.clone()),
             server: self.server.timer(timer),
             max_frame: self.max_frame,
+            framing: self.framing,
         }
     }
 
@@ -139,19 +152,22 @@ impl<Tm: Timer + Clone + Send + Sync + 'static> PeerBuilder<Tm> {
         service: S,
     ) -> (Client, PeerDriver<T, S, Tm>) {
         let halves = Arc::new(Mutex::new(Halves::default()));
-        let (client, client_driver) = self.client.build(Half {
+        let client_half = self.client.framing(Framing::LengthPrefix);
+        let (client, client_driver) = client_half.build(Half {
             halves: halves.clone(),
             side: Side::Caller,
         });
-        let server = self.server.build(
+        let server = self.server.framing(Framing::LengthPrefix).build(
             Half {
                 halves: halves.clone(),
                 side: Side::Callee,
             },
             service,
         );
+        let framing_stats = Arc::new(FramingStats::new());
         let driver = PeerDriver {
-            io: transport,
+            io: Framed::new(transport, self.framing, self.max_frame, &framing_stats),
+            framing_stats,
             reader: FrameReader::new(self.max_frame),
             writer: FrameWriter::new(self.max_frame),
             halves,
@@ -372,7 +388,8 @@ impl Transport for Half {
 /// the first error. Dropping it ends both.
 #[must_use = "a peer does nothing unless its driver is polled"]
 pub struct PeerDriver<T: Transport, S, Tm: Timer = NoTimer> {
-    io: T,
+    io: Framed<T>,
+    framing_stats: Arc<FramingStats>,
     reader: FrameReader,
     writer: FrameWriter,
     halves: Arc<Mutex<Halves>>,
@@ -384,6 +401,15 @@ pub struct PeerDriver<T: Transport, S, Tm: Timer = NoTimer> {
 }
 
 impl<T: Transport, S, Tm: Timer> Unpin for PeerDriver<T, S, Tm> {}
+
+impl<T: Transport, S, Tm: Timer> PeerDriver<T, S, Tm> {
+    /// The framing's counters (a handle to keep before the driver is
+    /// spawned): with [`Framing::Cobs`], how many corrupted frames were
+    /// skipped. Always 0 with the length prefix.
+    pub fn framing_stats(&self) -> Arc<FramingStats> {
+        self.framing_stats.clone()
+    }
+}
 
 impl<T: Transport, S: Service, Tm: Timer> Future for PeerDriver<T, S, Tm> {
     type Output = Result<(), DriverError<T::Error>>;
@@ -443,7 +469,10 @@ impl<T: Transport, S: Service, Tm: Timer> PeerDriver<T, S, Tm> {
     fn route(&mut self, cx: &mut Context<'_>) -> Result<bool, DriverError<T::Error>> {
         let mut moved = self.read(cx)?;
         moved |= self.take_written();
-        if self.writer.pending() > 0 {
+        // Not only while bytes are pending: a flush that returned
+        // `Pending` must be retried (a buffering transport, such as the
+        // COBS one, sends its bytes in `poll_flush`).
+        if !self.writer.is_idle() {
             let before = self.writer.pending();
             match self.writer.poll_write_all(&mut self.io, cx) {
                 Poll::Ready(Ok(())) => moved |= before > 0,

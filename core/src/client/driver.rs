@@ -13,7 +13,7 @@ use super::state::{Routed, State};
 use super::{wake_all, Shared};
 use crate::deadline::Deadlines;
 use crate::error::{CallError, DriverError, FrameError};
-use crate::framing::{FrameReader, FrameWriter};
+use crate::framing::{FrameReader, FrameWriter, Framed};
 use crate::io::Transport;
 use crate::readiness::ReadReadiness;
 use crate::timer::{NoTimer, Timer};
@@ -46,10 +46,9 @@ impl<T, Tm: Timer> Unpin for ClientDriver<T, Tm> {}
 
 impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     pub(super) fn new(shared: Arc<Shared>, transport: T, timer: Tm) -> Self {
-        let max_frame = shared.max_frame;
         ClientDriver {
+            conn: Conn::new(transport, &shared),
             shared,
-            conn: Conn::new(transport, max_frame),
             sleep: Deadlines::new(timer),
             wake: Vec::new(),
             finished: false,
@@ -273,7 +272,7 @@ fn route(
 
 /// One connection's transport and buffers.
 pub(crate) struct Conn<T> {
-    io: T,
+    io: Framed<T>,
     reader: FrameReader,
     pub(crate) writer: FrameWriter,
     readiness: ReadReadiness,
@@ -282,9 +281,10 @@ pub(crate) struct Conn<T> {
 }
 
 impl<T: Transport> Conn<T> {
-    pub(crate) fn new(io: T, max_frame: usize) -> Self {
+    pub(crate) fn new(io: T, shared: &Shared) -> Self {
+        let max_frame = shared.max_frame;
         Conn {
-            io,
+            io: Framed::new(io, shared.framing, max_frame, &shared.framing_stats),
             reader: FrameReader::new(max_frame),
             writer: FrameWriter::new(max_frame),
             readiness: ReadReadiness::new(),

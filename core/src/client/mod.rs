@@ -48,7 +48,8 @@ use core::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::framing::DEFAULT_MAX_FRAME;
+use crate::cobs::FramingStats;
+use crate::framing::{Framing, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
 use crate::sync::Mutex;
 use crate::timer::{NoTimer, Timer};
@@ -95,6 +96,7 @@ pub struct ClientBuilder<Tm = NoTimer> {
     max_in_flight: usize,
     max_frame: usize,
     max_queued: usize,
+    framing: Framing,
     timer: Tm,
 }
 
@@ -107,6 +109,7 @@ impl ClientBuilder<NoTimer> {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_frame: DEFAULT_MAX_FRAME,
             max_queued: DEFAULT_MAX_QUEUED_BYTES,
+            framing: Framing::LengthPrefix,
             timer: NoTimer,
         }
     }
@@ -131,6 +134,8 @@ impl<Tm: Timer + Clone + Send + Sync + 'static> ClientBuilder<Tm> {
             handles: AtomicUsize::new(1),
             max_frame: self.max_frame,
             max_queued: self.max_queued,
+            framing: self.framing,
+            framing_stats: Arc::new(FramingStats::new()),
             clock: Box::new(move || timer.now()),
             reconnecting,
             timed: AtomicBool::new(false),
@@ -181,6 +186,17 @@ impl<Tm: Timer> ClientBuilder<Tm> {
         self
     }
 
+    /// How frames are delimited on the connection (every connection of a
+    /// reconnecting client): [`Framing::LengthPrefix`] by default, or
+    /// [`Framing::Cobs`] for links that lose or corrupt bytes. The server
+    /// must use the same. With COBS a corrupted reply is skipped and
+    /// counted ([`Client::framing_stats`]); its call fails at its deadline
+    /// (set a timeout and a timer) or when the connection ends.
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
     /// The timer that enforces call timeouts locally (and the reconnecting
     /// client's backoff).
     pub fn timer<T2: Timer>(self, timer: T2) -> ClientBuilder<T2> {
@@ -188,6 +204,7 @@ impl<Tm: Timer> ClientBuilder<Tm> {
             max_in_flight: self.max_in_flight,
             max_frame: self.max_frame,
             max_queued: self.max_queued,
+            framing: self.framing,
             timer,
         }
     }
@@ -353,6 +370,13 @@ impl Client {
         Notify::new(ClientRef::Owned(self), method, request)
     }
 
+    /// The framing's counters: with [`Framing::Cobs`], how many corrupted
+    /// frames from the server were skipped (over every connection of a
+    /// reconnecting client). Always 0 with the length prefix.
+    pub fn framing_stats(&self) -> &FramingStats {
+        &self.shared.framing_stats
+    }
+
     /// Calls holding a slot right now (queued, sent, or answered but not yet
     /// taken).
     pub fn in_flight(&self) -> usize {
@@ -433,6 +457,9 @@ pub(crate) struct Shared {
     handles: AtomicUsize,
     max_frame: usize,
     max_queued: usize,
+    framing: Framing,
+    /// Frames the COBS reader skipped, over every connection.
+    framing_stats: Arc<FramingStats>,
     /// The driver's clock, for the calls' start times.
     clock: Box<dyn Fn() -> Duration + Send + Sync>,
     /// Calls may wait out an outage, bounded from their start.

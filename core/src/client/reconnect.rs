@@ -236,7 +236,7 @@ impl<C: Connect, Tm: Timer> ReconnectingDriver<C, Tm> {
                 Poll::Ready(Ok(transport)) => {
                     let since = self.sleep.now();
                     self.link = Link::Up {
-                        conn: Conn::new(transport, self.shared.max_frame),
+                        conn: Conn::new(transport, &self.shared),
                         since,
                     };
                     self.connections += 1;

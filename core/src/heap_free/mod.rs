@@ -158,7 +158,7 @@ pub use server::{Buffers, HeapFreeServer, HeapFreeService, NoOutbox, NotifySourc
 /// Swaps instead of `copy_within`: the compiler turns a copy into a call
 /// of `memmove`, which costs 1.5 KB of code on a Cortex-M; these buffers
 /// are a few hundred bytes, moved rarely.
-fn move_to_front(buf: &mut [u8], from: usize, to: usize) {
+pub(crate) fn move_to_front(buf: &mut [u8], from: usize, to: usize) {
     let to = to.min(buf.len());
     for (i, j) in (from..to).enumerate() {
         buf.swap(i, j);

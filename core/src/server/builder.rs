@@ -12,7 +12,8 @@ use super::{
 };
 use crate::deadline::Deadlines;
 
-use crate::framing::{FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::cobs::FramingStats;
+use crate::framing::{FrameReader, FrameWriter, Framed, Framing, DEFAULT_MAX_FRAME};
 use crate::io::Transport;
 use crate::readiness::ReadReadiness;
 use crate::sync::Mutex;
@@ -54,6 +55,7 @@ pub struct ServerBuilder<Tm = NoTimer> {
     write_mark: Option<usize>,
     stream_credit: u32,
     peer: Option<Arc<str>>,
+    framing: Framing,
 }
 
 impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
@@ -68,6 +70,7 @@ impl<Tm: core::fmt::Debug> core::fmt::Debug for ServerBuilder<Tm> {
             .field("when_full", &self.when_full)
             .field("backlog", &self.backlog_bytes())
             .field("write_mark", &self.write_mark_bytes())
+            .field("framing", &self.framing)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl ServerBuilder<NoTimer> {
             write_mark: None,
             stream_credit: crate::client::DEFAULT_CREDIT,
             peer: None,
+            framing: Framing::LengthPrefix,
         }
     }
 }
@@ -175,6 +179,7 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             write_mark: self.write_mark,
             stream_credit: self.stream_credit,
             peer: self.peer,
+            framing: self.framing,
         }
     }
 
@@ -226,6 +231,17 @@ impl<Tm: Timer> ServerBuilder<Tm> {
         self
     }
 
+    /// How frames are delimited on the connection:
+    /// [`Framing::LengthPrefix`] by default, or [`Framing::Cobs`] for links
+    /// that lose or corrupt bytes. The client must use the same. With COBS
+    /// a corrupted request is skipped and counted
+    /// ([`Server::framing_stats`]) and never answered; its caller's call
+    /// times out.
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
     /// A server future for one connection. Poll it on any executor.
     pub fn build<T: Transport, S: Service>(self, transport: T, service: S) -> Server<T, S, Tm> {
         let backlog = self.backlog_bytes();
@@ -267,9 +283,11 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             forced: false,
         };
         let trace = crate::trace::ConnTrace::server(connection.peer.as_deref());
+        let framing_stats = Arc::new(FramingStats::new());
         Server {
             trace,
-            io: transport,
+            io: Framed::new(transport, self.framing, self.max_frame, &framing_stats),
+            framing_stats,
             reader: FrameReader::new(self.max_frame),
             readiness: ReadReadiness::new(),
             connection,

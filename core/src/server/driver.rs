@@ -7,7 +7,10 @@ use core::task::{Context, Poll};
 use super::connection::Connection;
 use super::{Service, Shutdown, WhenFull, READ_BUDGET};
 use crate::error::{DriverError, FrameError};
-use crate::framing::FrameReader;
+use alloc::sync::Arc;
+
+use crate::cobs::FramingStats;
+use crate::framing::{FrameReader, Framed};
 use crate::io::Transport;
 use crate::readiness::ReadReadiness;
 use crate::timer::{NoTimer, Timer};
@@ -34,7 +37,8 @@ const POLL_BUDGET: usize = 32;
 /// the [module docs](crate::server) for every guarantee.
 #[must_use = "a server does nothing unless polled"]
 pub struct Server<T, S, Tm: Timer = NoTimer> {
-    pub(super) io: T,
+    pub(super) io: Framed<T>,
+    pub(super) framing_stats: Arc<FramingStats>,
     pub(super) reader: FrameReader,
     pub(super) readiness: ReadReadiness,
     pub(super) connection: Connection<S, Tm>,
@@ -89,6 +93,13 @@ impl<T, S, Tm: Timer> Server<T, S, Tm> {
     /// ([`WhenFull::Queue`]).
     pub fn backlogged(&self) -> usize {
         self.connection.handlers.queued
+    }
+
+    /// The framing's counters (a handle to keep before the server is
+    /// spawned): with [`Framing::Cobs`](crate::framing::Framing::Cobs), how
+    /// many corrupted frames were skipped. Always 0 with the length prefix.
+    pub fn framing_stats(&self) -> Arc<FramingStats> {
+        self.framing_stats.clone()
     }
 
     /// The capacities of the read and the write buffer, in bytes; for tests

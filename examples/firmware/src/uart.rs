@@ -65,6 +65,7 @@ impl Uart0 {
 
     /// Drops every received byte until none arrives for `quiet_polls`
     /// checks in a row (the firmware's resynchronisation after garbage).
+    #[cfg_attr(feature = "cobs", allow(dead_code))]
     pub fn discard_until_quiet(&mut self, quiet_polls: u32) {
         let mut quiet = 0;
         while quiet < quiet_polls {

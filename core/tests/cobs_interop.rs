@@ -1,0 +1,514 @@
+//! COBS framing end to end over courier-mem, on one thread with a manual
+//! clock: the std client against the std server and against the heap-free
+//! server (the very code a device runs), and what corruption costs: a
+//! request or reply with a byte flipped, dropped or inserted, or garbage
+//! between frames, fails only its own call (at its deadline); the skipped
+//! count grows and the next calls succeed.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use courier::cobs::{CobsBuffers, CobsTransport, FramingStats};
+use courier::heap_free::{heapless, Buffers, HeapFreeServer};
+use courier::{CallError, Framing, Transport};
+use courier_mem::{MemError, MemTransport};
+
+mod device {
+    use super::heapless;
+
+    #[courier::heap_free_service]
+    pub trait Calc {
+        async fn add(&self, a: u32, b: u32) -> u32;
+        async fn echo(&self, data: heapless::Vec<u8, 600>) -> heapless::Vec<u8, 600>;
+    }
+}
+
+#[courier::service]
+pub trait Calc {
+    async fn add(&self, a: u32, b: u32) -> u32;
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+}
+
+struct Board;
+
+impl device::Calc for Board {
+    async fn add(&self, a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+    async fn echo(&self, data: heapless::Vec<u8, 600>) -> heapless::Vec<u8, 600> {
+        data
+    }
+}
+
+#[derive(Clone)]
+struct Host;
+
+impl Calc for Host {
+    async fn add(&self, a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+}
+
+/// A manual clock the std client can hold (`Send + Sync`).
+#[derive(Clone, Default)]
+struct Clock(Arc<Mutex<(Duration, Vec<Waker>)>>);
+
+impl Clock {
+    fn advance(&self, by: Duration) {
+        let wakers = {
+            let mut state = self.0.lock().unwrap();
+            state.0 += by;
+            std::mem::take(&mut state.1)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+struct Sleep(Clock, Duration);
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.0 .0.lock().unwrap();
+        if state.0 >= self.1 {
+            return Poll::Ready(());
+        }
+        state.1.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl courier::Timer for Clock {
+    type Sleep = Sleep;
+    fn now(&self) -> Duration {
+        self.0.lock().unwrap().0
+    }
+    fn sleep_until(&self, at: Duration) -> Sleep {
+        Sleep(self.clone(), at)
+    }
+    fn reset(&self, sleep: Pin<&mut Sleep>, at: Duration) {
+        sleep.get_mut().1 = at;
+    }
+}
+
+/// What to do to the next frame written.
+#[derive(Clone, Debug)]
+enum Damage {
+    /// XOR the byte at this position of the encoded frame.
+    Flip(usize, u8),
+    /// Leave out the byte at this position.
+    Drop(usize),
+    /// Insert these bytes before this position.
+    Insert(usize, Vec<u8>),
+    /// Write these bytes before the frame.
+    Before(Vec<u8>),
+}
+
+#[derive(Default)]
+struct TamperState {
+    armed: Option<Damage>,
+    /// The damage applies to the frame being written.
+    current: Option<Damage>,
+    /// Position in the encoded frame being written.
+    pos: usize,
+    pending: Vec<u8>,
+}
+
+/// A transport that damages one encoded frame it writes, when armed.
+struct Tamper {
+    io: MemTransport,
+    state: Arc<Mutex<TamperState>>,
+}
+
+impl Tamper {
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+        let mut state = self.state.lock().unwrap();
+        while !state.pending.is_empty() {
+            match self.io.poll_write(cx, &state.pending) {
+                Poll::Ready(Ok(n)) => {
+                    state.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Transport for Tamper {
+    type Error = MemError;
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, MemError>> {
+        self.io.poll_read(cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, MemError>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        let mut state = self.state.lock().unwrap();
+        let state = &mut *state;
+        for &b in buf {
+            if state.pos == 0 {
+                state.current = state.armed.take();
+                if let Some(Damage::Before(bytes)) = &state.current {
+                    state.pending.extend_from_slice(bytes);
+                }
+            }
+            let at = state.pos;
+            state.pos = if b == 0 { 0 } else { at + 1 };
+            match &state.current {
+                Some(Damage::Flip(p, mask)) if *p == at => state.pending.push(b ^ mask),
+                Some(Damage::Drop(p)) if *p == at => {}
+                Some(Damage::Insert(p, bytes)) if *p == at => {
+                    state.pending.extend_from_slice(bytes);
+                    state.pending.push(b);
+                }
+                _ => state.pending.push(b),
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        self.io.poll_flush(cx)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        self.io.poll_close(cx)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ServerKind {
+    Std,
+    HeapFree,
+}
+
+/// What a test gets: the client, the clock, the switches that damage the
+/// next request or reply, and both sides' skip counters.
+struct Link {
+    calc: CalcClient,
+    /// `calc` with a 1 s timeout on every call.
+    timed: CalcClient,
+    client: courier::Client,
+    clock: Clock,
+    requests: Arc<Mutex<TamperState>>,
+    replies: Arc<Mutex<TamperState>>,
+    server_stats: Arc<FramingStats>,
+}
+
+impl Link {
+    fn damage_request(&self, d: Damage) {
+        self.requests.lock().unwrap().armed = Some(d);
+    }
+    fn damage_reply(&self, d: Damage) {
+        self.replies.lock().unwrap().armed = Some(d);
+    }
+    fn skipped(&self) -> (u32, u32) {
+        (
+            self.client.framing_stats().skipped(),
+            self.server_stats.skipped(),
+        )
+    }
+    fn add(&self, a: u32, b: u32) -> impl Future<Output = Result<u32, CallError>> + '_ {
+        self.timed.add(a, b)
+    }
+    /// Runs `call` while letting time pass once everything else is idle:
+    /// a call whose frame was lost then fails at its deadline.
+    async fn with_time<T>(&self, call: impl Future<Output = T>) -> T {
+        let mut call = std::pin::pin!(call);
+        let mut idle = 0;
+        poll_fn(|cx| {
+            if let Poll::Ready(v) = call.as_mut().poll(cx) {
+                return Poll::Ready(v);
+            }
+            idle += 1;
+            if idle == 64 {
+                self.clock.advance(Duration::from_secs(2));
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Runs `test` with a std client (COBS, timer) connected to a COBS server
+/// of `kind` through two tampering transports.
+fn with_link<F, Fut>(kind: ServerKind, test: F)
+where
+    F: FnOnce(Link) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (client_io, server_io) = courier_mem::pair(1 << 16);
+    let requests = Arc::new(Mutex::new(TamperState::default()));
+    let replies = Arc::new(Mutex::new(TamperState::default()));
+    let client_io = Tamper {
+        io: client_io,
+        state: requests.clone(),
+    };
+    let server_io = Tamper {
+        io: server_io,
+        state: replies.clone(),
+    };
+    let clock = Clock::default();
+    let (client, driver) = courier::ClientBuilder::new()
+        .framing(Framing::Cobs)
+        .max_frame(1024)
+        .timer(clock.clone())
+        .build(client_io);
+    let heap_free_stats = Arc::new(FramingStats::new());
+    let mut cobs_buffers = CobsBuffers::<1028, 512>::new();
+    let mut buffers = Buffers::<1028, 1028>::new();
+    let (server, server_stats): (Pin<Box<dyn Future<Output = ()> + '_>>, _) = match kind {
+        ServerKind::Std => {
+            let server = courier::ServerBuilder::new()
+                .framing(Framing::Cobs)
+                .max_frame(1024)
+                .build(server_io, CalcServer::new(Host));
+            let stats = server.framing_stats();
+            (Box::pin(async { server.await.unwrap() }), stats)
+        }
+        ServerKind::HeapFree => {
+            let io = CobsTransport::new(server_io, &mut cobs_buffers, heap_free_stats.clone());
+            let server = HeapFreeServer::new(device::CalcHeapFree::new(&Board), io, &mut buffers);
+            (
+                Box::pin(async { server.run().await.unwrap() }),
+                heap_free_stats.clone(),
+            )
+        }
+    };
+    let calc = CalcClient::new(client.clone());
+    let link = Link {
+        timed: calc.with_timeout(Duration::from_secs(1)),
+        calc,
+        client,
+        clock,
+        requests,
+        replies,
+        server_stats,
+    };
+    futures::executor::block_on(async {
+        let (_, driver, _) = futures::join!(test(link), driver, server);
+        driver.unwrap();
+    });
+}
+
+const KINDS: [ServerKind; 2] = [ServerKind::Std, ServerKind::HeapFree];
+
+/// Bodies across the 254-byte block boundaries, zero runs and every byte
+/// value, one at a time and pipelined; nothing is skipped.
+#[test]
+fn calls_over_cobs() {
+    for kind in KINDS {
+        with_link(kind, |link| async move {
+            assert_eq!(link.add(2, 3).await, Ok(5));
+            let lens: &[usize] = if cfg!(miri) {
+                &[0, 254, 600]
+            } else {
+                &[0, 1, 253, 254, 255, 508, 509, 600]
+            };
+            for &len in lens {
+                for body in [
+                    vec![0u8; len],
+                    vec![0xFF; len],
+                    (0..len).map(|i| i as u8).collect(),
+                ] {
+                    assert_eq!(
+                        link.calc.echo(body.clone()).await,
+                        Ok(body),
+                        "{kind:?} {len}"
+                    );
+                }
+            }
+            let pipelined = futures::future::join_all((0..20u32).map(|i| link.add(i, 1000))).await;
+            let expected: Vec<_> = (0..20u32).map(|i| Ok(i + 1000)).collect();
+            assert_eq!(pipelined, expected);
+            assert_eq!(link.skipped(), (0, 0));
+        });
+    }
+}
+
+/// The request of an `add` call is 1 code byte, 19 header bytes (with the
+/// timeout) and 2 body bytes, plus the delimiter: positions 0..=21.
+fn structural_damage() -> Vec<Damage> {
+    vec![
+        Damage::Flip(1, 0x40),         // the version byte
+        Damage::Drop(0),               // the first code byte
+        Damage::Drop(3),               // a header byte: blocks shift
+        Damage::Insert(8, vec![0]),    // a delimiter: two bad halves
+        Damage::Insert(5, vec![7, 9]), // extra bytes inside a block
+        Damage::Flip(0, 0x80),         // the code byte: past the delimiter
+    ]
+}
+
+/// A damaged request is skipped by the server and never answered: that
+/// call fails at its deadline, the next ones succeed.
+#[test]
+fn a_damaged_request_costs_its_call_only() {
+    for kind in KINDS {
+        with_link(kind, |link| async move {
+            for (i, damage) in structural_damage().into_iter().enumerate() {
+                let before = link.skipped().1;
+                link.damage_request(damage.clone());
+                assert_eq!(
+                    link.with_time(link.add(1, 1)).await,
+                    Err(CallError::DeadlineExceeded),
+                    "{kind:?} {damage:?}"
+                );
+                assert!(link.skipped().1 > before, "{kind:?} {damage:?} not counted");
+                assert_eq!(link.add(i as u32, 1).await, Ok(i as u32 + 1));
+            }
+            assert_eq!(link.skipped().0, 0);
+        });
+    }
+}
+
+/// A damaged reply is skipped by the client: that call fails at its
+/// deadline, the next ones succeed.
+#[test]
+fn a_damaged_reply_costs_its_call_only() {
+    for kind in KINDS {
+        with_link(kind, |link| async move {
+            // A response is 1 code byte, 7 header bytes and the value.
+            let damages = [
+                Damage::Flip(1, 0x40),
+                Damage::Drop(0),
+                Damage::Insert(4, vec![0]),
+                Damage::Insert(2, vec![0x11, 0x22, 0x33]),
+            ];
+            for (i, damage) in damages.into_iter().enumerate() {
+                let before = link.skipped().0;
+                link.damage_reply(damage.clone());
+                assert_eq!(
+                    link.with_time(link.add(1, 1)).await,
+                    Err(CallError::DeadlineExceeded),
+                    "{kind:?} {damage:?}"
+                );
+                assert!(link.skipped().0 > before, "{kind:?} {damage:?} not counted");
+                assert_eq!(link.add(i as u32, 2).await, Ok(i as u32 + 2));
+            }
+        });
+    }
+}
+
+/// Random damage anywhere in a request: the call either fails at its
+/// deadline or is answered (damage the framing cannot see, such as a
+/// changed timeout byte), never hangs, and the next call succeeds.
+#[test]
+fn random_damage_never_hangs_the_link() {
+    let rounds = if cfg!(miri) { 6 } else { 150 };
+    for kind in KINDS {
+        with_link(kind, |link| async move {
+            let mut seed = 0x2545_F491_u32;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed
+            };
+            let mut lost = 0;
+            for i in 0..rounds {
+                let pos = (next() % 22) as usize;
+                let damage = match next() % 4 {
+                    0 => Damage::Flip(pos, (next() % 255 + 1) as u8),
+                    1 => Damage::Drop(pos),
+                    2 => Damage::Insert(pos, vec![next() as u8]),
+                    _ => Damage::Before((0..next() % 12).map(|_| next() as u8).collect()),
+                };
+                link.damage_request(damage);
+                if link.with_time(link.add(1, 1)).await == Err(CallError::DeadlineExceeded) {
+                    lost += 1;
+                }
+                assert_eq!(link.add(i, 5).await, Ok(i + 5), "{kind:?} round {i}");
+            }
+            // Every lost call was a skipped frame (or garbage ahead of it).
+            assert!(
+                link.skipped().1 >= lost / 2,
+                "{kind:?}: {lost} lost, {:?}",
+                link.skipped()
+            );
+            assert!(lost > 0);
+        });
+    }
+}
+
+/// A transport whose every other write (and flush) is `Pending` first,
+/// its wake already sent, as a socket not yet known writable is.
+struct Stutter {
+    io: MemTransport,
+    stall: bool,
+}
+
+impl Stutter {
+    fn stall(&mut self, cx: &mut Context<'_>) -> bool {
+        self.stall = !self.stall;
+        if self.stall {
+            cx.waker().wake_by_ref();
+        }
+        self.stall
+    }
+}
+
+impl Transport for Stutter {
+    type Error = MemError;
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, MemError>> {
+        self.io.poll_read(cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, MemError>> {
+        if self.stall(cx) {
+            return Poll::Pending;
+        }
+        self.io.poll_write(cx, buf)
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+        self.io.poll_flush(cx)
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+        self.io.poll_close(cx)
+    }
+}
+
+/// The std peer speaks COBS too: calls both ways over one link whose
+/// writes stall now and then. (The COBS transport sends in `poll_flush`:
+/// a peer that retried only pending writes, not a pending flush, never
+/// sent its first request over a fresh tokio socket.)
+#[test]
+fn peers_over_cobs() {
+    let (a_io, b_io) = courier_mem::pair(1 << 16);
+    let a_io = Stutter {
+        io: a_io,
+        stall: false,
+    };
+    let b_io = Stutter {
+        io: b_io,
+        stall: false,
+    };
+    let (a, a_driver) = courier::peer::PeerBuilder::new()
+        .framing(Framing::Cobs)
+        .build(a_io, CalcServer::new(Host));
+    let (b, b_driver) = courier::peer::PeerBuilder::new()
+        .framing(Framing::Cobs)
+        .build(b_io, CalcServer::new(Host));
+    let (a_stats, b_stats) = (a_driver.framing_stats(), b_driver.framing_stats());
+    futures::executor::block_on(async {
+        let calls = std::pin::pin!(async move {
+            let (a, b) = (CalcClient::new(a), CalcClient::new(b));
+            assert_eq!(a.add(1, 2).await, Ok(3));
+            assert_eq!(b.echo(vec![0; 300]).await, Ok(vec![0; 300]));
+        });
+        // A peer runs until the other side closes; the calls are the test.
+        let drivers = std::pin::pin!(futures::future::join(a_driver, b_driver));
+        match futures::future::select(calls, drivers).await {
+            futures::future::Either::Left(_) => {}
+            futures::future::Either::Right(((a_end, b_end), _)) => {
+                panic!("peers ended: {a_end:?} {b_end:?}")
+            }
+        }
+    });
+    assert_eq!((a_stats.skipped(), b_stats.skipped()), (0, 0));
+}
