@@ -39,12 +39,12 @@ pub trait Registry {
     async fn deregister(&self, token: Option<String>, lease: LeaseId) -> Result<(), RegistryError>;
     /// The endpoints of one service, or of all, at the current revision.
     #[idempotent]
-    async fn list(&self, service_name: Option<String>) -> Listing;
+    async fn list(&self, service: Option<String>) -> Listing;
     /// Watches a service: a snapshot, or the changes after `from_revision`,
     /// then every change as it happens.
     async fn watch(
         &self,
-        service_name: String,
+        service: String,
         from_revision: Option<u64>,
     ) -> BoxStream<Result<Event, RegistryError>>;
 }
@@ -318,23 +318,23 @@ impl Registry for Connection {
         })
     }
 
-    async fn list(&self, service_name: Option<String>) -> Listing {
+    async fn list(&self, service: Option<String>) -> Listing {
         let inner = self.owner.shared.lock();
         Listing {
             revision: inner.store.revision(),
-            endpoints: inner.store.list(service_name.as_deref()),
+            endpoints: inner.store.list(service.as_deref()),
         }
     }
 
     async fn watch(
         &self,
-        service_name: String,
+        service: String,
         from_revision: Option<u64>,
     ) -> BoxStream<Result<Event, RegistryError>> {
         let opened = WatchStream::open(
             self.owner.shared.clone(),
             self.owner.id,
-            &service_name,
+            &service,
             from_revision,
         );
         match opened {
