@@ -127,7 +127,11 @@ pub trait Channel: Clone {
         Resp: DeserializeOwned + 'a;
 
     /// Sends a notification.
-    fn notify<Req: Serialize>(&self, method: &'static MethodInfo, request: &Req) -> Self::Notify<'_>;
+    fn notify<Req: Serialize>(
+        &self,
+        method: &'static MethodInfo,
+        request: &Req,
+    ) -> Self::Notify<'_>;
 }
 
 impl Channel for Client {
@@ -158,7 +162,8 @@ impl Channel for Client {
         Req: Serialize + 'a,
         Resp: DeserializeOwned + 'a,
     {
-        Client::call(self, method.key, request).with_optional_timeout(timeout)
+        Client::call(self, method.key, request)
+            .with_optional_timeout(timeout)
             .with_method(method)
     }
 
@@ -172,7 +177,8 @@ impl Channel for Client {
         Req: Serialize + 'a,
         T: DeserializeOwned + 'a,
     {
-        Client::server_stream(self, method.key, request).with_optional_timeout(timeout)
+        Client::server_stream(self, method.key, request)
+            .with_optional_timeout(timeout)
             .with_method(method)
     }
 
@@ -189,7 +195,8 @@ impl Channel for Client {
         S::Item: Serialize,
         T: DeserializeOwned + 'a,
     {
-        Client::bidi_stream(self, method.key, request, items).with_optional_timeout(timeout)
+        Client::bidi_stream(self, method.key, request, items)
+            .with_optional_timeout(timeout)
             .with_method(method)
     }
 
@@ -206,7 +213,8 @@ impl Channel for Client {
         S::Item: Serialize,
         Resp: DeserializeOwned + 'a,
     {
-        Client::client_stream(self, method.key, request, items).with_optional_timeout(timeout)
+        Client::client_stream(self, method.key, request, items)
+            .with_optional_timeout(timeout)
             .with_method(method)
     }
 
