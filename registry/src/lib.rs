@@ -224,8 +224,8 @@ pub use endpoint::{Address, Endpoint, EndpointLimits, InvalidEndpoint};
 pub use registration::{LeaseId, Registrar, RegistrarError, RegistrarFuture, Registration};
 pub use remote::{RegistryWatch, RemoteRegistrar};
 pub use server::{
-    Connection, EmbeddedRegistry, ExpiryDriver, Listing, Registry, RegistryClient, RegistryServer,
-    WatchStream,
+    Connection, EmbeddedRegistry, ExpiryDriver, Listing, Registry, RegistryClient,
+    RegistryConnection, RegistryServer, WatchStream,
 };
 pub use static_list::StaticList;
 pub use store::{RegistryError, Store, StoreConfig};

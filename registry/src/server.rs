@@ -156,13 +156,17 @@ impl EmbeddedRegistry {
     /// watches it opens belong to it, and when it is dropped (its
     /// connection ended) its watches close and its instances expire after
     /// [`StoreConfig::disconnect_grace`].
-    pub fn connection(&self) -> RegistryServer<Connection> {
-        RegistryServer::new(Connection {
+    pub fn connection(&self) -> RegistryConnection {
+        let connection = Arc::new(Connection {
             owner: Owner {
                 shared: self.shared.clone(),
                 id: self.shared.next_owner.fetch_add(1, Ordering::Relaxed),
             },
-        })
+        });
+        RegistryConnection {
+            typed: RegistryServer::from_arc(connection.clone()),
+            connection,
+        }
     }
 
     /// Watches `service` in-process: a [`Discover`](crate::Discover) stream
@@ -343,6 +347,94 @@ impl Registry for Connection {
             })),
             Err(error) => Box::pin(futures_util::stream::once(async move { Err(error) })),
         }
+    }
+}
+
+/// The registry served to one connection ([`EmbeddedRegistry::connection`]):
+/// the [`Registry`] service, whose `watch` sends events encoded once for
+/// all the watchers that get them (the bytes are those of the typed
+/// method: clients cannot tell).
+pub struct RegistryConnection {
+    typed: RegistryServer<Connection>,
+    connection: Arc<Connection>,
+}
+
+impl courier::Service for RegistryConnection {
+    fn dispatch(
+        &self,
+        method: courier::MethodKey,
+        args: &[u8],
+    ) -> Result<courier::Handler, courier::RemoteError> {
+        self.serve(&mut courier::server::Request::detached(method, args))
+    }
+
+    fn serve(
+        &self,
+        request: &mut courier::server::Request<'_>,
+    ) -> Result<courier::Handler, courier::RemoteError> {
+        if request.method() != RegistryClient::WATCH {
+            return self.typed.serve(request);
+        }
+        let (service, from_revision): (String, Option<u64>) =
+            match postcard::take_from_bytes(request.args()) {
+                Ok((args, [])) => args,
+                _ => return Err(courier::RemoteError::BadRequest),
+            };
+        let owner = &self.connection.owner;
+        let opened = WatchStream::open(owner.shared.clone(), owner.id, &service, from_revision);
+        Ok(courier::Handler::stream(std::future::ready(EncodedWatch {
+            opened: Some(opened),
+        })))
+    }
+
+    fn method_info(&self, method: courier::MethodKey) -> Option<&'static courier::MethodInfo> {
+        self.typed.method_info(method)
+    }
+}
+
+/// The items of a watch over the wire, already encoded: the watch's
+/// events, or the one error that refused it.
+struct EncodedWatch {
+    /// `None` once the refusal was sent.
+    opened: Option<Result<WatchStream, RegistryError>>,
+}
+
+impl Stream for EncodedWatch {
+    type Item = Preencoded;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Preencoded>> {
+        let watch = match &self.opened {
+            Some(Ok(watch)) => watch,
+            Some(Err(_)) => {
+                let Some(Err(error)) = self.opened.take() else {
+                    return Poll::Ready(None);
+                };
+                let item = postcard::to_allocvec(&Err::<Event, _>(error)).unwrap_or_default();
+                return Poll::Ready(Some(Preencoded(item.into())));
+            }
+            None => return Poll::Ready(None),
+        };
+        let mut inner = watch.shared.lock();
+        match inner.store.next_encoded(watch.id, Some(cx.waker())) {
+            Some(bytes) => Poll::Ready(Some(Preencoded(bytes))),
+            None if inner.store.is_watching(watch.id) => Poll::Pending,
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// An item's postcard encoding, sent as it is: postcard writes a tuple of
+/// `u8` as the bytes themselves, with no length and no framing.
+struct Preencoded(Arc<[u8]>);
+
+impl Serialize for Preencoded {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for byte in self.0.iter() {
+            tuple.serialize_element(byte)?;
+        }
+        tuple.end()
     }
 }
 
