@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use courier::client::Encoded;
 use courier::{BoxStream, Streaming, Timer};
 use futures_core::Stream;
 use serde::{Deserialize, Serialize};
@@ -400,9 +401,9 @@ struct EncodedWatch {
 }
 
 impl Stream for EncodedWatch {
-    type Item = Preencoded;
+    type Item = Encoded;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Preencoded>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Encoded>> {
         let watch = match &self.opened {
             Some(Ok(watch)) => watch,
             Some(Err(_)) => {
@@ -410,31 +411,16 @@ impl Stream for EncodedWatch {
                     return Poll::Ready(None);
                 };
                 let item = postcard::to_allocvec(&Err::<Event, _>(error)).unwrap_or_default();
-                return Poll::Ready(Some(Preencoded(item.into())));
+                return Poll::Ready(Some(Encoded::from_encoded(item.into())));
             }
             None => return Poll::Ready(None),
         };
         let mut inner = watch.shared.lock();
         match inner.store.next_encoded(watch.id, Some(cx.waker())) {
-            Some(bytes) => Poll::Ready(Some(Preencoded(bytes))),
+            Some(bytes) => Poll::Ready(Some(Encoded::from_encoded(bytes))),
             None if inner.store.is_watching(watch.id) => Poll::Pending,
             None => Poll::Ready(None),
         }
-    }
-}
-
-/// An item's postcard encoding, sent as it is: postcard writes a tuple of
-/// `u8` as the bytes themselves, with no length and no framing.
-struct Preencoded(Arc<[u8]>);
-
-impl Serialize for Preencoded {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for byte in self.0.iter() {
-            tuple.serialize_element(byte)?;
-        }
-        tuple.end()
     }
 }
 
