@@ -307,8 +307,12 @@ impl<T: Transport> Conn<T> {
             {
                 Poll::Pending => {
                     // Nothing more to read: give back what a large frame
-                    // (a big response, a snapshot) made the buffer grow to.
-                    self.reader.shrink();
+                    // (a big response, a snapshot) made the buffer grow
+                    // to, once it is consumed — not while one arrives,
+                    // which would move its bytes at every pause.
+                    if !self.reader.has_partial_frame() {
+                        self.reader.shrink();
+                    }
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
