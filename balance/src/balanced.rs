@@ -390,7 +390,11 @@ impl<Tm: Timer> Channel for Balanced<Tm> {
         })
     }
 
-    fn notify<Req: Serialize>(&self, method: &'static MethodInfo, request: &Req) -> Self::Notify<'_> {
+    fn notify<Req: Serialize>(
+        &self,
+        method: &'static MethodInfo,
+        request: &Req,
+    ) -> Self::Notify<'_> {
         OneEndpoint::new(self.pick_once(), |client| {
             client.into_notify(method.key, request)
         })
