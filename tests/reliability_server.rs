@@ -937,7 +937,7 @@ fn force_answers_running_calls_and_closes() {
 
 /// After a burst of large replies to a slow reader and a large request,
 /// once everything is written the write buffer is back to at most the
-/// mark and the read buffer to at most a read chunk (16 KiB).
+/// least write mark (64 KiB) and the read buffer to at most a read chunk (16 KiB).
 #[test]
 fn idle_buffers_shrink_after_a_burst() {
     let (client_io, server_io) = courier_mem::pair(8 * 1024);
@@ -987,9 +987,10 @@ fn idle_buffers_shrink_after_a_burst() {
     let (peak_read, peak_write) = peak.get();
     assert!(peak_read > 512 * 1024, "the read buffer grew: {peak_read}");
     assert!(peak_write > 2 << 20, "the write buffer grew: {peak_write}");
-    // The mark for the default 1 MiB frame limit.
+    // The least mark (64 KiB), not the 1 MiB one of the default frame
+    // limit: an idle connection does not keep a large reply's buffer.
     let (read, write) = capacities.get();
-    assert!(write <= 1 << 20, "write buffer kept {write} bytes");
+    assert!(write <= WRITE_MARK, "write buffer kept {write} bytes");
     assert!(read <= 16 * 1024, "read buffer kept {read} bytes");
 }
 
@@ -1129,4 +1130,66 @@ fn no_stall_across_configurations() {
         sim.run_until_stalled(100_000);
         assert!(matches!(*seen.result.borrow(), Some(Ok(()))), "seed {seed}");
     }
+}
+
+/// The client driver's read buffer, too, gives memory back once a large
+/// response is consumed and nothing more is waiting: replies below, around
+/// and above the largest read size (16 KiB) leave at most 16 KiB, a
+/// 600 KB reply (a registry snapshot) grows it first; quiet small calls
+/// afterwards bring it back to the least read size (1 KiB).
+#[test]
+fn client_read_buffer_shrinks_after_a_large_reply() {
+    let (client_io, server_io) = courier_mem::pair(64 * 1024);
+    let imp = ProbeImpl::shared(u32::MAX);
+    let server = ServerBuilder::new().build(server_io, support::service(&imp));
+    let (client, driver) = ClientBuilder::new().build(client_io);
+    let probe = ProbeClient::new(client);
+    let capacity = Rc::new(Cell::new(0));
+    let peak = Rc::new(Cell::new(0));
+    let mut sim = Sim::new();
+    let _server = record(&mut sim, server);
+    {
+        let (capacity, peak) = (capacity.clone(), peak.clone());
+        let mut driver = driver;
+        sim.spawn(async move {
+            let _ = std::future::poll_fn(|cx| {
+                let poll = Pin::new(&mut driver).poll(cx);
+                let now = driver.buffer_capacities().0;
+                capacity.set(now);
+                peak.set(peak.get().max(now));
+                poll
+            })
+            .await;
+        });
+    }
+    for len in [1_000u32, 16 * 1024 - 64, 16 * 1024, 16 * 1024 + 64, 600_000] {
+        peak.set(0);
+        let call = record(&mut sim, {
+            let probe = probe.clone();
+            async move { probe.fill(7, len).await.map(|v| v.len()) }
+        });
+        sim.run_until_stalled(1_000_000);
+        assert_eq!(call.borrow_mut().take(), Some(Ok(len as usize)));
+        if len > 64 * 1024 {
+            assert!(peak.get() > len as usize, "grew to {}", peak.get());
+        }
+        assert!(
+            capacity.get() <= 16 * 1024,
+            "after a {len}-byte reply the read buffer kept {} bytes",
+            capacity.get()
+        );
+    }
+    for i in 0..20u8 {
+        let call = record(&mut sim, {
+            let probe = probe.clone();
+            async move { probe.echo(vec![i; 16]).await }
+        });
+        sim.run_until_stalled(100_000);
+        assert_eq!(call.borrow_mut().take(), Some(Ok(vec![i; 16])));
+    }
+    assert!(
+        capacity.get() <= 1024,
+        "quiet calls keep {} bytes",
+        capacity.get()
+    );
 }

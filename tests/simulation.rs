@@ -69,6 +69,13 @@
 //! `COURIER_SIM_ALLOW=3,4` reports violations of the listed invariants
 //! without failing the test (for bisecting one bug at a time; unset, every
 //! invariant is enforced).
+//!
+//! The registry (issue 10) has its own seeded soak on the same executor
+//! and virtual clock, `registry/tests/soak.rs` (`cargo test -p
+//! courier-registry --test soak`): leases and their expiry, watches that
+//! resume through reconnecting clients, partitions, and a registry that
+//! crashes and restarts empty. It is kept there, with the registry's own
+//! invariants, rather than as steps of this soak of the drivers.
 
 #[path = "reliability/support.rs"]
 mod support;

@@ -151,6 +151,8 @@ pub trait Bulk {
     /// Reads one item, waits for the gate, reads the rest; returns how
     /// many items had the expected content.
     async fn absorb(&self, items: Streaming<Vec<u8>>) -> u32;
+    /// Items of these sizes, then nothing (the stream stays open).
+    async fn shaped(&self, sizes: Vec<u32>) -> BoxStream<Vec<u8>>;
 }
 
 #[derive(Clone)]
@@ -180,6 +182,11 @@ impl Bulk for Imp {
             }
         }
         good
+    }
+
+    async fn shaped(&self, sizes: Vec<u32>) -> BoxStream<Vec<u8>> {
+        let items = futures::stream::iter(sizes).map(|size| vec![7; size as usize]);
+        Box::pin(items.chain(futures::stream::pending()))
     }
 }
 
@@ -457,4 +464,64 @@ fn the_bounds_are_below_the_whole_stream() {
         }
     }
     assert!(stalled_bound(Sender::Server, 16, 64, SMALL_PIPE) < 64 * ITEM);
+}
+
+/// A stream that received one large item and stays open keeps no more of
+/// it than an idle slot's buffers (`SLOT_KEEP` each: the inbox and the
+/// consumer's) on the caller's side, the least write mark on the server's,
+/// a read chunk in the client driver and the pipe: measured against the
+/// same connection with a stream that got only small items. Before, the
+/// stream kept the whole 600 KB item.
+#[test]
+fn a_large_item_is_not_kept_by_an_open_stream() {
+    const MAX: usize = 1 << 20;
+    const PIPE: usize = 64 * 1024;
+    const READ_CHUNK: usize = 16 * 1024;
+    const SLACK: usize = 4 * 1024;
+    let bound =
+        courier::server::WRITE_MARK + READ_CHUNK + PIPE + 2 * courier::client::SLOT_KEEP + SLACK;
+    let taken = |sim: &mut Sim, bulk: &BulkClient, sizes: Vec<u32>| {
+        let count = Arc::new(AtomicUsize::new(0));
+        let bulk = bulk.clone();
+        let seen = count.clone();
+        let expected: Vec<usize> = sizes.iter().map(|s| *s as usize).collect();
+        sim.spawn(async move {
+            let mut stream = bulk.shaped(sizes);
+            while let Some(item) = stream.next().await {
+                let i = seen.load(Ordering::SeqCst);
+                assert_eq!(item.map(|v| v.len()).ok(), expected.get(i).copied());
+                seen.store(i + 1, Ordering::SeqCst);
+            }
+        });
+        sim.run_until_stalled(ROUNDS);
+        count.load(Ordering::SeqCst)
+    };
+    heap::start();
+    {
+        let (a, b) = courier_mem::pair(PIPE);
+        let server = ServerBuilder::new()
+            .max_frame(MAX)
+            .build(b, BulkServer::new(Imp(Arc::new(Counters::default()))));
+        let (client, driver) = ClientBuilder::new().max_frame(MAX).build(a);
+        let bulk = BulkClient::new(client);
+        let mut sim = Sim::new();
+        sim.spawn(async move {
+            let _ = server.await;
+        });
+        sim.spawn(async move {
+            let _ = driver.await;
+        });
+        assert_eq!(taken(&mut sim, &bulk, vec![16, 16]), 2);
+        let (small, _) = heap::take_peak();
+        assert_eq!(taken(&mut sim, &bulk, vec![600_000, 16]), 2);
+        let (large, peak) = heap::take_peak();
+        assert!(peak > 1_000_000, "the item was buffered: peak {peak} B");
+        let kept = large - small;
+        eprintln!("an open stream after a 600 KB item: {kept} B more");
+        assert!(
+            kept >= 0 && kept as usize <= bound,
+            "{kept} B kept after a 600 KB item, over {bound} B"
+        );
+    }
+    heap::stop();
 }

@@ -18,6 +18,7 @@ const ADD: MethodKey = MethodKey(5); // unary (a, b) -> a + b
 const FOREVER: MethodKey = MethodKey(6); // () -> endless stream; drop flag
 const FAIL_AFTER: MethodKey = MethodKey(7); // (n) -> n items then panic
 const PROBE: MethodKey = MethodKey(8); // (stream) -> reports how it ended
+const ENCODED: MethodKey = MethodKey(9); // (n, len) -> n pre-encoded Vec<u8> items
 
 #[derive(Default)]
 struct State {
@@ -112,6 +113,16 @@ impl Service for Svc {
                     *state.probe_end.lock().unwrap() = Some(last);
                 })
             }),
+            ENCODED => {
+                let (n, len): (u8, u32) =
+                    postcard::from_bytes(args).map_err(|_| RemoteError::BadRequest)?;
+                Handler::stream(async move {
+                    futures::stream::iter(0..n).map(move |i| {
+                        let item = postcard::to_allocvec(&vec![i; len as usize]).unwrap();
+                        courier::client::Encoded::from_encoded(item.into())
+                    })
+                })
+            }
             _ => return Err(RemoteError::UnknownMethod),
         })
     }
@@ -468,4 +479,47 @@ fn a_full_backlog_does_not_block_a_streams_items() {
     // none (its sender dropped) — what matters is that it ended at all.
     assert_eq!(sum, Ok(0));
     assert_eq!(queued, Ok(2));
+}
+
+/// A handler can stream items it encoded itself (`Encoded`): the caller
+/// decodes them like items the server encoded, within any credit; an item
+/// over the frame limit ends the stream with `ResponseTooLarge`, as a
+/// value's would.
+#[test]
+fn pre_encoded_items_arrive_as_values() {
+    for credit in [1u32, 2, 64] {
+        let items = with_server(Svc::default(), server(), |client| async move {
+            client
+                .server_stream::<_, Vec<u8>>(ENCODED, (5u8, 100u32))
+                .with_credit(credit)
+                .collect::<Vec<_>>()
+                .await
+        });
+        let expected: Vec<_> = (0..5u8).map(|i| Ok(vec![i; 100])).collect();
+        assert_eq!(items, expected, "credit={credit}");
+    }
+    // An item of 1,000 bytes (and a few of header) fits in a 1,024-byte
+    // frame limit; one of 1,100 does not.
+    for (len, fits) in [(1_000u32, true), (1_100, false)] {
+        let items = with_server(
+            Svc::default(),
+            server().max_frame(1024),
+            |client| async move {
+                client
+                    .server_stream::<_, Vec<u8>>(ENCODED, (2u8, len))
+                    .collect::<Vec<_>>()
+                    .await
+            },
+        );
+        if fits {
+            let expected: Vec<_> = (0..2u8).map(|i| Ok(vec![i; len as usize])).collect();
+            assert_eq!(items, expected);
+        } else {
+            assert_eq!(
+                items,
+                [Err(CallError::Remote(RemoteError::ResponseTooLarge))],
+                "len={len}"
+            );
+        }
+    }
 }

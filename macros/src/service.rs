@@ -733,12 +733,12 @@ impl Service {
             let sent_names: Vec<_> = sent.iter().map(|(name, _)| name).collect();
             let sent_types = sent.iter().map(|(_, ty)| ty);
             let take_context = method.context.as_ref().map(|(name, _)| {
-                quote! { let #name = request.context(); }
+                quote! { let #name = __courier_request.context(); }
             });
             let decode = quote! {
-                let (#(#sent_names,)*): (#(#sent_types,)*) = ::courier::__private::decode_args(args)?;
+                let (#(#sent_names,)*): (#(#sent_types,)*) = ::courier::__private::decode_args(__courier_args)?;
                 #take_context
-                let service = ::core::clone::Clone::clone(&self.service);
+                let __courier_service = ::core::clone::Clone::clone(&self.service);
             };
             let names: Vec<_> = method.context.iter().map(|(name, _)| name).chain(names).collect();
             let items = method
@@ -746,19 +746,19 @@ impl Service {
                 .and_then(|(index, _)| params.get(index).map(|(name, _)| name.clone()));
             let handler = match &method.mode {
                 Mode::Unary | Mode::Oneway => quote! {
-                    ::courier::Handler::new(async move { service.#ident(#(#names),*).await })
+                    ::courier::Handler::new(async move { __courier_service.#ident(#(#names),*).await })
                 },
                 Mode::ServerStream { .. } => quote! {
-                    ::courier::Handler::stream(async move { service.#ident(#(#names),*).await })
+                    ::courier::Handler::stream(async move { __courier_service.#ident(#(#names),*).await })
                 },
                 Mode::ClientStream { item, .. } => quote! {
                     ::courier::Handler::receiving(move |#items: ::courier::Streaming<#item>| {
-                        ::courier::Handler::new(async move { service.#ident(#(#names),*).await })
+                        ::courier::Handler::new(async move { __courier_service.#ident(#(#names),*).await })
                     })
                 },
                 Mode::Bidi { item_in, .. } => quote! {
                     ::courier::Handler::receiving(move |#items: ::courier::Streaming<#item_in>| {
-                        ::courier::Handler::stream(async move { service.#ident(#(#names),*).await })
+                        ::courier::Handler::stream(async move { __courier_service.#ident(#(#names),*).await })
                     })
                 },
             };
@@ -812,10 +812,12 @@ impl Service {
 
                 fn serve(
                     &self,
-                    request: &mut ::courier::server::Request<'_>,
+                    __courier_request: &mut ::courier::server::Request<'_>,
                 ) -> ::core::result::Result<::courier::Handler, ::courier::RemoteError> {
-                    let args = request.args();
-                    match request.method() {
+                    // Prefixed locals: the arms bind the methods' parameters,
+                    // whatever their names.
+                    let __courier_args = __courier_request.args();
+                    match __courier_request.method() {
                         #(#arms)*
                         _ => ::core::result::Result::Err(::courier::RemoteError::UnknownMethod),
                     }

@@ -175,3 +175,85 @@ fn calls_round_trip_and_a_schema_mismatch_is_an_unknown_method() {
         server_result.unwrap();
     });
 }
+
+/// Parameters named like the generated code's own locals.
+mod clash {
+    use courier::BoxStream;
+    use courier::Streaming;
+    use futures::StreamExt;
+
+    #[courier::service]
+    pub trait Clash {
+        async fn mix(&self, service: u32, request: u32, args: u32, method: u32) -> u32;
+        async fn count(&self, service: u32) -> BoxStream<u32>;
+        async fn sum(&self, args: u32, service: Streaming<u32>) -> u32;
+    }
+
+    pub struct Impl;
+
+    impl Clash for Impl {
+        async fn mix(&self, service: u32, request: u32, args: u32, method: u32) -> u32 {
+            service * 1000 + request * 100 + args * 10 + method
+        }
+        async fn count(&self, service: u32) -> BoxStream<u32> {
+            Box::pin(futures::stream::iter(0..service))
+        }
+        async fn sum(&self, args: u32, service: Streaming<u32>) -> u32 {
+            let items: Vec<u32> = service.map(|item| item.unwrap()).collect().await;
+            args + items.iter().sum::<u32>()
+        }
+    }
+
+    /// The heap-free macro's dispatcher, with the same names.
+    pub mod device {
+        #[courier::heap_free_service]
+        pub trait Clash {
+            async fn mix(&self, service: u32, request: u32, args: u32, method: u32) -> u32;
+        }
+
+        pub struct Impl;
+
+        impl Clash for Impl {
+            async fn mix(&self, service: u32, request: u32, args: u32, method: u32) -> u32 {
+                service * 1000 + request * 100 + args * 10 + method
+            }
+        }
+    }
+}
+
+#[test]
+fn parameters_may_be_named_like_the_dispatchers_locals() {
+    use clash::ClashClient;
+    use courier::heap_free::HeapFreeService;
+    use futures::StreamExt;
+
+    let (client_io, server_io) = courier_mem::pair(64 * 1024);
+    let server =
+        courier::ServerBuilder::new().build(server_io, clash::ClashServer::new(clash::Impl));
+    let (client, driver) = courier::Client::new(client_io);
+    let clash = ClashClient::new(client);
+    futures::executor::block_on(async move {
+        let calls = async move {
+            assert_eq!(clash.mix(1, 2, 3, 4).await, Ok(1234));
+            let counted: Vec<u32> = clash.count(3).map(|item| item.unwrap()).collect().await;
+            assert_eq!(counted, [0, 1, 2]);
+            assert_eq!(
+                clash.sum(100, futures::stream::iter([1, 2, 3])).await,
+                Ok(106)
+            );
+        };
+        let (_, driver_result, server_result) = futures::join!(calls, driver, server);
+        driver_result.unwrap();
+        server_result.unwrap();
+    });
+
+    let device = clash::device::Impl;
+    let served = clash::device::ClashHeapFree::new(&device);
+    let reply = futures::executor::block_on(
+        served.run(clash::device::ClashHeapFreeArgs::M_mix(4, 3, 2, 1)),
+    );
+    assert!(matches!(
+        reply,
+        clash::device::ClashHeapFreeReply::M_mix(4321)
+    ));
+}

@@ -37,7 +37,7 @@
 //! | part | what |
 //! |---|---|
 //! | [`Registry`] | the wire interface, a `#[courier::service]` ([`RegistryClient`], [`RegistryServer`]) |
-//! | [`EmbeddedRegistry`] | the registry itself, in process: [`connection`](EmbeddedRegistry::connection) serves one connection over any transport, [`watch`](EmbeddedRegistry::watch) watches in process; its [`ExpiryDriver`] expires leases on your timer |
+//! | [`EmbeddedRegistry`] | the registry itself, in process: [`connection`](EmbeddedRegistry::connection) serves one connection over any transport (a [`RegistryConnection`]: each watch event is encoded once, whatever the number of watchers that get it), [`watch`](EmbeddedRegistry::watch) watches in process; its [`ExpiryDriver`] expires leases on your timer |
 //! | [`RegistryWatch`] | a [`Discover`] source over a [`RegistryClient`]: reconnects, resumes |
 //! | [`StaticList`] | a [`Discover`] source from a fixed (changeable) list |
 //! | [`Registration`], [`Registrar`] | the server side: register, heartbeat, redo, deregister on shutdown; [`RemoteRegistrar`] is the courier registry's [`Registrar`] |
@@ -224,8 +224,8 @@ pub use endpoint::{Address, Endpoint, EndpointLimits, InvalidEndpoint};
 pub use registration::{LeaseId, Registrar, RegistrarError, RegistrarFuture, Registration};
 pub use remote::{RegistryWatch, RemoteRegistrar};
 pub use server::{
-    Connection, EmbeddedRegistry, ExpiryDriver, Listing, Registry, RegistryClient, RegistryServer,
-    WatchStream,
+    Connection, EmbeddedRegistry, ExpiryDriver, Listing, Registry, RegistryClient,
+    RegistryConnection, RegistryServer, WatchStream,
 };
 pub use static_list::StaticList;
 pub use store::{RegistryError, Store, StoreConfig};

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use courier::client::Encoded;
 use courier::{BoxStream, Streaming, Timer};
 use futures_core::Stream;
 use serde::{Deserialize, Serialize};
@@ -39,12 +40,12 @@ pub trait Registry {
     async fn deregister(&self, token: Option<String>, lease: LeaseId) -> Result<(), RegistryError>;
     /// The endpoints of one service, or of all, at the current revision.
     #[idempotent]
-    async fn list(&self, service_name: Option<String>) -> Listing;
+    async fn list(&self, service: Option<String>) -> Listing;
     /// Watches a service: a snapshot, or the changes after `from_revision`,
     /// then every change as it happens.
     async fn watch(
         &self,
-        service_name: String,
+        service: String,
         from_revision: Option<u64>,
     ) -> BoxStream<Result<Event, RegistryError>>;
 }
@@ -156,13 +157,17 @@ impl EmbeddedRegistry {
     /// watches it opens belong to it, and when it is dropped (its
     /// connection ended) its watches close and its instances expire after
     /// [`StoreConfig::disconnect_grace`].
-    pub fn connection(&self) -> RegistryServer<Connection> {
-        RegistryServer::new(Connection {
+    pub fn connection(&self) -> RegistryConnection {
+        let connection = Arc::new(Connection {
             owner: Owner {
                 shared: self.shared.clone(),
                 id: self.shared.next_owner.fetch_add(1, Ordering::Relaxed),
             },
-        })
+        });
+        RegistryConnection {
+            typed: RegistryServer::from_arc(connection.clone()),
+            connection,
+        }
     }
 
     /// Watches `service` in-process: a [`Discover`](crate::Discover) stream
@@ -318,23 +323,23 @@ impl Registry for Connection {
         })
     }
 
-    async fn list(&self, service_name: Option<String>) -> Listing {
+    async fn list(&self, service: Option<String>) -> Listing {
         let inner = self.owner.shared.lock();
         Listing {
             revision: inner.store.revision(),
-            endpoints: inner.store.list(service_name.as_deref()),
+            endpoints: inner.store.list(service.as_deref()),
         }
     }
 
     async fn watch(
         &self,
-        service_name: String,
+        service: String,
         from_revision: Option<u64>,
     ) -> BoxStream<Result<Event, RegistryError>> {
         let opened = WatchStream::open(
             self.owner.shared.clone(),
             self.owner.id,
-            &service_name,
+            &service,
             from_revision,
         );
         match opened {
@@ -342,6 +347,79 @@ impl Registry for Connection {
                 std::future::ready(item.ok().map(Ok))
             })),
             Err(error) => Box::pin(futures_util::stream::once(async move { Err(error) })),
+        }
+    }
+}
+
+/// The registry served to one connection ([`EmbeddedRegistry::connection`]):
+/// the [`Registry`] service, whose `watch` sends events encoded once for
+/// all the watchers that get them (the bytes are those of the typed
+/// method: clients cannot tell).
+pub struct RegistryConnection {
+    typed: RegistryServer<Connection>,
+    connection: Arc<Connection>,
+}
+
+impl courier::Service for RegistryConnection {
+    fn dispatch(
+        &self,
+        method: courier::MethodKey,
+        args: &[u8],
+    ) -> Result<courier::Handler, courier::RemoteError> {
+        self.serve(&mut courier::server::Request::detached(method, args))
+    }
+
+    fn serve(
+        &self,
+        request: &mut courier::server::Request<'_>,
+    ) -> Result<courier::Handler, courier::RemoteError> {
+        if request.method() != RegistryClient::WATCH {
+            return self.typed.serve(request);
+        }
+        let (service, from_revision): (String, Option<u64>) =
+            match postcard::take_from_bytes(request.args()) {
+                Ok((args, [])) => args,
+                _ => return Err(courier::RemoteError::BadRequest),
+            };
+        let owner = &self.connection.owner;
+        let opened = WatchStream::open(owner.shared.clone(), owner.id, &service, from_revision);
+        Ok(courier::Handler::stream(std::future::ready(EncodedWatch {
+            opened: Some(opened),
+        })))
+    }
+
+    fn method_info(&self, method: courier::MethodKey) -> Option<&'static courier::MethodInfo> {
+        self.typed.method_info(method)
+    }
+}
+
+/// The items of a watch over the wire, already encoded: the watch's
+/// events, or the one error that refused it.
+struct EncodedWatch {
+    /// `None` once the refusal was sent.
+    opened: Option<Result<WatchStream, RegistryError>>,
+}
+
+impl Stream for EncodedWatch {
+    type Item = Encoded;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Encoded>> {
+        let watch = match &self.opened {
+            Some(Ok(watch)) => watch,
+            Some(Err(_)) => {
+                let Some(Err(error)) = self.opened.take() else {
+                    return Poll::Ready(None);
+                };
+                let item = postcard::to_allocvec(&Err::<Event, _>(error)).unwrap_or_default();
+                return Poll::Ready(Some(Encoded::from_encoded(item.into())));
+            }
+            None => return Poll::Ready(None),
+        };
+        let mut inner = watch.shared.lock();
+        match inner.store.next_encoded(watch.id, Some(cx.waker())) {
+            Some(bytes) => Poll::Ready(Some(Encoded::from_encoded(bytes))),
+            None if inner.store.is_watching(watch.id) => Poll::Pending,
+            None => Poll::Ready(None),
         }
     }
 }

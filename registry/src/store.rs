@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -157,12 +158,30 @@ struct Lease {
     owner: Option<OwnerId>,
 }
 
+/// One recorded change, shared by the service's history and every watcher
+/// it is pending for; encoded for the wire at most once.
+struct Recorded {
+    event: Event,
+    encoded: OnceLock<Arc<[u8]>>,
+}
+
+impl Recorded {
+    fn encoded(&self) -> Arc<[u8]> {
+        self.encoded
+            .get_or_init(|| encode_item(&Ok::<&Event, ()>(&self.event)))
+            .clone()
+    }
+}
+
 #[derive(Default)]
 struct Service {
     /// Instance name → (endpoint, lease).
     instances: BTreeMap<String, (Endpoint, LeaseId)>,
     /// The last events of this service, oldest first.
-    history: VecDeque<Event>,
+    history: VecDeque<Arc<Recorded>>,
+    /// The last snapshot encoded for the wire: its revision, kind and
+    /// bytes, shared by every watcher that starts at that revision.
+    encoded_snapshot: Option<(u64, SnapshotKind, Arc<[u8]>)>,
     /// Every change of this service after this revision is in `history`.
     complete_after: u64,
     watchers: BTreeSet<WatcherId>,
@@ -174,7 +193,7 @@ struct Watcher {
     /// A snapshot to send before anything else (it covers every change).
     snapshot: Option<SnapshotKind>,
     /// Pending changes by revision, at most one per instance.
-    pending: BTreeMap<u64, Change>,
+    pending: BTreeMap<u64, Arc<Recorded>>,
     /// Instance → the revision of its pending change.
     pending_by_instance: HashMap<String, u64>,
     waker: Option<Waker>,
@@ -446,8 +465,8 @@ impl Store {
         match from_revision {
             None => watcher.snapshot = Some(SnapshotKind::Initial),
             Some(from) if from >= entry.complete_after && from <= revision => {
-                for event in entry.history.iter().filter(|e| e.revision > from) {
-                    watcher.push(event.revision, event.change.clone(), max_pending);
+                for recorded in entry.history.iter().filter(|r| r.event.revision > from) {
+                    watcher.push(recorded.clone(), max_pending);
                 }
             }
             Some(_) => watcher.snapshot = Some(SnapshotKind::Resync),
@@ -495,20 +514,34 @@ impl Store {
                 change: Change::Snapshot { endpoints, kind },
             });
         }
-        if let Some((rev, change)) = watcher.pending.pop_first() {
-            if let Some(instance) = instance_of(&change) {
-                watcher.pending_by_instance.remove(instance);
-            }
-            return Some(Event {
-                revision: rev,
-                change,
+        if let Some(recorded) = watcher.pop() {
+            return Some(match Arc::try_unwrap(recorded) {
+                Ok(recorded) => recorded.event,
+                Err(shared) => shared.event.clone(),
             });
         }
-        if let Some(waker) = waker {
-            if !watcher.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                watcher.waker = Some(waker.clone());
-            }
+        watcher.wait(waker);
+        None
+    }
+
+    /// Like [`next_event`](Store::next_event), but the event comes encoded
+    /// as the wire's watch item (`Result<Event, RegistryError>`, always
+    /// `Ok`), in bytes shared with every other watcher that gets the same
+    /// event: a change is encoded once however many watch it, a snapshot
+    /// once per revision.
+    pub fn next_encoded(&mut self, id: WatcherId, waker: Option<&Waker>) -> Option<Arc<[u8]>> {
+        let revision = self.revision;
+        let watcher = self.watchers.get_mut(&id)?;
+        if let Some(kind) = watcher.snapshot.take() {
+            watcher.pending.clear();
+            watcher.pending_by_instance.clear();
+            let service = self.services.get_mut(&watcher.service)?;
+            return Some(service.encoded_snapshot(revision, kind));
         }
+        if let Some(recorded) = watcher.pop() {
+            return Some(recorded.encoded());
+        }
+        watcher.wait(waker);
         None
     }
 
@@ -618,18 +651,19 @@ impl Store {
         let Some(service) = self.services.get_mut(service) else {
             return;
         };
-        service.history.push_back(Event {
-            revision,
-            change: change.clone(),
+        let recorded = Arc::new(Recorded {
+            event: Event { revision, change },
+            encoded: OnceLock::new(),
         });
+        service.history.push_back(recorded.clone());
         while service.history.len() > history {
             if let Some(dropped) = service.history.pop_front() {
-                service.complete_after = dropped.revision;
+                service.complete_after = dropped.event.revision;
             }
         }
         for id in &service.watchers {
             if let Some(watcher) = self.watchers.get_mut(id) {
-                watcher.push(revision, change.clone(), max_pending);
+                watcher.push(recorded.clone(), max_pending);
                 if let Some(waker) = watcher.waker.take() {
                     self.woken.push(waker);
                 }
@@ -650,23 +684,100 @@ impl Store {
     }
 }
 
+impl Service {
+    /// The wire item of a snapshot of this service at `revision`: encoded
+    /// straight from the instances (no copy of them), then kept for the
+    /// next watcher that starts at the same revision.
+    fn encoded_snapshot(&mut self, revision: u64, kind: SnapshotKind) -> Arc<[u8]> {
+        if let Some((at, cached_kind, bytes)) = &self.encoded_snapshot {
+            if *at == revision && *cached_kind == kind {
+                return bytes.clone();
+            }
+        }
+        let endpoints = self.instances.values().map(|(endpoint, _)| endpoint);
+        let event = SnapshotEvent {
+            revision,
+            change: SnapshotChange::Snapshot {
+                endpoints: SerializeSeq(std::cell::Cell::new(Some(endpoints))),
+                kind,
+            },
+        };
+        let bytes = encode_item(&Ok::<_, ()>(event));
+        self.encoded_snapshot = Some((revision, kind, bytes.clone()));
+        bytes
+    }
+}
+
+/// An [`Event`] of a [`Change::Snapshot`], borrowing its endpoints: the
+/// same encoding (the snapshot is `Change`'s first variant).
+#[derive(Serialize)]
+struct SnapshotEvent<E: Serialize> {
+    revision: u64,
+    change: SnapshotChange<E>,
+}
+
+#[derive(Serialize)]
+enum SnapshotChange<E: Serialize> {
+    Snapshot { endpoints: E, kind: SnapshotKind },
+}
+
+/// Serializes an iterator of known length as a sequence, once.
+struct SerializeSeq<I>(std::cell::Cell<Option<I>>);
+
+impl<'a, I: ExactSizeIterator<Item = &'a Endpoint>> Serialize for SerializeSeq<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.take() {
+            Some(items) => serializer.collect_seq(items),
+            None => Err(serde::ser::Error::custom("sequence already serialized")),
+        }
+    }
+}
+
+/// Encodes one wire item. Cannot fail in practice (the output grows as
+/// needed and every sequence's length is known); if it did, the empty item
+/// fails to decode at the watcher, which reports it and goes on.
+fn encode_item<T: Serialize>(item: &T) -> Arc<[u8]> {
+    let encoded = postcard::to_allocvec(item);
+    debug_assert!(encoded.is_ok(), "a watch item did not encode");
+    encoded.map_or_else(|_| Arc::from([]), Arc::from)
+}
+
 impl Watcher {
+    /// The next pending change, if any.
+    fn pop(&mut self) -> Option<Arc<Recorded>> {
+        let (_, recorded) = self.pending.pop_first()?;
+        if let Some(instance) = instance_of(&recorded.event.change) {
+            self.pending_by_instance.remove(instance);
+        }
+        Some(recorded)
+    }
+
+    /// Nothing pending: keeps `waker` to be woken when something is.
+    fn wait(&mut self, waker: Option<&Waker>) {
+        if let Some(waker) = waker {
+            if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                self.waker = Some(waker.clone());
+            }
+        }
+    }
+
     /// Adds a change, replacing the instance's pending one; past
     /// `max_pending` instances, collapses everything into a snapshot.
-    fn push(&mut self, revision: u64, change: Change, max_pending: usize) {
+    fn push(&mut self, recorded: Arc<Recorded>, max_pending: usize) {
         if self.snapshot.is_some() {
             return; // The snapshot, built when sent, covers it.
         }
-        let Some(instance) = instance_of(&change) else {
+        let Some(instance) = instance_of(&recorded.event.change) else {
             return;
         };
+        let revision = recorded.event.revision;
         if let Some(old) = self
             .pending_by_instance
             .insert(instance.to_string(), revision)
         {
             self.pending.remove(&old);
         }
-        self.pending.insert(revision, change);
+        self.pending.insert(revision, recorded);
         if self.pending_by_instance.len() > max_pending {
             self.pending.clear();
             self.pending_by_instance.clear();
@@ -1110,5 +1221,47 @@ mod tests {
                 "seed {seed}"
             );
         }
+    }
+
+    /// The wire's encoded events are the typed events' encoding, shared by
+    /// every watcher that gets them: a snapshot (initial, and a resync
+    /// after coalescing collapsed), then changes.
+    #[test]
+    fn encoded_events_match_the_typed_ones_and_are_shared() {
+        let wire = |event: Event| -> Vec<u8> {
+            postcard::to_allocvec(&Ok::<Event, RegistryError>(event)).unwrap()
+        };
+        let mut s = Store::new(StoreConfig {
+            max_pending: 1,
+            ..StoreConfig::default()
+        });
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let e = ep("kv", name, 1).with_metadata("zone", "z1");
+            s.register(1, e.with_weight(i as u32 + 1), SEC, Duration::ZERO)
+                .unwrap();
+        }
+        let typed = s.watch(2, "kv", None).unwrap();
+        let first = s.watch(2, "kv", None).unwrap();
+        let second = s.watch(2, "kv", None).unwrap();
+        let check = |s: &mut Store| {
+            let want = wire(s.next_event(typed, None).unwrap());
+            let got = s.next_encoded(first, None).unwrap();
+            let again = s.next_encoded(second, None).unwrap();
+            assert_eq!(&*got, &want[..]);
+            assert!(Arc::ptr_eq(&got, &again), "encoded once");
+        };
+        check(&mut s); // The initial snapshot.
+        s.register(1, ep("kv", "d", 1), SEC, Duration::ZERO)
+            .unwrap();
+        check(&mut s); // Added.
+        s.register(1, ep("kv", "d", 2), SEC, Duration::ZERO)
+            .unwrap();
+        check(&mut s); // Updated.
+        s.register(1, ep("kv", "e", 1), SEC, Duration::ZERO)
+            .unwrap();
+        s.register(1, ep("kv", "f", 1), SEC, Duration::ZERO)
+            .unwrap();
+        check(&mut s); // Two instances pending, over the bound: a resync.
+        assert_eq!(s.next_encoded(first, None), None);
     }
 }

@@ -15,6 +15,11 @@
 //! ```text
 //! cargo run --release -p courier-bench --bin registry-bench
 //! ```
+//!
+//! With `REGISTRY_BENCH_ADDR=host:port` it measures a registry running in
+//! another process (`courier-registry serve`) instead of an embedded one:
+//! the store's memory and checks are then skipped, and the process memory
+//! is the clients' only.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -199,26 +204,32 @@ async fn main() {
     println!("store: {per_instance:.0} B per instance, {per_watcher:.0} B per watcher");
 
     let start_live = live();
+    let external: Option<std::net::SocketAddr> = std::env::var("REGISTRY_BENCH_ADDR")
+        .ok()
+        .map(|a| a.parse().expect("REGISTRY_BENCH_ADDR: host:port"));
     let (registry, expiry) = EmbeddedRegistry::new(config(), TokioTimer::new());
-    tokio::spawn(expiry);
     let listener = courier_tcp::tokio::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = external.unwrap_or(listener.local_addr().unwrap());
     let served = registry.clone();
     // One task per connection, so snapshots encode on both cores.
-    tokio::spawn(
-        courier_tcp::tokio::builder()
-            .max_frame(16 << 20)
-            .max_connections(100_000)
-            .serve_spawned(
-                listener,
-                courier_net::PerConnection(move |_: &std::net::SocketAddr| served.connection()),
-                |task| {
-                    tokio::spawn(task);
-                },
-            ),
-    );
+    if external.is_none() {
+        tokio::spawn(expiry);
+        tokio::spawn(
+            courier_tcp::tokio::builder()
+                .max_frame(16 << 20)
+                .max_connections(100_000)
+                .serve_spawned(
+                    listener,
+                    courier_net::PerConnection(move |_: &std::net::SocketAddr| served.connection()),
+                    |task| {
+                        tokio::spawn(task);
+                    },
+                ),
+        );
+    }
+    let embedded = external.is_none();
 
     // 10,000 instances over 10 connections, each renewing its leases
     // every 5 s on one keep-alive stream (TTL 30 s).
@@ -256,7 +267,9 @@ async fn main() {
         registrars.push(client);
     }
     println!("registered {} instances in {:?}", instances(), t.elapsed());
-    assert_eq!(registry.instances(), instances());
+    if embedded {
+        assert_eq!(registry.instances(), instances());
+    }
     let after_instances = live();
 
     // 1,000 watchers, one connection each.
@@ -301,7 +314,9 @@ async fn main() {
         t.elapsed()
     );
     let after_watchers = live();
-    assert_eq!(registry.instances(), instances(), "no lease lapsed");
+    if embedded {
+        assert_eq!(registry.instances(), instances(), "no lease lapsed");
+    }
 
     // Registration → every watcher.
     let writer = connect(addr).await;

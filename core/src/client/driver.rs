@@ -100,6 +100,15 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     }
 }
 
+impl<T, Tm: Timer> ClientDriver<T, Tm> {
+    /// The capacities of the read and the write buffer, in bytes; for tests
+    /// of memory retention.
+    #[doc(hidden)]
+    pub fn buffer_capacities(&self) -> (usize, usize) {
+        (self.conn.reader.capacity(), self.conn.writer.capacity())
+    }
+}
+
 impl<T: Transport, Tm: Timer> Future for ClientDriver<T, Tm> {
     type Output = Result<(), DriverError<T::Error>>;
 
@@ -308,7 +317,16 @@ impl<T: Transport> Conn<T> {
                 .readiness
                 .poll_fill(&mut self.reader, &mut self.io, cx.waker())
             {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing more to read: give back what a large frame
+                    // (a big response, a snapshot) made the buffer grow
+                    // to, once it is consumed — not while one arrives,
+                    // which would move its bytes at every pause.
+                    if !self.reader.has_partial_frame() {
+                        self.reader.shrink();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(DriverError::Transport(e))),
                 Poll::Ready(Ok(0)) => return Poll::Ready(self.peer_closed(shared)),
                 Poll::Ready(Ok(_)) => {}

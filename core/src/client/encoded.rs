@@ -68,14 +68,22 @@ impl Encoded {
         })
     }
 
+    /// Wraps bytes that already are a postcard encoding (of the arguments,
+    /// or of a streamed item), shared as they are, without checking them:
+    /// the receiver decodes them as the type it expects.
+    pub fn from_encoded(body: Arc<[u8]>) -> Self {
+        Encoded { body }
+    }
+
     /// The encoded body.
     pub fn as_bytes(&self) -> &[u8] {
         &self.body
     }
 }
 
-/// What a [`Call`](super::Call) can send as its arguments: any
-/// [`Serialize`] value, or [`Encoded`] bytes.
+/// What a [`Call`](super::Call) can send as its arguments, and a
+/// streaming handler ([`Handler::stream`](crate::Handler::stream)) as its
+/// items: any [`Serialize`] value, or [`Encoded`] bytes.
 ///
 /// Its methods are the client's; they are not a stable API.
 pub trait EncodeArgs {

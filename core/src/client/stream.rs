@@ -265,6 +265,11 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         let shared = &*call.client.shared;
         let staged_empty = *staged_at >= staged.len();
         if staged_empty {
+            // Consumed: a large item's capacity is not kept for the
+            // stream's life (it swaps with the inbox, which would keep it).
+            if staged.capacity() > super::SLOT_KEEP {
+                *staged = Vec::new();
+            }
             staged.clear();
             *staged_at = 0;
         }

@@ -340,10 +340,15 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
         }
     }
 
-    /// After a burst, gives buffer memory back once it is idle.
+    /// After a burst, gives buffer memory back once it is idle: the write
+    /// buffer keeps at most [`WRITE_MARK`](super::WRITE_MARK) (not the
+    /// connection's mark, which grows with `max_frame`: a large reply now
+    /// and then must not pin its size on every idle connection).
     fn release_memory(&mut self, read: Read) {
         let connection = &mut self.connection;
-        connection.writer.shrink_idle(connection.write_mark);
+        connection
+            .writer
+            .shrink_idle(super::WRITE_MARK.min(connection.write_mark));
         if read == Read::Pending {
             self.reader.shrink();
         }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Request;
+use crate::client::EncodeArgs;
 use crate::error::RemoteError;
 use crate::framing::encode_frame;
 use crate::stream::{Incoming, IncomingRef, Streaming};
@@ -113,11 +114,15 @@ impl Handler {
     /// when it ends, the call ends normally (a response `()`). Dropped
     /// unfinished if the caller cancels, the deadline passes or the
     /// connection goes.
+    ///
+    /// Items are values, encoded as they are sent, or
+    /// [`Encoded`](crate::client::Encoded) bytes, copied as they are: an
+    /// item sent to many callers can be encoded once.
     pub fn stream<F, S>(future: F) -> Self
     where
         F: Future<Output = S> + Send + 'static,
         S: Stream + Send + 'static,
-        S::Item: Serialize,
+        S::Item: EncodeArgs,
     {
         Handler {
             respond: Box::pin(Emitter::Starting { future }),
@@ -176,7 +181,7 @@ impl<F, S> Respond for Emitter<F, S>
 where
     F: Future<Output = S>,
     S: Stream,
-    S::Item: Serialize,
+    S::Item: EncodeArgs,
 {
     /// Writes items while there is credit and room, at most one turn; an
     /// exhausted credit or room returns `Pending` with `blocked` set, and
@@ -226,7 +231,10 @@ where
                         from_callee: true,
                     };
                     let at = reply.out.len();
-                    if encode_frame(reply.out, &header, &item, reply.max_frame).is_err() {
+                    if item
+                        .encode_frame(reply.out, &header, reply.max_frame)
+                        .is_err()
+                    {
                         write_error(
                             reply.out,
                             id,

@@ -131,7 +131,7 @@ impl Service {
             let types = method.params.iter().map(|(_, ty)| ty);
             quote! {
                 #keys::#key => {
-                    let (#(#names,)*): (#(#types,)*) = ::courier::__heap_free::decode_args(args)?;
+                    let (#(#names,)*): (#(#types,)*) = ::courier::__heap_free::decode_args(__courier_args)?;
                     ::core::result::Result::Ok(#args_enum::#v(#(#names),*))
                 }
             }
@@ -141,7 +141,7 @@ impl Service {
             let ident = &method.ident;
             let names: Vec<_> = method.params.iter().map(|(name, _)| name).collect();
             quote! {
-                #args_enum::#v(#(#names),*) => #reply_enum::#v(service.#ident(#(#names),*).await),
+                #args_enum::#v(#(#names),*) => #reply_enum::#v(__courier_service.#ident(#(#names),*).await),
             }
         });
         let args_doc = format!("The decoded arguments of one call of [`{service}`].");
@@ -201,11 +201,11 @@ impl Service {
 
                 fn decode(
                     &self,
-                    method: ::courier::MethodKey,
-                    args: &[u8],
+                    __courier_method: ::courier::MethodKey,
+                    __courier_args: &[u8],
                 ) -> ::core::result::Result<#args_enum, ::courier::RemoteError> {
-                    let _ = args;
-                    match method {
+                    let _ = __courier_args;
+                    match __courier_method {
                         #(#decode_arms)*
                         _ => ::core::result::Result::Err(::courier::RemoteError::UnknownMethod),
                     }
@@ -213,11 +213,12 @@ impl Service {
 
                 fn run(
                     &self,
-                    args: #args_enum,
+                    __courier_args: #args_enum,
                 ) -> impl ::core::future::Future<Output = #reply_enum> + '_ {
-                    let service = self.service;
+                    // Prefixed: the arms bind the methods' parameters.
+                    let __courier_service = self.service;
                     async move {
-                        match args {
+                        match __courier_args {
                             #(#run_arms)*
                         }
                     }

@@ -311,6 +311,18 @@ pub async fn changes_arrive_in_order_with_growing_revisions<H: DiscoverHarness>(
         set.apply(&event);
     }
     assert_eq!(set.iter().collect::<Vec<_>>(), vec![&b]);
+    // A second watch starts from the current set, at a revision no older
+    // than what the first one saw.
+    let (_second, snapshot) = watch_from_start(&mut h, "kv").await;
+    assert!(
+        snapshot.revision >= revision,
+        "snapshot at {} after {revision}",
+        snapshot.revision
+    );
+    let Change::Snapshot { endpoints, .. } = snapshot.change else {
+        unreachable!()
+    };
+    assert_eq!(endpoints, [b]);
     expect_marker(&mut h, &mut watch, "kv", revision).await;
 }
 
