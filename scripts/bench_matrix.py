@@ -26,11 +26,11 @@ Connection rows (`--conns-rows`): client and server of courier in
 separate processes (`courier-bench --role server` / `--role client
 --conns N`, tokio and smol, 2 workers each), at 1, 8, 64 and 512
 connections with --conns-conc calls in flight per connection (default 8),
-beside tarpc (tarpc-bench has the same --role/--addr flags: `tarpc-2proc`)
-and tonic at the same rows. tonic-bench has no separate-process mode: it
-runs server and clients in one process with --conns N (2 workers in all),
-as do the `-1proc` rows of courier and tarpc, for the like-for-like
-comparison. Alternated per round, starting point rotated.
+beside tarpc and tonic at the same rows (tarpc-bench and tonic-bench have
+the same --role/--addr flags: `tarpc-2proc`, `tonic-2proc`). The `-1proc`
+rows run server and clients of courier (tokio), tarpc and tonic in one
+process with --conns N (2 workers in all). Alternated per round, starting
+point rotated.
 
 --peers-dir builds and runs another copy of the peer workspace instead (e.g.
 a reference checkout, to check the in-repo peers against it); for a
@@ -258,7 +258,8 @@ def run_one(cmd, timeout):
 
 def run_split(binary, flags, common, timeout):
     """`binary --role server` in one process, `--role client` in another,
-    each with `flags` (courier-bench and tarpc-bench have the roles)."""
+    each with `flags` (courier-bench, tarpc-bench and tonic-bench have the
+    roles)."""
     server = subprocess.Popen([binary, "--role", "server", *flags],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -285,6 +286,8 @@ def conns_matrix(args):
             COURIER, ["--runtime", "smol", "--workers", "2"], common, args.timeout),
         "tarpc-2proc": lambda common: run_split(
             os.path.join(bins, "tarpc-bench"), ["--workers", "2", "--nodelay", "1"], common, args.timeout),
+        "tonic-2proc": lambda common: run_split(
+            os.path.join(bins, "tonic-bench"), ["--workers", "2"], common, args.timeout),
         "courier-tokio-1proc": lambda common: run_one(
             [COURIER, "--runtime", "tokio", "--workers", "2", *common], args.timeout),
         "tarpc-1proc": lambda common: run_one(

@@ -1,7 +1,11 @@
 //! tonic (gRPC over HTTP/2) loopback benchmark.
 //!
 //! One process: a tokio multi-thread runtime (2 workers by default) runs both
-//! the tonic server and the clients, like tarpc-bench. Service (see
+//! the tonic server and the clients, like tarpc-bench; or, with `--role
+//! server|client` (TCP only), two processes with a runtime each: the server
+//! binds `--addr` (default 127.0.0.1:0), prints `listening ADDR` and serves
+//! until killed, the client connects `--conns` channels to `--addr` and
+//! measures as in one process. Service (see
 //! `proto/bench.proto`): `Add(AddRequest) -> AddReply`, `Echo(Bytes) -> Bytes`
 //! and the server-streaming `Stream(StreamRequest) -> stream Item`.
 //!
@@ -55,7 +59,7 @@ use pb::bench_client::BenchClient;
 use pb::bench_server::{Bench, BenchServer};
 
 const TRANSPORTS: &[&str] = &["tcp", "mem"];
-const EXTRA: &[&str] = &["--mode"];
+const EXTRA: &[&str] = &["--mode", "--role", "--addr"];
 
 /// Per-direction buffer of the in-memory pipe (`--transport mem`).
 const MEM_PIPE_BYTES: usize = 1 << 20;
@@ -97,11 +101,10 @@ impl Bench for Svc {
     }
 }
 
-/// Starts the server on 127.0.0.1:0 and returns its address.
+/// Binds `addr` and starts the server on it; returns the bound address.
 /// Must run inside the runtime.
-fn start_tcp_server(nodelay: bool) -> std::io::Result<SocketAddr> {
-    let incoming =
-        TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?.with_nodelay(Some(nodelay));
+fn start_tcp_server(addr: SocketAddr, nodelay: bool) -> std::io::Result<SocketAddr> {
+    let incoming = TcpIncoming::bind(addr)?.with_nodelay(Some(nodelay));
     let addr = incoming.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = Server::builder()
@@ -113,6 +116,46 @@ fn start_tcp_server(nodelay: bool) -> std::io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// The loopback address with a free port, for the one-process mode.
+fn any_local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Where this process runs: `--role both|server|client` with `--addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Server and clients in this process (the default).
+    Both,
+    /// Serve on this address until killed.
+    Server(SocketAddr),
+    /// Measure clients of the server at this address.
+    Client(SocketAddr),
+}
+
+impl Role {
+    /// `--role` and `--addr` of `args`.
+    fn of(args: &Args) -> Result<Role, String> {
+        let addr = args
+            .extra("--addr")
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| format!("--addr: expected HOST:PORT, got {a:?}"))
+            })
+            .transpose()?;
+        let role = match (args.extra("--role").unwrap_or("both"), addr) {
+            ("both", _) => Role::Both,
+            ("server", addr) => Role::Server(addr.unwrap_or_else(any_local)),
+            ("client", Some(addr)) => Role::Client(addr),
+            ("client", None) => return Err("--role client: --addr HOST:PORT is required".into()),
+            (v, _) => return Err(format!("--role: expected both|server|client, got {v:?}")),
+        };
+        if role != Role::Both && args.transport != "tcp" {
+            return Err("--role server|client: only with --transport tcp".into());
+        }
+        Ok(role)
+    }
 }
 
 /// One client connection (a `Channel` is one HTTP/2 connection).
@@ -254,19 +297,18 @@ async fn stream_worker(
 
 fn main() {
     let args = Args::from_env(Args::default(), TRANSPORTS, EXTRA);
+    let usage_text = usage("tonic-bench", TRANSPORTS, EXTRA);
     let stream_mode = match args.extra("--mode").unwrap_or("unary") {
         "unary" => false,
         "stream" => true,
         v => fail(
-            &usage("tonic-bench", TRANSPORTS, EXTRA),
+            &usage_text,
             &format!("--mode: expected unary|stream, got {v:?}"),
         ),
     };
+    let role = Role::of(&args).unwrap_or_else(|e| fail(&usage_text, &e));
     if args.payload > u32::MAX as usize {
-        fail(
-            &usage("tonic-bench", TRANSPORTS, EXTRA),
-            "--payload too large",
-        );
+        fail(&usage_text, "--payload too large");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers)
@@ -274,13 +316,29 @@ fn main() {
         .build()
         .expect("tokio runtime");
 
+    if let Role::Server(addr) = role {
+        // Separate processes: serve on `addr` until killed.
+        rt.block_on(async {
+            let addr = start_tcp_server(addr, args.nodelay).expect("bind");
+            println!("listening {addr}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::future::pending::<()>().await
+        });
+        return;
+    }
+
     let phase = Phase::new();
 
-    // Set up server + client connections (not timed).
+    // Set up server (unless it runs elsewhere) + client connections (not
+    // timed).
     let channels: Vec<Channel> = rt.block_on(async {
         let mut v = Vec::with_capacity(args.conns);
         if args.transport == "tcp" {
-            let addr = start_tcp_server(args.nodelay).expect("bind");
+            let addr = match role {
+                Role::Client(addr) => addr,
+                _ => start_tcp_server(any_local(), args.nodelay).expect("bind"),
+            };
             for _ in 0..args.conns {
                 v.push(tcp_channel(addr, args.nodelay).await.expect("connect"));
             }
@@ -359,7 +417,47 @@ mod tests {
     #[test]
     fn tcp_roundtrip() {
         rt().block_on(async {
-            let addr = start_tcp_server(true).unwrap();
+            let addr = start_tcp_server(any_local(), true).unwrap();
+            exercise(tcp_channel(addr, true).await.unwrap()).await;
+        });
+    }
+
+    fn role(flags: &[&str]) -> Result<Role, String> {
+        let args = Args::parse_from(flags.iter().copied(), TRANSPORTS, EXTRA)?;
+        Role::of(&args)
+    }
+
+    #[test]
+    fn roles_parse() {
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(role(&[]), Ok(Role::Both));
+        assert_eq!(role(&["--role", "server"]), Ok(Role::Server(any_local())));
+        assert_eq!(
+            role(&["--role", "server", "--addr", "127.0.0.1:4000"]),
+            Ok(Role::Server(addr))
+        );
+        assert_eq!(
+            role(&["--role", "client", "--addr", "127.0.0.1:4000"]),
+            Ok(Role::Client(addr))
+        );
+        assert!(
+            role(&["--role", "client"]).is_err(),
+            "client without --addr"
+        );
+        assert!(role(&["--role", "client", "--addr", "nowhere"]).is_err());
+        assert!(role(&["--role", "peer"]).is_err());
+        assert!(role(&["--role", "server", "--transport", "mem"]).is_err());
+    }
+
+    /// `--role server` as the server process runs it, `--role client`'s
+    /// channel against it: the same calls go through.
+    #[test]
+    fn client_role_reaches_a_separate_server() {
+        let server = rt();
+        let addr = server
+            .block_on(async { start_tcp_server(any_local(), true) })
+            .unwrap();
+        rt().block_on(async {
             exercise(tcp_channel(addr, true).await.unwrap()).await;
         });
     }
