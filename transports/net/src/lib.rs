@@ -61,6 +61,16 @@
 //! 459k calls/s without `handler_spawner` and 253k calls/s with it. The
 //! defaults do not spawn handlers.
 //!
+//! On a multi-thread smol `Executor` (or `smol::spawn` with
+//! `SMOL_THREADS` above 1), a task woken by the async-io reactor usually
+//! runs on another worker than the one that got the event, so at low load
+//! every reply costs a cross-thread wake-up. Measured on a 2-vCPU machine
+//! with client and server in separate processes and one call in flight:
+//! p50 38–44 µs with two executor threads per process, 12–20 µs with one,
+//! 9.5–16.5 µs on tokio (`BENCHMARKS.md`, "Where a conc=1 call goes on
+//! smol"). When latency at low load matters more than spreading load,
+//! run a connection's tasks on one executor thread.
+//!
 //! - **Connection limit** ([`ServeBuilder::max_connections`]): with
 //!   [`AtLimit::Pause`] (the default) the loop stops accepting while the
 //!   limit is reached, so new clients wait in the kernel's backlog and are
