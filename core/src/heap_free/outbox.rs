@@ -5,9 +5,10 @@ use core::task::{Context, Poll, Waker};
 
 use serde::Serialize;
 
-use crate::framing::LEN_PREFIX;
+use crate::framing::{frame_len, LEN_PREFIX};
 use crate::sync::Mutex;
-use crate::wire::{Header, MethodKey};
+use crate::wire::compact::HeaderBytes;
+use crate::wire::MethodKey;
 
 /// Why [`Outbox::notify`] did not queue a notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +83,7 @@ impl<const N: usize> Outbox<N> {
         method: MethodKey,
         args: &A,
     ) -> Result<(), OutboxError> {
-        let header = Header::Notify { id: 0, method };
+        let header = HeaderBytes::notify(method);
         let waker = self.state.with(|s| {
             let start = s.len;
             let free = s.buf.get_mut(start..).unwrap_or_default();
@@ -111,12 +112,13 @@ impl<const N: usize> Outbox<N> {
                 }
                 return Poll::Pending;
             }
-            let n = whole_frames_within(&s.buf[..s.len], dst.len());
+            let queued = s.buf.get(..s.len).unwrap_or_default();
+            let n = whole_frames_within(queued, dst.len());
             if let (Some(to), Some(from)) = (dst.get_mut(..n), s.buf.get(..n)) {
                 to.copy_from_slice(from);
             }
             super::move_to_front(&mut s.buf, n, s.len);
-            s.len -= n;
+            s.len = s.len.saturating_sub(n);
             Poll::Ready(n)
         })
     }
@@ -126,15 +128,17 @@ impl<const N: usize> Outbox<N> {
 /// `room`.
 fn whole_frames_within(frames: &[u8], room: usize) -> usize {
     let mut at: usize = 0;
-    while let Some(prefix) = frames.get(at..at.saturating_add(LEN_PREFIX)) {
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    loop {
+        let rest = frames.get(at..).unwrap_or_default();
+        let Ok(Some(len)) = frame_len(rest, usize::MAX) else {
+            return at;
+        };
         let end = at.saturating_add(LEN_PREFIX).saturating_add(len);
         if end > room || end > frames.len() {
-            break;
+            return at;
         }
         at = end;
     }
-    at
 }
 
 /// Why [`encode_frame`] wrote nothing.
@@ -150,11 +154,10 @@ pub(super) enum EncodeFailure {
 /// returns the bytes taken; nothing is taken on failure.
 pub(super) fn encode_frame<B: Serialize + ?Sized>(
     out: &mut [u8],
-    header: &Header,
+    header: &HeaderBytes,
     body: &B,
 ) -> Result<usize, EncodeFailure> {
-    let header_at = LEN_PREFIX;
-    let body_at = header_at.saturating_add(header.encoded_len());
+    let body_at = LEN_PREFIX.saturating_add(header.as_bytes().len());
     let Some(body_out) = out.get_mut(body_at..) else {
         return Err(EncodeFailure::NoRoom);
     };
@@ -163,14 +166,31 @@ pub(super) fn encode_frame<B: Serialize + ?Sized>(
         Err(postcard::Error::SerializeBufferFull) => return Err(EncodeFailure::NoRoom),
         Err(_) => return Err(EncodeFailure::Serialize),
     };
-    let frame_len = body_at.saturating_add(body_len) - LEN_PREFIX;
+    put_head(out, header, body_len)
+}
+
+/// Writes the length prefix and `header` in front of a body of `body_len`
+/// bytes already in place (none for an error frame or a cancel) and
+/// returns the frame's bytes with its prefix. The part of
+/// [`encode_frame`] that does not depend on the body's type.
+pub(super) fn put_head(
+    out: &mut [u8],
+    header: &HeaderBytes,
+    body_len: usize,
+) -> Result<usize, EncodeFailure> {
+    let header = header.as_bytes();
+    let frame_len = header.len().saturating_add(body_len);
     let Ok(prefix) = u32::try_from(frame_len) else {
         return Err(EncodeFailure::Serialize);
     };
-    header
-        .encode(&mut out[header_at..])
-        .map_err(|_| EncodeFailure::NoRoom)?;
-    out[..LEN_PREFIX].copy_from_slice(&prefix.to_le_bytes());
+    let Some((prefix_out, rest)) = out.split_at_mut_checked(LEN_PREFIX) else {
+        return Err(EncodeFailure::NoRoom);
+    };
+    let Some(header_out) = rest.get_mut(..header.len()) else {
+        return Err(EncodeFailure::NoRoom);
+    };
+    prefix_out.copy_from_slice(&prefix.to_le_bytes());
+    header_out.copy_from_slice(header);
     Ok(LEN_PREFIX.saturating_add(frame_len))
 }
 
