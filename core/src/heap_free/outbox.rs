@@ -178,20 +178,14 @@ pub(super) fn put_head(
     header: &HeaderBytes,
     body_len: usize,
 ) -> Result<usize, EncodeFailure> {
-    let header = header.as_bytes();
-    let frame_len = header.len().saturating_add(body_len);
-    let Ok(prefix) = u32::try_from(frame_len) else {
+    let Some((bytes, len)) = header.with_prefix(body_len) else {
         return Err(EncodeFailure::Serialize);
     };
-    let Some((prefix_out, rest)) = out.split_at_mut_checked(LEN_PREFIX) else {
+    let (Some(to), Some(from)) = (out.get_mut(..len), bytes.get(..len)) else {
         return Err(EncodeFailure::NoRoom);
     };
-    let Some(header_out) = rest.get_mut(..header.len()) else {
-        return Err(EncodeFailure::NoRoom);
-    };
-    prefix_out.copy_from_slice(&prefix.to_le_bytes());
-    header_out.copy_from_slice(header);
-    Ok(LEN_PREFIX.saturating_add(frame_len))
+    to.copy_from_slice(from);
+    Ok(len.saturating_add(body_len))
 }
 
 #[cfg(test)]

@@ -342,6 +342,7 @@ impl Rx<'_> {
     }
 
     /// Makes room at the end by moving the unconsumed bytes to the front.
+    #[inline(never)]
     fn compact(&mut self) {
         if self.start == 0 {
             return;
@@ -767,6 +768,7 @@ where
 
     /// A protocol violation: running and queued calls are dropped; the
     /// replies already produced are still written.
+    #[inline(never)]
     fn fail<F>(&mut self, error: FrameError, mut call: Pin<&mut Option<F>>) {
         call.set(None);
         self.running = None;

@@ -10,6 +10,7 @@
 
 use super::{COMMON_HEADER_LEN, FLAG_TIMEOUT, MAX_HEADER_LEN, VERSION};
 use crate::error::{FrameError, RemoteError};
+use crate::framing::LEN_PREFIX;
 #[cfg(doc)]
 use crate::wire::Header;
 use crate::wire::MethodKey;
@@ -66,10 +67,17 @@ impl RawHeader {
         let len = if timed { MAX_HEADER_LEN } else { len };
         let header = frame.get(..len).ok_or(FrameError::Truncated)?;
         let method = match kind {
-            REQUEST | NOTIFY => le(header.get(COMMON_HEADER_LEN..)),
-            _ => 0,
+            REQUEST | NOTIFY => header.get(COMMON_HEADER_LEN..COMMON_HEADER_LEN + 8),
+            _ => None,
         };
-        let timeout_ms = timed.then(|| le(header.get(COMMON_HEADER_LEN + 8..)) as u32);
+        let method = method
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes);
+        let timeout_ms = header
+            .get(COMMON_HEADER_LEN + 8..MAX_HEADER_LEN)
+            .filter(|_| timed)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes);
         let code = match kind {
             ERROR => header.get(COMMON_HEADER_LEN).copied().unwrap_or(0),
             _ => 0,
@@ -90,20 +98,11 @@ impl RawHeader {
     }
 }
 
-/// Up to 8 little-endian bytes as a number.
-fn le(bytes: Option<&[u8]>) -> u64 {
-    let bytes = bytes.unwrap_or_default();
-    let bytes = bytes.get(..8).unwrap_or(bytes);
-    bytes
-        .iter()
-        .rev()
-        .fold(0, |n, &byte| n << 8 | u64::from(byte))
-}
-
-/// A header to write: its bytes, in a fixed array, and how many there are.
+/// A header to write: its bytes, in a fixed array behind room for the
+/// frame's length prefix, and how many there are.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HeaderBytes {
-    bytes: [u8; MAX_HEADER_LEN],
+    bytes: [u8; LEN_PREFIX + MAX_HEADER_LEN],
     len: usize,
 }
 
@@ -112,13 +111,14 @@ impl HeaderBytes {
     /// `word` (a method key, or an error code in its low byte), then a
     /// timeout; `len` says how many of them the kind has.
     fn new(kind: u8, flags: u8, id: u32, word: u64, timeout_ms: u32, len: usize) -> Self {
-        let mut bytes = [0; MAX_HEADER_LEN];
-        bytes[0] = VERSION;
-        bytes[1] = kind;
-        bytes[2] = flags;
-        bytes[3..7].copy_from_slice(&id.to_le_bytes());
-        bytes[7..15].copy_from_slice(&word.to_le_bytes());
-        bytes[15..19].copy_from_slice(&timeout_ms.to_le_bytes());
+        // One array expression: no per-field slice copies.
+        let [i0, i1, i2, i3] = id.to_le_bytes();
+        let [w0, w1, w2, w3, w4, w5, w6, w7] = word.to_le_bytes();
+        let [t0, t1, t2, t3] = timeout_ms.to_le_bytes();
+        let bytes = [
+            0, 0, 0, 0, VERSION, kind, flags, i0, i1, i2, i3, w0, w1, w2, w3, w4, w5, w6, w7, t0,
+            t1, t2, t3,
+        ];
         HeaderBytes { bytes, len }
     }
 
@@ -153,7 +153,25 @@ impl HeaderBytes {
 
     /// The header's bytes.
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or_default()
+        let end = LEN_PREFIX.saturating_add(self.len);
+        self.bytes.get(LEN_PREFIX..end).unwrap_or_default()
+    }
+
+    /// The length prefix of a frame with a body of `body_len` bytes and
+    /// this header, followed by the header; `None` if the frame's length
+    /// does not fit the prefix.
+    pub(crate) fn with_prefix(
+        &self,
+        body_len: usize,
+    ) -> Option<([u8; LEN_PREFIX + MAX_HEADER_LEN], usize)> {
+        let frame_len = u32::try_from(self.len.checked_add(body_len)?).ok()?;
+        let [p0, p1, p2, p3] = frame_len.to_le_bytes();
+        let mut bytes = self.bytes;
+        bytes[0] = p0;
+        bytes[1] = p1;
+        bytes[2] = p2;
+        bytes[3] = p3;
+        Some((bytes, LEN_PREFIX + self.len))
     }
 }
 
