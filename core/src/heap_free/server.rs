@@ -291,8 +291,10 @@ struct Running {
 
 /// What a finished call answers, waiting for room in the write buffer.
 enum Answer<R> {
+    /// The handler's value.
     Value(R),
-    Error(RemoteError),
+    /// The deadline passed while the handler ran: DeadlineExceeded.
+    Expired,
 }
 
 /// Received bytes: `start..scanned` are whole frames already routed (the
@@ -369,10 +371,11 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Appends an error frame if it fits.
-    fn push_error(&mut self, id: u32, error: RemoteError) -> bool {
+    /// Appends an error frame if it fits. Takes the code: the callers'
+    /// constant errors then need no conversion here.
+    fn push_error(&mut self, id: u32, code: u8) -> bool {
         let free = self.buf.get_mut(self.end..).unwrap_or_default();
-        match put_head(free, &HeaderBytes::error(id, error), 0) {
+        match put_head(free, &HeaderBytes::error_code(id, code), 0) {
             Ok(n) => {
                 self.end = self.end.saturating_add(n);
                 true
@@ -551,9 +554,9 @@ where
                 Ok(()) => true,
                 Err(EncodeFailure::NoRoom) if !self.tx.is_empty() => false,
                 // Too large for an empty buffer, or not serializable.
-                Err(_) => self.tx.push_error(id, RemoteError::ResponseTooLarge),
+                Err(_) => self.tx.push_error(id, RemoteError::ResponseTooLarge.code()),
             },
-            Answer::Error(error) => self.tx.push_error(id, *error),
+            Answer::Expired => self.tx.push_error(id, RemoteError::DeadlineExceeded.code()),
         };
         if written {
             self.finished = None;
@@ -587,7 +590,7 @@ where
                 return progress;
             }
             if reply && deadline <= self.now_ms() {
-                self.tx.push_error(id, RemoteError::DeadlineExceeded);
+                self.tx.push_error(id, RemoteError::DeadlineExceeded.code());
                 self.rx.start = next;
                 progress = true;
                 continue;
@@ -605,7 +608,7 @@ where
                     return true;
                 }
                 Err(error) if reply => {
-                    self.tx.push_error(id, error);
+                    self.tx.push_error(id, error.code());
                 }
                 // A notification is never answered (PROTOCOL.md 3.10).
                 Err(_) => {}
@@ -730,7 +733,7 @@ where
                 call.set(None);
                 if running.reply {
                     self.finished =
-                        Some((running.id, Answer::Error(RemoteError::DeadlineExceeded)));
+                        Some((running.id, Answer::Expired));
                 }
                 self.running = None;
                 progress = true;
@@ -741,7 +744,7 @@ where
             if let (REQUEST, Some(deadline)) = (header.kind, header.timeout_ms) {
                 if deadline > now {
                     next = next.min(deadline);
-                } else if self.tx.push_error(header.id, RemoteError::DeadlineExceeded) {
+                } else if self.tx.push_error(header.id, RemoteError::DeadlineExceeded.code()) {
                     self.rx.mark_skipped(at);
                     progress = true;
                 }

@@ -142,8 +142,12 @@ impl HeaderBytes {
 
     /// An error frame's header.
     pub(crate) fn error(id: u32, error: RemoteError) -> Self {
-        let code = u64::from(error.code());
-        Self::new(ERROR, 0, id, code, 0, COMMON_HEADER_LEN + 1)
+        Self::error_code(id, error.code())
+    }
+
+    /// An error frame's header, with the error's code.
+    pub(crate) fn error_code(id: u32, code: u8) -> Self {
+        Self::new(ERROR, 0, id, u64::from(code), 0, COMMON_HEADER_LEN + 1)
     }
 
     /// A cancel's header.
