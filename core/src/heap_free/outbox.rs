@@ -5,7 +5,7 @@ use core::task::{Context, Poll, Waker};
 
 use serde::Serialize;
 
-use crate::framing::{frame_len, LEN_PREFIX};
+use crate::framing::LEN_PREFIX;
 use crate::sync::Mutex;
 use crate::wire::compact::HeaderBytes;
 use crate::wire::MethodKey;
@@ -129,10 +129,11 @@ impl<const N: usize> Outbox<N> {
 fn whole_frames_within(frames: &[u8], room: usize) -> usize {
     let mut at: usize = 0;
     loop {
-        let rest = frames.get(at..).unwrap_or_default();
-        let Ok(Some(len)) = frame_len(rest, usize::MAX) else {
+        let prefix = frames.get(at..at.saturating_add(LEN_PREFIX));
+        let Some(prefix) = prefix.and_then(|p| <[u8; LEN_PREFIX]>::try_from(p).ok()) else {
             return at;
         };
+        let len = u32::from_le_bytes(prefix) as usize;
         let end = at.saturating_add(LEN_PREFIX).saturating_add(len);
         if end > room || end > frames.len() {
             return at;
@@ -161,12 +162,41 @@ pub(super) fn encode_frame<B: Serialize + ?Sized>(
     let Some(body_out) = out.get_mut(body_at..) else {
         return Err(EncodeFailure::NoRoom);
     };
-    let body_len = match postcard::to_slice(body, body_out) {
-        Ok(written) => written.len(),
+    let body_len = match postcard::serialize_with_flavor(
+        body,
+        ByteWriter {
+            out: body_out,
+            len: 0,
+        },
+    ) {
+        Ok(len) => len,
         Err(postcard::Error::SerializeBufferFull) => return Err(EncodeFailure::NoRoom),
         Err(_) => return Err(EncodeFailure::Serialize),
     };
     put_head(out, header, body_len)
+}
+
+/// Where postcard writes a body: byte by byte into a slice. (postcard's
+/// own slice writer copies each run of bytes, even a varint's few, with a
+/// call of `memcpy`; byte by byte takes less code on a device.)
+struct ByteWriter<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl postcard::ser_flavors::Flavor for ByteWriter<'_> {
+    type Output = usize;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        let slot = self.out.get_mut(self.len);
+        *slot.ok_or(postcard::Error::SerializeBufferFull)? = byte;
+        self.len = self.len.saturating_add(1);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
+    }
 }
 
 /// Writes the length prefix and `header` in front of a body of `body_len`

@@ -323,9 +323,12 @@ impl Rx<'_> {
     /// The routed frame at `at`: its header, the body's range and the
     /// offset of the next frame.
     fn frame_at(&self, at: usize) -> Option<(RawHeader, core::ops::Range<usize>, usize)> {
-        let prefix = self.buf.get(at..self.scanned)?;
-        let len = frame_len(prefix, usize::MAX).ok()??;
         let frame_at = at.saturating_add(LEN_PREFIX);
+        let prefix = self
+            .buf
+            .get(at..frame_at)
+            .filter(|_| frame_at <= self.scanned)?;
+        let len = u32::from_le_bytes(prefix.try_into().ok()?) as usize;
         let next = frame_at.saturating_add(len);
         let frame = self.buf.get(frame_at..next)?;
         let header = RawHeader::parse(frame).ok()?;
@@ -732,8 +735,7 @@ where
             } else {
                 call.set(None);
                 if running.reply {
-                    self.finished =
-                        Some((running.id, Answer::Expired));
+                    self.finished = Some((running.id, Answer::Expired));
                 }
                 self.running = None;
                 progress = true;
@@ -744,7 +746,10 @@ where
             if let (REQUEST, Some(deadline)) = (header.kind, header.timeout_ms) {
                 if deadline > now {
                     next = next.min(deadline);
-                } else if self.tx.push_error(header.id, RemoteError::DeadlineExceeded.code()) {
+                } else if self
+                    .tx
+                    .push_error(header.id, RemoteError::DeadlineExceeded.code())
+                {
                     self.rx.mark_skipped(at);
                     progress = true;
                 }
