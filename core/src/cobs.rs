@@ -48,7 +48,7 @@ use core::task::{Context, Poll};
 
 use crate::framing::LEN_PREFIX;
 use crate::io::Transport;
-use crate::wire::Header;
+use crate::wire::compact::RawHeader;
 
 /// The frame delimiter.
 pub const DELIMITER: u8 = 0x00;
@@ -545,7 +545,7 @@ impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> CobsTransport
 fn valid_frame(frame: &[u8]) -> bool {
     frame
         .get(LEN_PREFIX..)
-        .is_some_and(|f| Header::decode(f).is_ok())
+        .is_some_and(|f| RawHeader::parse(f).is_ok())
 }
 
 impl<T: Transport, B: CobsBuffer, S: Deref<Target = FramingStats>> Transport

@@ -226,6 +226,9 @@ pub mod __heap_free {
     use crate::RemoteError;
 
     /// Decodes a request's arguments; leftover bytes are an error too.
+    /// Never inlined: methods with the same parameter types share one
+    /// copy (code size is what a device pays).
+    #[inline(never)]
     pub fn decode_args<T: serde::de::DeserializeOwned>(args: &[u8]) -> Result<T, RemoteError> {
         match postcard::take_from_bytes::<T>(args) {
             Ok((value, [])) => Ok(value),

@@ -83,6 +83,8 @@ use core::fmt;
 use crate::error::{FrameError, RemoteError};
 use crate::schema::{self, Shape};
 
+pub(crate) mod compact;
+
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
 

@@ -5,16 +5,19 @@
 //! between frames, fails only its own call (at its deadline); the skipped
 //! count grows and the next calls succeed.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use courier::cobs::{CobsBuffers, CobsTransport, FramingStats};
 use courier::heap_free::{heapless, Buffers, HeapFreeServer};
 use courier::{CallError, Framing, Transport};
 use courier_mem::{MemError, MemTransport};
+
+mod support;
+use support::{Clock, Damage, Tamper, TamperState};
 
 mod device {
     use super::heapless;
@@ -55,133 +58,6 @@ impl Calc for Host {
     }
 }
 
-/// A manual clock the std client can hold (`Send + Sync`).
-#[derive(Clone, Default)]
-struct Clock(Arc<Mutex<(Duration, Vec<Waker>)>>);
-
-impl Clock {
-    fn advance(&self, by: Duration) {
-        let wakers = {
-            let mut state = self.0.lock().unwrap();
-            state.0 += by;
-            std::mem::take(&mut state.1)
-        };
-        wakers.into_iter().for_each(Waker::wake);
-    }
-}
-
-struct Sleep(Clock, Duration);
-
-impl Future for Sleep {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.0 .0.lock().unwrap();
-        if state.0 >= self.1 {
-            return Poll::Ready(());
-        }
-        state.1.push(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl courier::Timer for Clock {
-    type Sleep = Sleep;
-    fn now(&self) -> Duration {
-        self.0.lock().unwrap().0
-    }
-    fn sleep_until(&self, at: Duration) -> Sleep {
-        Sleep(self.clone(), at)
-    }
-    fn reset(&self, sleep: Pin<&mut Sleep>, at: Duration) {
-        sleep.get_mut().1 = at;
-    }
-}
-
-/// What to do to the next frame written.
-#[derive(Clone, Debug)]
-enum Damage {
-    /// XOR the byte at this position of the encoded frame.
-    Flip(usize, u8),
-    /// Leave out the byte at this position.
-    Drop(usize),
-    /// Insert these bytes before this position.
-    Insert(usize, Vec<u8>),
-    /// Write these bytes before the frame.
-    Before(Vec<u8>),
-}
-
-#[derive(Default)]
-struct TamperState {
-    armed: Option<Damage>,
-    /// The damage applies to the frame being written.
-    current: Option<Damage>,
-    /// Position in the encoded frame being written.
-    pos: usize,
-    pending: Vec<u8>,
-}
-
-/// A transport that damages one encoded frame it writes, when armed.
-struct Tamper {
-    io: MemTransport,
-    state: Arc<Mutex<TamperState>>,
-}
-
-impl Tamper {
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
-        let mut state = self.state.lock().unwrap();
-        while !state.pending.is_empty() {
-            match self.io.poll_write(cx, &state.pending) {
-                Poll::Ready(Ok(n)) => {
-                    state.pending.drain(..n);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Transport for Tamper {
-    type Error = MemError;
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, MemError>> {
-        self.io.poll_read(cx, buf)
-    }
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, MemError>> {
-        std::task::ready!(self.poll_pending(cx))?;
-        let mut state = self.state.lock().unwrap();
-        let state = &mut *state;
-        for &b in buf {
-            if state.pos == 0 {
-                state.current = state.armed.take();
-                if let Some(Damage::Before(bytes)) = &state.current {
-                    state.pending.extend_from_slice(bytes);
-                }
-            }
-            let at = state.pos;
-            state.pos = if b == 0 { 0 } else { at + 1 };
-            match &state.current {
-                Some(Damage::Flip(p, mask)) if *p == at => state.pending.push(b ^ mask),
-                Some(Damage::Drop(p)) if *p == at => {}
-                Some(Damage::Insert(p, bytes)) if *p == at => {
-                    state.pending.extend_from_slice(bytes);
-                    state.pending.push(b);
-                }
-                _ => state.pending.push(b),
-            }
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
-        std::task::ready!(self.poll_pending(cx))?;
-        self.io.poll_flush(cx)
-    }
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
-        std::task::ready!(self.poll_pending(cx))?;
-        self.io.poll_close(cx)
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum ServerKind {
     Std,
@@ -217,23 +93,10 @@ impl Link {
     fn add(&self, a: u32, b: u32) -> impl Future<Output = Result<u32, CallError>> + '_ {
         self.timed.add(a, b)
     }
-    /// Runs `call` while letting time pass once everything else is idle:
-    /// a call whose frame was lost then fails at its deadline.
+    /// Runs `call`, letting time pass once everything else is idle: a
+    /// call whose frame was lost then fails at its deadline.
     async fn with_time<T>(&self, call: impl Future<Output = T>) -> T {
-        let mut call = std::pin::pin!(call);
-        let mut idle = 0;
-        poll_fn(|cx| {
-            if let Poll::Ready(v) = call.as_mut().poll(cx) {
-                return Poll::Ready(v);
-            }
-            idle += 1;
-            if idle == 64 {
-                self.clock.advance(Duration::from_secs(2));
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await
+        support::with_time(&self.clock, call).await
     }
 }
 
@@ -245,16 +108,8 @@ where
     Fut: Future<Output = ()>,
 {
     let (client_io, server_io) = courier_mem::pair(1 << 16);
-    let requests = Arc::new(Mutex::new(TamperState::default()));
-    let replies = Arc::new(Mutex::new(TamperState::default()));
-    let client_io = Tamper {
-        io: client_io,
-        state: requests.clone(),
-    };
-    let server_io = Tamper {
-        io: server_io,
-        state: replies.clone(),
-    };
+    let (client_io, requests) = Tamper::new(client_io);
+    let (server_io, replies) = Tamper::new(server_io);
     let clock = Clock::default();
     let (client, driver) = courier::ClientBuilder::new()
         .framing(Framing::Cobs)

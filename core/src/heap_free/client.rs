@@ -9,13 +9,14 @@ use core::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::outbox::{encode_frame, EncodeFailure};
+use super::outbox::{encode_frame, put_head, EncodeFailure};
 use super::server::Buffers;
 use crate::error::{CallError, FrameError, RemoteError, TransportError};
 use crate::framing::{frame_len, LEN_PREFIX};
 use crate::io::Transport;
 use crate::timer::{NoTimer, Timer};
-use crate::wire::{Header, MethodKey};
+use crate::wire::compact::{HeaderBytes, RawHeader, ERROR, REQUEST, RESPONSE};
+use crate::wire::MethodKey;
 
 /// A client for devices without a heap: calls one at a time, awaited in
 /// place (no driver future), with `RX + TX` bytes of buffers.
@@ -158,7 +159,7 @@ impl<T: Transport, const RX: usize, const TX: usize, Tm: Timer> HeapFreeClient<'
     ) -> Result<(), CallError> {
         self.usable()?;
         self.send_cancel()?;
-        self.push(&Header::Notify { id: 0, method }, args)?;
+        self.push(&HeaderBytes::notify(method), args)?;
         poll_fn(|cx| self.poll_flush_all(cx)).await
     }
 
@@ -176,13 +177,9 @@ impl<T: Transport, const RX: usize, const TX: usize, Tm: Timer> HeapFreeClient<'
         self.send_cancel()?;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let timeout_ms = timeout.map(|t| {
-            // Rounded up (R3): the server never gets less than asked.
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            u32::try_from(ms).unwrap_or(u32::MAX)
-        });
+        let timeout_ms = timeout.map(super::millis_rounded_up);
         let deadline = timeout.map(|t| self.timer.now().saturating_add(t));
-        self.push(&Header::request(id, method, timeout_ms), args)?;
+        self.push(&HeaderBytes::request(id, method, timeout_ms), args)?;
         // From here on, a dropped future leaves the call to be cancelled.
         self.abandoned = Some(id);
         let mut sleep = pin!(deadline.map(|at| self.timer.sleep_until(at)));
@@ -213,36 +210,56 @@ impl<T: Transport, const RX: usize, const TX: usize, Tm: Timer> HeapFreeClient<'
     /// Queues the cancel of an abandoned call.
     fn send_cancel(&mut self) -> Result<(), CallError> {
         if let Some(id) = self.abandoned.take() {
-            self.push(&Header::Cancel { id }, &())?;
+            self.push_head(&HeaderBytes::cancel(id))?;
         }
         Ok(())
     }
 
     /// Appends a frame behind the unsent bytes.
-    fn push<B: Serialize + ?Sized>(&mut self, header: &Header, body: &B) -> Result<(), CallError> {
+    fn push<B: Serialize + ?Sized>(
+        &mut self,
+        header: &HeaderBytes,
+        body: &B,
+    ) -> Result<(), CallError> {
         let free = self.buffers.tx.get_mut(self.tx_end..).unwrap_or_default();
-        match encode_frame(free, header, body) {
-            Ok(n) => {
-                self.tx_end = self.tx_end.saturating_add(n);
-                Ok(())
-            }
-            Err(EncodeFailure::NoRoom) => {
-                let body_len =
-                    postcard::serialize_with_flavor(body, postcard::ser_flavors::Size::default())
-                        .map_err(|_| CallError::Encode)?;
-                Err(CallError::RequestTooLarge {
-                    len: header.encoded_len().saturating_add(body_len),
-                    max: TX.saturating_sub(self.tx_end).saturating_sub(LEN_PREFIX),
-                })
-            }
-            Err(EncodeFailure::Serialize) => Err(CallError::Encode),
+        let written = encode_frame(free, header, body);
+        if let Err(EncodeFailure::NoRoom) = written {
+            let body_len =
+                postcard::serialize_with_flavor(body, postcard::ser_flavors::Size::default())
+                    .map_err(|_| CallError::Encode)?;
+            return Err(self.too_large(header, body_len));
+        }
+        self.pushed(written)
+    }
+
+    /// Appends a frame without a body (a cancel, an error).
+    fn push_head(&mut self, header: &HeaderBytes) -> Result<(), CallError> {
+        let free = self.buffers.tx.get_mut(self.tx_end..).unwrap_or_default();
+        let written = put_head(free, header, 0);
+        if let Err(EncodeFailure::NoRoom) = written {
+            return Err(self.too_large(header, 0));
+        }
+        self.pushed(written)
+    }
+
+    fn pushed(&mut self, written: Result<usize, EncodeFailure>) -> Result<(), CallError> {
+        let n = written.map_err(|_| CallError::Encode)?;
+        self.tx_end = self.tx_end.saturating_add(n);
+        Ok(())
+    }
+
+    fn too_large(&self, header: &HeaderBytes, body_len: usize) -> CallError {
+        CallError::RequestTooLarge {
+            len: header.as_bytes().len().saturating_add(body_len),
+            max: TX.saturating_sub(self.tx_end).saturating_sub(LEN_PREFIX),
         }
     }
 
     /// Writes the unsent bytes, then flushes.
     fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         while self.tx_start < self.tx_end {
-            let unsent = &self.buffers.tx[self.tx_start..self.tx_end];
+            let unsent = self.buffers.tx.get(self.tx_start..self.tx_end);
+            let unsent = unsent.unwrap_or_default();
             match self.io.poll_write(cx, unsent) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(self.fail(CallError::ConnectionLost)))
@@ -283,25 +300,22 @@ impl<T: Transport, const RX: usize, const TX: usize, Tm: Timer> HeapFreeClient<'
                 let Some(bytes) = self.buffers.rx.get(at..next) else {
                     return Poll::Ready(Err(self.fail(CallError::Protocol(FrameError::Truncated))));
                 };
-                let (header, body_at) = match Header::decode(bytes) {
-                    Ok(decoded) => decoded,
+                let header = match RawHeader::parse(bytes) {
+                    Ok(header) => header,
                     Err(e) => return Poll::Ready(Err(self.fail(CallError::Protocol(e)))),
                 };
-                match header {
-                    Header::Response { id: got } if got == id => {
-                        return Poll::Ready(Ok(at.saturating_add(body_at)..next));
+                match header.kind {
+                    RESPONSE if header.id == id => {
+                        return Poll::Ready(Ok(at.saturating_add(header.len)..next));
                     }
-                    Header::Error { id: got, error } if got == id => {
+                    ERROR if header.id == id => {
                         self.rx_start = next;
-                        return Poll::Ready(Err(CallError::Remote(error)));
+                        return Poll::Ready(Err(CallError::Remote(header.error())));
                     }
-                    Header::Request { id: theirs, .. } => {
+                    REQUEST => {
                         self.rx_start = next;
-                        let error = Header::Error {
-                            id: theirs,
-                            error: RemoteError::UnknownMethod,
-                        };
-                        if let Err(e) = self.push(&error, &()) {
+                        let error = HeaderBytes::error(header.id, RemoteError::UnknownMethod);
+                        if let Err(e) = self.push_head(&error) {
                             return Poll::Ready(Err(e));
                         }
                     }

@@ -142,6 +142,8 @@
 //! [`Server`]: crate::Server
 //! [`Client`]: crate::Client
 
+use core::time::Duration;
+
 mod client;
 mod outbox;
 mod server;
@@ -152,6 +154,16 @@ pub use client::HeapFreeClient;
 pub use heapless;
 pub use outbox::{Outbox, OutboxError};
 pub use server::{Buffers, HeapFreeServer, HeapFreeService, NoOutbox, NotifySource};
+
+/// `d` in milliseconds rounded up, saturating at `u32::MAX` (a timeout
+/// on the wire, PROTOCOL.md R3: the peer never gets less than asked):
+/// what `d.as_nanos().div_ceil(1_000_000)` gives, without the 128-bit
+/// division, which is large code on a Cortex-M.
+pub(crate) fn millis_rounded_up(d: Duration) -> u32 {
+    let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let part = d.subsec_nanos().div_ceil(1_000_000);
+    secs.saturating_mul(1000).saturating_add(part)
+}
 
 /// Moves `buf[from..to]` to the front of `buf`.
 ///
@@ -167,6 +179,42 @@ pub(crate) fn move_to_front(buf: &mut [u8], from: usize, to: usize) {
 
 #[cfg(test)]
 mod tests {
+    use core::time::Duration;
+
+    /// The conversion against the 128-bit arithmetic it replaces, at the
+    /// millisecond edges and around `u32::MAX` milliseconds.
+    #[test]
+    fn rounded_up_milliseconds_match_the_128_bit_ones() {
+        let max_ms = u64::from(u32::MAX);
+        let secs = [
+            0,
+            1,
+            999,
+            max_ms / 1000 - 1,
+            max_ms / 1000,
+            max_ms / 1000 + 1,
+            u64::MAX,
+        ];
+        let nanos = [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            295_000_000,
+            295_999_999,
+            296_000_000,
+            999_999_999,
+        ];
+        for s in secs {
+            for n in nanos {
+                let d = Duration::new(s, n);
+                let up = u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
+                assert_eq!(super::millis_rounded_up(d), up, "{d:?}");
+            }
+        }
+    }
+
     #[test]
     fn move_to_front_overlapping_and_not() {
         for from in 0..8 {

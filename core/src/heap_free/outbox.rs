@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::framing::LEN_PREFIX;
 use crate::sync::Mutex;
-use crate::wire::{Header, MethodKey};
+use crate::wire::compact::HeaderBytes;
+use crate::wire::MethodKey;
 
 /// Why [`Outbox::notify`] did not queue a notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +83,7 @@ impl<const N: usize> Outbox<N> {
         method: MethodKey,
         args: &A,
     ) -> Result<(), OutboxError> {
-        let header = Header::Notify { id: 0, method };
+        let header = HeaderBytes::notify(method);
         let waker = self.state.with(|s| {
             let start = s.len;
             let free = s.buf.get_mut(start..).unwrap_or_default();
@@ -111,12 +112,13 @@ impl<const N: usize> Outbox<N> {
                 }
                 return Poll::Pending;
             }
-            let n = whole_frames_within(&s.buf[..s.len], dst.len());
+            let queued = s.buf.get(..s.len).unwrap_or_default();
+            let n = whole_frames_within(queued, dst.len());
             if let (Some(to), Some(from)) = (dst.get_mut(..n), s.buf.get(..n)) {
                 to.copy_from_slice(from);
             }
             super::move_to_front(&mut s.buf, n, s.len);
-            s.len -= n;
+            s.len = s.len.saturating_sub(n);
             Poll::Ready(n)
         })
     }
@@ -126,15 +128,18 @@ impl<const N: usize> Outbox<N> {
 /// `room`.
 fn whole_frames_within(frames: &[u8], room: usize) -> usize {
     let mut at: usize = 0;
-    while let Some(prefix) = frames.get(at..at.saturating_add(LEN_PREFIX)) {
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    loop {
+        let prefix = frames.get(at..at.saturating_add(LEN_PREFIX));
+        let Some(prefix) = prefix.and_then(|p| <[u8; LEN_PREFIX]>::try_from(p).ok()) else {
+            return at;
+        };
+        let len = u32::from_le_bytes(prefix) as usize;
         let end = at.saturating_add(LEN_PREFIX).saturating_add(len);
         if end > room || end > frames.len() {
-            break;
+            return at;
         }
         at = end;
     }
-    at
 }
 
 /// Why [`encode_frame`] wrote nothing.
@@ -150,28 +155,67 @@ pub(super) enum EncodeFailure {
 /// returns the bytes taken; nothing is taken on failure.
 pub(super) fn encode_frame<B: Serialize + ?Sized>(
     out: &mut [u8],
-    header: &Header,
+    header: &HeaderBytes,
     body: &B,
 ) -> Result<usize, EncodeFailure> {
-    let header_at = LEN_PREFIX;
-    let body_at = header_at.saturating_add(header.encoded_len());
+    let body_at = LEN_PREFIX.saturating_add(header.as_bytes().len());
     let Some(body_out) = out.get_mut(body_at..) else {
         return Err(EncodeFailure::NoRoom);
     };
-    let body_len = match postcard::to_slice(body, body_out) {
-        Ok(written) => written.len(),
+    let body_len = match postcard::serialize_with_flavor(
+        body,
+        ByteWriter {
+            out: body_out,
+            len: 0,
+        },
+    ) {
+        Ok(len) => len,
         Err(postcard::Error::SerializeBufferFull) => return Err(EncodeFailure::NoRoom),
         Err(_) => return Err(EncodeFailure::Serialize),
     };
-    let frame_len = body_at.saturating_add(body_len) - LEN_PREFIX;
-    let Ok(prefix) = u32::try_from(frame_len) else {
+    put_head(out, header, body_len)
+}
+
+/// Where postcard writes a body: byte by byte into a slice. (postcard's
+/// own slice writer copies each run of bytes, even a varint's few, with a
+/// call of `memcpy`; byte by byte takes less code on a device.)
+struct ByteWriter<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl postcard::ser_flavors::Flavor for ByteWriter<'_> {
+    type Output = usize;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        let slot = self.out.get_mut(self.len);
+        *slot.ok_or(postcard::Error::SerializeBufferFull)? = byte;
+        self.len = self.len.saturating_add(1);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
+    }
+}
+
+/// Writes the length prefix and `header` in front of a body of `body_len`
+/// bytes already in place (none for an error frame or a cancel) and
+/// returns the frame's bytes with its prefix. The part of
+/// [`encode_frame`] that does not depend on the body's type.
+pub(super) fn put_head(
+    out: &mut [u8],
+    header: &HeaderBytes,
+    body_len: usize,
+) -> Result<usize, EncodeFailure> {
+    let Some((bytes, len)) = header.with_prefix(body_len) else {
         return Err(EncodeFailure::Serialize);
     };
-    header
-        .encode(&mut out[header_at..])
-        .map_err(|_| EncodeFailure::NoRoom)?;
-    out[..LEN_PREFIX].copy_from_slice(&prefix.to_le_bytes());
-    Ok(LEN_PREFIX.saturating_add(frame_len))
+    let (Some(to), Some(from)) = (out.get_mut(..len), bytes.get(..len)) else {
+        return Err(EncodeFailure::NoRoom);
+    };
+    to.copy_from_slice(from);
+    Ok(len.saturating_add(body_len))
 }
 
 #[cfg(test)]

@@ -8,12 +8,13 @@ use core::time::Duration;
 
 use serde::Serialize;
 
-use super::outbox::{encode_frame, EncodeFailure, Outbox};
+use super::outbox::{encode_frame, put_head, EncodeFailure, Outbox};
 use crate::error::{DriverError, FrameError, RemoteError};
 use crate::framing::{frame_len, LEN_PREFIX};
 use crate::io::Transport;
 use crate::timer::{NoTimer, Timer};
-use crate::wire::{Header, MethodKey, COMMON_HEADER_LEN};
+use crate::wire::compact::{HeaderBytes, RawHeader, CANCEL, NOTIFY, REQUEST};
+use crate::wire::{MethodKey, COMMON_HEADER_LEN};
 
 /// What a heap-free server serves: implemented by the dispatcher that
 /// [`heap_free_service`](crate::heap_free_service) generates (or by hand).
@@ -220,8 +221,14 @@ where
             timer,
             outbox,
         } = self;
-        let epoch = timer.now();
-        let sleep = pin!(timer.sleep_until(epoch.saturating_add(FAR)));
+        let start = timer.now();
+        // Deadlines count whole milliseconds from the millisecond the
+        // connection started in.
+        let epoch = Duration::new(
+            start.as_secs(),
+            start.subsec_millis().saturating_mul(1_000_000),
+        );
+        let sleep = pin!(timer.sleep_until(start.saturating_add(FAR)));
         let mut call = pin!(None);
         let mut conn = Connection {
             io,
@@ -239,6 +246,7 @@ where
             },
             timer,
             epoch,
+            epoch_ms: whole_millis(epoch),
             sleep,
             outbox,
             running: None,
@@ -250,6 +258,13 @@ where
         let mut start = |args| service.run(args);
         poll_fn(|cx| conn.poll(cx, service, call.as_mut(), &mut start)).await
     }
+}
+
+/// Whole milliseconds in `d`.
+fn whole_millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// How far "no deadline" is: the sleep is armed this far ahead.
@@ -276,8 +291,10 @@ struct Running {
 
 /// What a finished call answers, waiting for room in the write buffer.
 enum Answer<R> {
+    /// The handler's value.
     Value(R),
-    Error(RemoteError),
+    /// The deadline passed while the handler ran: DeadlineExceeded.
+    Expired,
 }
 
 /// Received bytes: `start..scanned` are whole frames already routed (the
@@ -305,14 +322,17 @@ const SKIP: u8 = 0xff;
 impl Rx<'_> {
     /// The routed frame at `at`: its header, the body's range and the
     /// offset of the next frame.
-    fn frame_at(&self, at: usize) -> Option<(Header, core::ops::Range<usize>, usize)> {
-        let prefix = self.buf.get(at..self.scanned)?;
-        let len = frame_len(prefix, usize::MAX).ok()??;
+    fn frame_at(&self, at: usize) -> Option<(RawHeader, core::ops::Range<usize>, usize)> {
         let frame_at = at.saturating_add(LEN_PREFIX);
+        let prefix = self
+            .buf
+            .get(at..frame_at)
+            .filter(|_| frame_at <= self.scanned)?;
+        let len = u32::from_le_bytes(prefix.try_into().ok()?) as usize;
         let next = frame_at.saturating_add(len);
         let frame = self.buf.get(frame_at..next)?;
-        let (header, body_at) = Header::decode(frame).ok()?;
-        Some((header, frame_at.saturating_add(body_at)..next, next))
+        let header = RawHeader::parse(frame).ok()?;
+        Some((header, frame_at.saturating_add(header.len)..next, next))
     }
 
     fn mark_skipped(&mut self, at: usize) {
@@ -327,6 +347,7 @@ impl Rx<'_> {
     }
 
     /// Makes room at the end by moving the unconsumed bytes to the front.
+    #[inline(never)]
     fn compact(&mut self) {
         if self.start == 0 {
             return;
@@ -346,20 +367,24 @@ impl Tx<'_> {
     /// Appends one frame; `NoRoom` when it does not fit behind the unsent
     /// bytes. (The buffer starts over once it is written out whole, so
     /// nothing is ever moved.)
-    fn push<B: Serialize + ?Sized>(
-        &mut self,
-        header: &Header,
-        body: &B,
-    ) -> Result<(), EncodeFailure> {
+    fn push<B: Serialize + ?Sized>(&mut self, id: u32, body: &B) -> Result<(), EncodeFailure> {
         let free = self.buf.get_mut(self.end..).unwrap_or_default();
-        let n = encode_frame(free, header, body)?;
+        let n = encode_frame(free, &HeaderBytes::response(id), body)?;
         self.end = self.end.saturating_add(n);
         Ok(())
     }
 
-    /// Appends an error frame if it fits.
-    fn push_error(&mut self, id: u32, error: RemoteError) -> bool {
-        self.push(&Header::Error { id, error }, &()).is_ok()
+    /// Appends an error frame if it fits. Takes the code: the callers'
+    /// constant errors then need no conversion here.
+    fn push_error(&mut self, id: u32, code: u8) -> bool {
+        let free = self.buf.get_mut(self.end..).unwrap_or_default();
+        match put_head(free, &HeaderBytes::error_code(id, code), 0) {
+            Ok(n) => {
+                self.end = self.end.saturating_add(n);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn room(&self) -> usize {
@@ -372,7 +397,11 @@ struct Connection<'b, T, Tm: Timer, Sl, O, R> {
     rx: Rx<'b>,
     tx: Tx<'b>,
     timer: Tm,
+    /// The start of the connection's first millisecond: deadlines count
+    /// from here.
     epoch: Duration,
+    /// `epoch` in milliseconds.
+    epoch_ms: u64,
     sleep: Pin<Sl>,
     outbox: O,
     running: Option<Running>,
@@ -441,14 +470,14 @@ where
                 progress |= self.start_next(service, call.as_mut(), start);
             }
             progress |= self.poll_read(cx, call.as_mut())?;
-            progress |= self.expire(call.as_mut());
-            if progress {
+            let (expired, next_deadline) = self.expire(call.as_mut());
+            if progress || expired {
                 continue;
             }
             if self.eof && self.is_idle(call.is_none()) {
                 return self.io.poll_close(cx).map_err(DriverError::Transport);
             }
-            if self.arm_sleep(cx) {
+            if self.arm_sleep(cx, next_deadline) {
                 continue;
             }
             return Poll::Pending;
@@ -461,8 +490,11 @@ where
         no_call && self.finished.is_none() && self.rx.is_empty() && self.tx.is_empty()
     }
 
+    /// Milliseconds since the epoch: whole milliseconds of the timer
+    /// minus the epoch's, in 64-bit arithmetic (subtracting `Duration`s
+    /// and `as_millis` take several times the code on a Cortex-M).
     fn now_ms(&self) -> Millis {
-        let elapsed = self.timer.now().saturating_sub(self.epoch).as_millis();
+        let elapsed = whole_millis(self.timer.now()).saturating_sub(self.epoch_ms);
         Millis::try_from(elapsed)
             .unwrap_or(NO_DEADLINE - 1)
             .min(NO_DEADLINE - 1)
@@ -472,7 +504,8 @@ where
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DriverError<T::Error>> {
         let mut progress = false;
         while !self.tx.is_empty() {
-            let unsent = &self.tx.buf[self.tx.start..self.tx.end];
+            let unsent = self.tx.buf.get(self.tx.start..self.tx.end);
+            let unsent = unsent.unwrap_or_default();
             match self.io.poll_write(cx, unsent) {
                 Poll::Ready(Ok(0)) => return Err(DriverError::Closed),
                 Poll::Ready(Ok(n)) => {
@@ -520,13 +553,13 @@ where
         };
         let id = *id;
         let written = match answer {
-            Answer::Value(value) => match self.tx.push(&Header::Response { id }, value) {
+            Answer::Value(value) => match self.tx.push(id, value) {
                 Ok(()) => true,
                 Err(EncodeFailure::NoRoom) if !self.tx.is_empty() => false,
                 // Too large for an empty buffer, or not serializable.
-                Err(_) => self.tx.push_error(id, RemoteError::ResponseTooLarge),
+                Err(_) => self.tx.push_error(id, RemoteError::ResponseTooLarge.code()),
             },
-            Answer::Error(error) => self.tx.push_error(id, *error),
+            Answer::Expired => self.tx.push_error(id, RemoteError::DeadlineExceeded.code()),
         };
         if written {
             self.finished = None;
@@ -547,30 +580,25 @@ where
     {
         let mut progress = false;
         while let Some((header, body, next)) = self.rx.frame_at(self.rx.start) {
-            let (id, method, deadline, reply) = match header {
-                Header::Request {
-                    id,
-                    method,
-                    timeout_ms,
-                } => (id, method, timeout_ms.unwrap_or(NO_DEADLINE), true),
-                Header::Notify { method, .. } => (0, method, NO_DEADLINE, false),
-                _ => {
-                    self.rx.start = next;
-                    progress = true;
-                    continue;
-                }
-            };
+            let reply = header.kind == REQUEST;
+            if !reply && header.kind != NOTIFY {
+                self.rx.start = next;
+                progress = true;
+                continue;
+            }
+            let id = header.id;
+            let deadline = header.timeout_ms.unwrap_or(NO_DEADLINE);
             if reply && self.tx.room() < ERROR_FRAME {
                 // An error answer might not fit: wait for the write.
                 return progress;
             }
             if reply && deadline <= self.now_ms() {
-                self.tx.push_error(id, RemoteError::DeadlineExceeded);
+                self.tx.push_error(id, RemoteError::DeadlineExceeded.code());
                 self.rx.start = next;
                 progress = true;
                 continue;
             }
-            let args = service.decode(method, self.rx.buf.get(body).unwrap_or_default());
+            let args = service.decode(header.method, self.rx.buf.get(body).unwrap_or_default());
             self.rx.start = next;
             match args {
                 Ok(args) => {
@@ -583,7 +611,7 @@ where
                     return true;
                 }
                 Err(error) if reply => {
-                    self.tx.push_error(id, error);
+                    self.tx.push_error(id, error.code());
                 }
                 // A notification is never answered (PROTOCOL.md 3.10).
                 Err(_) => {}
@@ -637,14 +665,14 @@ where
         let max_frame = self.rx.buf.len() - LEN_PREFIX;
         loop {
             let at = self.rx.scanned;
-            let unrouted = &self.rx.buf[at..self.rx.filled];
+            let unrouted = self.rx.buf.get(at..self.rx.filled).unwrap_or_default();
             let len = match frame_len(unrouted, max_frame) {
                 Ok(Some(len)) => len,
                 Ok(None) => return,
                 Err(e) => return self.fail(e, call),
             };
             let frame_at = at + LEN_PREFIX;
-            let received = &self.rx.buf[..self.rx.filled];
+            let received = self.rx.buf.get(..self.rx.filled).unwrap_or_default();
             let Some(frame) = received.get(frame_at..frame_at.saturating_add(len)) else {
                 if self.rx.start > 0 && self.rx.filled == self.rx.buf.len() {
                     // The frame fits once the consumed bytes are gone.
@@ -653,22 +681,21 @@ where
                 }
                 return;
             };
-            let header = match Header::decode(frame) {
-                Ok((header, _)) => header,
+            let header = match RawHeader::parse(frame) {
+                Ok(header) => header,
                 Err(e) => return self.fail(e, call),
             };
-            match header {
-                Header::Request {
-                    timeout_ms: Some(ms),
-                    ..
-                } => {
+            match (header.kind, header.timeout_ms) {
+                (REQUEST, Some(ms)) => {
                     let deadline = self.now_ms().saturating_add(ms).to_le_bytes();
                     let field = frame_at + COMMON_HEADER_LEN + 8;
-                    self.rx.buf[field..field + 4].copy_from_slice(&deadline);
+                    if let Some(slot) = self.rx.buf.get_mut(field..field + 4) {
+                        slot.copy_from_slice(&deadline);
+                    }
                 }
-                Header::Request { .. } | Header::Notify { .. } => {}
-                Header::Cancel { id } => {
-                    self.cancel(id, call.as_mut());
+                (REQUEST | NOTIFY, _) => {}
+                (CANCEL, _) => {
+                    self.cancel(header.id, call.as_mut());
                     self.rx.mark_skipped(at);
                 }
                 _ => self.rx.mark_skipped(at),
@@ -687,7 +714,7 @@ where
         }
         let mut at = self.rx.start;
         while let Some((header, _, next)) = self.rx.frame_at(at) {
-            if matches!(header, Header::Request { id: queued, .. } if queued == id) {
+            if header.kind == REQUEST && header.id == id {
                 self.rx.mark_skipped(at);
                 return;
             }
@@ -696,58 +723,47 @@ where
     }
 
     /// Answers DeadlineExceeded for the running call and the queued
-    /// requests whose deadline passed (R3).
-    fn expire<F>(&mut self, mut call: Pin<&mut Option<F>>) -> bool {
+    /// requests whose deadline passed (R3). Returns whether it answered
+    /// any, and the next deadline still ahead (`NO_DEADLINE`: none).
+    fn expire<F>(&mut self, mut call: Pin<&mut Option<F>>) -> (bool, Millis) {
         let now = self.now_ms();
         let mut progress = false;
+        let mut next = NO_DEADLINE;
         if let Some(running) = &self.running {
-            if running.deadline <= now {
+            if running.deadline > now {
+                next = running.deadline;
+            } else {
                 call.set(None);
                 if running.reply {
-                    self.finished =
-                        Some((running.id, Answer::Error(RemoteError::DeadlineExceeded)));
+                    self.finished = Some((running.id, Answer::Expired));
                 }
                 self.running = None;
                 progress = true;
             }
         }
         let mut at = self.rx.start;
-        while let Some((header, _, next)) = self.rx.frame_at(at) {
-            if let Header::Request {
-                id,
-                timeout_ms: Some(deadline),
-                ..
-            } = header
-            {
-                if deadline <= now && self.tx.push_error(id, RemoteError::DeadlineExceeded) {
+        while let Some((header, _, after)) = self.rx.frame_at(at) {
+            if let (REQUEST, Some(deadline)) = (header.kind, header.timeout_ms) {
+                if deadline > now {
+                    next = next.min(deadline);
+                } else if self
+                    .tx
+                    .push_error(header.id, RemoteError::DeadlineExceeded.code())
+                {
                     self.rx.mark_skipped(at);
                     progress = true;
                 }
-            }
-            at = next;
-        }
-        progress
-    }
-
-    /// Arms the sleep at the next deadline still ahead; `true` if it has
-    /// already fired.
-    fn arm_sleep(&mut self, cx: &mut Context<'_>) -> bool {
-        let now = self.now_ms();
-        let mut next = self.running.as_ref().map_or(NO_DEADLINE, |r| r.deadline);
-        let mut at = self.rx.start;
-        while let Some((header, _, after)) = self.rx.frame_at(at) {
-            if let Header::Request {
-                timeout_ms: Some(deadline),
-                ..
-            } = header
-            {
-                // One already passed waits for room to be answered.
-                if deadline > now {
-                    next = next.min(deadline);
-                }
+                // One that passed without room for its answer waits for
+                // the write, which wakes the driver.
             }
             at = after;
         }
+        (progress, next)
+    }
+
+    /// Arms the sleep at `next`, the next deadline still ahead; `true` if
+    /// it has already fired.
+    fn arm_sleep(&mut self, cx: &mut Context<'_>, next: Millis) -> bool {
         if next == NO_DEADLINE {
             return false;
         }
@@ -760,6 +776,7 @@ where
 
     /// A protocol violation: running and queued calls are dropped; the
     /// replies already produced are still written.
+    #[inline(never)]
     fn fail<F>(&mut self, error: FrameError, mut call: Pin<&mut Option<F>>) {
         call.set(None);
         self.running = None;

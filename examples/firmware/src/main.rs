@@ -114,17 +114,21 @@ fn main() -> ! {
 #[cfg(feature = "service")]
 fn serve(uart: &mut uart::Uart0) -> ! {
     use courier::heap_free::{Buffers, HeapFreeServer};
+    use static_cell::ConstStaticCell;
 
     let board = service::Board::default();
-    // 512-byte frame buffers in a static (counted as static RAM).
-    let buffers = cortex_m::singleton!(: Buffers<512, 512> = Buffers::new()).unwrap();
+    // 512-byte frame buffers in a static (counted as static RAM), zeroed
+    // with `.bss` at reset, not again at run time.
+    static BUFFERS: ConstStaticCell<Buffers<512, 512>> = ConstStaticCell::new(Buffers::new());
+    let buffers = BUFFERS.take();
     // With COBS framing (feature `cobs`): a corrupted frame is skipped and
     // counted, the server keeps running; 512 bytes for the frame being
     // decoded and 260 for encoded bytes on their way out.
     #[cfg(feature = "cobs")]
-    let cobs = cortex_m::singleton!(: courier::cobs::CobsBuffers<512, 260> =
-        courier::cobs::CobsBuffers::new())
-    .unwrap();
+    static COBS: ConstStaticCell<courier::cobs::CobsBuffers<512, 260>> =
+        ConstStaticCell::new(courier::cobs::CobsBuffers::new());
+    #[cfg(feature = "cobs")]
+    let cobs = COBS.take();
     #[cfg(feature = "cobs")]
     let mut link = courier::cobs::CobsTransport::new(uart, cobs, &statics::SKIPPED);
     #[cfg(not(feature = "cobs"))]
@@ -153,8 +157,10 @@ fn serve(uart: &mut uart::Uart0) -> ! {
 fn serve(uart: &mut uart::Uart0) -> ! {
     use core::time::Duration;
     use courier::heap_free::{Buffers, HeapFreeClient};
+    use static_cell::ConstStaticCell;
 
-    let buffers = cortex_m::singleton!(: Buffers<512, 512> = Buffers::new()).unwrap();
+    static BUFFERS: ConstStaticCell<Buffers<512, 512>> = ConstStaticCell::new(Buffers::new());
+    let buffers = BUFFERS.take();
     let mut client = HeapFreeClient::new(&mut *uart, buffers).timer(clock::Clock);
     executor::block_on(async {
         let mut a = 1000u32;
