@@ -183,3 +183,77 @@ fn a_typed_client_calls_through_the_channel_trait() {
         );
     });
 }
+
+#[test]
+fn encoded_arguments_inline_and_shared_are_the_same_bytes_below_at_and_above_30() {
+    // Up to 30 bytes of body are kept in the value, above in an `Arc`:
+    // either way the bytes, equality and the call are the same.
+    assert_eq!(std::mem::size_of::<Encoded>(), 32);
+    with_client(64 * 1024, |client| async move {
+        for body_len in [1usize, 29, 30, 31, 200] {
+            // A 1-byte length, then the bytes.
+            let bytes = vec![9u8; body_len - 1];
+            let args = Encoded::new(&(bytes.clone(),), usize::MAX).unwrap();
+            let wire = postcard::to_allocvec(&(bytes.clone(),)).unwrap();
+            assert_eq!(args.as_bytes(), wire, "len {body_len}");
+            let shared = Encoded::from_encoded(wire.clone().into());
+            assert_eq!(args, shared, "len {body_len}");
+            assert_eq!(args.clone(), args, "len {body_len}");
+            let mut scratch = Vec::new();
+            assert_eq!(
+                Encoded::new_in(&mut scratch, &(bytes.clone(),), usize::MAX).unwrap(),
+                args
+            );
+            let back: Vec<u8> = client
+                .clone()
+                .call_encoded(EchoClient::ECHO, args)
+                .await
+                .unwrap();
+            assert_eq!(back, bytes, "len {body_len}");
+        }
+    });
+}
+
+/// Keeps a client next to state of its own, as a load balancer's endpoint
+/// record does.
+struct Holder {
+    client: Client,
+    tag: u32,
+}
+
+impl AsRef<Client> for Holder {
+    fn as_ref(&self) -> &Client {
+        &self.client
+    }
+}
+
+#[test]
+fn a_held_call_keeps_its_holder_and_its_connection() {
+    with_client(64 * 1024, |client| async move {
+        let holder = std::sync::Arc::new(Holder { client, tag: 7 });
+        let args = Encoded::new(&(2u32, 3u32), 64).unwrap();
+        let call = Client::call_held::<_, u32>(holder.clone(), EchoClient::ADD, args.clone());
+        assert_eq!(call.holder::<Holder>().map(|h| h.tag), Some(7));
+        assert!(call.holder::<String>().is_none(), "another type: none");
+        // The call holds the only client handle now: the connection stays.
+        drop(holder);
+        assert_eq!(call.await, Ok(5));
+        // `into_owned` keeps the holder; a borrowed call has none.
+        let holder = std::sync::Arc::new(Holder {
+            client: with_second_handle(),
+            tag: 8,
+        });
+        let borrowed = holder.client.call::<_, u32>(EchoClient::ADD, (1u32, 1u32));
+        assert!(borrowed.holder::<Holder>().is_none());
+        drop(borrowed);
+        let owned = Client::call_held::<_, u32>(holder, EchoClient::ADD, args).into_owned();
+        assert_eq!(owned.holder::<Holder>().map(|h| h.tag), Some(8));
+    });
+}
+
+/// A client of its own (its driver dropped): enough to build calls that
+/// are never polled.
+fn with_second_handle() -> Client {
+    let (client_io, _server_io) = courier_mem::pair(1024);
+    Client::new(client_io).0
+}

@@ -138,9 +138,12 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     /// # });
     /// ```
     pub fn into_owned(mut self) -> Call<'static, Req, Resp> {
-        let client = (*self.client).clone();
+        let client = match &self.client {
+            ClientRef::Held(holder) => ClientRef::Held(holder.clone()),
+            other => ClientRef::Owned((**other).clone()),
+        };
         Call {
-            client: ClientRef::Owned(client),
+            client,
             method: self.method,
             timeout: self.timeout,
             started: self.started,
@@ -162,6 +165,15 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     pub fn with_method(mut self, info: &'static MethodInfo) -> Self {
         self.trace.set_info(info);
         self
+    }
+
+    /// What the call keeps its client in, if it was started by
+    /// [`Client::call_held`](super::Client::call_held) with an `Arc<H>`.
+    pub fn holder<H: 'static>(&self) -> Option<&H> {
+        match &self.client {
+            ClientRef::Held(holder) => holder.any().downcast_ref(),
+            _ => None,
+        }
     }
 
     fn deadline(&self) -> Option<Duration> {
