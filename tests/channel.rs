@@ -184,36 +184,6 @@ fn a_typed_client_calls_through_the_channel_trait() {
     });
 }
 
-#[test]
-fn encoded_arguments_inline_and_shared_are_the_same_bytes_below_at_and_above_30() {
-    // Up to 30 bytes of body are kept in the value, above in an `Arc`:
-    // either way the bytes, equality and the call are the same.
-    assert_eq!(std::mem::size_of::<Encoded>(), 32);
-    with_client(64 * 1024, |client| async move {
-        for body_len in [1usize, 29, 30, 31, 200] {
-            // A 1-byte length, then the bytes.
-            let bytes = vec![9u8; body_len - 1];
-            let args = Encoded::new(&(bytes.clone(),), usize::MAX).unwrap();
-            let wire = postcard::to_allocvec(&(bytes.clone(),)).unwrap();
-            assert_eq!(args.as_bytes(), wire, "len {body_len}");
-            let shared = Encoded::from_encoded(wire.clone().into());
-            assert_eq!(args, shared, "len {body_len}");
-            assert_eq!(args.clone(), args, "len {body_len}");
-            let mut scratch = Vec::new();
-            assert_eq!(
-                Encoded::new_in(&mut scratch, &(bytes.clone(),), usize::MAX).unwrap(),
-                args
-            );
-            let back: Vec<u8> = client
-                .clone()
-                .call_encoded(EchoClient::ECHO, args)
-                .await
-                .unwrap();
-            assert_eq!(back, bytes, "len {body_len}");
-        }
-    });
-}
-
 /// Keeps a client next to state of its own, as a load balancer's endpoint
 /// record does.
 struct Holder {
@@ -231,8 +201,7 @@ impl AsRef<Client> for Holder {
 fn a_held_call_keeps_its_holder_and_its_connection() {
     with_client(64 * 1024, |client| async move {
         let holder = std::sync::Arc::new(Holder { client, tag: 7 });
-        let args = Encoded::new(&(2u32, 3u32), 64).unwrap();
-        let call = Client::call_held::<_, u32>(holder.clone(), EchoClient::ADD, args.clone());
+        let call = Client::call_held::<_, _, u32>(holder.clone(), EchoClient::ADD, (2u32, 3u32));
         assert_eq!(call.holder::<Holder>().map(|h| h.tag), Some(7));
         assert!(call.holder::<String>().is_none(), "another type: none");
         // The call holds the only client handle now: the connection stays.
@@ -246,9 +215,45 @@ fn a_held_call_keeps_its_holder_and_its_connection() {
         let borrowed = holder.client.call::<_, u32>(EchoClient::ADD, (1u32, 1u32));
         assert!(borrowed.holder::<Holder>().is_none());
         drop(borrowed);
-        let owned = Client::call_held::<_, u32>(holder, EchoClient::ADD, args).into_owned();
-        assert_eq!(owned.holder::<Holder>().map(|h| h.tag), Some(8));
+        let owned = Client::call_held::<_, _, u32>(holder, EchoClient::ADD, (1u32, 1u32));
+        assert_eq!(
+            owned.into_owned().holder::<Holder>().map(|h| h.tag),
+            Some(8)
+        );
     });
+}
+
+#[test]
+fn a_retained_request_comes_back_after_the_call_sent_or_failed() {
+    with_client(64 * 1024, |client| async move {
+        // Not yet sent: any call gives its request back.
+        let call = client.call::<_, u32>(EchoClient::ADD, (1u32, 2u32));
+        assert_eq!(call.into_request(), Some((1, 2)));
+        // Sent and answered: only a call that retains it.
+        let mut kept = client
+            .call::<_, u32>(EchoClient::ADD, (3u32, 4u32))
+            .retain_request();
+        assert_eq!((&mut kept).await, Ok(7));
+        assert_eq!(kept.into_request(), Some((3, 4)));
+        let mut plain = client.call::<_, u32>(EchoClient::ADD, (5u32, 6u32));
+        assert_eq!((&mut plain).await, Ok(11));
+        assert_eq!(plain.into_request(), None);
+        // Large arguments take the slot's buffer: the same.
+        let bytes = vec![3u8; 1000];
+        let mut large = client
+            .call::<_, Vec<u8>>(EchoClient::ECHO, (bytes.clone(),))
+            .retain_request();
+        assert_eq!((&mut large).await.as_ref(), Ok(&bytes));
+        assert_eq!(large.into_request(), Some((bytes,)));
+    });
+    // Failed (the connection is closed): back, to be sent elsewhere.
+    let closed = with_second_handle();
+    let mut failed = closed
+        .call::<_, u32>(EchoClient::ADD, (8u32, 9u32))
+        .retain_request();
+    let result = futures::executor::block_on(&mut failed);
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(failed.into_request(), Some((8, 9)));
 }
 
 /// A client of its own (its driver dropped): enough to build calls that

@@ -46,7 +46,7 @@ impl Calc for Adder {
 }
 
 const CONCURRENCY: usize = 64;
-const CALLS: u64 = 40_000;
+const CALLS: u64 = 200_000;
 const ROUNDS: usize = 5;
 const INSTANCES: usize = 3;
 

@@ -1,5 +1,5 @@
-//! One balanced unary call: picks an endpoint, sends the encoded arguments,
-//! and re-sends them elsewhere when the failure allows (see
+//! One balanced unary call: picks an endpoint, sends the arguments, and
+//! re-sends them elsewhere when the failure allows (see
 //! [`retry`](crate::retry)).
 
 use std::future::Future;
@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use courier::client::Encoded;
 use courier::{
     Call, CallError, Client, MethodInfo, MethodKey, NotRetried, RemoteError, Timer, Unsent,
 };
@@ -20,10 +19,6 @@ use crate::state::{Link, Picked};
 
 /// The most attempts a call may make.
 pub const MAX_ATTEMPTS: u32 = 16;
-
-/// Arguments are encoded once with this bound; each endpoint's client
-/// checks its own frame limit when it sends them.
-const MAX_ARGS: usize = u32::MAX as usize;
 
 /// The endpoints a call tried, inline (a call allocates no list).
 #[derive(Default)]
@@ -46,13 +41,14 @@ impl Tried {
 }
 
 /// The attempt in flight.
-struct Attempt<Resp> {
-    /// Keeps the endpoint's [`Link`] as its client (one `Arc`).
-    call: Call<'static, Encoded, Resp>,
+struct Attempt<Req, Resp> {
+    /// Keeps the endpoint's [`Link`] as its client (one `Arc`), and the
+    /// arguments (`retain_request`) for a re-send.
+    call: Call<'static, Req, Resp>,
     started: Duration,
 }
 
-impl<Resp> Attempt<Resp> {
+impl<Req, Resp> Attempt<Req, Resp> {
     /// The connection it went to (always there: the call was made by
     /// [`Client::call_held`] with a `Link`).
     fn link(&self) -> Option<&Link> {
@@ -99,10 +95,10 @@ pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
     idempotent: bool,
     /// The timeout until the first poll, the deadline after.
     time: Option<Duration>,
+    polled: bool,
+    /// The arguments, between attempts (an attempt's call keeps them).
     request: Option<Req>,
-    /// The encoded arguments, from the first poll on.
-    args: Option<Encoded>,
-    attempt: Option<Attempt<Resp>>,
+    attempt: Option<Attempt<Req, Resp>>,
     slow: Option<Box<Slow<Tm>>>,
     done: bool,
 }
@@ -121,8 +117,8 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
             method: method.key,
             idempotent: method.idempotent,
             time: timeout,
+            polled: false,
             request: Some(request),
-            args: None,
             attempt: None,
             slow: None,
             done: false,
@@ -132,7 +128,7 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
     /// Gives the call a timeout, counted from its first poll (no effect
     /// once it was polled).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        if self.args.is_none() {
+        if !self.polled {
             self.time = Some(timeout);
         }
         self
@@ -205,17 +201,11 @@ where
         let inner = &*self.balanced.inner;
         // One clock reading serves the deadline and the first pick.
         let mut start = None;
-        if self.args.is_none() {
+        if !self.polled {
+            self.polled = true;
             let now = inner.timer.now();
             start = Some(now);
             self.time = self.time.map(|timeout| now.saturating_add(timeout));
-            let Some(request) = self.request.take() else {
-                return self.finish(Err(CallError::Encode));
-            };
-            match Encoded::new(&request, MAX_ARGS) {
-                Ok(args) => self.args = Some(args),
-                Err(error) => return self.finish(Err(error)),
-            }
         }
         // Invariant: each turn either polls the attempt in flight (and
         // returns its `Pending`), or picks an endpoint and starts one, or
@@ -245,7 +235,8 @@ where
                     }
                     Err(error) => error,
                 };
-                drop(attempt);
+                // The arguments come back for a re-send.
+                self.request = attempt.and_then(|a| a.call.into_request());
                 let now = inner.timer.now();
                 let rtt = now.saturating_sub(started);
                 let failed = inner.with(|s| s.failed(id, now, rtt, error));
@@ -299,12 +290,15 @@ where
                         slow.wait_until = None;
                         slow.tried.push(link.id);
                     }
-                    let Some(args) = self.args.clone() else {
+                    let Some(request) = self.request.take() else {
+                        // Only a panicking `Serialize` loses them.
+                        link.load.ended();
                         return self.finish(Err(CallError::Encode));
                     };
                     let left = self.deadline().map(|at| at.saturating_sub(now));
-                    let call =
-                        Client::call_held(link, self.method, args).with_optional_timeout(left);
+                    let call = Client::call_held(link, self.method, request)
+                        .retain_request()
+                        .with_optional_timeout(left);
                     self.attempt = Some(Attempt { call, started: now });
                 }
                 Picked::Wait => return self.wait(cx, now),

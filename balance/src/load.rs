@@ -96,7 +96,8 @@ pub(crate) struct PeakEwma {
     estimate_ns: AtomicU64,
     /// The clock at the last update, in nanoseconds.
     updated_ns: AtomicU64,
-    decay_ns: f64,
+    /// `1 / τ`, per nanosecond.
+    per_decay_ns: f64,
 }
 
 impl PeakEwma {
@@ -104,7 +105,7 @@ impl PeakEwma {
         PeakEwma {
             estimate_ns: AtomicU64::new(nanos(initial).to_bits()),
             updated_ns: AtomicU64::new(whole_nanos(now)),
-            decay_ns: nanos(decay).max(1.0),
+            per_decay_ns: 1.0 / nanos(decay).max(1.0),
         }
     }
 
@@ -114,8 +115,11 @@ impl PeakEwma {
     /// x³/6` (error under `x⁴/24` < 2·10⁻⁶), a few multiplications instead
     /// of a call to `exp`.
     fn keep(&self, now: Duration) -> f64 {
-        let updated = self.updated_ns.load(Ordering::Relaxed);
-        let x = whole_nanos(now).saturating_sub(updated) as f64 / self.decay_ns;
+        self.keep_at(whole_nanos(now), self.updated_ns.load(Ordering::Relaxed))
+    }
+
+    fn keep_at(&self, now_ns: u64, updated_ns: u64) -> f64 {
+        let x = now_ns.saturating_sub(updated_ns) as f64 * self.per_decay_ns;
         if x < 1.0 / 16.0 {
             1.0 - x * (1.0 - x * (0.5 - x / 6.0))
         } else {
@@ -126,7 +130,9 @@ impl PeakEwma {
     /// Folds in one call's round-trip time.
     pub(crate) fn observe(&self, rtt: Duration, now: Duration) {
         let rtt = nanos(rtt);
-        let keep = self.keep(now);
+        let now_ns = whole_nanos(now);
+        let updated_ns = self.updated_ns.load(Ordering::Relaxed);
+        let keep = self.keep_at(now_ns, updated_ns);
         let _ = self
             .estimate_ns
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
@@ -138,8 +144,9 @@ impl PeakEwma {
                 };
                 Some(next.to_bits())
             });
-        self.updated_ns
-            .fetch_max(whole_nanos(now), Ordering::Relaxed);
+        if now_ns > updated_ns {
+            self.updated_ns.fetch_max(now_ns, Ordering::Relaxed);
+        }
     }
 
     /// The estimate at `now`, decayed since the last update.
@@ -154,7 +161,7 @@ impl Clone for PeakEwma {
         PeakEwma {
             estimate_ns: AtomicU64::new(self.estimate_ns.load(Ordering::Relaxed)),
             updated_ns: AtomicU64::new(self.updated_ns.load(Ordering::Relaxed)),
-            decay_ns: self.decay_ns,
+            per_decay_ns: self.per_decay_ns,
         }
     }
 }

@@ -16,13 +16,7 @@ use crate::wire::Header;
 /// Arguments up to this size are encoded on the stack first.
 const INLINE: usize = 256;
 
-/// Arguments up to this size are kept in the `Encoded` value itself: no
-/// allocation, and a clone is a copy (`Encoded` is 32 bytes).
-const KEPT_INLINE: usize = 30;
-
 /// A call's arguments, already encoded: cheap to clone, sent byte for byte.
-/// Up to 30 bytes are kept in the value itself (no allocation); larger
-/// bodies are shared behind an `Arc`.
 ///
 /// A [`Call`](super::Call) of `Encoded` arguments sends exactly the bytes a
 /// call of the original value would (the postcard encoding is
@@ -32,15 +26,9 @@ const KEPT_INLINE: usize = 30;
 /// let args = courier::client::Encoded::new(&(2u32, 3u32), 1024).unwrap();
 /// assert_eq!(args.as_bytes(), &[2, 3]);
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
-    body: Body,
-}
-
-#[derive(Clone)]
-enum Body {
-    Inline { len: u8, bytes: [u8; KEPT_INLINE] },
-    Shared(Arc<[u8]>),
+    body: Arc<[u8]>,
 }
 
 impl Encoded {
@@ -48,23 +36,8 @@ impl Encoded {
     /// ([`CallError::RequestTooLarge`]; the frame limit of the client that
     /// sends it is checked again when it is sent).
     pub fn new<T: Serialize + ?Sized>(args: &T, max: usize) -> Result<Self, CallError> {
-        // Small arguments are encoded straight into the value: no
-        // allocation.
-        let mut bytes = [0u8; KEPT_INLINE];
-        if let Ok(body) = postcard::to_slice(args, &mut bytes) {
-            let len = body.len();
-            if len > max {
-                return Err(CallError::RequestTooLarge { len, max });
-            }
-            return Ok(Encoded {
-                // `len` ≤ 30.
-                body: Body::Inline {
-                    len: len as u8,
-                    bytes,
-                },
-            });
-        }
-        // Up to 256 bytes on the stack: one allocation, the shared copy.
+        // Small arguments are encoded on the stack: one allocation, the
+        // shared copy.
         let mut inline = [0u8; INLINE];
         if let Ok(body) = postcard::to_slice(args, &mut inline) {
             if body.len() > max {
@@ -73,30 +46,12 @@ impl Encoded {
                     max,
                 });
             }
-            return Ok(Self::copy_of(body));
+            return Ok(Encoded {
+                body: Arc::from(&*body),
+            });
         }
         let mut body = Vec::new();
         Self::new_in(&mut body, args, max)
-    }
-
-    /// A copy of `body`: inline if it is small, else shared.
-    fn copy_of(body: &[u8]) -> Self {
-        let mut bytes = [0u8; KEPT_INLINE];
-        match bytes.get_mut(..body.len()) {
-            Some(head) => {
-                head.copy_from_slice(body);
-                Encoded {
-                    // `body.len()` ≤ 30.
-                    body: Body::Inline {
-                        len: body.len() as u8,
-                        bytes,
-                    },
-                }
-            }
-            None => Encoded {
-                body: Body::Shared(Arc::from(body)),
-            },
-        }
     }
 
     /// Like [`new`](Self::new), encoding through `scratch` (cleared first),
@@ -108,38 +63,21 @@ impl Encoded {
     ) -> Result<Self, CallError> {
         scratch.clear();
         encode_body(scratch, args, max)?;
-        Ok(Self::copy_of(scratch))
+        Ok(Encoded {
+            body: Arc::from(scratch.as_slice()),
+        })
     }
 
     /// Wraps bytes that already are a postcard encoding (of the arguments,
     /// or of a streamed item), shared as they are, without checking them:
     /// the receiver decodes them as the type it expects.
     pub fn from_encoded(body: Arc<[u8]>) -> Self {
-        Encoded {
-            body: Body::Shared(body),
-        }
+        Encoded { body }
     }
 
     /// The encoded body.
     pub fn as_bytes(&self) -> &[u8] {
-        match &self.body {
-            Body::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
-            Body::Shared(body) => body,
-        }
-    }
-}
-
-impl PartialEq for Encoded {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Encoded {}
-
-impl core::fmt::Debug for Encoded {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_tuple("Encoded").field(&self.as_bytes()).finish()
+        &self.body
     }
 }
 
@@ -196,7 +134,7 @@ impl EncodeArgs for Encoded {
         header: &Header,
         max_frame: usize,
     ) -> Result<(), EncodeError> {
-        encode_raw_frame(out, header, self.as_bytes(), max_frame)
+        encode_raw_frame(out, header, &self.body, max_frame)
     }
 
     fn encode_frame_into(
@@ -205,6 +143,6 @@ impl EncodeArgs for Encoded {
         header: &Header,
         max_frame: usize,
     ) -> Result<Option<usize>, EncodeError> {
-        encode_raw_frame_into(buf, header, self.as_bytes(), max_frame)
+        encode_raw_frame_into(buf, header, &self.body, max_frame)
     }
 }

@@ -310,23 +310,24 @@ impl Client {
         Call::new(ClientRef::Owned(self), method, args)
     }
 
-    /// Starts a call of `method` with arguments encoded beforehand, on the
-    /// client that `holder` keeps (`AsRef<Client>`): the call keeps the
-    /// `Arc` itself — no client handle per call — and
-    /// [`Call::holder`] gives it back. A load balancer keeps each
-    /// endpoint's client next to the endpoint's own state, and reaches that
-    /// state when the call ends without a lookup. The connection stays open
-    /// while any call keeps the holder.
-    pub fn call_held<H, Resp>(
+    /// Starts a call of `method` with argument `request`, on the client
+    /// that `holder` keeps (`AsRef<Client>`): the call keeps the `Arc`
+    /// itself — no client handle per call — and [`Call::holder`] gives it
+    /// back. A load balancer keeps each endpoint's client next to the
+    /// endpoint's own state, and reaches that state when the call ends
+    /// without a lookup. The connection stays open while any call keeps the
+    /// holder.
+    pub fn call_held<H, Req, Resp>(
         holder: Arc<H>,
         method: MethodKey,
-        args: Encoded,
-    ) -> Call<'static, Encoded, Resp>
+        request: Req,
+    ) -> Call<'static, Req, Resp>
     where
         H: AsRef<Client> + Send + Sync + 'static,
+        Req: Serialize,
         Resp: DeserializeOwned,
     {
-        Call::new(ClientRef::Held(holder), method, args)
+        Call::new(ClientRef::Held(holder), method, request)
     }
 
     /// Like [`server_stream`](Self::server_stream), on a call that keeps
