@@ -300,8 +300,8 @@ impl Client {
     }
 
     /// Starts a call of `method` with arguments encoded beforehand (see
-    /// [`Encoded`]); the call keeps this handle, so it borrows nothing. A
-    /// load balancer sends one `Encoded` on several connections in turn.
+    /// [`Encoded`]); the call keeps this handle, so it borrows nothing. One
+    /// `Encoded` can be sent on several connections in turn.
     pub fn call_encoded<Resp: DeserializeOwned>(
         self,
         method: MethodKey,
