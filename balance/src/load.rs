@@ -12,6 +12,10 @@
 //! so an endpoint that got no traffic for a while (because it looked slow)
 //! is eventually tried again.
 //!
+//! A call's round trip runs from its pick to the start of the balancer
+//! driver's poll that delivered its reply (the connections' drivers run
+//! inside that poll), so that the end of a call reads no clock.
+//!
 //! The *load* a strategy compares is `estimate × (in_flight + 1)`: latency
 //! weighted by how much work is already queued there (Finagle's and
 //! tower's model). Times are durations on the balancer's
