@@ -183,3 +183,82 @@ fn a_typed_client_calls_through_the_channel_trait() {
         );
     });
 }
+
+/// Keeps a client next to state of its own, as a load balancer's endpoint
+/// record does.
+struct Holder {
+    client: Client,
+    tag: u32,
+}
+
+impl AsRef<Client> for Holder {
+    fn as_ref(&self) -> &Client {
+        &self.client
+    }
+}
+
+#[test]
+fn a_held_call_keeps_its_holder_and_its_connection() {
+    with_client(64 * 1024, |client| async move {
+        let holder = std::sync::Arc::new(Holder { client, tag: 7 });
+        let call = Client::call_held::<_, _, u32>(holder.clone(), EchoClient::ADD, (2u32, 3u32));
+        assert_eq!(call.holder::<Holder>().map(|h| h.tag), Some(7));
+        assert!(call.holder::<String>().is_none(), "another type: none");
+        // The call holds the only client handle now: the connection stays.
+        drop(holder);
+        assert_eq!(call.await, Ok(5));
+        // `into_owned` keeps the holder; a borrowed call has none.
+        let holder = std::sync::Arc::new(Holder {
+            client: with_second_handle(),
+            tag: 8,
+        });
+        let borrowed = holder.client.call::<_, u32>(EchoClient::ADD, (1u32, 1u32));
+        assert!(borrowed.holder::<Holder>().is_none());
+        drop(borrowed);
+        let owned = Client::call_held::<_, _, u32>(holder, EchoClient::ADD, (1u32, 1u32));
+        assert_eq!(
+            owned.into_owned().holder::<Holder>().map(|h| h.tag),
+            Some(8)
+        );
+    });
+}
+
+#[test]
+fn a_retained_request_comes_back_after_the_call_sent_or_failed() {
+    with_client(64 * 1024, |client| async move {
+        // Not yet sent: any call gives its request back.
+        let call = client.call::<_, u32>(EchoClient::ADD, (1u32, 2u32));
+        assert_eq!(call.into_request(), Some((1, 2)));
+        // Sent and answered: only a call that retains it.
+        let mut kept = client
+            .call::<_, u32>(EchoClient::ADD, (3u32, 4u32))
+            .retain_request();
+        assert_eq!((&mut kept).await, Ok(7));
+        assert_eq!(kept.into_request(), Some((3, 4)));
+        let mut plain = client.call::<_, u32>(EchoClient::ADD, (5u32, 6u32));
+        assert_eq!((&mut plain).await, Ok(11));
+        assert_eq!(plain.into_request(), None);
+        // Large arguments take the slot's buffer: the same.
+        let bytes = vec![3u8; 1000];
+        let mut large = client
+            .call::<_, Vec<u8>>(EchoClient::ECHO, (bytes.clone(),))
+            .retain_request();
+        assert_eq!((&mut large).await.as_ref(), Ok(&bytes));
+        assert_eq!(large.into_request(), Some((bytes,)));
+    });
+    // Failed (the connection is closed): back, to be sent elsewhere.
+    let closed = with_second_handle();
+    let mut failed = closed
+        .call::<_, u32>(EchoClient::ADD, (8u32, 9u32))
+        .retain_request();
+    let result = futures::executor::block_on(&mut failed);
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(failed.into_request(), Some((8, 9)));
+}
+
+/// A client of its own (its driver dropped): enough to build calls that
+/// are never polled.
+fn with_second_handle() -> Client {
+    let (client_io, _server_io) = courier_mem::pair(1024);
+    Client::new(client_io).0
+}

@@ -1,19 +1,35 @@
 //! Balanced versus direct throughput (a plain program, not criterion):
-//! `cargo bench -p courier-balance --bench throughput`.
+//! `cargo bench -p courier-balance --bench throughput [-- OPTIONS]`.
 //!
-//! Three courier-tcp servers on 127.0.0.1 run on smol's executor in this
-//! process. 64 callers make `add` calls, in rounds that alternate between
-//! one direct connection to one instance, the balanced client (p2c) over
-//! that one instance (the balancer's own cost), and over all three (plus
-//! the cost of spreading 64 calls over three connections); each client's
-//! driver is polled on the callers' thread. Prints each round's calls/s and
-//! the median ratios to direct.
+//! Three courier-tcp instances on 127.0.0.1 serve `add`; 64 callers on one
+//! thread make calls in rounds that alternate between one direct
+//! connection to one instance, the balanced client (p2c) over that one
+//! instance (the balancer's own cost), and over all three (plus the cost
+//! of spreading 64 calls over three connections). Each client's driver is
+//! its own task on the callers' thread (a `LocalExecutor`), so a wake-up
+//! polls only the driver it is for. Prints each round's calls/s and the
+//! median ratios to direct.
+//!
+//! Options:
+//! - `--servers-process`: each instance is a child process of its own (as
+//!   in a deployment), instead of tasks on smol's executor thread in this
+//!   process.
+//! - `--tcp direct|balanced1|balanced3 N`: only `N` calls of one kind,
+//!   for `strace -c -f` or `perf stat` (with `--servers-process` too).
+//! - `--mem direct|balanced1|balanced3 N`: `N` calls over `courier-mem`
+//!   (client, drivers and servers on one thread, no system calls), for
+//!   instruction counts: `valgrind --tool=callgrind`, subtracting two
+//!   values of `N`.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use courier_balance::Balanced;
-use courier_registry::{Address, Change, Endpoint, Event, SnapshotKind};
+use courier_balance::{Balanced, BalancedDriver, Connector};
+use courier_registry::{Address, Change, Discover, Endpoint, Event, SnapshotKind};
 use futures::stream::{self, StreamExt};
+use smol::LocalExecutor;
 
 #[courier::service]
 pub trait Calc {
@@ -30,64 +46,231 @@ impl Calc for Adder {
 }
 
 const CONCURRENCY: usize = 64;
-const CALLS: u64 = 40_000;
+const CALLS: u64 = 200_000;
 const ROUNDS: usize = 5;
+const INSTANCES: usize = 3;
 
-/// Runs `CALLS` calls from `CONCURRENCY` callers; returns calls/s.
-async fn round<C: courier::Channel>(calc: &CalcClient<C>) -> f64 {
-    let started = Instant::now();
-    let mut calls = stream::iter(0..CALLS)
-        .map(|i| calc.add(i, 1))
-        .buffer_unordered(CONCURRENCY);
-    while let Some(sum) = calls.next().await {
-        assert!(sum.is_ok());
-    }
-    CALLS as f64 / started.elapsed().as_secs_f64()
-}
-
-async fn run_mem<C: courier::Channel>(calc: CalcClient<C>, calls: u64) {
+/// Makes `calls` calls from `CONCURRENCY` callers.
+async fn run<C: courier::Channel>(calc: &CalcClient<C>, calls: u64) {
     let mut results = stream::iter(0..calls)
         .map(|i| calc.add(i, 1))
         .buffer_unordered(CONCURRENCY);
     while let Some(sum) = results.next().await {
-        assert!(sum.is_ok());
+        assert!(sum.is_ok(), "{sum:?}");
     }
 }
 
-/// `--mem direct|balanced N`: `N` calls over `courier-mem` on one thread,
-/// for instruction counts (`perf stat -e instructions:u`; subtract two
-/// values of `N`).
-fn mem(mode: &str, calls: u64) {
-    let (client_io, server_io) = courier_mem::pair(256 * 1024);
-    let server = courier::ServerBuilder::new().build(server_io, CalcServer::new(Adder));
-    if mode == "direct" {
-        let (client, driver) = courier::Client::new(client_io);
-        futures::executor::block_on(async {
-            let ((), _, _) =
-                futures::join!(run_mem(CalcClient::new(client), calls), driver, server);
-        });
-        return;
-    }
-    let endpoint = Endpoint::new("calc", "calc-0", Address::Unix("mem".into()));
+/// Runs `CALLS` calls; returns calls/s.
+async fn round<C: courier::Channel>(calc: &CalcClient<C>) -> f64 {
+    let started = Instant::now();
+    run(calc, CALLS).await;
+    CALLS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Discovery that names `endpoints` once, then waits forever.
+fn snapshot(endpoints: Vec<Endpoint>) -> impl Discover {
     let change = Change::Snapshot {
-        endpoints: vec![endpoint],
+        endpoints,
         kind: SnapshotKind::Initial,
     };
-    let discover = stream::iter([Ok(Event {
+    stream::iter([Ok(Event {
         revision: 1,
         change,
     })])
-    .chain(stream::pending());
-    let mut io = Some(client_io);
-    let connect = move |_: &Endpoint| {
-        let io = io.take().ok_or("dialled twice");
+    .chain(stream::pending())
+}
+
+fn endpoint(i: usize, address: Address) -> Endpoint {
+    Endpoint::new("calc", format!("calc-{i}"), address)
+}
+
+/// A balanced client (p2c) over `endpoints`, dialled with `connect`.
+fn balanced<C: Connector>(
+    endpoints: Vec<Endpoint>,
+    connect: C,
+) -> (
+    CalcClient<Balanced<courier::timer::AsyncIoTimer>>,
+    BalancedDriver<impl Discover, C, courier::timer::AsyncIoTimer>,
+) {
+    let timer = courier::timer::AsyncIoTimer::new();
+    let (balanced, driver) = Balanced::builder(timer).build(snapshot(endpoints), connect);
+    (CalcClient::new(balanced), driver)
+}
+
+/// `--mem MODE N`: everything on one thread over `courier-mem`.
+fn mem(mode: &str, calls: u64) {
+    let instances = if mode == "balanced3" { INSTANCES } else { 1 };
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        let (client_io, server_io) = courier_mem::pair(256 * 1024);
+        servers.push(courier::ServerBuilder::new().build(server_io, CalcServer::new(Adder)));
+        clients.push(Some(client_io));
+    }
+    let servers = futures::future::join_all(servers);
+    if mode == "direct" {
+        let Some(Some(client_io)) = clients.pop() else {
+            unreachable!("one instance")
+        };
+        let (client, driver) = courier::Client::new(client_io);
+        futures::executor::block_on(async {
+            let calc = CalcClient::new(client);
+            let calls = async move { run(&calc, calls).await };
+            let ((), _, _) = futures::join!(calls, driver, servers);
+        });
+        return;
+    }
+    let endpoints = (0..instances)
+        .map(|i| endpoint(i, Address::Unix(format!("mem-{i}"))))
+        .collect();
+    // Endpoint `calc-i` gets the `i`-th pair.
+    let connect = move |e: &Endpoint| {
+        let io = e
+            .instance
+            .strip_prefix("calc-")
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| clients.get_mut(i))
+            .and_then(Option::take)
+            .ok_or("dialled twice");
         futures::future::ready(io.map(courier::Client::new))
     };
-    let timer = courier::timer::AsyncIoTimer::new();
-    let (balanced, driver) = Balanced::builder(timer).build(discover, connect);
+    let (calc, driver) = balanced(endpoints, connect);
     futures::executor::block_on(async {
-        let ((), (), _) = futures::join!(run_mem(CalcClient::new(balanced), calls), driver, server);
+        let calls = async move { run(&calc, calls).await };
+        let ((), (), _) = futures::join!(calls, driver, servers);
     });
+}
+
+/// `--serve`: one instance, as a child process: prints its address, serves
+/// until its standard input closes.
+fn serve() {
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    smol::block_on(async {
+        let listener = courier_tcp::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        std::io::stdout().flush().unwrap();
+        courier_tcp::builder()
+            .serve(listener, CalcServer::new(Adder))
+            .await;
+    });
+}
+
+/// The instances: child processes (kept until the returned handles drop),
+/// or tasks on smol's executor thread in this process.
+async fn start_instances(processes: bool) -> (Vec<SocketAddr>, Vec<Instance>) {
+    let mut addrs = Vec::new();
+    let mut children = Vec::new();
+    for _ in 0..INSTANCES {
+        if processes {
+            let exe = std::env::current_exe().unwrap();
+            let mut child = Command::new(exe)
+                .arg("--serve")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            let stdout = child.stdout.take().unwrap();
+            BufReader::new(stdout).read_line(&mut line).unwrap();
+            addrs.push(line.trim().parse().unwrap());
+            children.push(Instance(child));
+        } else {
+            let listener = courier_tcp::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            smol::spawn(courier_tcp::builder().serve(listener, CalcServer::new(Adder))).detach();
+        }
+    }
+    (addrs, children)
+}
+
+/// A child instance: stopped (its standard input closed, then waited for)
+/// when dropped.
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+fn tcp_endpoints(addrs: &[SocketAddr], n: usize) -> Vec<Endpoint> {
+    addrs
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, a)| endpoint(i, Address::Tcp(*a)))
+        .collect()
+}
+
+/// The default run, or `--tcp MODE N` (`only`).
+fn tcp(processes: bool, only: Option<(&str, u64)>) {
+    let local = LocalExecutor::new();
+    smol::block_on(local.run(async {
+        let (addrs, instances) = start_instances(processes).await;
+        let (client, direct_driver) = courier_tcp::connect(addrs[0]).await.unwrap();
+        local.spawn(direct_driver).detach();
+        let direct = CalcClient::new(client);
+        let tcp_connect = |e: &Endpoint| {
+            let Address::Tcp(addr) = e.address else {
+                unreachable!("TCP only")
+            };
+            courier_tcp::connect(addr)
+        };
+        let (single, single_driver) = balanced(tcp_endpoints(&addrs, 1), tcp_connect);
+        local.spawn(single_driver).detach();
+        let (three, three_driver) = balanced(tcp_endpoints(&addrs, INSTANCES), tcp_connect);
+        local.spawn(three_driver).detach();
+        // Warm up each (and let the balancers connect); briefly for a
+        // count of one kind.
+        let warm_up = if only.is_some() { 1000 } else { CALLS };
+        run(&direct, warm_up).await;
+        run(&single, warm_up).await;
+        run(&three, warm_up).await;
+        if let Some((mode, calls)) = only {
+            match mode {
+                "direct" => run(&direct, calls).await,
+                "balanced1" => run(&single, calls).await,
+                "balanced3" => run(&three, calls).await,
+                other => panic!("unknown mode {other}"),
+            }
+            drop(instances);
+            return;
+        }
+        let (mut one, mut spread) = (Vec::new(), Vec::new());
+        for r in 0..ROUNDS {
+            let d = round(&direct).await;
+            let s = round(&single).await;
+            let b = round(&three).await;
+            println!(
+                "round {r}: direct {d:>8.0}/s  balanced over 1 {s:>8.0}/s ({:.3})  over 3 {b:>8.0}/s ({:.3})",
+                s / d,
+                b / d
+            );
+            one.push(s / d);
+            spread.push(b / d);
+        }
+        for ratios in [&mut one, &mut spread] {
+            ratios.sort_by(f64::total_cmp);
+        }
+        let setup = if processes {
+            "instances in child processes"
+        } else {
+            "instances in this process"
+        };
+        println!(
+            "median at conc={CONCURRENCY} ({setup}): balanced over 1 endpoint / direct {:.3}, over 3 / direct {:.3}",
+            one[one.len() / 2],
+            spread[spread.len() / 2]
+        );
+        for e in three.client().endpoints() {
+            println!("  {}: {} calls", e.instance, e.calls);
+        }
+        drop(instances);
+    }));
 }
 
 fn main() {
@@ -95,88 +278,21 @@ fn main() {
     if args.iter().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --benches` runs benches as tests: nothing to check.
     }
-    if let Some(at) = args.iter().position(|a| a == "--mem") {
+    if args.iter().any(|a| a == "--serve") {
+        return serve();
+    }
+    let mode_and_calls = |flag: &str| {
+        let at = args.iter().position(|a| a == flag)?;
         let mode = args.get(at + 1).map_or("direct", String::as_str);
         let calls = args
             .get(at + 2)
             .and_then(|n| n.parse().ok())
             .unwrap_or(10_000);
+        Some((mode, calls))
+    };
+    if let Some((mode, calls)) = mode_and_calls("--mem") {
         return mem(mode, calls);
     }
-    smol::block_on(async {
-        let mut addrs = Vec::new();
-        for _ in 0..3 {
-            let listener = courier_tcp::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addrs.push(listener.local_addr().unwrap());
-            smol::spawn(courier_tcp::builder().serve(listener, CalcServer::new(Adder))).detach();
-        }
-        let (client, direct_driver) = courier_tcp::connect(addrs[0]).await.unwrap();
-        let direct = CalcClient::new(client);
-
-        let timer = courier::timer::AsyncIoTimer::new();
-        let build = |n: usize| {
-            let endpoints = addrs
-                .iter()
-                .take(n)
-                .enumerate()
-                .map(|(i, a)| Endpoint::new("calc", format!("calc-{i}"), Address::Tcp(*a)))
-                .collect();
-            let change = Change::Snapshot {
-                endpoints,
-                kind: SnapshotKind::Initial,
-            };
-            let discover = stream::iter([Ok(Event {
-                revision: 1,
-                change,
-            })])
-            .chain(stream::pending());
-            let connect = |e: &Endpoint| {
-                let Address::Tcp(addr) = e.address else {
-                    unreachable!("TCP only")
-                };
-                courier_tcp::connect(addr)
-            };
-            let (balanced, driver) = Balanced::builder(timer).build(discover, connect);
-            (CalcClient::new(balanced), driver)
-        };
-        let (balanced, balanced_driver) = build(3);
-        let (single, single_driver) = build(1);
-
-        let rounds = async {
-            // Warm up each (and let the balancers connect).
-            round(&direct).await;
-            round(&single).await;
-            round(&balanced).await;
-            let (mut one, mut three) = (Vec::new(), Vec::new());
-            for r in 0..ROUNDS {
-                let d = round(&direct).await;
-                let s = round(&single).await;
-                let b = round(&balanced).await;
-                println!(
-                    "round {r}: direct {d:>8.0}/s  balanced over 1 {s:>8.0}/s ({:.3})  over 3 {b:>8.0}/s ({:.3})",
-                    s / d,
-                    b / d
-                );
-                one.push(s / d);
-                three.push(b / d);
-            }
-            for ratios in [&mut one, &mut three] {
-                ratios.sort_by(f64::total_cmp);
-            }
-            println!(
-                "median at conc={CONCURRENCY}: balanced over 1 endpoint / direct {:.3}, over 3 / direct {:.3}",
-                one[one.len() / 2],
-                three[three.len() / 2]
-            );
-            for e in balanced.client().endpoints() {
-                println!("  {}: {} calls", e.instance, e.calls);
-            }
-            drop(direct);
-            drop(single);
-            drop(balanced);
-        };
-        let (_, direct_done, (), ()) =
-            futures::join!(rounds, direct_driver, single_driver, balanced_driver);
-        direct_done.unwrap();
-    });
+    let processes = args.iter().any(|a| a == "--servers-process");
+    tcp(processes, mode_and_calls("--tcp"));
 }

@@ -3,12 +3,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use courier::{CallError, CallStream, Channel, Client, MethodInfo, Notify, Timer, Unsent, Upload};
 use courier_registry::{Discover, DiscoverError};
+use futures_util::task::AtomicWaker;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,7 +19,7 @@ use crate::budget::RetryBudget;
 use crate::call::{BalancedCall, MAX_ATTEMPTS};
 use crate::driver::{BalancedDriver, Connector};
 use crate::ejection::Ejection;
-use crate::load::DEFAULT_DECAY;
+use crate::load::{whole_nanos, DEFAULT_DECAY};
 use crate::rng::Rng;
 use crate::state::{Picked, Settings, State};
 use crate::stats::EndpointStats;
@@ -32,6 +34,15 @@ pub(crate) struct Inner<Tm> {
     pub(crate) timer: Tm,
     pub(crate) max_attempts: u32,
     pub(crate) max_wait: Duration,
+    /// Live `Balanced` handles.
+    pub(crate) handles: AtomicUsize,
+    /// The driver's task, woken when the last handle is dropped.
+    pub(crate) driver: AtomicWaker,
+    /// The clock, in nanoseconds, when the driver last began a poll. The
+    /// connections' drivers run inside it, so a reply was delivered at or
+    /// after the poll that delivered it began: a call's end reads this
+    /// instead of the clock.
+    polled_at: AtomicU64,
 }
 
 impl<Tm> Inner<Tm> {
@@ -40,6 +51,27 @@ impl<Tm> Inner<Tm> {
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut state)
+    }
+
+    /// The driver begins a poll at `now`.
+    pub(crate) fn polled(&self, now: Duration) {
+        self.polled_at
+            .fetch_max(whole_nanos(now), Ordering::Relaxed);
+    }
+}
+
+impl<Tm: Timer> Inner<Tm> {
+    /// When the reply of an attempt started at `started` was delivered:
+    /// the start of the driver poll that delivered it, or the clock now if
+    /// no poll began since the attempt started (the reply came another
+    /// way, or the poll had begun before it on another thread).
+    pub(crate) fn reply_time(&self, started: Duration) -> Duration {
+        let polled = Duration::from_nanos(self.polled_at.load(Ordering::Relaxed));
+        if polled >= started {
+            polled
+        } else {
+            self.timer.now()
+        }
     }
 }
 
@@ -93,20 +125,20 @@ impl<Tm: Timer> Balanced<Tm> {
     /// notifications): counts it as a call but not in flight.
     fn pick_once(&self) -> Result<Client, CallError> {
         let now = self.inner.timer.now();
-        self.inner
-            .with(|s| match s.pick(now, self.key, &[], false, None) {
-                Picked::To(id, client, _) => {
-                    s.finish(id, now, Duration::ZERO, None);
-                    Ok(client)
-                }
-                _ => Err(CallError::NotSent(Unsent::NoEndpoint)),
-            })
+        let picked = self.inner.with(|s| s.pick(now, self.key, &[], false, None));
+        match picked {
+            Picked::To(link, _) => {
+                link.load.ended();
+                Ok(link.client.clone())
+            }
+            _ => Err(CallError::NotSent(Unsent::NoEndpoint)),
+        }
     }
 }
 
 impl<Tm: Timer> Clone for Balanced<Tm> {
     fn clone(&self) -> Self {
-        self.inner.with(|s| s.handles = s.handles.saturating_add(1));
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
         Balanced {
             inner: self.inner.clone(),
             key: self.key,
@@ -116,16 +148,8 @@ impl<Tm: Timer> Clone for Balanced<Tm> {
 
 impl<Tm: Timer> Drop for Balanced<Tm> {
     fn drop(&mut self) {
-        let driver = self.inner.with(|s| {
-            s.handles = s.handles.saturating_sub(1);
-            if s.handles == 0 {
-                s.driver.take()
-            } else {
-                None
-            }
-        });
-        if let Some(driver) = driver {
-            driver.wake();
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.driver.wake();
         }
     }
 }
@@ -268,6 +292,9 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
             timer: self.timer.clone(),
             max_attempts: self.max_attempts,
             max_wait: self.max_wait,
+            handles: AtomicUsize::new(1),
+            driver: AtomicWaker::new(),
+            polled_at: AtomicU64::new(0),
         });
         let driver = BalancedDriver::new(inner.clone(), discover, connector, self.timer);
         (Balanced { inner, key: None }, driver)

@@ -1,5 +1,5 @@
-//! One balanced unary call: picks an endpoint, sends the encoded arguments,
-//! and re-sends them elsewhere when the failure allows (see
+//! One balanced unary call: picks an endpoint, sends the arguments, and
+//! re-sends them elsewhere when the failure allows (see
 //! [`retry`](crate::retry)).
 
 use std::future::Future;
@@ -7,21 +7,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use courier::client::Encoded;
-use courier::{Call, CallError, MethodInfo, MethodKey, NotRetried, RemoteError, Timer, Unsent};
+use courier::{
+    Call, CallError, Client, MethodInfo, MethodKey, NotRetried, RemoteError, Timer, Unsent,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::balanced::Balanced;
 use crate::retry::{classify, Retry};
-use crate::state::Picked;
+use crate::state::{Link, Picked};
 
 /// The most attempts a call may make.
 pub const MAX_ATTEMPTS: u32 = 16;
-
-/// Arguments are encoded once with this bound; each endpoint's client
-/// checks its own frame limit when it sends them.
-const MAX_ARGS: usize = u32::MAX as usize;
 
 /// The endpoints a call tried, inline (a call allocates no list).
 #[derive(Default)]
@@ -44,10 +41,19 @@ impl Tried {
 }
 
 /// The attempt in flight.
-struct Attempt<Resp> {
-    call: Call<'static, Encoded, Resp>,
-    endpoint: u64,
+struct Attempt<Req, Resp> {
+    /// Keeps the endpoint's [`Link`] as its client (one `Arc`), and the
+    /// arguments (`retain_request`) for a re-send.
+    call: Call<'static, Req, Resp>,
     started: Duration,
+}
+
+impl<Req, Resp> Attempt<Req, Resp> {
+    /// The connection it went to (always there: the call was made by
+    /// [`Client::call_held`] with a `Link`).
+    fn link(&self) -> Option<&Link> {
+        self.call.holder::<Link>()
+    }
 }
 
 /// What only a call that failed over or waited needs: boxed, so that the
@@ -89,10 +95,10 @@ pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
     idempotent: bool,
     /// The timeout until the first poll, the deadline after.
     time: Option<Duration>,
+    polled: bool,
+    /// The arguments, between attempts (an attempt's call keeps them).
     request: Option<Req>,
-    /// The encoded arguments, from the first poll on.
-    args: Option<Encoded>,
-    attempt: Option<Attempt<Resp>>,
+    attempt: Option<Attempt<Req, Resp>>,
     slow: Option<Box<Slow<Tm>>>,
     done: bool,
 }
@@ -111,8 +117,8 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
             method: method.key,
             idempotent: method.idempotent,
             time: timeout,
+            polled: false,
             request: Some(request),
-            args: None,
             attempt: None,
             slow: None,
             done: false,
@@ -122,7 +128,7 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
     /// Gives the call a timeout, counted from its first poll (no effect
     /// once it was polled).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        if self.args.is_none() {
+        if !self.polled {
             self.time = Some(timeout);
         }
         self
@@ -195,17 +201,11 @@ where
         let inner = &*self.balanced.inner;
         // One clock reading serves the deadline and the first pick.
         let mut start = None;
-        if self.args.is_none() {
+        if !self.polled {
+            self.polled = true;
             let now = inner.timer.now();
             start = Some(now);
             self.time = self.time.map(|timeout| now.saturating_add(timeout));
-            let Some(request) = self.request.take() else {
-                return self.finish(Err(CallError::Encode));
-            };
-            match Encoded::new(&request, MAX_ARGS) {
-                Ok(args) => self.args = Some(args),
-                Err(error) => return self.finish(Err(error)),
-            }
         }
         // Invariant: each turn either polls the attempt in flight (and
         // returns its `Pending`), or picks an endpoint and starts one, or
@@ -217,12 +217,29 @@ where
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => result,
                 };
-                let (id, started) = (attempt.endpoint, attempt.started);
-                self.attempt = None;
+                // The link stays alive (in the finished call) until the
+                // attempt is dropped below.
+                let attempt = self.attempt.take();
+                let link = attempt.as_ref().and_then(Attempt::link);
+                let started = attempt.as_ref().map_or(Duration::ZERO, |a| a.started);
+                let id = link.map_or(0, |link| link.id);
+                if let Some(link) = link {
+                    link.load.ended();
+                }
+                let error = match result {
+                    Ok(response) => {
+                        if let Some(link) = link {
+                            self.succeeded(link, started);
+                        }
+                        return self.finish(Ok(response));
+                    }
+                    Err(error) => error,
+                };
+                // The arguments come back for a re-send.
+                self.request = attempt.and_then(|a| a.call.into_request());
                 let now = inner.timer.now();
-                let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
-                let failed =
-                    inner.with(|s| s.finish(id, now, now.saturating_sub(started), Some(outcome)));
+                let rtt = now.saturating_sub(started);
+                let failed = inner.with(|s| s.failed(id, now, rtt, error));
                 if let Some((instance, Some(until))) = &failed {
                     tracing::warn!(
                         target: "courier_balance",
@@ -231,29 +248,24 @@ where
                         "endpoint ejected after repeated failures"
                     );
                 }
-                match result {
-                    Ok(response) => return self.finish(Ok(response)),
-                    Err(error) => {
-                        let instance = failed.as_ref().map_or("", |(i, _)| i.as_str());
-                        match self.after_failure(id, error) {
-                            Some(outcome) => {
-                                tracing::debug!(
-                                    target: "courier_balance",
-                                    instance,
-                                    %error,
-                                    %outcome,
-                                    "call failed, not re-sent"
-                                );
-                                return self.finish(Err(outcome));
-                            }
-                            None => tracing::debug!(
-                                target: "courier_balance",
-                                instance,
-                                reason = %error,
-                                "call re-sent on another endpoint"
-                            ),
-                        }
+                let instance = failed.as_ref().map_or("", |(i, _)| i.as_str());
+                match self.after_failure(id, error) {
+                    Some(outcome) => {
+                        tracing::debug!(
+                            target: "courier_balance",
+                            instance,
+                            %error,
+                            %outcome,
+                            "call failed, not re-sent"
+                        );
+                        return self.finish(Err(outcome));
                     }
+                    None => tracing::debug!(
+                        target: "courier_balance",
+                        instance,
+                        reason = %error,
+                        "call re-sent on another endpoint"
+                    ),
                 }
             }
             let now = start.take().unwrap_or_else(|| inner.timer.now());
@@ -265,7 +277,7 @@ where
             let tried = self.tried();
             let picked = inner.with(|s| s.pick(now, key, tried, budgeted, Some(cx.waker())));
             match picked {
-                Picked::To(id, client, probe) => {
+                Picked::To(link, probe) => {
                     if let Some(instance) = probe {
                         tracing::info!(
                             target: "courier_balance",
@@ -276,20 +288,18 @@ where
                     if let Some(slow) = self.slow.as_mut() {
                         slow.sleep = None;
                         slow.wait_until = None;
-                        slow.tried.push(id);
+                        slow.tried.push(link.id);
                     }
-                    let Some(args) = self.args.clone() else {
+                    let Some(request) = self.request.take() else {
+                        // Only a panicking `Serialize` loses them.
+                        link.load.ended();
                         return self.finish(Err(CallError::Encode));
                     };
                     let left = self.deadline().map(|at| at.saturating_sub(now));
-                    let call = client
-                        .call_encoded(self.method, args)
+                    let call = Client::call_held(link, self.method, request)
+                        .retain_request()
                         .with_optional_timeout(left);
-                    self.attempt = Some(Attempt {
-                        call,
-                        endpoint: id,
-                        started: now,
-                    });
+                    self.attempt = Some(Attempt { call, started: now });
                 }
                 Picked::Wait => return self.wait(cx, now),
                 Picked::NoEndpoint => {
@@ -304,6 +314,18 @@ where
                     }));
                 }
             }
+        }
+    }
+
+    /// Records a success on `link`: its latency, measured to the driver
+    /// poll that delivered the reply (no clock reading of its own), and
+    /// the end of a failure record if the endpoint has one.
+    fn succeeded(&self, link: &Link, started: Duration) {
+        let inner = &*self.balanced.inner;
+        let end = inner.reply_time(started);
+        link.load.latency.observe(end.saturating_sub(started), end);
+        if link.load.is_failing() {
+            inner.with(|s| s.succeeded(link.id));
         }
     }
 
@@ -352,12 +374,11 @@ where
 impl<Req, Resp, Tm: Timer> Drop for BalancedCall<'_, Req, Resp, Tm> {
     fn drop(&mut self) {
         if let Some(attempt) = self.attempt.take() {
-            let id = attempt.endpoint;
+            if let Some(link) = attempt.link() {
+                link.load.ended();
+            }
             // Cancels the attempt (a cancel frame, or taken back unsent).
             drop(attempt);
-            let inner = &*self.balanced.inner;
-            let now = inner.timer.now();
-            inner.with(|s| s.finish(id, now, Duration::ZERO, None));
         }
     }
 }

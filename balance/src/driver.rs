@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -234,13 +235,14 @@ impl<D: Discover, C: Connector, Tm: Timer> Future for BalancedDriver<D, C, Tm> {
         let this = self.get_mut();
         // Invariant: `Pending` only after discovery, the dials, the
         // connections and the redial timer all returned `Pending` in one
-        // turn with nothing done, so each has a waker registered; the
-        // table holds our waker for the last handle's drop.
+        // turn with nothing done, so each has a waker registered; `driver`
+        // holds our waker for the last handle's drop.
         loop {
-            let handles = this.inner.with(|s| {
-                s.driver = Some(cx.waker().clone());
-                s.handles
-            });
+            this.inner.polled(this.timer.now());
+            // Registered before the count is read: a last drop after the
+            // read wakes this poll's waker.
+            this.inner.driver.register(cx.waker());
+            let handles = this.inner.handles.load(Ordering::Acquire);
             if handles == 0 && !this.shut {
                 this.shut_down();
             }

@@ -19,8 +19,9 @@
 //!   [`PowerOfTwoChoices`] over [peak-EWMA latency](load) × (in flight + 1)
 //!   (the default), or [`ConsistentHash`] by a key the caller gives
 //!   ([`Balanced::with_hash_key`]).
-//! - **Failover.** A call encodes its arguments once; when an attempt fails
-//!   in a way a re-send can fix, it is re-sent on an endpoint it has not
+//! - **Failover.** A call keeps its arguments until it ends (each attempt
+//!   encodes them, so their `Serialize` runs once per attempt); when an
+//!   attempt fails in a way a re-send can fix, it is re-sent on an endpoint it has not
 //!   tried, within its timeout, under a [`RetryBudget`]. A request that
 //!   never left the client is always re-sent; one that may have reached a
 //!   server only if its method is `#[idempotent]`. The table is in

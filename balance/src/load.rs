@@ -12,12 +12,17 @@
 //! so an endpoint that got no traffic for a while (because it looked slow)
 //! is eventually tried again.
 //!
+//! A call's round trip runs from its pick to the start of the balancer
+//! driver's poll that delivered its reply (the connections' drivers run
+//! inside that poll), so that the end of a call reads no clock.
+//!
 //! The *load* a strategy compares is `estimate × (in_flight + 1)`: latency
 //! weighted by how much work is already queued there (Finagle's and
 //! tower's model). Times are durations on the balancer's
 //! [`Timer`](courier::Timer) clock, so it runs on any executor and a test
 //! drives it with a manual clock.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The default decay period `τ`: 10 s.
@@ -27,20 +32,84 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// that a new endpoint is tried soon).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(1);
 
-/// A peak-EWMA estimate of round-trip time, in nanoseconds.
-#[derive(Clone, Copy, Debug)]
+/// One connection's load, shared by the balancer's table and the calls on
+/// it: a call's end updates it without the table's lock.
+#[derive(Debug)]
+pub(crate) struct Load {
+    /// Unary calls in flight.
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) latency: PeakEwma,
+    /// The endpoint has a failure record (failures since its last success,
+    /// or an ejection behind it): a success clears it under the table's
+    /// lock. Without one, a success touches only this load.
+    pub(crate) failing: AtomicBool,
+}
+
+impl Load {
+    pub(crate) fn new(latency: PeakEwma, failing: bool) -> Self {
+        Load {
+            in_flight: AtomicU32::new(0),
+            latency,
+            failing: AtomicBool::new(failing),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A call started on this connection.
+    pub(crate) fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call on this connection ended (never below zero).
+    pub(crate) fn ended(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether a success must clear a failure record under the lock.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+}
+
+impl Clone for Load {
+    /// A snapshot: a load of its own with the same values.
+    fn clone(&self) -> Self {
+        Load {
+            in_flight: AtomicU32::new(self.in_flight()),
+            latency: self.latency.clone(),
+            failing: AtomicBool::new(self.is_failing()),
+        }
+    }
+}
+
+/// A peak-EWMA estimate of round-trip time, in nanoseconds, updated
+/// through a shared reference (atomics).
+///
+/// The estimate and the time of its last update are two atomics:
+/// concurrent updates each land (a compare-and-swap on the estimate), and
+/// a read racing an update may decay the new estimate from the old time,
+/// off by the few nanoseconds between them.
+#[derive(Debug)]
 pub(crate) struct PeakEwma {
-    estimate_ns: f64,
-    updated: Duration,
-    decay_ns: f64,
+    /// The estimate, as `f64` bits.
+    estimate_ns: AtomicU64,
+    /// The clock at the last update, in nanoseconds.
+    updated_ns: AtomicU64,
+    /// `1 / τ`, per nanosecond.
+    per_decay_ns: f64,
 }
 
 impl PeakEwma {
     pub(crate) fn new(initial: Duration, decay: Duration, now: Duration) -> Self {
         PeakEwma {
-            estimate_ns: nanos(initial),
-            updated: now,
-            decay_ns: nanos(decay).max(1.0),
+            estimate_ns: AtomicU64::new(nanos(initial).to_bits()),
+            updated_ns: AtomicU64::new(whole_nanos(now)),
+            per_decay_ns: 1.0 / nanos(decay).max(1.0),
         }
     }
 
@@ -50,7 +119,11 @@ impl PeakEwma {
     /// x³/6` (error under `x⁴/24` < 2·10⁻⁶), a few multiplications instead
     /// of a call to `exp`.
     fn keep(&self, now: Duration) -> f64 {
-        let x = nanos(now.saturating_sub(self.updated)) / self.decay_ns;
+        self.keep_at(whole_nanos(now), self.updated_ns.load(Ordering::Relaxed))
+    }
+
+    fn keep_at(&self, now_ns: u64, updated_ns: u64) -> f64 {
+        let x = now_ns.saturating_sub(updated_ns) as f64 * self.per_decay_ns;
         if x < 1.0 / 16.0 {
             1.0 - x * (1.0 - x * (0.5 - x / 6.0))
         } else {
@@ -59,20 +132,41 @@ impl PeakEwma {
     }
 
     /// Folds in one call's round-trip time.
-    pub(crate) fn observe(&mut self, rtt: Duration, now: Duration) {
+    pub(crate) fn observe(&self, rtt: Duration, now: Duration) {
         let rtt = nanos(rtt);
-        if rtt > self.estimate_ns {
-            self.estimate_ns = rtt;
-        } else {
-            let keep = self.keep(now);
-            self.estimate_ns = self.estimate_ns * keep + rtt * (1.0 - keep);
+        let now_ns = whole_nanos(now);
+        let updated_ns = self.updated_ns.load(Ordering::Relaxed);
+        let keep = self.keep_at(now_ns, updated_ns);
+        let _ = self
+            .estimate_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let estimate = f64::from_bits(bits);
+                let next = if rtt > estimate {
+                    rtt
+                } else {
+                    estimate * keep + rtt * (1.0 - keep)
+                };
+                Some(next.to_bits())
+            });
+        if now_ns > updated_ns {
+            self.updated_ns.fetch_max(now_ns, Ordering::Relaxed);
         }
-        self.updated = self.updated.max(now);
     }
 
     /// The estimate at `now`, decayed since the last update.
     pub(crate) fn estimate(&self, now: Duration) -> f64 {
-        self.estimate_ns * self.keep(now)
+        f64::from_bits(self.estimate_ns.load(Ordering::Relaxed)) * self.keep(now)
+    }
+}
+
+impl Clone for PeakEwma {
+    /// A snapshot of the estimate.
+    fn clone(&self) -> Self {
+        PeakEwma {
+            estimate_ns: AtomicU64::new(self.estimate_ns.load(Ordering::Relaxed)),
+            updated_ns: AtomicU64::new(self.updated_ns.load(Ordering::Relaxed)),
+            per_decay_ns: self.per_decay_ns,
+        }
     }
 }
 
@@ -80,6 +174,13 @@ impl PeakEwma {
 /// `as_nanos() as f64`.
 fn nanos(d: Duration) -> f64 {
     d.as_secs() as f64 * 1e9 + f64::from(d.subsec_nanos())
+}
+
+/// `d` in whole nanoseconds, saturating (at 584 years).
+pub(crate) fn whole_nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 #[cfg(test)]
@@ -90,14 +191,14 @@ mod tests {
 
     #[test]
     fn a_slow_call_raises_the_estimate_at_once() {
-        let mut ewma = PeakEwma::new(MS, DEFAULT_DECAY, Duration::ZERO);
+        let ewma = PeakEwma::new(MS, DEFAULT_DECAY, Duration::ZERO);
         ewma.observe(50 * MS, Duration::ZERO);
         assert_eq!(ewma.estimate(Duration::ZERO), (50 * MS).as_nanos() as f64);
     }
 
     #[test]
     fn fast_calls_lower_it_gradually() {
-        let mut ewma = PeakEwma::new(MS, Duration::from_secs(1), Duration::ZERO);
+        let ewma = PeakEwma::new(MS, Duration::from_secs(1), Duration::ZERO);
         ewma.observe(100 * MS, Duration::ZERO);
         // One fast call a decay period later keeps e^-1 of the old value.
         let at = Duration::from_secs(1);
@@ -118,7 +219,7 @@ mod tests {
 
     #[test]
     fn an_idle_estimate_decays_toward_zero() {
-        let mut ewma = PeakEwma::new(MS, Duration::from_secs(1), Duration::ZERO);
+        let ewma = PeakEwma::new(MS, Duration::from_secs(1), Duration::ZERO);
         ewma.observe(100 * MS, Duration::ZERO);
         let later = ewma.estimate(Duration::from_secs(5));
         assert!(later < 100e6 * 0.01, "{later}");

@@ -1,8 +1,15 @@
 //! The balancer's table of endpoints, shared by the handles, the calls and
 //! the driver under one lock. Nothing here does I/O, runs user code
 //! (beyond the strategy) or waits.
+//!
+//! A call takes the lock once, to pick. Its end takes it only for a
+//! failure, or for a success on an endpoint with a failure record: calls
+//! in flight and latency are each connection's [`Load`], in atomics that
+//! the call reaches through the [`Link`] it holds.
 
 use std::mem;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
@@ -11,7 +18,7 @@ use courier_registry::{Change, DiscoverError, Endpoint, EndpointSet, Event, Snap
 
 use crate::budget::RetryBudget;
 use crate::ejection::{Ejection, Outlier};
-use crate::load::{PeakEwma, DEFAULT_RTT};
+use crate::load::{Load, PeakEwma, DEFAULT_RTT};
 use crate::rng::Rng;
 use crate::stats::{ConnectionStatus, EndpointStats};
 use crate::strategy::{Candidate, Pick, Strategy};
@@ -28,11 +35,28 @@ pub(crate) struct Settings {
 
 pub(crate) enum Conn {
     Connecting,
-    Ready(Client),
+    Ready(Arc<Link>),
     /// Down; dialled again at `retry_at`.
     Down {
         retry_at: Duration,
     },
+}
+
+/// A ready endpoint's connection as its calls hold it: the client, and the
+/// load they update as they end (the same as the endpoint's candidate's
+/// while this connection is its current one). A call keeps it by `Arc`
+/// (see [`Client::call_held`]), so the connection stays open until the
+/// calls on it are done.
+pub(crate) struct Link {
+    pub(crate) id: u64,
+    pub(crate) client: Client,
+    pub(crate) load: Arc<Load>,
+}
+
+impl AsRef<Client> for Link {
+    fn as_ref(&self) -> &Client {
+        &self.client
+    }
 }
 
 /// One endpoint; `State::candidates` holds its strategy-facing half at the
@@ -50,9 +74,10 @@ pub(crate) struct Entry {
 
 /// What a call's pick found.
 pub(crate) enum Picked {
-    /// Send it here (the endpoint's id, and a handle of its client); the
-    /// instance's name if this attempt is its probe after an ejection.
-    To(u64, Client, Option<String>),
+    /// Send it here (the endpoint's connection, its load already counting
+    /// the attempt); the instance's name if this attempt is its probe after
+    /// an ejection.
+    To(Arc<Link>, Option<String>),
     /// Nothing available yet, but an endpoint is connecting or discovery
     /// has not answered: wait (the waker is registered).
     Wait,
@@ -85,10 +110,6 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     /// Calls waiting for an endpoint.
     waiters: Vec<Waker>,
-    /// The driver's waker, for the last handle's drop.
-    pub(crate) driver: Option<Waker>,
-    /// Live `Balanced` handles.
-    pub(crate) handles: usize,
     pub(crate) discovery_error: Option<DiscoverError>,
 }
 
@@ -114,8 +135,6 @@ impl State {
             started: false,
             closed: false,
             waiters: Vec::new(),
-            driver: None,
-            handles: 1,
             discovery_error: None,
         }
     }
@@ -161,7 +180,7 @@ impl State {
     /// Picks an endpoint for one attempt, not one of `tried`. A retry that
     /// may add load (`budgeted`) takes a token from the budget; a first
     /// attempt deposits one share. The picked endpoint counts the attempt in
-    /// flight until [`finish`](Self::finish).
+    /// flight until the attempt ends ([`Load::ended`]).
     pub(crate) fn pick(
         &mut self,
         now: Duration,
@@ -214,62 +233,64 @@ impl State {
         if tried.is_empty() {
             self.budget.deposit();
         }
-        let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
+        let Some(entry) = self.entries.get_mut(i) else {
             return Picked::NoEndpoint;
         };
-        let Conn::Ready(client) = &entry.conn else {
+        let Conn::Ready(link) = &entry.conn else {
             return Picked::NoEndpoint;
         };
-        c.in_flight = c.in_flight.saturating_add(1);
+        link.load.started();
         entry.calls = entry.calls.saturating_add(1);
         let probe = entry
             .outlier
             .start_probe(now)
             .then(|| entry.endpoint.instance.clone());
-        Picked::To(entry.id, client.clone(), probe)
+        Picked::To(link.clone(), probe)
     }
 
-    /// One attempt on endpoint `id` ended after `rtt` with `result`
-    /// (`None`: its caller gave up on it).
+    /// A call on endpoint `id` succeeded while its record showed failures
+    /// ([`Load::is_failing`]): the record is cleared.
+    pub(crate) fn succeeded(&mut self, id: u64) {
+        let Some(i) = self.index_of(id) else {
+            // Removed by discovery while the call drained.
+            return;
+        };
+        if let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get(i)) {
+            entry.outlier.success();
+            c.load.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt on endpoint `id` failed after `rtt` with `error` (its
+    /// load already counts it ended).
     ///
-    /// For a failure, returns the instance's name and, if this failure
-    /// ejected it, the ejection's end (for an event outside the lock).
-    pub(crate) fn finish(
+    /// Returns the instance's name and, if this failure ejected it, the
+    /// ejection's end (for an event outside the lock).
+    pub(crate) fn failed(
         &mut self,
         id: u64,
         now: Duration,
         rtt: Duration,
-        result: Option<Result<(), CallError>>,
+        error: CallError,
     ) -> Option<(String, Option<Duration>)> {
-        let Some(i) = self.index_of(id) else {
-            // Removed by discovery while the call drained.
+        let i = self.index_of(id)?;
+        let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get(i)) else {
             return None;
         };
-        let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
-            return None;
-        };
-        c.in_flight = c.in_flight.saturating_sub(1);
-        match result {
-            Some(Ok(())) => {
-                c.latency.observe(rtt, now);
-                entry.outlier.success();
-                None
-            }
-            Some(Err(error)) if is_endpoint_failure(&error) => {
-                if error == CallError::DeadlineExceeded {
-                    c.latency.observe(rtt, now);
-                }
-                entry.failures = entry.failures.saturating_add(1);
-                let ejected = entry.outlier.failure(&self.settings.ejection, now);
-                if ejected {
-                    self.dirty = true;
-                }
-                let until = ejected.then(|| entry.outlier.ejected_until.unwrap_or(now));
-                Some((entry.endpoint.instance.clone(), until))
-            }
-            Some(Err(_)) => Some((entry.endpoint.instance.clone(), None)),
-            None => None,
+        if !is_endpoint_failure(&error) {
+            return Some((entry.endpoint.instance.clone(), None));
         }
+        if error == CallError::DeadlineExceeded {
+            c.load.latency.observe(rtt, now);
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        let ejected = entry.outlier.failure(&self.settings.ejection, now);
+        c.load.failing.store(true, Ordering::Relaxed);
+        if ejected {
+            self.dirty = true;
+        }
+        let until = ejected.then(|| entry.outlier.ejected_until.unwrap_or(now));
+        Some((entry.endpoint.instance.clone(), until))
     }
 
     /// Applies a discovery event at `now`; returns the endpoints to dial,
@@ -380,11 +401,11 @@ impl State {
             }
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
+            let latency = PeakEwma::new(DEFAULT_RTT, self.settings.decay, Duration::ZERO);
             keep_candidates.push(Candidate {
                 instance: endpoint.instance.clone(),
                 weight: endpoint.weight,
-                in_flight: 0,
-                latency: PeakEwma::new(DEFAULT_RTT, self.settings.decay, Duration::ZERO),
+                load: Arc::new(Load::new(latency, false)),
                 available: false,
             });
             keep.push(Entry {
@@ -419,10 +440,14 @@ impl State {
         let (Some(entry), Some(c)) = (self.entries.get_mut(i), self.candidates.get_mut(i)) else {
             return Some(client);
         };
-        entry.conn = Conn::Ready(client);
+        // A fresh connection starts with a fresh latency estimate and no
+        // calls; the endpoint's failure record stays.
+        let latency = PeakEwma::new(DEFAULT_RTT, self.settings.decay, now);
+        let failing = entry.outlier != Outlier::default();
+        let load = Arc::new(Load::new(latency, failing));
+        c.load = load.clone();
+        entry.conn = Conn::Ready(Arc::new(Link { id, client, load }));
         entry.dial_failures = 0;
-        // A fresh connection starts with a fresh latency estimate.
-        c.latency = PeakEwma::new(DEFAULT_RTT, self.settings.decay, now);
         self.dirty = true;
         None
     }
@@ -494,7 +519,7 @@ impl State {
                     Conn::Ready(_) => ConnectionStatus::Ready,
                     Conn::Down { retry_at } => ConnectionStatus::Down { retry_at },
                 },
-                in_flight: c.in_flight,
+                in_flight: c.in_flight(),
                 latency: Duration::from_nanos(c.latency_ns(now) as u64),
                 calls: e.calls,
                 failures: e.failures,

@@ -673,3 +673,97 @@ fn both_ready(work: &WorkClient<Balanced<ManualClock>>) -> bool {
             .iter()
             .all(|e| e.connection == ConnectionStatus::Ready)
 }
+
+#[test]
+fn a_reply_s_latency_is_measured_on_the_clock_and_calls_leave_the_count() {
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b.strategy(RoundRobin::new()));
+    cluster.record.slow.lock().unwrap().insert("w-0".into());
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let stats = |work: &WorkClient<Balanced<ManualClock>>, instance: &str| {
+        work.client()
+            .endpoints()
+            .into_iter()
+            .find(|e| e.instance == instance)
+            .unwrap()
+    };
+    let body = async {
+        until(|| both_ready(&work)).await;
+        // One call on each; w-0's handler takes `SLOW` on the clock.
+        let calls = futures::future::join(work.read(1), work.read(2));
+        let slow = async {
+            // w-1 answered at once; w-0's handler waits for the clock.
+            until(|| {
+                cluster.record.started("w-0") == 1
+                    && cluster.record.started("w-1") == 1
+                    && stats(&work, "w-1").in_flight == 0
+            })
+            .await;
+            assert_eq!(stats(&work, "w-0").in_flight, 1);
+            cluster.clock.advance(support::SLOW);
+        };
+        let ((a, b), ()) = futures::join!(calls, slow);
+        let mut by: Vec<String> = vec![a.unwrap(), b.unwrap()];
+        by.sort();
+        assert_eq!(by, ["w-0", "w-1"]);
+        // The round trip runs from the pick to the driver's poll that
+        // delivered the reply: exactly the handler's time on this clock.
+        let w0 = stats(&work, "w-0");
+        assert_eq!(w0.latency, support::SLOW);
+        assert!(stats(&work, "w-1").latency <= Duration::from_millis(1));
+        assert_eq!((w0.in_flight, stats(&work, "w-1").in_flight), (0, 0));
+        // A call dropped in flight leaves the count too.
+        cluster.record.slow.lock().unwrap().clear();
+        let mut held = Box::pin(work.read(3));
+        assert!(futures::poll!(held.as_mut()).is_pending());
+        let in_flight: u32 = work.client().endpoints().iter().map(|e| e.in_flight).sum();
+        assert_eq!(in_flight, 1);
+        drop(held);
+        let in_flight: u32 = work.client().endpoints().iter().map(|e| e.in_flight).sum();
+        assert_eq!(in_flight, 0);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn a_success_clears_the_failure_record_also_on_a_new_connection() {
+    let ejection = Ejection {
+        consecutive_failures: 2,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+    };
+    let (cluster, balanced, driver, servers) = cluster(1, |b| b.ejection(ejection));
+    let work = WorkClient::new(balanced);
+    let w0 = |work: &WorkClient<Balanced<ManualClock>>| work.client().endpoints().remove(0);
+    /// One call of `flaky` that fails on `w-0`.
+    async fn fail_once(cluster: &support::Cluster, work: &WorkClient<Balanced<ManualClock>>) {
+        cluster.record.failing.lock().unwrap().insert("w-0".into());
+        assert_eq!(
+            work.flaky().await,
+            Err(CallError::Remote(RemoteError::HandlerPanicked))
+        );
+        cluster.record.failing.lock().unwrap().clear();
+    }
+    let body = async {
+        fail_once(&cluster, &work).await;
+        assert_eq!(w0(&work).consecutive_failures, 1);
+        assert_eq!(work.flaky().await.as_deref(), Ok("w-0"));
+        assert_eq!(w0(&work).consecutive_failures, 0);
+        // Below the threshold again, then the connection is lost and
+        // dialled anew: the record stays, and the new connection's first
+        // success clears it.
+        fail_once(&cluster, &work).await;
+        cluster.kill("w-0");
+        until(|| w0(&work).connection != ConnectionStatus::Ready).await;
+        cluster.revive("w-0");
+        cluster.clock.advance(Duration::from_secs(1));
+        until(|| w0(&work).connection == ConnectionStatus::Ready).await;
+        assert_eq!(w0(&work).consecutive_failures, 1);
+        assert_eq!(work.flaky().await.as_deref(), Ok("w-0"));
+        let w0 = w0(&work);
+        assert_eq!((w0.consecutive_failures, w0.is_ejected()), (0, false));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}

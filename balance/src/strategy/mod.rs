@@ -14,9 +14,11 @@
 //! `pick` runs under the balancer's lock on every call: it should be
 //! short, allocate nothing and call no user code.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::load::PeakEwma;
+use crate::load::{Load, PeakEwma};
 use crate::rng::Rng;
 
 pub mod consistent;
@@ -65,13 +67,27 @@ pub struct Pick<'a> {
 }
 
 /// One endpoint as a strategy sees it.
-#[derive(Clone, Debug)]
+///
+/// Its calls in flight and latency estimate are its connection's
+/// [load](crate::load), which calls update as they end without the
+/// balancer's lock; a clone is a snapshot with a load of its own.
+#[derive(Debug)]
 pub struct Candidate {
     pub(crate) instance: String,
     pub(crate) weight: u32,
-    pub(crate) in_flight: u32,
-    pub(crate) latency: PeakEwma,
+    pub(crate) load: Arc<Load>,
     pub(crate) available: bool,
+}
+
+impl Clone for Candidate {
+    fn clone(&self) -> Self {
+        Candidate {
+            instance: self.instance.clone(),
+            weight: self.weight,
+            load: Arc::new(Load::clone(&self.load)),
+            available: self.available,
+        }
+    }
 }
 
 impl Candidate {
@@ -81,12 +97,14 @@ impl Candidate {
         Candidate {
             instance: instance.into(),
             weight,
-            in_flight: 0,
-            latency: PeakEwma::new(
-                crate::load::DEFAULT_RTT,
-                crate::load::DEFAULT_DECAY,
-                Duration::ZERO,
-            ),
+            load: Arc::new(Load::new(
+                PeakEwma::new(
+                    crate::load::DEFAULT_RTT,
+                    crate::load::DEFAULT_DECAY,
+                    Duration::ZERO,
+                ),
+                false,
+            )),
             available: true,
         }
     }
@@ -103,7 +121,7 @@ impl Candidate {
 
     /// Calls it has in flight.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight
+        self.load.in_flight()
     }
 
     /// Whether a call may go to it now.
@@ -114,17 +132,17 @@ impl Candidate {
     /// Its peak-EWMA round-trip estimate at `now`, in nanoseconds (see
     /// [`load`](crate::load)).
     pub fn latency_ns(&self, now: Duration) -> f64 {
-        self.latency.estimate(now)
+        self.load.latency.estimate(now)
     }
 
     /// Its load at `now`: latency estimate × (in flight + 1).
     pub fn load(&self, now: Duration) -> f64 {
-        self.latency_ns(now) * (f64::from(self.in_flight) + 1.0)
+        self.latency_ns(now) * (f64::from(self.in_flight()) + 1.0)
     }
 
     /// Sets its calls in flight; for testing strategies.
     pub fn set_in_flight(&mut self, n: u32) {
-        self.in_flight = n;
+        self.load.in_flight.store(n, Ordering::Relaxed);
     }
 
     /// Sets whether it is available; for testing strategies.
@@ -135,7 +153,7 @@ impl Candidate {
     /// Folds one call's round-trip time into its estimate; for testing
     /// strategies (the balancer does it as calls finish).
     pub fn observe(&mut self, rtt: Duration, now: Duration) {
-        self.latency.observe(rtt, now);
+        self.load.latency.observe(rtt, now);
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Call<'a, Req, Resp> {
     /// When the call started (its first poll), if it needs a clock.
     started: Option<Duration>,
     request: Option<Req>,
+    /// Keep `request` once it is encoded (see `retain_request`).
+    keep_request: bool,
     pub(super) state: CallState,
     /// A streaming call's shape, sent with its request.
     pub(super) stream: Option<StreamOpen>,
@@ -78,6 +80,7 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
             timeout: None,
             started: None,
             request: Some(request),
+            keep_request: false,
             state: CallState::Start,
             stream: None,
             id: 0,
@@ -138,13 +141,17 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     /// # });
     /// ```
     pub fn into_owned(mut self) -> Call<'static, Req, Resp> {
-        let client = (*self.client).clone();
+        let client = match &self.client {
+            ClientRef::Held(holder) => ClientRef::Held(holder.clone()),
+            other => ClientRef::Owned((**other).clone()),
+        };
         Call {
-            client: ClientRef::Owned(client),
+            client,
             method: self.method,
             timeout: self.timeout,
             started: self.started,
             request: self.request.take(),
+            keep_request: self.keep_request,
             // The call's place (queued, sent, ...) moves with it; `self`
             // is left finished, so its drop releases nothing.
             state: core::mem::replace(&mut self.state, CallState::Finished),
@@ -162,6 +169,32 @@ impl<'a, Req, Resp> Call<'a, Req, Resp> {
     pub fn with_method(mut self, info: &'static MethodInfo) -> Self {
         self.trace.set_info(info);
         self
+    }
+
+    /// Keeps the request after it is encoded, rather than dropping it
+    /// then, so that [`into_request`](Self::into_request) can give it back:
+    /// a load balancer re-sends a failed call's arguments on another
+    /// connection without encoding them beforehand.
+    pub fn retain_request(mut self) -> Self {
+        self.keep_request = true;
+        self
+    }
+
+    /// Ends the call — cancelling it, as dropping it does, if it has not
+    /// completed — and gives back its request, if it still has it: always
+    /// with [`retain_request`](Self::retain_request) (unless its
+    /// `Serialize` panicked), else only before it was encoded.
+    pub fn into_request(mut self) -> Option<Req> {
+        self.request.take()
+    }
+
+    /// What the call keeps its client in, if it was started by
+    /// [`Client::call_held`](super::Client::call_held) with an `Arc<H>`.
+    pub fn holder<H: 'static>(&self) -> Option<&H> {
+        match &self.client {
+            ClientRef::Held(holder) => holder.any().downcast_ref(),
+            _ => None,
+        }
     }
 
     fn deadline(&self) -> Option<Duration> {
@@ -294,7 +327,9 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             Start::Sent(slot, id, driver) => {
                 self.state = CallState::Sent(slot);
                 self.trace.sent(id);
-                drop(self.request.take());
+                if !self.keep_request {
+                    drop(self.request.take());
+                }
                 if let Some(driver) = driver {
                     driver.wake();
                 }
@@ -336,7 +371,11 @@ impl<Req: EncodeArgs, Resp: DeserializeOwned> Call<'_, Req, Resp> {
             return self.fail(slot, CallError::Encode);
         };
         let encoded = request.encode_frame(&mut buf, &header, shared.max_frame);
-        drop(request);
+        if self.keep_request {
+            self.request = Some(request);
+        } else {
+            drop(request);
+        }
         if let Err(error) = encoded {
             return self.fail(slot, error.into());
         }

@@ -300,14 +300,34 @@ impl Client {
     }
 
     /// Starts a call of `method` with arguments encoded beforehand (see
-    /// [`Encoded`]); the call keeps this handle, so it borrows nothing. A
-    /// load balancer sends one `Encoded` on several connections in turn.
+    /// [`Encoded`]); the call keeps this handle, so it borrows nothing. One
+    /// `Encoded` can be sent on several connections in turn.
     pub fn call_encoded<Resp: DeserializeOwned>(
         self,
         method: MethodKey,
         args: Encoded,
     ) -> Call<'static, Encoded, Resp> {
         Call::new(ClientRef::Owned(self), method, args)
+    }
+
+    /// Starts a call of `method` with argument `request`, on the client
+    /// that `holder` keeps (`AsRef<Client>`): the call keeps the `Arc`
+    /// itself — no client handle per call — and [`Call::holder`] gives it
+    /// back. A load balancer keeps each endpoint's client next to the
+    /// endpoint's own state, and reaches that state when the call ends
+    /// without a lookup. The connection stays open while any call keeps the
+    /// holder.
+    pub fn call_held<H, Req, Resp>(
+        holder: Arc<H>,
+        method: MethodKey,
+        request: Req,
+    ) -> Call<'static, Req, Resp>
+    where
+        H: AsRef<Client> + Send + Sync + 'static,
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        Call::new(ClientRef::Held(holder), method, request)
     }
 
     /// Like [`server_stream`](Self::server_stream), on a call that keeps
@@ -428,10 +448,30 @@ impl Drop for Client {
 }
 
 /// The client a call works on: borrowed from its caller, or a handle the
-/// call keeps (for a client chosen per call, as a load balancer does).
+/// call keeps, or kept inside something the call holds by `Arc` (for a
+/// client chosen per call, as a load balancer does).
 pub(crate) enum ClientRef<'a> {
     Borrowed(&'a Client),
     Owned(Client),
+    Held(Arc<dyn HeldClient>),
+}
+
+/// What [`Client::call_held`] keeps: something that holds a client, and
+/// can be handed back as what it is ([`Call::holder`]).
+pub(crate) trait HeldClient: Send + Sync {
+    fn client(&self) -> &Client;
+    fn any(&self) -> &(dyn core::any::Any + Send + Sync);
+}
+
+impl<H: AsRef<Client> + Send + Sync + 'static> HeldClient for H {
+    #[inline]
+    fn client(&self) -> &Client {
+        self.as_ref()
+    }
+
+    fn any(&self) -> &(dyn core::any::Any + Send + Sync) {
+        self
+    }
 }
 
 impl core::ops::Deref for ClientRef<'_> {
@@ -442,6 +482,7 @@ impl core::ops::Deref for ClientRef<'_> {
         match self {
             ClientRef::Borrowed(client) => client,
             ClientRef::Owned(client) => client,
+            ClientRef::Held(holder) => holder.client(),
         }
     }
 }
