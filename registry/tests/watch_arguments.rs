@@ -116,7 +116,7 @@ fn bad_watch_arguments_get_a_typed_error_and_the_registry_goes_on() {
             let (items, end) = raw_watch(&hostile, body.clone(), 1).await;
             assert_eq!(
                 (items, end),
-                (Vec::new(), bad_request.clone()),
+                (Vec::new(), bad_request),
                 "{what}: {body:?}"
             );
         }
