@@ -9,8 +9,14 @@
 //! - missed TTL → every watcher saw the removal: instances registered with
 //!   a short TTL and never renewed, timed from the lease's deadline until
 //!   the last watcher received its `Removed`;
+//! - CPU time per registration fanned out (the process's, both ends, all
+//!   threads, over the probes): unlike the latencies it hardly depends on
+//!   what else runs on the machine;
 //! - memory per instance and per watcher: live heap bytes of the registry's
 //!   store alone (a counting allocator), and of the whole process over TCP.
+//!
+//! The measurement itself takes no lock the watchers share: each records
+//! its sighting in atomics.
 //!
 //! ```text
 //! cargo run --release -p courier-bench --bin registry-bench
@@ -19,7 +25,9 @@
 //! With `REGISTRY_BENCH_ADDR=host:port` it measures a registry running in
 //! another process (`courier-registry serve`) instead of an embedded one:
 //! the store's memory and checks are then skipped, and the process memory
-//! is the clients' only.
+//! is the clients' only. `REGISTRY_BENCH_TRACE=1` prints each probe's
+//! fan-out and each round of heartbeats on stderr, timed from the start,
+//! to see what a slow probe ran beside.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
