@@ -1057,6 +1057,88 @@ fn a_quiet_connection_keeps_a_small_read_buffer() {
     );
 }
 
+/// A large request that arrives in pieces, with the transport empty
+/// between them (a 4 KiB pipe, so the server finds nothing to read after
+/// each piece): it decodes and is answered, and the server's read buffer
+/// only grows while the request is partly buffered — shrinking at each
+/// pause would move the bytes and grow the buffer again, over and over —
+/// then gives the memory back once the request is consumed. Requests
+/// below, around and above the largest read size (16 KiB) and a 600 KB one.
+#[test]
+fn a_large_request_arriving_in_pieces_keeps_its_buffer_until_it_is_whole() {
+    for len in [
+        1_000usize,
+        16 * 1024 - 64,
+        16 * 1024,
+        16 * 1024 + 64,
+        600_000,
+    ] {
+        let (client_io, server_io) = courier_mem::pair(4 * 1024);
+        let (server_io, server_faults) = Faults::new().wrap(server_io);
+        let imp = ProbeImpl::shared(u32::MAX);
+        let server = ServerBuilder::new().build(server_io, support::service(&imp));
+        // (bytes read so far, read buffer capacity) after each poll.
+        let polls = Rc::new(RefCell::new(Vec::new()));
+        let (client, driver) = ClientBuilder::new().build(client_io);
+        let probe = ProbeClient::new(client);
+        let mut sim = Sim::new();
+        {
+            let polls = polls.clone();
+            let mut server = server;
+            sim.spawn(async move {
+                let _ = std::future::poll_fn(|cx| {
+                    let poll = Pin::new(&mut server).poll(cx);
+                    let capacity = server.buffer_capacities().0;
+                    polls
+                        .borrow_mut()
+                        .push((server_faults.bytes_read(), capacity));
+                    poll
+                })
+                .await;
+            });
+        }
+        let _driver = record(&mut sim, driver);
+        let call = record(&mut sim, async move {
+            probe.echo(vec![3; len]).await.map(|v| v.len())
+        });
+        sim.run_until_stalled(1_000_000);
+        assert_eq!(call.borrow_mut().take(), Some(Ok(len)), "{len} bytes");
+        let polls = polls.borrow();
+        // Until all of the request's bytes were read, the buffer holds
+        // part of it: it never shrinks, and grows only by doubling.
+        let arriving: Vec<usize> = polls
+            .iter()
+            .take_while(|(read, _)| *read < len)
+            .map(|(_, capacity)| *capacity)
+            .collect();
+        assert!(
+            arriving.len() > len / (8 * 1024),
+            "{len} bytes: the request came in pieces ({} polls)",
+            arriving.len()
+        );
+        for pair in arriving.windows(2) {
+            assert!(
+                pair[1] >= pair[0],
+                "{len} bytes: the read buffer shrank from {} to {} mid-request",
+                pair[0],
+                pair[1]
+            );
+        }
+        let mut sizes = arriving.clone();
+        sizes.dedup();
+        assert!(
+            sizes.len() <= 16,
+            "{len} bytes: the read buffer was resized {} times: {sizes:?}",
+            sizes.len()
+        );
+        let (_, after) = *polls.last().unwrap();
+        assert!(
+            after <= 16 * 1024,
+            "{len} bytes: the read buffer kept {after} bytes afterwards"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Item 1: the invariant, across configurations.
 

@@ -71,12 +71,18 @@ impl Window {
         (WINDOW_BYTES / self.average).clamp(self.max.min(2), self.max)
     }
 
-    /// One item of `bytes` was consumed.
+    /// One item of `bytes` was consumed. The average rises slowly (a
+    /// larger item narrows the window by an eighth of the difference) and
+    /// falls fast (a smaller one halves the difference): one large item —
+    /// a snapshot before a stream of small changes — does not keep the
+    /// window at a few items for the next dozens, each of which would
+    /// send credit while the producer's next item is on its way.
     pub(crate) fn consumed(&mut self, bytes: usize) {
         self.outstanding = self.outstanding.saturating_sub(1);
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
         self.average = match self.average {
             0 => bytes,
+            average if bytes < average => average - (average - bytes) / 2,
             average => ((u64::from(average) * 7 + u64::from(bytes)) / 8) as u32,
         }
         .max(1);
@@ -330,3 +336,60 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
 }
 
 impl<T> Unpin for Streaming<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consumes `sizes` like a stream does (granting what is due after
+    /// each item); returns after which items (0-based) credit was granted.
+    fn grants(
+        window: &mut Window,
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> alloc::vec::Vec<usize> {
+        let mut at = alloc::vec::Vec::new();
+        for (i, size) in sizes.into_iter().enumerate() {
+            window.consumed(size);
+            let due = window.due();
+            if due > 0 {
+                window.granted(due);
+                at.push(i);
+            }
+        }
+        at
+    }
+
+    /// After one large item (an 800 KB snapshot) small items open the
+    /// window back to its bound within a few items, in a few grants —
+    /// not one grant every few items for the next seventy.
+    #[test]
+    fn a_large_item_narrows_the_window_only_briefly() {
+        let (mut window, _) = Window::open(DEFAULT_CREDIT);
+        let sizes = core::iter::once(800_000).chain(core::iter::repeat_n(110, 200));
+        let at = grants(&mut window, sizes);
+        assert!(at.len() <= 8, "grants after items {at:?}");
+        assert!(at.iter().all(|&i| i <= 20), "grants after items {at:?}");
+        let target = window.target();
+        assert!(
+            target > WINDOW_BYTES / 112 && target <= WINDOW_BYTES / 110,
+            "{target}"
+        );
+    }
+
+    /// Growing items narrow the window slowly but surely: at a steady
+    /// size the window holds about `WINDOW_BYTES`, within the bound.
+    #[test]
+    fn the_window_follows_the_item_size_within_its_bound() {
+        let (mut window, first) = Window::open(DEFAULT_CREDIT);
+        assert_eq!(first, INITIAL_CREDIT);
+        grants(&mut window, core::iter::repeat_n(100, 100));
+        assert_eq!(window.target(), (WINDOW_BYTES / 100).min(DEFAULT_CREDIT));
+        grants(&mut window, core::iter::repeat_n(64 * 1024, 200));
+        assert_eq!(window.target(), 4);
+        let (mut bounded, _) = Window::open(3);
+        grants(&mut bounded, core::iter::repeat_n(1, 50));
+        assert_eq!(bounded.target(), 3, "never above the bound");
+        grants(&mut bounded, core::iter::repeat_n(10 << 20, 50));
+        assert_eq!(bounded.target(), 2, "never below 2 items");
+    }
+}

@@ -162,6 +162,9 @@ struct Lease {
 /// it is pending for; encoded for the wire at most once.
 struct Recorded {
     event: Event,
+    /// The instance it changes: the key of every watcher's pending index,
+    /// shared so that queueing the change for a watcher allocates nothing.
+    instance: Arc<str>,
     encoded: OnceLock<Arc<[u8]>>,
 }
 
@@ -192,10 +195,13 @@ struct Watcher {
     owner: OwnerId,
     /// A snapshot to send before anything else (it covers every change).
     snapshot: Option<SnapshotKind>,
-    /// Pending changes by revision, at most one per instance.
-    pending: BTreeMap<u64, Arc<Recorded>>,
+    /// Pending changes in revision order, at most one per instance. (A
+    /// queue and an index that keep their capacity: queueing a change for
+    /// each of many watchers, under the registry's lock, allocates
+    /// nothing.)
+    pending: VecDeque<Arc<Recorded>>,
     /// Instance → the revision of its pending change.
-    pending_by_instance: HashMap<String, u64>,
+    pending_by_instance: HashMap<Arc<str>, u64>,
     waker: Option<Waker>,
 }
 
@@ -456,7 +462,7 @@ impl Store {
             service: service.to_string(),
             owner,
             snapshot: None,
-            pending: BTreeMap::new(),
+            pending: VecDeque::new(),
             pending_by_instance: HashMap::new(),
             waker: None,
         };
@@ -645,6 +651,9 @@ impl Store {
     /// Takes the next revision for `change` of `service`: into its history
     /// and every watcher's pending changes.
     fn record(&mut self, service: &str, change: Change) {
+        let Some(instance) = instance_of(&change).map(Arc::from) else {
+            return; // Snapshots are never recorded.
+        };
         self.revision = self.revision.saturating_add(1);
         let revision = self.revision;
         let (history, max_pending) = (self.config.history, self.config.max_pending);
@@ -653,6 +662,7 @@ impl Store {
         };
         let recorded = Arc::new(Recorded {
             event: Event { revision, change },
+            instance,
             encoded: OnceLock::new(),
         });
         service.history.push_back(recorded.clone());
@@ -661,6 +671,7 @@ impl Store {
                 service.complete_after = dropped.event.revision;
             }
         }
+        self.woken.reserve(service.watchers.len());
         for id in &service.watchers {
             if let Some(watcher) = self.watchers.get_mut(id) {
                 watcher.push(recorded.clone(), max_pending);
@@ -745,10 +756,8 @@ fn encode_item<T: Serialize>(item: &T) -> Arc<[u8]> {
 impl Watcher {
     /// The next pending change, if any.
     fn pop(&mut self) -> Option<Arc<Recorded>> {
-        let (_, recorded) = self.pending.pop_first()?;
-        if let Some(instance) = instance_of(&recorded.event.change) {
-            self.pending_by_instance.remove(instance);
-        }
+        let recorded = self.pending.pop_front()?;
+        self.pending_by_instance.remove(&recorded.instance);
         Some(recorded)
     }
 
@@ -767,17 +776,20 @@ impl Watcher {
         if self.snapshot.is_some() {
             return; // The snapshot, built when sent, covers it.
         }
-        let Some(instance) = instance_of(&recorded.event.change) else {
-            return;
-        };
         let revision = recorded.event.revision;
-        if let Some(old) = self
+        let replaced = self
             .pending_by_instance
-            .insert(instance.to_string(), revision)
-        {
-            self.pending.remove(&old);
+            .insert(recorded.instance.clone(), revision);
+        if let Some(old) = replaced {
+            // Changes are queued in revision order: found by bisection.
+            if let Ok(at) = self
+                .pending
+                .binary_search_by_key(&old, |r| r.event.revision)
+            {
+                self.pending.remove(at);
+            }
         }
-        self.pending.insert(revision, recorded);
+        self.pending.push_back(recorded);
         if self.pending_by_instance.len() > max_pending {
             self.pending.clear();
             self.pending_by_instance.clear();

@@ -9,8 +9,14 @@
 //! - missed TTL → every watcher saw the removal: instances registered with
 //!   a short TTL and never renewed, timed from the lease's deadline until
 //!   the last watcher received its `Removed`;
+//! - CPU time per registration fanned out (the process's, both ends, all
+//!   threads, over the probes): unlike the latencies it hardly depends on
+//!   what else runs on the machine;
 //! - memory per instance and per watcher: live heap bytes of the registry's
 //!   store alone (a counting allocator), and of the whole process over TCP.
+//!
+//! The measurement itself takes no lock the watchers share: each records
+//! its sighting in atomics.
 //!
 //! ```text
 //! cargo run --release -p courier-bench --bin registry-bench
@@ -19,11 +25,13 @@
 //! With `REGISTRY_BENCH_ADDR=host:port` it measures a registry running in
 //! another process (`courier-registry serve`) instead of an embedded one:
 //! the store's memory and checks are then skipped, and the process memory
-//! is the clients' only.
+//! is the clients' only. `REGISTRY_BENCH_TRACE=1` prints each probe's
+//! fan-out and each round of heartbeats on stderr, timed from the start,
+//! to see what a slow probe ran beside.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier::timer::TokioTimer;
@@ -33,25 +41,55 @@ use courier_registry::{
 use futures::StreamExt;
 
 /// Live heap bytes of the whole process.
+///
+/// Counted in per-thread stripes: one shared counter was a cache line both
+/// worker threads fought over at every allocation, a cost the measured
+/// fan-out paid (tens of allocations per delivery).
 struct LiveBytes;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
+const STRIPES: usize = 16;
+
+#[repr(align(128))]
+struct Stripe(AtomicIsize);
+
+static LIVE: [Stripe; STRIPES] = [const { Stripe(AtomicIsize::new(0)) }; STRIPES];
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    // Const-initialised and without a destructor, so the allocator may
+    // touch it at any time.
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe: the threads in turn, as they first allocate.
+fn stripe() -> &'static AtomicIsize {
+    let index = STRIPE
+        .try_with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES);
+            }
+            s.get()
+        })
+        .unwrap_or(0);
+    &LIVE[index].0
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the
 // counter only observes sizes.
 unsafe impl GlobalAlloc for LiveBytes {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        stripe().fetch_add(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: the caller's contract is System's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        stripe().fetch_sub(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: the caller's contract is System's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
+        stripe().fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
@@ -64,7 +102,7 @@ unsafe impl GlobalAlloc for LiveBytes {
 static ALLOC: LiveBytes = LiveBytes;
 
 fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
+    LIVE.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
 }
 
 /// Sizes, overridable for a quick look: `REGISTRY_BENCH_INSTANCES`,
@@ -159,34 +197,99 @@ async fn connect(addr: std::net::SocketAddr) -> RegistryClient {
     RegistryClient::new(client)
 }
 
-/// When each probe was sent, and how many watchers have seen it.
+/// When each probe was sent, how many watchers have seen it, when the
+/// last one did, and each watcher's delay. Lock-free: the 1,000 watchers
+/// record a sighting each at the moment measured, and a shared lock (or a
+/// growing vector behind one) would be part of what is timed.
 struct Probes {
-    sent: Mutex<Vec<Option<Instant>>>,
+    /// The clock's origin: times are nanoseconds after it (0: unset).
+    origin: Instant,
+    sent: Vec<AtomicU64>,
     seen: Vec<AtomicUsize>,
-    last: Mutex<Vec<Option<Instant>>>,
-    each: Mutex<Vec<Duration>>,
+    last: Vec<AtomicU64>,
+    /// Each watcher's delay for the timed probes: `watchers()` slots per
+    /// probe, taken in the order of the sightings.
+    each: Vec<AtomicU64>,
+    timed: usize,
 }
 
 impl Probes {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, timed: usize) -> Self {
+        let atomics = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         Probes {
-            sent: Mutex::new(vec![None; n]),
+            origin: Instant::now(),
+            sent: atomics(n),
             seen: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-            last: Mutex::new(vec![None; n]),
-            each: Mutex::new(Vec::new()),
+            last: atomics(n),
+            each: atomics(timed * watchers()),
+            timed,
         }
     }
 
+    fn now(&self) -> u64 {
+        (self.origin.elapsed().as_nanos() as u64).max(1)
+    }
+
+    fn send(&self, k: usize) {
+        self.sent[k].store(self.now(), Ordering::SeqCst);
+    }
+
     fn saw(&self, k: usize) {
-        let now = Instant::now();
-        let sent = self.sent.lock().unwrap().get(k).copied().flatten();
-        if let Some(sent) = sent {
-            self.each.lock().unwrap().push(now - sent);
+        let now = self.now();
+        let sighting = self.seen[k].fetch_add(1, Ordering::SeqCst);
+        let sent = self.sent[k].load(Ordering::SeqCst);
+        if k < self.timed && sent != 0 && sighting < watchers() {
+            self.each[k * watchers() + sighting].store(now - sent, Ordering::Relaxed);
         }
-        if self.seen[k].fetch_add(1, Ordering::SeqCst) + 1 == watchers() {
-            self.last.lock().unwrap()[k] = Some(now);
+        if sighting + 1 == watchers() {
+            self.last[k].store(now, Ordering::SeqCst);
         }
     }
+
+    /// From sending probe `k` to the last watcher's sighting.
+    fn fan_out(&self, k: usize) -> Duration {
+        let sent = self.sent[k].load(Ordering::SeqCst);
+        let last = self.last[k].load(Ordering::SeqCst);
+        Duration::from_nanos(last.saturating_sub(sent))
+    }
+
+    fn each(&self) -> Vec<Duration> {
+        let mut each: Vec<Duration> = self
+            .each
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .filter(|&d| d != 0)
+            .map(Duration::from_nanos)
+            .collect();
+        each.sort();
+        each
+    }
+}
+
+/// `REGISTRY_BENCH_TRACE=1`: each probe's fan-out and each round of
+/// heartbeats, on stderr, timed from the start (to see what a slow probe
+/// ran beside).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("REGISTRY_BENCH_TRACE").is_some())
+}
+
+fn since_start() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+/// CPU time the whole process has used (all threads, user and system),
+/// from `/proc/self/stat` (in clock ticks of 10 ms); `None` where that is
+/// not available. Unlike latencies, it hardly depends on what else runs on
+/// the machine.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    // After the command: state is field 3; utime and stime are 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -200,9 +303,13 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    since_start();
     let (per_instance, per_watcher) = store_memory();
     println!("store: {per_instance:.0} B per instance, {per_watcher:.0} B per watcher");
 
+    // Allocated before the memory is counted: the measurement's own
+    // records are not the watchers' memory.
+    let probes = Arc::new(Probes::new(PROBES + EXPIRIES, PROBES));
     let start_live = live();
     let external: Option<std::net::SocketAddr> = std::env::var("REGISTRY_BENCH_ADDR")
         .ok()
@@ -248,11 +355,17 @@ async fn main() {
                 .unwrap();
             leases.push(lease);
         }
+        // Shared, not cloned per heartbeat (a copy of 1,000 leases per
+        // item was 80 MB of copying per round of the bench's own load).
+        let leases: Arc<[_]> = leases.into();
         let beats = futures::stream::unfold(0usize, move |i| {
             let leases = leases.clone();
             async move {
                 if i > 0 && i % leases.len() == 0 {
                     tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                if trace() && i % leases.len() == 0 {
+                    eprintln!("{:>9.3} ms heartbeats of registrar {c}", since_start());
                 }
                 Some((leases[i % leases.len()], i + 1))
             }
@@ -273,7 +386,6 @@ async fn main() {
     let after_instances = live();
 
     // 1,000 watchers, one connection each.
-    let probes = Arc::new(Probes::new(PROBES + EXPIRIES));
     let snapshots = Arc::new(AtomicUsize::new(0));
     let t = Instant::now();
     for _ in 0..watchers() {
@@ -321,8 +433,9 @@ async fn main() {
     // Registration → every watcher.
     let writer = connect(addr).await;
     let mut fan_out = Vec::with_capacity(PROBES);
+    let cpu_before = cpu_time();
     for k in 0..PROBES {
-        probes.sent.lock().unwrap()[k] = Some(Instant::now());
+        probes.send(k);
         writer
             .register(
                 None,
@@ -335,14 +448,21 @@ async fn main() {
         while probes.seen[k].load(Ordering::SeqCst) < watchers() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let sent = probes.sent.lock().unwrap()[k].unwrap();
-        let last = probes.last.lock().unwrap()[k].unwrap();
-        fan_out.push(last - sent);
+        fan_out.push(probes.fan_out(k));
+        if trace() {
+            eprintln!(
+                "{:>9.3} ms probe {k}: {}",
+                since_start(),
+                ms(probes.fan_out(k))
+            );
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     fan_out.sort();
-    let mut each = std::mem::take(&mut *probes.each.lock().unwrap());
-    each.sort();
+    let cpu_per_probe = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before) / PROBES as u32);
+    let each = probes.each();
 
     // Missed TTL → every watcher saw the removal. The probe's Added is
     // counted too, so the removal is the 2×WATCHERS-th sighting.
@@ -389,6 +509,13 @@ async fn main() {
         ms(percentile(&expiry, 0.99)),
         ms(*expiry.last().unwrap())
     );
+    if let Some(cpu) = cpu_per_probe {
+        println!(
+            "| CPU time per registration fanned out to all {} watchers (both ends, all threads) | {} | | |",
+            watchers(),
+            ms(cpu)
+        );
+    }
     println!();
     println!("| memory | bytes |");
     println!("|---|---|");
