@@ -59,8 +59,9 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     /// made progress.
     ///
     /// Invariant: it returns `Pending` only when the transport's read
-    /// returned `Pending` (its waker registered) or the read budget ran out
-    /// (the task woke itself); the writer is idle or its write returned
+    /// returned `Pending` (its waker registered), the read budget ran out
+    /// or a read handed a stream's consumer items (the task woke itself in
+    /// both cases); the writer is idle or its write returned
     /// `Pending`; the driver's waker was stored in the shared state in the
     /// same critical section that found no frame to take and no call to
     /// settle, or the task woke itself to let answered callers queue first
@@ -241,6 +242,7 @@ fn route(
     body: &[u8],
     max_queued: usize,
     wake: &mut Vec<Waker>,
+    consumer_woken: &mut bool,
 ) -> Result<(), FrameError> {
     let routed = match header {
         Header::Response { id } => state.complete(id, Ok(()), body).map(Routed::Wake),
@@ -250,7 +252,11 @@ fn route(
         Header::Item {
             id,
             from_callee: true,
-        } => Some(state.deliver_item(id, body)?),
+        } => {
+            let routed = state.deliver_item(id, body)?;
+            *consumer_woken |= matches!(routed, Routed::Wake(_));
+            Some(routed)
+        }
         Header::Credit {
             id,
             from_callee: true,
@@ -310,8 +316,15 @@ impl<T: Transport> Conn<T> {
         wake: &mut Vec<Waker>,
     ) -> Poll<Result<(), DriverError<T::Error>>> {
         for _ in 0..READ_BUDGET {
-            if let Err(e) = self.route_buffered(shared, wake) {
-                return Poll::Ready(Err(DriverError::Protocol(e)));
+            match self.route_buffered(shared, wake) {
+                Err(e) => return Poll::Ready(Err(DriverError::Protocol(e))),
+                // A stream's consumer has items: let it run before reading
+                // more (see `route_buffered`).
+                Ok(true) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Ok(false) => {}
             }
             match self
                 .readiness
@@ -350,20 +363,39 @@ impl<T: Transport> Conn<T> {
 
     /// Delivers every complete buffered frame, under one lock, and wakes
     /// the callers after it.
-    fn route_buffered(&mut self, shared: &Shared, wake: &mut Vec<Waker>) -> Result<(), FrameError> {
+    ///
+    /// Returns whether it woke a stream's consumer. The driver then yields
+    /// before reading more: on an executor that runs the woken task next
+    /// on the same thread (tokio's LIFO slot, which other threads cannot
+    /// steal from), the consumer would otherwise wait for the whole read
+    /// loop, and a yielded driver can be picked up by an idle thread while
+    /// the consumer works on its batch.
+    fn route_buffered(
+        &mut self,
+        shared: &Shared,
+        wake: &mut Vec<Waker>,
+    ) -> Result<bool, FrameError> {
         let reader = &mut self.reader;
         let frames_read = &mut self.frames_read;
+        let mut consumer_woken = false;
         let routed = shared.state.with(|state| {
             while let Some(frame) = reader.next_frame()? {
                 *frames_read += 1;
                 let (header, body_at) = Header::decode(frame)?;
                 let body = frame.get(body_at..).unwrap_or_default();
-                route(state, header, body, shared.max_queued, wake)?;
+                route(
+                    state,
+                    header,
+                    body,
+                    shared.max_queued,
+                    wake,
+                    &mut consumer_woken,
+                )?;
             }
             Ok(())
         });
         wake_all(wake);
-        routed
+        routed.map(|()| consumer_woken)
     }
 
     /// Writes what callers queued, in as few writes as possible.
