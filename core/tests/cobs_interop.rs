@@ -17,7 +17,7 @@ use courier::{CallError, Framing, Transport};
 use courier_mem::{MemError, MemTransport};
 
 mod support;
-use support::{Clock, Damage, Tamper, TamperState};
+use support::{structural_damage, Clock, Damage, Tamper, TamperState};
 
 mod device {
     use super::heapless;
@@ -186,19 +186,6 @@ fn calls_over_cobs() {
             assert_eq!(link.skipped(), (0, 0));
         });
     }
-}
-
-/// The request of an `add` call is 1 code byte, 19 header bytes (with the
-/// timeout) and 2 body bytes, plus the delimiter: positions 0..=21.
-fn structural_damage() -> Vec<Damage> {
-    vec![
-        Damage::Flip(1, 0x40),         // the version byte
-        Damage::Drop(0),               // the first code byte
-        Damage::Drop(3),               // a header byte: blocks shift
-        Damage::Insert(8, vec![0]),    // a delimiter: two bad halves
-        Damage::Insert(5, vec![7, 9]), // extra bytes inside a block
-        Damage::Flip(0, 0x80),         // the code byte: past the delimiter
-    ]
 }
 
 /// A damaged request is skipped by the server and never answered: that

@@ -16,7 +16,7 @@ use courier::heap_free::{heapless, Buffers, HeapFreeClient, HeapFreeServer};
 use courier::{CallError, Framing, RemoteError};
 
 mod support;
-use support::{with_time, Clock, Damage, Tamper, TamperState};
+use support::{structural_damage, with_time, Clock, Damage, Tamper, TamperState};
 
 mod device {
     use super::heapless;
@@ -214,22 +214,6 @@ fn calls_over_cobs() {
             })
         });
     }
-}
-
-/// The request of an `add(a, b)` call with a timeout and small arguments
-/// is 1 code byte, 19 header bytes and 2 body bytes, plus the delimiter:
-/// positions 0..=21. Each damage here breaks the COBS structure or the
-/// header, so the receiver must skip the frame.
-fn structural_damage() -> Vec<Damage> {
-    vec![
-        Damage::Flip(1, 0x40),         // the version byte
-        Damage::Drop(0),               // the first code byte
-        Damage::Drop(3),               // a header byte: blocks shift
-        Damage::Insert(8, vec![0]),    // a delimiter: two bad halves
-        Damage::Insert(5, vec![7, 9]), // extra bytes inside a block
-        Damage::Flip(0, 0x80),         // the code byte: past the delimiter
-        Damage::Before(vec![0xF0]),    // a code byte glued on: a block too long
-    ]
 }
 
 /// A damaged request is skipped and counted by the server and never

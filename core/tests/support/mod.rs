@@ -175,3 +175,19 @@ pub async fn with_time<T>(clock: &Clock, call: impl Future<Output = T>) -> T {
     })
     .await
 }
+
+/// The request of an `add(a, b)` call with a timeout and small arguments
+/// is 1 code byte, 19 header bytes and 2 body bytes, plus the delimiter:
+/// positions 0..=21. Each damage here breaks the COBS structure or the
+/// header, so the receiver must skip the frame.
+pub fn structural_damage() -> Vec<Damage> {
+    vec![
+        Damage::Flip(1, 0x40),         // the version byte
+        Damage::Drop(0),               // the first code byte
+        Damage::Drop(3),               // a header byte: blocks shift
+        Damage::Insert(8, vec![0]),    // a delimiter: two bad halves
+        Damage::Insert(5, vec![7, 9]), // extra bytes inside a block
+        Damage::Flip(0, 0x80),         // the code byte: past the delimiter
+        Damage::Before(vec![0xF0]),    // a code byte glued on: a block too long
+    ]
+}
