@@ -71,8 +71,8 @@ impl<T: Transport, Tm: Timer> ClientDriver<T, Tm> {
     /// or [`CONSUMER_YIELD_READS`] reads handed a stream's consumer items
     /// (the task woke itself in both cases); the writer is idle or its
     /// write returned `Pending`; the driver's waker was stored in the
-    /// shared state in the same critical section that found no frame to take and no call to
-    /// settle, or the task woke itself to let answered callers queue first
+    /// shared state in the same critical section that found no frame to
+    /// take and no call to settle, or the task woke itself to let answered callers queue first
     /// (`Step::Yield`, once per write); and the sleep for the earliest
     /// deadline was polled after being armed and did not fire.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DriverError<T::Error>>> {
@@ -377,8 +377,8 @@ impl<T: Transport> Conn<T> {
     /// after a few reads ([`CONSUMER_YIELD_READS`]): on an executor that
     /// runs the woken task next on the same thread (tokio's LIFO slot,
     /// which other threads cannot steal from), the consumer would
-    /// otherwise wait for the whole read loop, and a yielded driver can be picked up by an idle thread while
-    /// the consumer works on its batch.
+    /// otherwise wait for the whole read loop, and a yielded driver can be
+    /// picked up by an idle thread while the consumer works on its batch.
     fn route_buffered(
         &mut self,
         shared: &Shared,
