@@ -28,6 +28,12 @@
 //! is the clients' only. `REGISTRY_BENCH_TRACE=1` prints each probe's
 //! fan-out and each round of heartbeats on stderr, timed from the start,
 //! to see what a slow probe ran beside.
+//!
+//! Each instance renews its lease every 5 s, the renewals of the 1,000
+//! instances of a registrar connection spread evenly over the 5 s (one every
+//! 5 ms), as independent instances' heartbeats are; `REGISTRY_BENCH_BURST=1`
+//! sends each connection's 1,000 renewals back to back once per 5 s instead
+//! (a harsher, correlated load).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -186,6 +192,43 @@ fn store_memory() -> (f64, f64) {
     )
 }
 
+/// How often each instance renews its lease.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+
+/// Registrar `c`'s renewals of `leases`: each lease once per
+/// [`HEARTBEAT_PERIOD`], the leases' renewals spread evenly over the period
+/// (with `REGISTRY_BENCH_BURST=1`: all of them back to back at the start of
+/// each period).
+///
+/// Spread is what 10,000 independent instances do, each heartbeating on
+/// its own phase; the bursts (the bench's earlier load) make one round of
+/// 1,000 renewals per connection, which a probe running beside it waits
+/// behind.
+fn heartbeats(
+    c: usize,
+    leases: Arc<[courier_registry::LeaseId]>,
+) -> impl futures::Stream<Item = courier_registry::LeaseId> + Send + 'static {
+    let burst = std::env::var_os("REGISTRY_BENCH_BURST").is_some();
+    let gap = HEARTBEAT_PERIOD / u32::try_from(leases.len().max(1)).unwrap_or(u32::MAX);
+    futures::stream::unfold(0usize, move |i| {
+        let leases = leases.clone();
+        async move {
+            let round_start = i % leases.len() == 0;
+            if burst {
+                if i > 0 && round_start {
+                    tokio::time::sleep(HEARTBEAT_PERIOD).await;
+                }
+            } else if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            if trace() && round_start {
+                eprintln!("{:>9.3} ms heartbeats of registrar {c}", since_start());
+            }
+            Some((leases[i % leases.len()], i + 1))
+        }
+    })
+}
+
 async fn connect(addr: std::net::SocketAddr) -> RegistryClient {
     let builder = courier::ClientBuilder::new()
         .timer(TokioTimer::new())
@@ -339,7 +382,7 @@ async fn main() {
     let embedded = external.is_none();
 
     // 10,000 instances over 10 connections, each renewing its leases
-    // every 5 s on one keep-alive stream (TTL 30 s).
+    // every 5 s on one keep-alive stream (TTL 30 s), spread over the period.
     let t = Instant::now();
     let mut registrars = Vec::new();
     for c in 0..REGISTRAR_CONNECTIONS {
@@ -358,18 +401,7 @@ async fn main() {
         // Shared, not cloned per heartbeat (a copy of 1,000 leases per
         // item was 80 MB of copying per round of the bench's own load).
         let leases: Arc<[_]> = leases.into();
-        let beats = futures::stream::unfold(0usize, move |i| {
-            let leases = leases.clone();
-            async move {
-                if i > 0 && i % leases.len() == 0 {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-                if trace() && i % leases.len() == 0 {
-                    eprintln!("{:>9.3} ms heartbeats of registrar {c}", since_start());
-                }
-                Some((leases[i % leases.len()], i + 1))
-            }
-        });
+        let beats = heartbeats(c, leases);
         let keeper = client.clone();
         tokio::spawn(async move {
             let mut answers = keeper.keep_alive(None, beats);
