@@ -64,7 +64,7 @@ impl Window {
     }
 
     /// The window's size in items for the items seen so far.
-    fn target(&self) -> u32 {
+    pub(crate) fn target(&self) -> u32 {
         if self.average == 0 {
             return self.max.min(INITIAL_CREDIT);
         }

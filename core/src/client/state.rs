@@ -132,6 +132,10 @@ pub(crate) struct State {
     pub(crate) slots: Vec<Slot>,
     free: Vec<u32>,
     ids: IdMap,
+    /// The `(id, slot)` the last item frame went to: items come in runs of
+    /// one call (a server's turn), so the next one skips the id lookup.
+    /// Checked against the slot before use, never trusted.
+    last_item: (u32, u32),
     next_id: u32,
     /// The id counter went round once: new ids must skip those in flight.
     ids_wrapped: bool,
@@ -197,6 +201,7 @@ impl State {
             slots: Vec::new(),
             free: Vec::new(),
             ids: IdMap::new(),
+            last_item: (0, u32::MAX),
             next_id: 0,
             ids_wrapped: false,
             in_flight: 0,
@@ -521,7 +526,26 @@ impl State {
     /// item beyond the credit granted is a protocol violation). Items of
     /// calls that are over, or that have no response stream, are ignored.
     pub(crate) fn deliver_item(&mut self, id: u32, body: &[u8]) -> Result<Routed, FrameError> {
-        let Some(s) = self.running(id).filter(|s| s.stream.receives) else {
+        let (last_id, last_slot) = self.last_item;
+        let cached = last_id == id
+            && self
+                .slots
+                .get(last_slot as usize)
+                .is_some_and(|s| s.phase == Phase::Waiting && s.id == id);
+        let slot = if cached {
+            last_slot
+        } else {
+            let Some(slot) = self.ids.get(id) else {
+                return Ok(Routed::Quiet);
+            };
+            self.last_item = (id, slot);
+            slot
+        };
+        let Some(s) = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|s| s.phase == Phase::Waiting && s.id == id && s.stream.receives)
+        else {
             return Ok(Routed::Quiet);
         };
         let stream = &mut s.stream;
