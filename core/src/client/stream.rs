@@ -191,10 +191,7 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             return;
         };
         if items > 0 {
-            let average = bytes / items as usize;
-            for _ in 0..items {
-                window.consumed(average);
-            }
+            window.consumed_many(items, bytes / items as usize);
         }
         self.due = window.due();
         self.settle_every = (window.target() / 8).clamp(1, SETTLE_ITEMS);
@@ -247,13 +244,15 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             }
         };
         let id = self.call.id;
-        let max_frame = self.call.client.shared.max_frame;
         if let Some(pump) = self.pump.as_mut() {
             // Woken: a parked request may have been queued meanwhile.
             pump.blocked = false;
         }
         loop {
             if let Some(pump) = self.pump.as_mut() {
+                // Read here, not per item: `shared` is written by the
+                // driver all the time.
+                let max_frame = self.call.client.shared.max_frame;
                 if let Err(error) = pump.fill(cx, id, max_frame) {
                     self.call.abandon_sent(slot);
                     return self.finish(Err(error));
