@@ -1007,6 +1007,55 @@ mod tests {
         }
     }
 
+    /// A streaming call waiting for items, with `credit` granted.
+    fn streaming(state: &mut State, credit: u32) -> (u32, u32) {
+        let (slot, id) = take(state);
+        state.open_stream(slot, Some(credit), false);
+        state.submit(
+            slot,
+            Frame::Inline(&[]),
+            waker(),
+            None,
+            Duration::ZERO,
+            usize::MAX,
+        );
+        (slot, id)
+    }
+
+    fn inbox_len(state: &State, slot: u32) -> usize {
+        state.slots[slot as usize].stream.inbox.len()
+    }
+
+    /// Item routing remembers the last call's slot, but checks it: items
+    /// of two calls in turn each reach their own inbox, and an item of a
+    /// call that is over never reaches the call that took its slot.
+    #[test]
+    fn the_remembered_item_slot_is_checked_before_use() {
+        let mut state = State::new(4);
+        let (a_slot, a) = streaming(&mut state, 8);
+        let (b_slot, b) = streaming(&mut state, 8);
+        for id in [a, a, b, a] {
+            assert!(state.deliver_item(id, &[7]).is_ok());
+        }
+        // Each item: a 4-byte length and one byte.
+        assert_eq!(inbox_len(&state, a_slot), 15);
+        assert_eq!(inbox_len(&state, b_slot), 5);
+        // `a` ends; `c` takes its slot while `a` is the remembered call.
+        state.release(a_slot);
+        let (c_slot, c) = streaming(&mut state, 1);
+        assert_eq!(c_slot, a_slot);
+        assert_ne!(c, a);
+        assert!(matches!(state.deliver_item(a, &[7]), Ok(Routed::Quiet)));
+        assert_eq!(inbox_len(&state, c_slot), 0, "a's item reached c");
+        // c's one credit is intact: its own item is taken, the next is over.
+        assert!(state.deliver_item(c, &[7]).is_ok());
+        assert_eq!(inbox_len(&state, c_slot), 5);
+        assert_eq!(
+            state.deliver_item(c, &[7]).err(),
+            Some(FrameError::CreditExceeded)
+        );
+    }
+
     /// Ids count up through the wrap at `u32::MAX` and, once wrapped, skip
     /// ids still in flight.
     #[test]
