@@ -64,7 +64,7 @@ impl Window {
     }
 
     /// The window's size in items for the items seen so far.
-    fn target(&self) -> u32 {
+    pub(crate) fn target(&self) -> u32 {
         if self.average == 0 {
             return self.max.min(INITIAL_CREDIT);
         }
@@ -86,6 +86,21 @@ impl Window {
             average => ((u64::from(average) * 7 + u64::from(bytes)) / 8) as u32,
         }
         .max(1);
+    }
+
+    /// `items` items of `bytes` each were consumed: as many calls of
+    /// [`consumed`](Self::consumed), but the average stops moving once it
+    /// reached `bytes`, so a steady stream costs a few steps per batch.
+    pub(crate) fn consumed_many(&mut self, items: u32, bytes: usize) {
+        for done in 1..=items {
+            let before = self.average;
+            self.consumed(bytes);
+            if self.average == before {
+                let rest = items - done;
+                self.outstanding = self.outstanding.saturating_sub(rest);
+                return;
+            }
+        }
     }
 
     /// The credit to grant now: the room in the window, once it is more
@@ -270,9 +285,7 @@ impl<T> Streaming<T> {
         let average = bytes / consumed as usize;
         let waker = self.shared.with(|incoming| {
             let window = incoming.window.as_mut()?;
-            for _ in 0..consumed {
-                window.consumed(average);
-            }
+            window.consumed_many(consumed, average);
             let due = window.due();
             if due == 0 {
                 return None;
@@ -374,6 +387,37 @@ mod tests {
             target > WINDOW_BYTES / 112 && target <= WINDOW_BYTES / 110,
             "{target}"
         );
+    }
+
+    /// `consumed_many` moves the window exactly as one `consumed` per
+    /// item, also when the average settles part way (or at once).
+    #[test]
+    fn consumed_many_equals_one_consumed_per_item() {
+        for (start, size, items) in [
+            (0, 100, 40),
+            (5000, 100, 3),
+            (100, 5000, 40),
+            (100, 100, 7),
+            (7, 9, 0),
+        ] {
+            let (mut one, _) = Window::open(DEFAULT_CREDIT);
+            let (mut many, _) = Window::open(DEFAULT_CREDIT);
+            for w in [&mut one, &mut many] {
+                w.granted(100);
+                if start > 0 {
+                    w.consumed(start);
+                }
+            }
+            for _ in 0..items {
+                one.consumed(size);
+            }
+            many.consumed_many(items, size);
+            assert_eq!(
+                (one.outstanding, one.average),
+                (many.outstanding, many.average),
+                "{start} {size} {items}"
+            );
+        }
     }
 
     /// Growing items narrow the window slowly but surely: at a steady

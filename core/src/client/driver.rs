@@ -446,3 +446,219 @@ impl<T: Transport> Conn<T> {
         self.io.poll_close(cx).map_err(DriverError::Transport)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! [`CONSUMER_YIELD_READS`] below, at and above its mark, over a
+    //! transport that hands out one scripted frame per read.
+
+    use super::*;
+    use crate::client::Client;
+    use crate::framing::encode_frame;
+    use crate::wire::MethodKey;
+    use alloc::collections::VecDeque;
+    use alloc::task::Wake;
+    use core::convert::Infallible;
+    use core::sync::atomic::AtomicUsize;
+    use futures_util::StreamExt;
+    use std::sync::Mutex;
+
+    const KEY: MethodKey = MethodKey(0x0102_0304_0506_0708);
+
+    #[derive(Default)]
+    struct Script {
+        /// Frames to hand out, one per read; `Pending` when empty.
+        frames: VecDeque<Vec<u8>>,
+        /// Reads that returned bytes.
+        reads: usize,
+        /// Everything the driver wrote.
+        written: Vec<u8>,
+        /// The reader's waker, from its last `Pending`.
+        waker: Option<Waker>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Scripted(Arc<Mutex<Script>>);
+
+    impl Scripted {
+        fn with<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
+            f(&mut self.0.lock().unwrap())
+        }
+
+        /// Makes `n` copies of `frame` ready and wakes the reader.
+        fn ready(&self, frame: &[u8], n: usize) {
+            let waker = self.with(|s| {
+                s.frames.extend(core::iter::repeat_n(frame.to_vec(), n));
+                s.waker.take()
+            });
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    impl Transport for Scripted {
+        type Error = Infallible;
+        fn poll_read(
+            &mut self,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<Result<usize, Infallible>> {
+            self.with(|s| match s.frames.pop_front() {
+                Some(frame) => {
+                    assert!(frame.len() <= buf.len(), "one frame per read");
+                    buf[..frame.len()].copy_from_slice(&frame);
+                    s.reads += 1;
+                    Poll::Ready(Ok(frame.len()))
+                }
+                None => {
+                    s.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        }
+        fn poll_write(
+            &mut self,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<Result<usize, Infallible>> {
+            self.with(|s| s.written.extend_from_slice(buf));
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn woken(count: &Arc<Count>) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
+    fn frame(header: Header, body: &impl serde::Serialize) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, &header, body, 1 << 16).unwrap();
+        out
+    }
+
+    /// What one poll of the driver did: reads that returned bytes, and
+    /// whether it woke itself (yielded) rather than waiting.
+    fn poll_driver<D: Future + Unpin>(driver: &mut D, io: &Scripted) -> (usize, bool) {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let before = io.with(|s| s.reads);
+        assert!(Pin::new(driver)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        (io.with(|s| s.reads) - before, woken(&count) > 0)
+    }
+
+    /// Runs `check` with a driver whose server-streaming call (id `id`,
+    /// credit 64 of which 16 granted) has a consumer waiting for items.
+    fn with_waiting_consumer(
+        check: impl FnOnce(&mut dyn FnMut() -> (usize, bool), &Scripted, u32, &Arc<Count>),
+    ) {
+        let io = Scripted::default();
+        let (client, mut driver) = Client::new(io.clone());
+        let mut stream = client.server_stream::<_, u64>(KEY, ()).with_credit(64);
+        let consumer = Arc::new(Count::default());
+        let consumer_waker = Waker::from(consumer.clone());
+        let mut cx = Context::from_waker(&consumer_waker);
+        assert!(stream.poll_next_unpin(&mut cx).is_pending());
+        let _ = poll_driver(&mut driver, &io);
+        assert!(stream.poll_next_unpin(&mut cx).is_pending());
+        let written = io.with(|s| s.written.clone());
+        let (Header::Request { id, .. }, _) = Header::decode(&written[4..]).unwrap() else {
+            panic!("the request goes first: {written:?}");
+        };
+        let mut poll = || poll_driver(&mut driver, &io);
+        check(&mut poll, &io, id, &consumer);
+        drop(stream);
+    }
+
+    fn items(io: &Scripted, id: u32, n: usize) {
+        io.ready(
+            &frame(
+                Header::Item {
+                    id,
+                    from_callee: true,
+                },
+                &7u64,
+            ),
+            n,
+        );
+    }
+
+    fn left(io: &Scripted) -> usize {
+        io.with(|s| s.frames.len())
+    }
+
+    /// Below the mark: three reads woke the consumer and then the
+    /// transport had nothing: the driver waits (no yield).
+    #[test]
+    fn below_the_mark_the_driver_reads_until_pending() {
+        with_waiting_consumer(|poll, io, id, consumer| {
+            items(io, id, CONSUMER_YIELD_READS - 1);
+            assert_eq!(poll(), (CONSUMER_YIELD_READS - 1, false));
+            assert_eq!(woken(consumer), 1);
+        });
+    }
+
+    /// At the mark: with more ready than four frames, the driver reads
+    /// exactly four, hands them over and yields; the rest waits.
+    #[test]
+    fn at_the_mark_the_driver_yields_after_exactly_four_reads() {
+        with_waiting_consumer(|poll, io, id, consumer| {
+            items(io, id, CONSUMER_YIELD_READS + 1);
+            assert_eq!(poll(), (CONSUMER_YIELD_READS, true));
+            assert_eq!(left(io), 1);
+            assert_eq!(woken(consumer), 1);
+        });
+    }
+
+    /// Above the mark: the yield comes once per poll that woke a consumer;
+    /// the next poll, with the consumer not back yet (nothing to wake),
+    /// reads everything ready without yielding.
+    #[test]
+    fn above_the_mark_a_poll_that_woke_no_consumer_does_not_yield() {
+        with_waiting_consumer(|poll, io, id, consumer| {
+            items(io, id, 2 * CONSUMER_YIELD_READS + 1);
+            assert_eq!(poll(), (CONSUMER_YIELD_READS, true));
+            assert_eq!(poll(), (CONSUMER_YIELD_READS + 1, false));
+            assert_eq!(left(io), 0);
+            assert_eq!(woken(consumer), 1);
+        });
+    }
+
+    /// Frames that wake no consumer (credit for a call that is not there)
+    /// never trigger the yield: the driver reads all ten ready.
+    #[test]
+    fn frames_that_wake_no_consumer_are_read_without_yielding() {
+        with_waiting_consumer(|poll, io, id, consumer| {
+            let credit = frame(
+                Header::Credit {
+                    id: id.wrapping_add(1000),
+                    from_callee: true,
+                    grant: 1,
+                },
+                &(),
+            );
+            io.ready(&credit, 10);
+            assert_eq!(poll(), (10, false));
+            assert_eq!(woken(consumer), 0);
+        });
+    }
+}

@@ -132,6 +132,10 @@ pub(crate) struct State {
     pub(crate) slots: Vec<Slot>,
     free: Vec<u32>,
     ids: IdMap,
+    /// The `(id, slot)` the last item frame went to: items come in runs of
+    /// one call (a server's turn), so the next one skips the id lookup.
+    /// Checked against the slot before use, never trusted.
+    last_item: (u32, u32),
     next_id: u32,
     /// The id counter went round once: new ids must skip those in flight.
     ids_wrapped: bool,
@@ -197,6 +201,7 @@ impl State {
             slots: Vec::new(),
             free: Vec::new(),
             ids: IdMap::new(),
+            last_item: (0, u32::MAX),
             next_id: 0,
             ids_wrapped: false,
             in_flight: 0,
@@ -521,7 +526,26 @@ impl State {
     /// item beyond the credit granted is a protocol violation). Items of
     /// calls that are over, or that have no response stream, are ignored.
     pub(crate) fn deliver_item(&mut self, id: u32, body: &[u8]) -> Result<Routed, FrameError> {
-        let Some(s) = self.running(id).filter(|s| s.stream.receives) else {
+        let (last_id, last_slot) = self.last_item;
+        let cached = last_id == id
+            && self
+                .slots
+                .get(last_slot as usize)
+                .is_some_and(|s| s.phase == Phase::Waiting && s.id == id);
+        let slot = if cached {
+            last_slot
+        } else {
+            let Some(slot) = self.ids.get(id) else {
+                return Ok(Routed::Quiet);
+            };
+            self.last_item = (id, slot);
+            slot
+        };
+        let Some(s) = self
+            .slots
+            .get_mut(slot as usize)
+            .filter(|s| s.phase == Phase::Waiting && s.id == id && s.stream.receives)
+        else {
             return Ok(Routed::Quiet);
         };
         let stream = &mut s.stream;
@@ -981,6 +1005,55 @@ mod tests {
             Acquired::Slot { slot, id } => (slot, id),
             Acquired::Queued(_) => panic!("no slot"),
         }
+    }
+
+    /// A streaming call waiting for items, with `credit` granted.
+    fn streaming(state: &mut State, credit: u32) -> (u32, u32) {
+        let (slot, id) = take(state);
+        state.open_stream(slot, Some(credit), false);
+        state.submit(
+            slot,
+            Frame::Inline(&[]),
+            waker(),
+            None,
+            Duration::ZERO,
+            usize::MAX,
+        );
+        (slot, id)
+    }
+
+    fn inbox_len(state: &State, slot: u32) -> usize {
+        state.slots[slot as usize].stream.inbox.len()
+    }
+
+    /// Item routing remembers the last call's slot, but checks it: items
+    /// of two calls in turn each reach their own inbox, and an item of a
+    /// call that is over never reaches the call that took its slot.
+    #[test]
+    fn the_remembered_item_slot_is_checked_before_use() {
+        let mut state = State::new(4);
+        let (a_slot, a) = streaming(&mut state, 8);
+        let (b_slot, b) = streaming(&mut state, 8);
+        for id in [a, a, b, a] {
+            assert!(state.deliver_item(id, &[7]).is_ok());
+        }
+        // Each item: a 4-byte length and one byte.
+        assert_eq!(inbox_len(&state, a_slot), 15);
+        assert_eq!(inbox_len(&state, b_slot), 5);
+        // `a` ends; `c` takes its slot while `a` is the remembered call.
+        state.release(a_slot);
+        let (c_slot, c) = streaming(&mut state, 1);
+        assert_eq!(c_slot, a_slot);
+        assert_ne!(c, a);
+        assert!(matches!(state.deliver_item(a, &[7]), Ok(Routed::Quiet)));
+        assert_eq!(inbox_len(&state, c_slot), 0, "a's item reached c");
+        // c's one credit is intact: its own item is taken, the next is over.
+        assert!(state.deliver_item(c, &[7]).is_ok());
+        assert_eq!(inbox_len(&state, c_slot), 5);
+        assert_eq!(
+            state.deliver_item(c, &[7]).err(),
+            Some(FrameError::CreditExceeded)
+        );
     }
 
     /// Ids count up through the wrap at `u32::MAX` and, once wrapped, skip

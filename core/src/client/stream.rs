@@ -31,6 +31,14 @@ pub use crate::stream::{DEFAULT_CREDIT, WINDOW_BYTES};
 /// stream does not crowd out the others (PROTOCOL.md R12).
 const TURN_BYTES: usize = 16 * 1024;
 
+/// At most how many consumed items a response stream counts before it
+/// folds them into its window and looks whether credit is due (and always
+/// when its batch of received items runs out, before it waits): the
+/// window's arithmetic runs once per this many items, not per item. A
+/// small window settles more often, an eighth of it at a time, so its
+/// grants go out about when half of it is consumed, as without batching.
+const SETTLE_ITEMS: u32 = 16;
+
 /// A caller's request stream, its item type erased.
 trait ItemSource: Send {
     /// Encodes the next item as an item frame of call `id` into `out`.
@@ -142,6 +150,13 @@ struct StreamCall<'a, Req, Resp> {
     staged_at: usize,
     /// The credit window of the response stream, if the call has one.
     window: Option<Window>,
+    /// Items handed over and not yet counted in `window`, and their bytes.
+    unsettled: u32,
+    unsettled_bytes: usize,
+    /// The credit due to the callee, as of the last settling.
+    due: u32,
+    /// Items to count before the next settling (1..=[`SETTLE_ITEMS`]).
+    settle_every: u32,
     pump: Option<Pump<'a>>,
     ended: bool,
 }
@@ -158,14 +173,28 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             staged: Vec::new(),
             staged_at: 0,
             window: window.map(|(window, _)| window),
+            unsettled: 0,
+            unsettled_bytes: 0,
+            due: 0,
+            settle_every: 1,
             pump,
             ended: false,
         }
     }
 
-    /// Credit due to the callee now.
-    fn grant_due(&self) -> u32 {
-        self.window.as_ref().map_or(0, Window::due)
+    /// Counts the items handed over since the last settling into the
+    /// window (each at their average size) and notes the credit due.
+    fn settle(&mut self) {
+        let items = core::mem::take(&mut self.unsettled);
+        let bytes = core::mem::take(&mut self.unsettled_bytes);
+        let Some(window) = self.window.as_mut() else {
+            return;
+        };
+        if items > 0 {
+            window.consumed_many(items, bytes / items as usize);
+        }
+        self.due = window.due();
+        self.settle_every = (window.target() / 8).clamp(1, SETTLE_ITEMS);
     }
 
     /// The next staged item, if any.
@@ -176,9 +205,8 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         let start = at + 4;
         let end = start.saturating_add(len).min(self.staged.len());
         self.staged_at = end;
-        if let Some(window) = self.window.as_mut() {
-            window.consumed(end - start);
-        }
+        self.unsettled = self.unsettled.saturating_add(1);
+        self.unsettled_bytes = self.unsettled_bytes.saturating_add(end - start);
         Some((start, end))
     }
 
@@ -216,13 +244,15 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             }
         };
         let id = self.call.id;
-        let max_frame = self.call.client.shared.max_frame;
         if let Some(pump) = self.pump.as_mut() {
             // Woken: a parked request may have been queued meanwhile.
             pump.blocked = false;
         }
         loop {
             if let Some(pump) = self.pump.as_mut() {
+                // Read here, not per item: `shared` is written by the
+                // driver all the time.
+                let max_frame = self.call.client.shared.max_frame;
                 if let Err(error) = pump.fill(cx, id, max_frame) {
                     self.call.abandon_sent(slot);
                     return self.finish(Err(error));
@@ -232,7 +262,10 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
                 .pump
                 .as_ref()
                 .is_some_and(|p| !p.batch.is_empty() && !p.blocked);
-            if !batch_ready && self.grant_due() == 0 {
+            if self.unsettled >= self.settle_every || self.staged_at >= self.staged.len() {
+                self.settle();
+            }
+            if !batch_ready && self.due == 0 {
                 if let Some((start, end)) = self.next_staged() {
                     return Poll::Ready(Event::Item(start, end));
                 }
@@ -253,7 +286,7 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
     /// Under one lock: queues the pumped items, grants consumed credit,
     /// takes new credit and, if nothing is staged, the received items.
     fn exchange(&mut self, slot: u32, id: u32, cx: &mut Context<'_>) -> Exchange {
-        let grant = self.grant_due();
+        let grant = core::mem::take(&mut self.due);
         let StreamCall {
             call,
             staged,
