@@ -1,6 +1,9 @@
 //! Helpers for transports on the async-io reactor (smol, or any
 //! executor); feature `async-io`: accepting for a
 //! [`Listener`](crate::Listener), and [`AsyncIoStream`], the connection.
+//! With the feature `executor-pool`, `ExecutorPool`: threads that each
+//! run an executor of their own, so that a connection's tasks stay on one
+//! thread.
 
 use std::io;
 use std::pin::Pin;
@@ -10,6 +13,11 @@ use std::task::{ready, Context, Poll};
 use async_io::Async;
 use courier::Transport;
 use futures_io::{AsyncRead, AsyncWrite};
+
+#[cfg(feature = "executor-pool")]
+mod executor_pool;
+#[cfg(feature = "executor-pool")]
+pub use executor_pool::{ExecutorPool, PoolSpawner, Task, Worker, MAX_THREADS};
 
 /// Accepts from a non-blocking listener registered with async-io: calls
 /// `accept` until it stops returning `WouldBlock`, then waits until the
