@@ -58,7 +58,11 @@ fn connections_spread_over_the_pool_and_stay_on_their_thread() {
         let caller = format!("courier-pool-{}", worker.index());
         let server = format!("courier-pool-{}", i % 2);
         for (caller_thread, server_thread) in answers {
-            assert_eq!((caller_thread, server_thread), (&caller, &server), "{seen:?}");
+            assert_eq!(
+                (caller_thread, server_thread),
+                (&caller, &server),
+                "{seen:?}"
+            );
         }
     }
     shutdown.trigger();

@@ -90,13 +90,13 @@ use std::fmt;
 use std::io;
 
 use courier::{TransportError, TransportErrorKind};
-pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 /// Threads that each run an executor of their own (feature
 /// `executor-pool`): serve with
 /// `builder().spawn_connections(pool.spawner())` and run each client's
 /// driver and callers on one [`Worker`]; see [`ExecutorPool`].
 #[cfg(feature = "executor-pool")]
 pub use courier_net::async_io::{ExecutorPool, PoolSpawner, Worker};
+pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 
 #[cfg(feature = "async-io")]
 mod async_io_backend;

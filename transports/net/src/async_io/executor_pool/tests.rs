@@ -47,7 +47,12 @@ fn the_spawner_spreads_tasks_over_the_threads_in_turn() {
     assert_eq!(threads.len(), 3, "{seen:?}");
     for (i, thread, index) in &seen {
         assert_eq!(*index, Some(i % 3));
-        assert_eq!(*thread, seen[i % 3].1, "task {i} and task {} share a thread", i % 3);
+        assert_eq!(
+            *thread,
+            seen[i % 3].1,
+            "task {i} and task {} share a thread",
+            i % 3
+        );
         assert_ne!(*thread, here());
     }
     // `worker()` has its own turn, also from thread 0.
@@ -75,7 +80,10 @@ fn a_worker_keeps_its_tasks_and_their_tasks_on_its_thread() {
     let results = async_io::block_on(futures_util::future::join_all(tasks));
     let thread = results[0].0;
     for (first, after_wait, nested, index) in results {
-        assert_eq!((first, after_wait, nested, index), (thread, thread, thread, 2));
+        assert_eq!(
+            (first, after_wait, nested, index),
+            (thread, thread, thread, 2)
+        );
     }
     assert!(Worker::current().is_none(), "not a pool thread");
 }
@@ -105,7 +113,10 @@ fn dropping_the_pool_stops_its_threads_and_drops_unfinished_tasks() {
     let worker = pool.worker_at(1).unwrap();
     let spare = pool.spawner();
     drop(pool);
-    assert!(dropped.load(Ordering::SeqCst), "the pending task was dropped");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the pending task was dropped"
+    );
     // Spawning on a dropped pool drops the future and cancels the task.
     let late = Arc::new(AtomicBool::new(false));
     let flag = DropFlag(late.clone());
