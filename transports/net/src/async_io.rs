@@ -16,8 +16,13 @@ use futures_io::{AsyncRead, AsyncWrite};
 
 #[cfg(feature = "executor-pool")]
 mod executor_pool;
+/// The handle of a task spawned on an [`ExecutorPool`]: async-executor's
+/// (also `smol::Task`).
 #[cfg(feature = "executor-pool")]
-pub use executor_pool::{ExecutorPool, PoolSpawner, Task, Worker, MAX_THREADS};
+#[doc(no_inline)]
+pub use async_executor::Task;
+#[cfg(feature = "executor-pool")]
+pub use executor_pool::{ExecutorPool, PoolSpawner, Worker, MAX_THREADS};
 
 /// Accepts from a non-blocking listener registered with async-io: calls
 /// `accept` until it stops returning `WouldBlock`, then waits until the

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 
-pub use async_executor::Task;
+use async_executor::Task;
 use futures_util::task::AtomicWaker;
 
 /// The most threads a pool starts; more are saturated to this.
@@ -25,8 +25,8 @@ pub const MAX_THREADS: usize = 1024;
 /// # Model
 ///
 /// An `ExecutorPool` of N threads runs N executors, one on each thread:
-/// each thread drives its own [`async_executor::Executor`] under
-/// [`async_io::block_on`] and no other thread ever runs it, so a task
+/// each thread drives its own `async_executor::Executor` under
+/// `async_io::block_on` and no other thread ever runs it, so a task
 /// spawned on a thread runs on that thread until it ends. A [`Worker`]
 /// names one thread: [`Worker::spawn`] places a task there, and everything
 /// spawned on the same `Worker` shares that thread. Placement is round
@@ -62,13 +62,13 @@ pub const MAX_THREADS: usize = 1024;
 /// # Panics and shutdown
 ///
 /// A task that panics ends; the panic is caught, printed by the panic hook
-/// and resumed where the task's [`Task`] handle is awaited (a detached
+/// and resumed where the task's `Task` handle is awaited (a detached
 /// task's panic is only printed). The thread and its other tasks go on.
 /// Dropping the pool stops every thread, waits for each (except the
 /// calling thread when the last handle is dropped inside one of the pool's
 /// tasks) and then drops the tasks that had not finished. A task spawned
 /// on a [`Worker`] of a dropped pool is dropped at once: awaiting its
-/// handle panics, [`Task::fallible`] yields `None`; nothing waits forever.
+/// handle panics, `Task::fallible` yields `None`; nothing waits forever.
 ///
 /// # Example
 ///
@@ -112,7 +112,7 @@ thread_local! {
 }
 
 impl ExecutorPool {
-    /// Starts `threads` threads (0 is taken as 1, above [`MAX_THREADS`] as
+    /// Starts `threads` threads (0 is taken as 1, above [`MAX_THREADS`](crate::async_io::MAX_THREADS) as
     /// `MAX_THREADS`), named `courier-pool-N`. Fails if the OS refuses a
     /// thread; those already started are stopped.
     pub fn new(threads: usize) -> io::Result<Self> {
