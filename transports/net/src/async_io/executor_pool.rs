@@ -21,7 +21,6 @@ pub const MAX_THREADS: usize = 1024;
 /// A pool of threads that each run an executor of their own (feature
 /// `executor-pool`).
 ///
-///
 /// # Model
 ///
 /// An `ExecutorPool` of N threads runs N executors, one on each thread:
