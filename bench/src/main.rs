@@ -14,10 +14,10 @@
 //! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
 //! smol), `--smol-executor per-thread|shared` (default per-thread: an
 //! executor per worker thread, each connection's tasks on one thread; see
-//! `courier_bench::SmolExecutor`), `--mem-capacity BYTES` (per direction, default 1 MiB) and
-//! `--mode unary|stream|bidi` (default unary; see `courier_bench::stream`)
-//! with `--credit ITEMS` (the response stream's credit window, courier's
-//! default 128).
+//! `courier_bench::SmolExecutor`), `--mem-capacity BYTES` (per direction,
+//! default 1 MiB) and `--mode unary|stream|bidi` (default unary; see
+//! `courier_bench::stream`) with `--credit ITEMS` (the response stream's
+//! credit window, courier's default 128).
 
 use std::sync::Arc;
 
