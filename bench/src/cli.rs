@@ -1,9 +1,10 @@
 //! `courier-bench`'s command line: the flags every benchmark shares (see
-//! [`crate::measure`]) plus `--runtime smol|tokio`, `--mem-capacity` and
-//! `--mode unary|stream|bidi`.
+//! [`crate::measure`]) plus `--runtime smol|tokio`, `--smol-executor
+//! per-thread|shared`, `--mem-capacity` and `--mode unary|stream|bidi`.
 
 use crate::measure::Args;
 use crate::stream::Mode;
+use crate::SmolExecutor;
 
 /// The transports `--transport` accepts.
 pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
@@ -16,13 +17,16 @@ pub const EXTRA_FLAGS: &[&str] = &[
     "--credit",
     "--role",
     "--addr",
+    "--smol-executor",
 ];
 
 /// The usage text.
 pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
 [--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
+[--runtime smol|tokio] [--smol-executor per-thread|shared] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
 [--role both|server|client|idle] [--addr HOST:PORT]\npayload 0 means: call add(u64,u64) instead of echo\n\
+--smol-executor per-thread (default): an executor per thread, each connection's tasks on one thread;\n\
+  shared: one smol::Executor run by all --workers threads\n\
 --role server: serve TCP on --addr (default 127.0.0.1:0), print `listening ADDR`, run until killed\n\
 --role client: connect --conns clients to the server at --addr, measure, print the result line\n\
 --role idle: connect --conns clients to --addr, one call each, print `ready N`, idle for --duration\n\
@@ -57,6 +61,9 @@ pub struct Options {
     pub credit: u32,
     /// `--role`: which side(s) this process runs.
     pub role: Role,
+    /// `--smol-executor`: one executor per thread (default) or one shared
+    /// by all threads.
+    pub smol_executor: SmolExecutor,
     /// `--addr`: where the server listens (`--role server`, default
     /// `127.0.0.1:0`) or is (`--role client`, required).
     pub addr: Option<String>,
@@ -97,6 +104,15 @@ impl Options {
             }
         };
         let addr = args.extra("--addr").map(str::to_string);
+        let smol_executor = match args.extra("--smol-executor").unwrap_or("per-thread") {
+            "per-thread" => SmolExecutor::PerThread,
+            "shared" => SmolExecutor::Shared,
+            other => {
+                return Err(format!(
+                    "--smol-executor: expected per-thread|shared, got {other:?}"
+                ))
+            }
+        };
         if role != Role::Both && args.transport != "tcp" {
             return Err("--role server|client: only with --transport tcp".into());
         }
@@ -105,6 +121,7 @@ impl Options {
         }
         Ok(Options {
             role,
+            smol_executor,
             addr,
             args,
             runtime,
@@ -152,6 +169,11 @@ mod tests {
         );
         assert_eq!(o.args.conns, 8);
         assert_eq!(parse(&["--role=server"]).unwrap().role, Role::Server);
+        assert_eq!(parse(&[]).unwrap().smol_executor, SmolExecutor::PerThread);
+        let o = parse(&["--smol-executor", "shared", "--role=server"]).unwrap();
+        assert_eq!(o.smol_executor, SmolExecutor::Shared);
+        let o = parse(&["--smol-executor=per-thread"]).unwrap();
+        assert_eq!(o.smol_executor, SmolExecutor::PerThread);
         let o = parse(&["--role=idle", "--addr=[::1]:7"]).unwrap();
         assert_eq!((o.role, o.addr.as_deref()), (Role::Idle, Some("[::1]:7")));
     }
@@ -167,6 +189,7 @@ mod tests {
             &["--mode", "client"],
             &["--credit", "0"],
             &["--role", "proxy"],
+            &["--smol-executor", "local"],
             &["--role", "client"],
             &["--role", "idle"],
             &["--role", "server", "--transport", "mem"],

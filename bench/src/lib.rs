@@ -4,7 +4,8 @@
 //! micro-benchmarks, shared so they measure the same service.
 //!
 //! The binary runs a courier server and client in one process, over TCP,
-//! Unix sockets or the in-memory transport, on smol (default) or tokio, and
+//! Unix sockets or the in-memory transport, on smol (default; an executor
+//! per thread, see [`SmolExecutor`]) or tokio, and
 //! measures them the way the peer benchmarks in `bench/peers/` do: the same
 //! flags, warm-up / measure / stop phase clock, HdrHistogram recorder and
 //! result line, from the same source file, see [`measure`].
@@ -18,7 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub mod cli;
@@ -157,18 +158,75 @@ pub trait Runtime {
 
     /// Runs `future` on the calling thread until it completes.
     fn block_on<F: Future>(&self, future: F) -> F::Output;
+
+    /// The tasks spawned from now on belong to a new connection: a runtime
+    /// that keeps a connection's tasks on one thread moves on to its next
+    /// thread. Nothing by default.
+    fn next_connection(&self) {}
 }
 
-/// A multi-threaded smol executor: `threads` OS threads run one
-/// `smol::Executor` until it is dropped.
-pub struct SmolRuntime {
+/// How the smol runtime spreads tasks over its threads
+/// (`--smol-executor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmolExecutor {
+    /// An executor per thread ([`courier_net::async_io::ExecutorPool`]):
+    /// each connection's tasks on one thread, connections spread over the
+    /// threads in turn. The default.
+    PerThread,
+    /// One `smol::Executor` that every thread runs: a woken task runs on
+    /// whichever thread takes it first.
+    Shared,
+}
+
+/// smol with `threads` OS threads, as a [`SmolExecutor`]; the threads stop
+/// when it is dropped.
+///
+/// Placement per thread: the tasks spawned through [`Runtime`] go to the
+/// current thread, and [`Runtime::next_connection`] moves on to the next
+/// one, so a client connection's driver and callers share a thread; the
+/// server's connections go to the threads in turn through
+/// [`SmolRuntime::connection_mode`]. In one process the client and the
+/// server connection of the same number therefore share a thread.
+pub struct SmolRuntime(Smol);
+
+enum Smol {
+    Shared(SharedExecutor),
+    PerThread {
+        pool: courier_net::async_io::ExecutorPool,
+        current: Mutex<courier_net::async_io::Worker>,
+    },
+}
+
+/// One `smol::Executor` run by several threads until dropped.
+struct SharedExecutor {
     executor: Arc<smol::Executor<'static>>,
     stop: Option<smol::channel::Sender<()>>,
 }
 
+impl Drop for SharedExecutor {
+    fn drop(&mut self) {
+        // Closing the channel ends every executor thread's `run`.
+        self.stop.take();
+    }
+}
+
 impl SmolRuntime {
     /// Starts `threads` executor threads.
-    pub fn new(threads: usize) -> Self {
+    pub fn new(threads: usize, executor: SmolExecutor) -> Self {
+        match executor {
+            SmolExecutor::Shared => SmolRuntime(Smol::Shared(Self::shared(threads))),
+            SmolExecutor::PerThread => {
+                let pool = courier_net::async_io::ExecutorPool::new(threads)
+                    .expect("start the executor threads");
+                // Thread 0 until the first connection takes its turn.
+                let first = pool.worker_at(0).expect("a pool has a thread");
+                let current = Mutex::new(first);
+                SmolRuntime(Smol::PerThread { pool, current })
+            }
+        }
+    }
+
+    fn shared(threads: usize) -> SharedExecutor {
         let executor = Arc::new(smol::Executor::new());
         let (stop, stopped) = smol::channel::bounded::<()>(1);
         for i in 0..threads.max(1) {
@@ -179,26 +237,41 @@ impl SmolRuntime {
                 .spawn(move || smol::block_on(executor.run(stopped.recv())))
                 .expect("spawn executor thread");
         }
-        SmolRuntime {
+        SharedExecutor {
             executor,
             stop: Some(stop),
         }
     }
-}
 
-impl SmolRuntime {
-    /// Spawns each task on this runtime's executor (for
-    /// [`courier_tcp::ServeBuilder::spawn_connections`]).
-    pub fn spawner(&self) -> impl courier::Spawn + 'static {
-        let executor = self.executor.clone();
-        move |task: Pin<Box<dyn Future<Output = ()> + Send>>| executor.spawn(task).detach()
+    /// How a server on this runtime runs its connections: each a task of
+    /// the shared executor, or of the pool's threads in turn.
+    pub fn connection_mode(&self) -> courier_net::SpawnEach {
+        match &self.0 {
+            Smol::Shared(shared) => {
+                let executor = shared.executor.clone();
+                courier_net::SpawnEach::new(move |task: BoxFuture<()>| {
+                    executor.spawn(task).detach()
+                })
+            }
+            Smol::PerThread { pool, .. } => courier_net::SpawnEach::new(pool.spawner()),
+        }
     }
-}
 
-impl Drop for SmolRuntime {
-    fn drop(&mut self) {
-        // Closing the channel ends every executor thread's `run`.
-        self.stop.take();
+    /// Which kind of executor this is.
+    pub fn executor(&self) -> SmolExecutor {
+        match self.0 {
+            Smol::Shared(_) => SmolExecutor::Shared,
+            Smol::PerThread { .. } => SmolExecutor::PerThread,
+        }
+    }
+
+    fn current(&self) -> Option<courier_net::async_io::Worker> {
+        match &self.0 {
+            Smol::Shared(_) => None,
+            Smol::PerThread { current, .. } => {
+                Some(current.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+        }
     }
 }
 
@@ -208,7 +281,11 @@ impl Runtime for SmolRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        Box::pin(self.executor.spawn(future))
+        match (&self.0, self.current()) {
+            (_, Some(worker)) => Box::pin(worker.spawn(future)),
+            (Smol::Shared(shared), None) => Box::pin(shared.executor.spawn(future)),
+            (Smol::PerThread { pool, .. }, None) => Box::pin(pool.spawn(future)),
+        }
     }
 
     fn detach<F>(&self, future: F)
@@ -216,7 +293,17 @@ impl Runtime for SmolRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.executor.spawn(future).detach();
+        match (&self.0, self.current()) {
+            (_, Some(worker)) => worker.spawn(future).detach(),
+            (Smol::Shared(shared), None) => shared.executor.spawn(future).detach(),
+            (Smol::PerThread { pool, .. }, None) => pool.spawn(future).detach(),
+        }
+    }
+
+    fn next_connection(&self) {
+        if let Smol::PerThread { pool, current } = &self.0 {
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = pool.worker();
+        }
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {

@@ -12,10 +12,12 @@
 //! `--warmup SECS`, `--conns C`, `--workers W`; `--nodelay` must stay 1:
 //! courier-tcp always sets TCP_NODELAY), as
 //! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
-//! smol), `--mem-capacity BYTES` (per direction, default 1 MiB) and
-//! `--mode unary|stream|bidi` (default unary; see `courier_bench::stream`)
-//! with `--credit ITEMS` (the response stream's credit window, courier's
-//! default 128).
+//! smol), `--smol-executor per-thread|shared` (default per-thread: an
+//! executor per worker thread, each connection's tasks on one thread; see
+//! `courier_bench::SmolExecutor`), `--mem-capacity BYTES` (per direction,
+//! default 1 MiB) and `--mode unary|stream|bidi` (default unary; see
+//! `courier_bench::stream`) with `--credit ITEMS` (the response stream's
+//! credit window, courier's default 128).
 
 use std::sync::Arc;
 
@@ -25,7 +27,9 @@ use std::net::SocketAddr;
 use courier_bench::cli::{Options, Role, USAGE};
 use courier_bench::measure::{fail, report, run_phases, Args, Phase, Recorder};
 use courier_bench::stream::{start_client, Mode, StreamService};
-use courier_bench::{BenchImpl, BenchServer, BoxFuture, Runtime, SmolRuntime, TokioRuntime};
+use courier_bench::{
+    BenchImpl, BenchServer, BoxFuture, Runtime, SmolExecutor, SmolRuntime, TokioRuntime,
+};
 
 fn main() {
     let options = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| fail(USAGE, &e));
@@ -40,6 +44,7 @@ fn main() {
         runtime,
         mem_capacity,
         mode,
+        smol_executor,
         ..
     } = options;
     let (rec, elapsed) = if runtime == "tokio" {
@@ -51,7 +56,7 @@ fn main() {
         };
         measure(&rt, &args, callers)
     } else {
-        let rt = SmolRuntime::new(args.workers);
+        let rt = SmolRuntime::new(args.workers, smol_executor);
         let callers = match args.transport.as_str() {
             "tcp" => smol_tcp(&rt, &args),
             "unix" => smol_unix(&rt, &args),
@@ -60,12 +65,24 @@ fn main() {
         measure(&rt, &args, callers)
     };
     eprintln!(
-        "# courier: runtime={} workers={} transport={}",
-        runtime, args.workers, args.transport
+        "# courier: runtime={} workers={} transport={}{}",
+        runtime,
+        args.workers,
+        args.transport,
+        executor_note(&runtime, smol_executor)
     );
     report(mode.result_name(), &args, &rec, elapsed);
     if rec.calls == 0 {
         std::process::exit(1);
+    }
+}
+
+/// ` smol-executor=...` on smol, nothing on tokio.
+fn executor_note(runtime: &str, executor: SmolExecutor) -> String {
+    match (runtime, executor) {
+        ("tokio", _) => String::new(),
+        (_, SmolExecutor::PerThread) => " smol-executor=per-thread".into(),
+        (_, SmolExecutor::Shared) => " smol-executor=shared".into(),
     }
 }
 
@@ -92,7 +109,7 @@ fn serve_only(o: &Options) {
             serve.await
         });
     } else {
-        let rt = SmolRuntime::new(o.args.workers);
+        let rt = SmolRuntime::new(o.args.workers, o.smol_executor);
         let listener = rt
             .block_on(courier_tcp::TcpListener::bind(addr))
             .expect("bind");
@@ -100,7 +117,7 @@ fn serve_only(o: &Options) {
         let serve = courier_tcp::builder()
             .max_concurrent(limits)
             .max_connections(MAX_CONNECTIONS)
-            .spawn_connections(rt.spawner())
+            .mode(rt.connection_mode())
             .serve(listener, service());
         rt.block_on(serve);
     }
@@ -156,6 +173,7 @@ fn client_only(o: &Options) {
     let addr = server_addr(o);
     let args = &o.args;
     let phase = Phase::new();
+    let smol_executor = o.smol_executor;
     let (rec, elapsed) = if o.runtime == "tokio" {
         let rt = TokioRuntime::new(args.workers);
         let callers = connect_clients(&rt, args, &phase, |builder| {
@@ -163,15 +181,17 @@ fn client_only(o: &Options) {
         });
         measure(&rt, args, (phase, callers))
     } else {
-        let rt = SmolRuntime::new(args.workers);
+        let rt = SmolRuntime::new(args.workers, smol_executor);
         let callers = connect_clients(&rt, args, &phase, |builder| {
             courier_tcp::connect_with(addr, builder)
         });
         measure(&rt, args, (phase, callers))
     };
     eprintln!(
-        "# courier: role=client runtime={} workers={} transport=tcp",
-        o.runtime, args.workers
+        "# courier: role=client runtime={} workers={} transport=tcp{}",
+        o.runtime,
+        args.workers,
+        executor_note(&o.runtime, smol_executor)
     );
     report(o.mode.result_name(), args, &rec, elapsed);
     if rec.calls == 0 {
@@ -200,6 +220,7 @@ fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
     let phase = Phase::new();
     let mut callers = Vec::new();
     for _ in 0..args.conns {
+        rt.next_connection();
         let (c, s) = courier_mem::pair(capacity);
         rt.detach(courier_bench::stream::server(s, args.concurrency));
         let client = courier_bench::client_builder(args.concurrency).build(c);
@@ -242,9 +263,14 @@ fn smol_tcp(rt: &SmolRuntime, args: &Args) -> Started {
         .block_on(courier_tcp::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let serve = courier_tcp::builder()
-        .max_concurrent(limits(args))
-        .serve(listener, service());
+    let builder = courier_tcp::builder().max_concurrent(limits(args));
+    let serve = match rt.executor() {
+        // As before the pool: every connection inside the `Serve` task.
+        SmolExecutor::Shared => builder.serve(listener, service()),
+        SmolExecutor::PerThread => builder
+            .mode(rt.connection_mode())
+            .serve(listener, service()),
+    };
     rt.detach(serve);
     let callers = connect_clients(rt, args, &phase, |builder| {
         courier_tcp::connect_with(addr, builder)
@@ -271,6 +297,7 @@ where
 {
     let mut callers = Vec::new();
     for _ in 0..args.conns {
+        rt.next_connection();
         let builder = courier_bench::client_builder(args.concurrency);
         let client = rt.block_on(connect(builder)).expect("connect");
         callers.extend(start_client(
@@ -297,9 +324,14 @@ fn smol_unix(rt: &SmolRuntime, args: &Args) -> Started {
     let listener = rt
         .block_on(courier_unix::UnixListener::bind(&path))
         .expect("bind");
-    let serve = courier_unix::builder()
-        .max_concurrent(limits(args))
-        .serve(listener, service());
+    let builder = courier_unix::builder().max_concurrent(limits(args));
+    let serve = match rt.executor() {
+        // As before the pool: every connection inside the `Serve` task.
+        SmolExecutor::Shared => builder.serve(listener, service()),
+        SmolExecutor::PerThread => builder
+            .mode(rt.connection_mode())
+            .serve(listener, service()),
+    };
     rt.detach(serve);
     let callers = connect_clients(rt, args, &phase, |builder| {
         courier_unix::connect_with(&path, builder)

@@ -1,6 +1,9 @@
 //! Helpers for transports on the async-io reactor (smol, or any
 //! executor); feature `async-io`: accepting for a
 //! [`Listener`](crate::Listener), and [`AsyncIoStream`], the connection.
+//! With the feature `executor-pool`, `ExecutorPool`: threads that each
+//! run an executor of their own, so that a connection's tasks stay on one
+//! thread.
 
 use std::io;
 use std::pin::Pin;
@@ -10,6 +13,16 @@ use std::task::{ready, Context, Poll};
 use async_io::Async;
 use courier::Transport;
 use futures_io::{AsyncRead, AsyncWrite};
+
+#[cfg(feature = "executor-pool")]
+mod executor_pool;
+/// The handle of a task spawned on an [`ExecutorPool`]: async-executor's
+/// (also `smol::Task`).
+#[cfg(feature = "executor-pool")]
+#[doc(no_inline)]
+pub use async_executor::Task;
+#[cfg(feature = "executor-pool")]
+pub use executor_pool::{ExecutorPool, PoolSpawner, Worker, MAX_THREADS};
 
 /// Accepts from a non-blocking listener registered with async-io: calls
 /// `accept` until it stops returning `WouldBlock`, then waits until the

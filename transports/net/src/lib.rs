@@ -64,12 +64,16 @@
 //! On a multi-thread smol `Executor` (or `smol::spawn` with
 //! `SMOL_THREADS` above 1), a task woken by the async-io reactor usually
 //! runs on another worker than the one that got the event, so at low load
-//! every reply costs a cross-thread wake-up. Measured on a 2-vCPU machine
-//! with client and server in separate processes and one call in flight:
-//! p50 38–44 µs with two executor threads per process, 12–20 µs with one,
-//! 9.5–16.5 µs on tokio (`BENCHMARKS.md`, "Where a conc=1 call goes on
-//! smol"). When latency at low load matters more than spreading load,
-//! run a connection's tasks on one executor thread.
+//! every reply costs a cross-thread wake-up. To use several threads on
+//! smol without that, use `async_io::ExecutorPool` (feature
+//! `executor-pool`): a thread per executor, each connection's tasks on one
+//! thread, connections spread over the threads by
+//! `builder().spawn_connections(pool.spawner())`. Measured on a 2-vCPU
+//! machine with client and server in separate processes and one call in
+//! flight: p50 26–44 µs on a shared two-thread `Executor`, 13 µs on a
+//! two-thread `ExecutorPool`, 10 µs on tokio (`BENCHMARKS.md`, "smol: one
+//! executor per thread"). A shared `Executor` still suits uneven or
+//! CPU-heavy tasks, which it moves to whichever thread is free.
 //!
 //! - **Connection limit** ([`ServeBuilder::max_connections`]): with
 //!   [`AtLimit::Pause`] (the default) the loop stops accepting while the

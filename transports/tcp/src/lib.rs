@@ -83,6 +83,54 @@
 //! .unwrap();
 //! # }
 //! ```
+//!
+//! # On several threads with smol
+//!
+//! A shared multi-thread smol `Executor` moves each woken task to whichever
+//! thread takes it, which at low load costs a cross-thread wake-up per
+//! reply. `ExecutorPool` (feature `executor-pool`) runs an executor per
+//! thread instead: serve with its spawner, so each connection and its
+//! handlers stay on one thread and connections spread over the threads,
+//! and run each client's driver and callers on one `Worker`:
+//!
+//! ```
+//! # #[cfg(feature = "executor-pool")]
+//! # {
+//! # #[courier::service]
+//! # pub trait Calc {
+//! #     async fn add(&self, a: u64, b: u64) -> u64;
+//! # }
+//! # #[derive(Clone)]
+//! # struct Adder;
+//! # impl Calc for Adder {
+//! #     async fn add(&self, a: u64, b: u64) -> u64 {
+//! #         a + b
+//! #     }
+//! # }
+//! let pool = courier_tcp::ExecutorPool::new(2)?;
+//! let listener = smol::block_on(courier_tcp::TcpListener::bind("127.0.0.1:0"))?;
+//! let addr = listener.local_addr()?;
+//! let shutdown = courier::Shutdown::new();
+//! let server = pool.spawn(
+//!     courier_tcp::builder()
+//!         .shutdown(shutdown.clone())
+//!         .spawn_connections(pool.spawner())
+//!         .serve(listener, CalcServer::new(Adder)),
+//! );
+//!
+//! let worker = pool.worker(); // this connection's thread
+//! let (client, driver) = smol::block_on(courier_tcp::connect(addr))?;
+//! let driver = worker.spawn(driver);
+//! let calc = CalcClient::new(client);
+//! let sum = worker.spawn(async move { calc.add(2, 3).await });
+//! assert_eq!(smol::block_on(sum)?, 5);
+//!
+//! smol::block_on(driver)?; // ends once every client handle is gone
+//! shutdown.trigger();
+//! smol::block_on(server);
+//! # }
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -90,6 +138,12 @@ use std::fmt;
 use std::io;
 
 use courier::{TransportError, TransportErrorKind};
+/// Threads that each run an executor of their own (feature
+/// `executor-pool`): serve with
+/// `builder().spawn_connections(pool.spawner())` and run each client's
+/// driver and callers on one [`Worker`]; see [`ExecutorPool`].
+#[cfg(feature = "executor-pool")]
+pub use courier_net::async_io::{ExecutorPool, PoolSpawner, Worker};
 pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 
 #[cfg(feature = "async-io")]

@@ -92,6 +92,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use courier::{TransportError, TransportErrorKind};
+/// Threads that each run an executor of their own (feature
+/// `executor-pool`): serve with
+/// `builder().spawn_connections(pool.spawner())` and run each client's
+/// driver and callers on one [`Worker`]; see [`ExecutorPool`].
+#[cfg(feature = "executor-pool")]
+pub use courier_net::async_io::{ExecutorPool, PoolSpawner, Worker};
 pub use courier_net::{AtLimit, Dial, Listener, Serve, ServeBuilder, Stats};
 
 #[cfg(feature = "async-io")]
