@@ -43,6 +43,8 @@ pub(crate) struct Inner<Tm> {
     /// after the poll that delivered it began: a call's end reads this
     /// instead of the clock.
     polled_at: AtomicU64,
+    /// The driver's polls so far: a pick's [turn](crate::Pick::turn).
+    turns: AtomicU64,
 }
 
 impl<Tm> Inner<Tm> {
@@ -53,10 +55,16 @@ impl<Tm> Inner<Tm> {
         f(&mut state)
     }
 
-    /// The driver begins a poll at `now`.
+    /// The driver begins a poll at `now`: a new turn.
     pub(crate) fn polled(&self, now: Duration) {
         self.polled_at
             .fetch_max(whole_nanos(now), Ordering::Relaxed);
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The driver's current turn.
+    pub(crate) fn turn(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
     }
 }
 
@@ -125,7 +133,10 @@ impl<Tm: Timer> Balanced<Tm> {
     /// notifications): counts it as a call but not in flight.
     fn pick_once(&self) -> Result<Client, CallError> {
         let now = self.inner.timer.now();
-        let picked = self.inner.with(|s| s.pick(now, self.key, &[], false, None));
+        let turn = self.inner.turn();
+        let picked = self
+            .inner
+            .with(|s| s.pick(now, turn, self.key, &[], false, None));
         match picked {
             Picked::To(link, _) => {
                 link.load.ended();
@@ -295,6 +306,7 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
             handles: AtomicUsize::new(1),
             driver: AtomicWaker::new(),
             polled_at: AtomicU64::new(0),
+            turns: AtomicU64::new(0),
         });
         let driver = BalancedDriver::new(inner.clone(), discover, connector, self.timer);
         (Balanced { inner, key: None }, driver)

@@ -275,7 +275,8 @@ where
             let key = self.balanced.key;
             let budgeted = self.slow.as_ref().is_some_and(|slow| slow.budgeted);
             let tried = self.tried();
-            let picked = inner.with(|s| s.pick(now, key, tried, budgeted, Some(cx.waker())));
+            let turn = inner.turn();
+            let picked = inner.with(|s| s.pick(now, turn, key, tried, budgeted, Some(cx.waker())));
             match picked {
                 Picked::To(link, probe) => {
                     if let Some(instance) = probe {
