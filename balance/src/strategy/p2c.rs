@@ -73,8 +73,12 @@ impl Strategy for PowerOfTwoChoices {
     }
 
     fn pick(&mut self, endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
+        if endpoints.len() < 2 {
+            // Nothing to choose between (the common single-endpoint case).
+            return nth_available(endpoints, 0);
+        }
         let chosen = match self.previous(endpoints, pick.turn) {
-            Some(previous) => Some(against_others(endpoints, previous, pick)),
+            Some(previous) => Some(against_another(endpoints, previous, pick)),
             None => two_random(endpoints, pick),
         };
         if self.batches {
@@ -114,53 +118,29 @@ fn two_random(endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
     Some(lower(endpoints, a, b, pick))
 }
 
-/// `a` (available), unless one of two other available endpoints drawn at
-/// random (one if there is only one) has a lower load; then the lowest.
-fn against_others(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> usize {
-    let Some(b) = other(endpoints, [a, a], pick) else {
-        return a;
-    };
-    let best = lower(endpoints, a, b, pick);
-    match other(endpoints, [a, b], pick) {
-        Some(c) => lower(endpoints, best, c, pick),
-        None => best,
+/// `a` (available), unless a random other available endpoint has a lower
+/// load. `endpoints` holds at least two.
+fn against_another(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> usize {
+    let mut b = pick.rng.below(endpoints.len().saturating_sub(1));
+    if b >= a {
+        b += 1;
     }
-}
-
-/// A random available endpoint other than the two in `not` (which may be
-/// the same); O(1) unless the one drawn is unavailable.
-fn other(endpoints: &[Candidate], not: [usize; 2], pick: &mut Pick<'_>) -> Option<usize> {
-    let [x, y] = if not[0] <= not[1] {
-        not
-    } else {
-        [not[1], not[0]]
-    };
-    let excluded = if x == y { 1 } else { 2 };
-    let left = endpoints.len().checked_sub(excluded).filter(|&m| m > 0)?;
-    // The k-th index that is neither x nor y.
-    let mut i = pick.rng.below(left);
-    if i >= x {
-        i += 1;
+    if !endpoints.get(b).is_some_and(|c| c.available) {
+        // Unavailable: draw among the available others.
+        let others = |&(i, c): &(usize, &Candidate)| c.available && i != a;
+        let m = endpoints.iter().enumerate().filter(others).count();
+        if m == 0 {
+            return a;
+        }
+        let k = pick.rng.below(m);
+        b = endpoints
+            .iter()
+            .enumerate()
+            .filter(others)
+            .nth(k)
+            .map_or(a, |(i, _)| i);
     }
-    if x != y && i >= y {
-        i += 1;
-    }
-    if endpoints.get(i).is_some_and(|c| c.available) {
-        return Some(i);
-    }
-    // Unavailable: draw among the available others.
-    let eligible = |&(j, c): &(usize, &Candidate)| c.available && j != x && j != y;
-    let m = endpoints.iter().enumerate().filter(eligible).count();
-    if m == 0 {
-        return None;
-    }
-    let k = pick.rng.below(m);
-    endpoints
-        .iter()
-        .enumerate()
-        .filter(eligible)
-        .nth(k)
-        .map(|(j, _)| j)
+    lower(endpoints, a, b, pick)
 }
 
 /// `b` if its load is lower than `a`'s, else `a`.
@@ -354,20 +334,27 @@ mod batch_tests {
                 // Endpoint 0's 21 calls came back; the others hold 21 each.
                 let mut sim = Sim::new(candidates(3), strategy.clone(), seed);
                 sim.set_in_flight(&[0, 21, 21]);
-                let got = sim.turn(21);
-                sum += got[1] + got[2];
+                sim.turn += 1;
+                let picks: Vec<usize> = (0..21).map(|_| sim.pick()).collect();
+                sum += picks.iter().filter(|&&i| i != 0).count();
                 if strategy.batches {
-                    // Only picks before the turn first draws endpoint 0
-                    // stray (the first pair may miss it; later picks
-                    // compare against two others); after, every pick
-                    // stays.
-                    assert!(got[0] >= 14, "seed {seed}: {got:?}");
+                    // Picks stray only until the turn first draws
+                    // endpoint 0 (the first pair, and each later other,
+                    // may miss it); from then on, every pick stays.
+                    let first = picks.iter().position(|&i| i == 0);
+                    let Some(first) = first else {
+                        panic!("seed {seed}: {picks:?}")
+                    };
+                    assert!(
+                        picks[first..].iter().all(|&i| i == 0),
+                        "seed {seed}: {picks:?}"
+                    );
                 }
             }
-            strays.push(f64::from(sum) / 100.0);
+            strays.push(sum as f64 / 100.0);
         }
         // Per call, a third of the pairs miss endpoint 0 all turn long.
-        assert!(strays[0] < 0.5, "{strays:?}");
+        assert!(strays[0] < 1.5, "{strays:?}");
         assert!(strays[1] > 4.0, "{strays:?}");
     }
 
@@ -495,8 +482,9 @@ mod batch_tests {
         // Each returned batch goes out as one batch; per call it scatters.
         let (batched, per_call) = (per_write[0], per_write[1]);
         // (A third of the turns' first picks draw a pair without the
-        // endpoint that answered: one call strays.)
-        assert!(batched >= 14.0, "{per_write:?}");
+        // endpoint that answered, and strays continue until a pick's
+        // other is that endpoint: ~1 call a turn goes elsewhere.)
+        assert!(batched >= 12.5, "{per_write:?}");
         assert!(per_call < 10.5, "{per_write:?}");
     }
 }
