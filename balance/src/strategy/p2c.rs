@@ -14,19 +14,25 @@ use super::{nth_available, Candidate, Pick, Strategy};
 /// # Batches
 ///
 /// A reply batch wakes many callers at once, and their next calls are
-/// picked in one turn (before the balancer's driver polls again and writes
-/// them). Drawn independently, they would scatter over the endpoints, and
-/// each connection would write a fraction of the batch: more system calls
-/// per call, at both ends. So within a turn, the first choice of every
-/// pick after the first is the turn's previous pick (the second is random,
-/// as before): the turn's calls stay on one endpoint until its load
-/// exceeds that of a random other (ties stay), and then move on together
-/// to that one. The rule is p2c's own comparison, so a slow endpoint loses
-/// exactly as it would, and no endpoint takes more calls than p2c would
-/// give it against the one it is compared with: an endpoint whose batch
-/// came back (none in flight) fills up to the others' level, then the turn
-/// moves on. [`per_call`](Self::per_call) draws both choices for every
-/// pick instead.
+/// picked in one [turn](Pick::turn), before the balancer's driver polls
+/// again and writes them. Drawn independently, they would scatter over the
+/// endpoints, and each connection would write a fraction of the batch:
+/// more system calls per call, at both ends. So within a turn, every pick
+/// after the first compares the turn's previous pick with one other
+/// endpoint drawn at random:
+///
+/// - the previous one stays while its load is at most the other's (ties
+///   stay); above it, the other is picked, and the turn continues there;
+/// - the first pick of a turn, and any pick whose previous one became
+///   unavailable, draws both choices as above.
+///
+/// The comparison is p2c's own, so a slow endpoint loses as it would, and
+/// no endpoint gets more than the other it is compared with would leave
+/// it: calls in flight stay level. An endpoint whose batch came back (none
+/// in flight) takes the turn's calls until it is level with the others;
+/// when all are idle, a turn spreads evenly (each pick lifts its endpoint
+/// above the rest). [`per_call`](Self::per_call) draws both choices for
+/// every pick instead. Both cost the same per pick.
 #[derive(Clone, Debug)]
 pub struct PowerOfTwoChoices {
     batches: bool,
