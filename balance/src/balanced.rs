@@ -45,6 +45,10 @@ pub(crate) struct Inner<Tm> {
     polled_at: AtomicU64,
     /// The driver's polls so far: a pick's [turn](crate::Pick::turn).
     turns: AtomicU64,
+    /// The clock (nanoseconds) read by the first call of turn
+    /// `clock_turn - 1` (0: none yet), for the later calls of that turn.
+    turn_clock: AtomicU64,
+    clock_turn: AtomicU64,
 }
 
 impl<Tm> Inner<Tm> {
@@ -69,6 +73,34 @@ impl<Tm> Inner<Tm> {
 }
 
 impl<Tm: Timer> Inner<Tm> {
+    /// The clock for a call without a deadline starting in `turn`: read by
+    /// the turn's first call, reused by the later ones.
+    ///
+    /// The calls of a turn are written together, at the driver's next
+    /// poll, so their round trips all begin then: one reading for all of
+    /// them measures each from the same start (a reading per call would
+    /// count less of the wait for that poll the later the call). A call
+    /// that starts an attempt wakes the driver, which ends the turn; a
+    /// turn outlives an idle gap only if no call in it sent anything (then
+    /// a reused reading would start a call that much early), so a call
+    /// that picks no endpoint clears the turn's reading. A call with a
+    /// deadline always reads the clock.
+    pub(crate) fn turn_now(&self, turn: u64) -> Duration {
+        let tag = turn.wrapping_add(1);
+        if self.clock_turn.load(Ordering::Acquire) == tag {
+            return Duration::from_nanos(self.turn_clock.load(Ordering::Relaxed));
+        }
+        let now = self.timer.now();
+        self.turn_clock.store(whole_nanos(now), Ordering::Relaxed);
+        self.clock_turn.store(tag, Ordering::Release);
+        now
+    }
+
+    /// The next call reads the clock (a call of this turn sent nothing).
+    pub(crate) fn forget_turn_now(&self) {
+        self.clock_turn.store(0, Ordering::Release);
+    }
+
     /// When the reply of an attempt started at `started` was delivered:
     /// the start of the driver poll that delivered it, or the clock now if
     /// no poll began since the attempt started (the reply came another
@@ -307,6 +339,8 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
             driver: AtomicWaker::new(),
             polled_at: AtomicU64::new(0),
             turns: AtomicU64::new(0),
+            turn_clock: AtomicU64::new(0),
+            clock_turn: AtomicU64::new(0),
         });
         let driver = BalancedDriver::new(inner.clone(), discover, connector, self.timer);
         (Balanced { inner, key: None }, driver)

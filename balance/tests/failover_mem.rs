@@ -808,3 +808,44 @@ fn calls_picked_between_two_driver_polls_share_a_turn() {
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });
 }
+
+#[test]
+fn the_calls_of_a_turn_start_at_its_first_call_s_clock_reading() {
+    let (cluster, balanced, driver, servers) = cluster(1, |b| b);
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let latency = |work: &WorkClient<Balanced<ManualClock>>| work.client().endpoints()[0].latency;
+    let body = async {
+        until(|| {
+            work.client()
+                .endpoints()
+                .first()
+                .is_some_and(|e| e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        // Two calls in one turn, 5 ms apart on the clock, before the
+        // driver polls again to write them.
+        let mut first = Box::pin(work.read(1));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        cluster.clock.advance(Duration::from_millis(5));
+        let mut second = Box::pin(work.read(2));
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        // Only the second completes: the driver's poll that delivers its
+        // reply began at 5 ms, and its round trip began at the turn's
+        // first reading (0 ms), not at its own (5 ms).
+        drop(first);
+        assert!(second.await.is_ok());
+        assert_eq!(latency(&work), Duration::from_millis(5));
+        // A call of a later turn reads the clock again: 0 ms on this clock.
+        cluster.clock.advance(Duration::from_secs(100));
+        let before = latency(&work);
+        assert!(work.read(3).await.is_ok());
+        assert!(
+            latency(&work) <= before,
+            "{:?} > {before:?}",
+            latency(&work)
+        );
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
