@@ -311,7 +311,7 @@ where
                         .with_optional_timeout(left);
                     self.attempt = Some(Attempt { call, started: now });
                 }
-                Picked::Wait => return self.wait(cx, now),
+                Picked::Wait => return self.wait(cx),
                 Picked::NoEndpoint => {
                     let error = self.exhausted();
                     return self.finish(Err(error));
@@ -341,7 +341,7 @@ where
 
     /// Waits for an endpoint (the table holds the waker), at most until the
     /// deadline or the balancer's `max_wait` from the first wait.
-    fn wait(&mut self, cx: &mut Context<'_>, now: Duration) -> Poll<Result<Resp, CallError>> {
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
         let deadline = self.deadline();
         let slow = self.slow.get_or_insert_with(Box::default);
