@@ -345,8 +345,7 @@ where
         let inner = &*self.balanced.inner;
         let deadline = self.deadline();
         let slow = self.slow.get_or_insert_with(Box::default);
-        // The clock itself: `now` may be the turn's (an idle gap could
-        // precede this call in the same turn; it wakes no driver).
+        // The clock itself: the pick's may be its turn's first reading.
         let until = *slow
             .wait_until
             .get_or_insert_with(|| inner.timer.now().saturating_add(inner.max_wait));
