@@ -24,7 +24,9 @@ fn endpoints(n: usize) -> Vec<Candidate> {
         .collect()
 }
 
-fn bench_strategy<S: Strategy>(c: &mut Criterion, name: &str, mut strategy: S) {
+/// `same_turn`: every pick in one turn of the driver (as the calls a reply
+/// batch wakes), else each in its own.
+fn bench_strategy<S: Strategy>(c: &mut Criterion, name: &str, mut strategy: S, same_turn: bool) {
     let mut g = c.benchmark_group(format!("pick/{name}"));
     for n in [3usize, 100] {
         let endpoints = endpoints(n);
@@ -38,6 +40,7 @@ fn bench_strategy<S: Strategy>(c: &mut Criterion, name: &str, mut strategy: S) {
                     now: Duration::from_millis(5),
                     key: Some(key),
                     rng: &mut rng,
+                    turn: if same_turn { 0 } else { key },
                 };
                 black_box(strategy.pick(black_box(&endpoints), &mut pick))
             })
@@ -47,10 +50,11 @@ fn bench_strategy<S: Strategy>(c: &mut Criterion, name: &str, mut strategy: S) {
 }
 
 fn picks(c: &mut Criterion) {
-    bench_strategy(c, "p2c", PowerOfTwoChoices::new());
-    bench_strategy(c, "round_robin", RoundRobin::new());
-    bench_strategy(c, "weighted_random", WeightedRandom::new());
-    bench_strategy(c, "consistent_hash", ConsistentHash::new());
+    bench_strategy(c, "p2c", PowerOfTwoChoices::new(), false);
+    bench_strategy(c, "p2c_one_turn", PowerOfTwoChoices::new(), true);
+    bench_strategy(c, "round_robin", RoundRobin::new(), false);
+    bench_strategy(c, "weighted_random", WeightedRandom::new(), false);
+    bench_strategy(c, "consistent_hash", ConsistentHash::new(), false);
 }
 
 criterion_group!(benches, picks);

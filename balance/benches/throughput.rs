@@ -3,20 +3,24 @@
 //!
 //! Three courier-tcp instances on 127.0.0.1 serve `add`; 64 callers on one
 //! thread make calls in rounds that alternate between one direct
-//! connection to one instance, the balanced client (p2c) over that one
-//! instance (the balancer's own cost), and over all three (plus the cost
-//! of spreading 64 calls over three connections). Each client's driver is
+//! connection to one instance, the balanced client (default p2c) over that
+//! one instance (the balancer's own cost), over all three (plus the cost
+//! of spreading 64 calls over three connections), and over all three with
+//! p2c drawing every call's endpoint on its own
+//! ([`PowerOfTwoChoices::per_call`], no batches). Each client's driver is
 //! its own task on the callers' thread (a `LocalExecutor`), so a wake-up
 //! polls only the driver it is for. Prints each round's calls/s and the
 //! median ratios to direct.
 //!
 //! Options:
+//! - `--rounds R` (default 5), `--calls N` calls per round (default
+//!   200 000).
 //! - `--servers-process`: each instance is a child process of its own (as
 //!   in a deployment), instead of tasks on smol's executor thread in this
 //!   process.
-//! - `--tcp direct|balanced1|balanced3 N`: only `N` calls of one kind,
+//! - `--tcp direct|balanced1|balanced3|percall3 N`: only `N` calls of one kind,
 //!   for `strace -c -f` or `perf stat` (with `--servers-process` too).
-//! - `--mem direct|balanced1|balanced3 N`: `N` calls over `courier-mem`
+//! - `--mem direct|balanced1|balanced3|percall3 N`: `N` calls over `courier-mem`
 //!   (client, drivers and servers on one thread, no system calls), for
 //!   instruction counts: `valgrind --tool=callgrind`, subtracting two
 //!   values of `N`.
@@ -26,7 +30,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use courier_balance::{Balanced, BalancedDriver, Connector};
+use courier_balance::{Balanced, BalancedDriver, Connector, PowerOfTwoChoices};
 use courier_registry::{Address, Change, Discover, Endpoint, Event, SnapshotKind};
 use futures::stream::{self, StreamExt};
 use smol::LocalExecutor;
@@ -60,11 +64,11 @@ async fn run<C: courier::Channel>(calc: &CalcClient<C>, calls: u64) {
     }
 }
 
-/// Runs `CALLS` calls; returns calls/s.
-async fn round<C: courier::Channel>(calc: &CalcClient<C>) -> f64 {
+/// Runs `calls` calls; returns calls/s.
+async fn round<C: courier::Channel>(calc: &CalcClient<C>, calls: u64) -> f64 {
     let started = Instant::now();
-    run(calc, CALLS).await;
-    CALLS as f64 / started.elapsed().as_secs_f64()
+    run(calc, calls).await;
+    calls as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Discovery that names `endpoints` once, then waits forever.
@@ -84,22 +88,28 @@ fn endpoint(i: usize, address: Address) -> Endpoint {
     Endpoint::new("calc", format!("calc-{i}"), address)
 }
 
-/// A balanced client (p2c) over `endpoints`, dialled with `connect`.
+/// A balanced client over `endpoints`, dialled with `connect`: p2c, the
+/// default, or p2c `per_call`.
 fn balanced<C: Connector>(
     endpoints: Vec<Endpoint>,
     connect: C,
+    per_call: bool,
 ) -> (
     CalcClient<Balanced<courier::timer::AsyncIoTimer>>,
     BalancedDriver<impl Discover, C, courier::timer::AsyncIoTimer>,
 ) {
     let timer = courier::timer::AsyncIoTimer::new();
-    let (balanced, driver) = Balanced::builder(timer).build(snapshot(endpoints), connect);
+    let mut builder = Balanced::builder(timer);
+    if per_call {
+        builder = builder.strategy(PowerOfTwoChoices::per_call());
+    }
+    let (balanced, driver) = builder.build(snapshot(endpoints), connect);
     (CalcClient::new(balanced), driver)
 }
 
 /// `--mem MODE N`: everything on one thread over `courier-mem`.
 fn mem(mode: &str, calls: u64) {
-    let instances = if mode == "balanced3" { INSTANCES } else { 1 };
+    let instances = if mode.ends_with('3') { INSTANCES } else { 1 };
     let mut clients = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..instances {
@@ -134,7 +144,7 @@ fn mem(mode: &str, calls: u64) {
             .ok_or("dialled twice");
         futures::future::ready(io.map(courier::Client::new))
     };
-    let (calc, driver) = balanced(endpoints, connect);
+    let (calc, driver) = balanced(endpoints, connect, mode == "percall3");
     futures::executor::block_on(async {
         let calls = async move { run(&calc, calls).await };
         let ((), (), _) = futures::join!(calls, driver, servers);
@@ -206,8 +216,8 @@ fn tcp_endpoints(addrs: &[SocketAddr], n: usize) -> Vec<Endpoint> {
         .collect()
 }
 
-/// The default run, or `--tcp MODE N` (`only`).
-fn tcp(processes: bool, only: Option<(&str, u64)>) {
+/// The default run of `rounds` × `calls`, or `--tcp MODE N` (`only`).
+fn tcp(processes: bool, only: Option<(&str, u64)>, rounds: usize, calls: u64) {
     let local = LocalExecutor::new();
     smol::block_on(local.run(async {
         let (addrs, instances) = start_instances(processes).await;
@@ -220,40 +230,49 @@ fn tcp(processes: bool, only: Option<(&str, u64)>) {
             };
             courier_tcp::connect(addr)
         };
-        let (single, single_driver) = balanced(tcp_endpoints(&addrs, 1), tcp_connect);
+        let (single, single_driver) = balanced(tcp_endpoints(&addrs, 1), tcp_connect, false);
         local.spawn(single_driver).detach();
-        let (three, three_driver) = balanced(tcp_endpoints(&addrs, INSTANCES), tcp_connect);
+        let (three, three_driver) =
+            balanced(tcp_endpoints(&addrs, INSTANCES), tcp_connect, false);
         local.spawn(three_driver).detach();
+        let (per_call, per_call_driver) =
+            balanced(tcp_endpoints(&addrs, INSTANCES), tcp_connect, true);
+        local.spawn(per_call_driver).detach();
         // Warm up each (and let the balancers connect); briefly for a
         // count of one kind.
-        let warm_up = if only.is_some() { 1000 } else { CALLS };
+        let warm_up = if only.is_some() { 1000 } else { calls };
         run(&direct, warm_up).await;
         run(&single, warm_up).await;
         run(&three, warm_up).await;
+        run(&per_call, warm_up).await;
         if let Some((mode, calls)) = only {
             match mode {
                 "direct" => run(&direct, calls).await,
                 "balanced1" => run(&single, calls).await,
                 "balanced3" => run(&three, calls).await,
+                "percall3" => run(&per_call, calls).await,
                 other => panic!("unknown mode {other}"),
             }
             drop(instances);
             return;
         }
-        let (mut one, mut spread) = (Vec::new(), Vec::new());
-        for r in 0..ROUNDS {
-            let d = round(&direct).await;
-            let s = round(&single).await;
-            let b = round(&three).await;
+        let (mut one, mut spread, mut unbatched) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let d = round(&direct, calls).await;
+            let s = round(&single, calls).await;
+            let b = round(&three, calls).await;
+            let u = round(&per_call, calls).await;
             println!(
-                "round {r}: direct {d:>8.0}/s  balanced over 1 {s:>8.0}/s ({:.3})  over 3 {b:>8.0}/s ({:.3})",
+                "round {r}: direct {d:>8.0}/s  balanced over 1 {s:>8.0}/s ({:.3})  over 3 {b:>8.0}/s ({:.3})  over 3 per call {u:>8.0}/s ({:.3})",
                 s / d,
-                b / d
+                b / d,
+                u / d
             );
             one.push(s / d);
             spread.push(b / d);
+            unbatched.push(u / d);
         }
-        for ratios in [&mut one, &mut spread] {
+        for ratios in [&mut one, &mut spread, &mut unbatched] {
             ratios.sort_by(f64::total_cmp);
         }
         let setup = if processes {
@@ -262,12 +281,14 @@ fn tcp(processes: bool, only: Option<(&str, u64)>) {
             "instances in this process"
         };
         println!(
-            "median at conc={CONCURRENCY} ({setup}): balanced over 1 endpoint / direct {:.3}, over 3 / direct {:.3}",
+            "median at conc={CONCURRENCY} ({setup}): balanced over 1 endpoint / direct {:.3}, over 3 / direct {:.3}, over 3 per call / direct {:.3}",
             one[one.len() / 2],
-            spread[spread.len() / 2]
+            spread[spread.len() / 2],
+            unbatched[unbatched.len() / 2]
         );
-        for e in three.client().endpoints() {
-            println!("  {}: {} calls", e.instance, e.calls);
+        for (name, client) in [("over 3", &three), ("over 3 per call", &per_call)] {
+            let calls: Vec<_> = client.client().endpoints().iter().map(|e| e.calls).collect();
+            println!("  {name}: calls per instance {calls:?}");
         }
         drop(instances);
     }));
@@ -293,6 +314,12 @@ fn main() {
     if let Some((mode, calls)) = mode_and_calls("--mem") {
         return mem(mode, calls);
     }
+    let number = |flag: &str| {
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1)?.parse::<u64>().ok()
+    };
+    let rounds = number("--rounds").map_or(ROUNDS, |r| r.max(1) as usize);
+    let calls = number("--calls").unwrap_or(CALLS);
     let processes = args.iter().any(|a| a == "--servers-process");
-    tcp(processes, mode_and_calls("--tcp"));
+    tcp(processes, mode_and_calls("--tcp"), rounds, calls);
 }

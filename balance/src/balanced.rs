@@ -43,6 +43,12 @@ pub(crate) struct Inner<Tm> {
     /// after the poll that delivered it began: a call's end reads this
     /// instead of the clock.
     polled_at: AtomicU64,
+    /// The driver's polls so far: a pick's [turn](crate::Pick::turn).
+    turns: AtomicU64,
+    /// The clock (nanoseconds) read by the first call of turn
+    /// `clock_turn - 1` (0: none yet), for the later calls of that turn.
+    turn_clock: AtomicU64,
+    clock_turn: AtomicU64,
 }
 
 impl<Tm> Inner<Tm> {
@@ -53,14 +59,48 @@ impl<Tm> Inner<Tm> {
         f(&mut state)
     }
 
-    /// The driver begins a poll at `now`.
+    /// The driver begins a poll at `now`: a new turn.
     pub(crate) fn polled(&self, now: Duration) {
         self.polled_at
             .fetch_max(whole_nanos(now), Ordering::Relaxed);
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The driver's current turn.
+    pub(crate) fn turn(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
     }
 }
 
 impl<Tm: Timer> Inner<Tm> {
+    /// The clock for a call without a deadline starting in `turn`: read by
+    /// the turn's first call, reused by the later ones.
+    ///
+    /// The calls of a turn are written together, at the driver's next
+    /// poll, so their round trips all begin then: one reading for all of
+    /// them measures each from the same start (a reading per call would
+    /// count less of the wait for that poll the later the call). A call
+    /// that starts an attempt wakes the driver, which ends the turn; a
+    /// turn outlives an idle gap only if no call in it sent anything (then
+    /// a reused reading would start a call that much early), so a call
+    /// that picks no endpoint clears the turn's reading. A call with a
+    /// deadline always reads the clock.
+    pub(crate) fn turn_now(&self, turn: u64) -> Duration {
+        let tag = turn.wrapping_add(1);
+        if self.clock_turn.load(Ordering::Acquire) == tag {
+            return Duration::from_nanos(self.turn_clock.load(Ordering::Relaxed));
+        }
+        let now = self.timer.now();
+        self.turn_clock.store(whole_nanos(now), Ordering::Relaxed);
+        self.clock_turn.store(tag, Ordering::Release);
+        now
+    }
+
+    /// The next call reads the clock (a call of this turn sent nothing).
+    pub(crate) fn forget_turn_now(&self) {
+        self.clock_turn.store(0, Ordering::Release);
+    }
+
     /// When the reply of an attempt started at `started` was delivered:
     /// the start of the driver poll that delivered it, or the clock now if
     /// no poll began since the attempt started (the reply came another
@@ -125,7 +165,10 @@ impl<Tm: Timer> Balanced<Tm> {
     /// notifications): counts it as a call but not in flight.
     fn pick_once(&self) -> Result<Client, CallError> {
         let now = self.inner.timer.now();
-        let picked = self.inner.with(|s| s.pick(now, self.key, &[], false, None));
+        let turn = self.inner.turn();
+        let picked = self
+            .inner
+            .with(|s| s.pick(now, turn, self.key, &[], false, None));
         match picked {
             Picked::To(link, _) => {
                 link.load.ended();
@@ -295,6 +338,9 @@ impl<Tm: Timer> BalancedBuilder<Tm> {
             handles: AtomicUsize::new(1),
             driver: AtomicWaker::new(),
             polled_at: AtomicU64::new(0),
+            turns: AtomicU64::new(0),
+            turn_clock: AtomicU64::new(0),
+            clock_turn: AtomicU64::new(0),
         });
         let driver = BalancedDriver::new(inner.clone(), discover, connector, self.timer);
         (Balanced { inner, key: None }, driver)

@@ -199,11 +199,15 @@ where
 
     fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
-        // One clock reading serves the deadline and the first pick.
+        // One clock reading serves the deadline and the first pick; without
+        // a deadline, the turn's (see `Inner::turn_now`).
         let mut start = None;
         if !self.polled {
             self.polled = true;
-            let now = inner.timer.now();
+            let now = match self.time {
+                Some(_) => inner.timer.now(),
+                None => inner.turn_now(inner.turn()),
+            };
             start = Some(now);
             self.time = self.time.map(|timeout| now.saturating_add(timeout));
         }
@@ -275,7 +279,13 @@ where
             let key = self.balanced.key;
             let budgeted = self.slow.as_ref().is_some_and(|slow| slow.budgeted);
             let tried = self.tried();
-            let picked = inner.with(|s| s.pick(now, key, tried, budgeted, Some(cx.waker())));
+            let turn = inner.turn();
+            let picked = inner.with(|s| s.pick(now, turn, key, tried, budgeted, Some(cx.waker())));
+            if !matches!(picked, Picked::To(..)) {
+                // Nothing sent, so nothing ends the turn: its clock must not
+                // serve calls after an idle gap.
+                inner.forget_turn_now();
+            }
             match picked {
                 Picked::To(link, probe) => {
                     if let Some(instance) = probe {
@@ -301,7 +311,7 @@ where
                         .with_optional_timeout(left);
                     self.attempt = Some(Attempt { call, started: now });
                 }
-                Picked::Wait => return self.wait(cx, now),
+                Picked::Wait => return self.wait(cx),
                 Picked::NoEndpoint => {
                     let error = self.exhausted();
                     return self.finish(Err(error));
@@ -331,13 +341,14 @@ where
 
     /// Waits for an endpoint (the table holds the waker), at most until the
     /// deadline or the balancer's `max_wait` from the first wait.
-    fn wait(&mut self, cx: &mut Context<'_>, now: Duration) -> Poll<Result<Resp, CallError>> {
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
         let deadline = self.deadline();
         let slow = self.slow.get_or_insert_with(Box::default);
+        // The clock itself: the pick's may be its turn's first reading.
         let until = *slow
             .wait_until
-            .get_or_insert_with(|| now.saturating_add(inner.max_wait));
+            .get_or_insert_with(|| inner.timer.now().saturating_add(inner.max_wait));
         let until = deadline.map_or(until, |at| at.min(until));
         let sleep = slow
             .sleep

@@ -17,8 +17,11 @@
 //! - **Picking.** Each call goes to the endpoint a [`Strategy`] picks among
 //!   the available ones: [`RoundRobin`], [`WeightedRandom`],
 //!   [`PowerOfTwoChoices`] over [peak-EWMA latency](load) × (in flight + 1)
-//!   (the default), or [`ConsistentHash`] by a key the caller gives
-//!   ([`Balanced::with_hash_key`]).
+//!   (the default; it keeps the calls picked between two polls of the
+//!   driver on one endpoint while that one's load is not above another's,
+//!   so that each connection writes them as one batch — see
+//!   [Batches](PowerOfTwoChoices#batches)), or [`ConsistentHash`] by a key
+//!   the caller gives ([`Balanced::with_hash_key`]).
 //! - **Failover.** A call keeps its arguments until it ends (each attempt
 //!   encodes them, so their `Serialize` runs once per attempt); when an
 //!   attempt fails in a way a re-send can fix, it is re-sent on an endpoint it has not

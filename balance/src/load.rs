@@ -14,7 +14,10 @@
 //!
 //! A call's round trip runs from its pick to the start of the balancer
 //! driver's poll that delivered its reply (the connections' drivers run
-//! inside that poll), so that the end of a call reads no clock.
+//! inside that poll), so that the end of a call reads no clock. The calls
+//! picked between two polls of the driver (one turn) are written together
+//! at its next poll; those without a deadline share the clock reading of
+//! the turn's first call as their start.
 //!
 //! The *load* a strategy compares is `estimate × (in_flight + 1)`: latency
 //! weighted by how much work is already queued there (Finagle's and

@@ -180,10 +180,12 @@ impl State {
     /// Picks an endpoint for one attempt, not one of `tried`. A retry that
     /// may add load (`budgeted`) takes a token from the budget; a first
     /// attempt deposits one share. The picked endpoint counts the attempt in
-    /// flight until the attempt ends ([`Load::ended`]).
+    /// flight until the attempt ends ([`Load::ended`]). `turn` is the
+    /// driver's (see [`Pick::turn`]).
     pub(crate) fn pick(
         &mut self,
         now: Duration,
+        turn: u64,
         key: Option<u64>,
         tried: &[u64],
         budgeted: bool,
@@ -206,6 +208,7 @@ impl State {
             now,
             key,
             rng: &mut self.rng,
+            turn,
         };
         let chosen = self.strategy.pick(&self.candidates, &mut pick);
         let chosen = chosen

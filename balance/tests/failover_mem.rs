@@ -2,7 +2,8 @@
 //! spread over the instances; a killed instance's idempotent calls are
 //! re-sent and all succeed, its non-idempotent ones fail typed and never
 //! run twice; the retry budget caps re-sends; outliers are ejected and
-//! probed back; discovery removals drain and additions get traffic.
+//! probed back; discovery removals drain and additions get traffic; the
+//! calls picked between two polls of the driver share a turn.
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use courier::{CallError, NotRetried, RemoteError, Unsent};
 use courier_balance::{Balanced, BalancedBuilder};
+use courier_balance::{Candidate, Pick, Strategy};
 use courier_balance::{ConnectionStatus, Ejection, RetryBudget, RoundRobin};
 use courier_registry::{Change, SnapshotKind};
 use futures::StreamExt;
@@ -763,6 +765,86 @@ fn a_success_clears_the_failure_record_also_on_a_new_connection() {
         assert_eq!(work.flaky().await.as_deref(), Ok("w-0"));
         let w0 = w0(&work);
         assert_eq!((w0.consecutive_failures, w0.is_ejected()), (0, false));
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+/// Round robin that records each pick's turn.
+struct TurnRecorder(RoundRobin, std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl Strategy for TurnRecorder {
+    fn pick(&mut self, endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
+        self.1.lock().unwrap().push(pick.turn);
+        self.0.pick(endpoints, pick)
+    }
+}
+
+#[test]
+fn calls_picked_between_two_driver_polls_share_a_turn() {
+    let turns = std::sync::Arc::default();
+    let recorder = TurnRecorder(RoundRobin::new(), std::sync::Arc::clone(&turns));
+    let (cluster, balanced, driver, servers) = cluster(2, |b| b.strategy(recorder));
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let body = async {
+        until(|| both_ready(&work)).await;
+        let mut batches = Vec::new();
+        for size in [4, 3] {
+            turns.lock().unwrap().clear();
+            // One poll picks every call of the batch: no driver poll
+            // between them.
+            let mut batch = Box::pin(futures::future::join_all((0..size).map(|i| work.read(i))));
+            assert!(futures::poll!(batch.as_mut()).is_pending());
+            let picked = turns.lock().unwrap().clone();
+            assert_eq!(picked.len(), size as usize);
+            assert!(picked.iter().all(|&t| t == picked[0]), "{picked:?}");
+            // The driver polls to deliver the replies: a later turn.
+            assert!(batch.await.iter().all(Result::is_ok));
+            batches.push(picked[0]);
+        }
+        assert!(batches[1] > batches[0], "{batches:?}");
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}
+
+#[test]
+fn the_calls_of_a_turn_start_at_its_first_call_s_clock_reading() {
+    let (cluster, balanced, driver, servers) = cluster(1, |b| b);
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let latency = |work: &WorkClient<Balanced<ManualClock>>| work.client().endpoints()[0].latency;
+    let body = async {
+        until(|| {
+            work.client()
+                .endpoints()
+                .first()
+                .is_some_and(|e| e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        // Two calls in one turn, 5 ms apart on the clock, before the
+        // driver polls again to write them.
+        let mut first = Box::pin(work.read(1));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        cluster.clock.advance(Duration::from_millis(5));
+        let mut second = Box::pin(work.read(2));
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        // Only the second completes: the driver's poll that delivers its
+        // reply began at 5 ms, and its round trip began at the turn's
+        // first reading (0 ms), not at its own (5 ms).
+        drop(first);
+        assert!(second.await.is_ok());
+        assert_eq!(latency(&work), Duration::from_millis(5));
+        // A call of a later turn reads the clock again: 0 ms on this clock.
+        cluster.clock.advance(Duration::from_secs(100));
+        let before = latency(&work);
+        assert!(work.read(3).await.is_ok());
+        assert!(
+            latency(&work) <= before,
+            "{:?} > {before:?}",
+            latency(&work)
+        );
         drop(work);
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });

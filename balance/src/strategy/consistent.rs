@@ -127,6 +127,7 @@ mod tests {
                     now: Duration::ZERO,
                     key: Some(k),
                     rng: &mut rng,
+                    turn: 0,
                 };
                 let i = ring.pick(endpoints, &mut pick).expect("an owner");
                 endpoints[i].instance.clone()

@@ -12,7 +12,9 @@
 //! or unknown index is replaced by the first available candidate.
 //!
 //! `pick` runs under the balancer's lock on every call: it should be
-//! short, allocate nothing and call no user code.
+//! short, allocate nothing and call no user code. Between picks, the
+//! balancer counts each pick's call in flight on the chosen candidate
+//! until the call ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,6 +66,11 @@ pub struct Pick<'a> {
     pub key: Option<u64>,
     /// The balancer's random numbers (seeded, so tests replay).
     pub rng: &'a mut Rng,
+    /// Which turn of the balancer's driver this pick is in: it counts the
+    /// driver's polls, so picks with the same turn are written to their
+    /// connections together, by the driver's next poll (see
+    /// [`PowerOfTwoChoices`'s batches](PowerOfTwoChoices#batches)).
+    pub turn: u64,
 }
 
 /// One endpoint as a strategy sees it.
@@ -185,11 +192,13 @@ pub(crate) mod tests {
     ) -> Vec<usize> {
         let mut rng = Rng::seeded(seed);
         let mut counts = vec![0; endpoints.len()];
-        for _ in 0..n {
+        for turn in 0..n as u64 {
+            // Each pick in a turn of its own, as calls made one at a time.
             let mut pick = Pick {
                 now: Duration::ZERO,
                 key: None,
                 rng: &mut rng,
+                turn,
             };
             let i = strategy.pick(endpoints, &mut pick).expect("a pick");
             assert!(endpoints[i].available);

@@ -43,6 +43,7 @@ mod tests {
             now: std::time::Duration::ZERO,
             key: None,
             rng: &mut rng,
+            turn: 0,
         };
         assert_eq!(RoundRobin::new().pick(&endpoints, &mut pick), None);
         assert_eq!(RoundRobin::new().pick(&[], &mut pick), None);
