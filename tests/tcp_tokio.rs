@@ -107,16 +107,25 @@ struct Rendezvous(std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>)
 
 impl Meet for Rendezvous {
     async fn meet(&self) -> bool {
-        let (arrived, cond) = &*self.0;
-        let mut arrived = arrived.lock().unwrap();
-        *arrived += 1;
-        cond.notify_all();
-        // Only a broken server hits this bound: run in one task, the
-        // second call cannot start while the first blocks.
-        let (arrived, _) = cond
-            .wait_timeout_while(arrived, Duration::from_secs(60), |n| *n < 2)
-            .unwrap();
-        *arrived >= 2
+        // `block_in_place` hands this worker's queued tasks to another
+        // thread while it blocks: a plain blocking wait could strand the
+        // other connection's task in this worker's LIFO slot (which no
+        // other worker steals), and the test would fail under load for a
+        // reason that is tokio's, not the server's. A server running every
+        // connection in one task still fails it (checked by hand with
+        // `.single_task()`): the wait blocks that task.
+        tokio::task::block_in_place(|| {
+            let (arrived, cond) = &*self.0;
+            let mut arrived = arrived.lock().unwrap();
+            *arrived += 1;
+            cond.notify_all();
+            // Only a broken server hits this bound: run in one task, the
+            // second call cannot start while the first blocks.
+            let (arrived, _) = cond
+                .wait_timeout_while(arrived, Duration::from_secs(60), |n| *n < 2)
+                .unwrap();
+            *arrived >= 2
+        })
     }
 }
 
