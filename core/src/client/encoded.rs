@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::error::CallError;
 use crate::framing::{
-    encode_body, encode_frame, encode_frame_into, encode_raw_frame, encode_raw_frame_into,
-    EncodeError,
+    encode_body, encode_frame, encode_frame_after, encode_frame_into, encode_raw_frame,
+    encode_raw_frame_after, encode_raw_frame_into, EncodeError,
 };
 use crate::wire::Header;
 
@@ -105,6 +105,17 @@ pub trait EncodeArgs {
         header: &Header,
         max_frame: usize,
     ) -> Result<Option<usize>, EncodeError>;
+
+    /// Appends a frame to `out` whose start is already encoded: `head` is
+    /// a zeroed 4-byte length prefix and a header (a stream encodes its
+    /// items' once).
+    #[doc(hidden)]
+    fn encode_frame_after(
+        &self,
+        out: &mut Vec<u8>,
+        head: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError>;
 }
 
 impl<T: Serialize + ?Sized> EncodeArgs for T {
@@ -125,6 +136,15 @@ impl<T: Serialize + ?Sized> EncodeArgs for T {
     ) -> Result<Option<usize>, EncodeError> {
         encode_frame_into(buf, header, self, max_frame)
     }
+
+    fn encode_frame_after(
+        &self,
+        out: &mut Vec<u8>,
+        head: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        encode_frame_after(out, head, self, max_frame)
+    }
 }
 
 impl EncodeArgs for Encoded {
@@ -144,5 +164,14 @@ impl EncodeArgs for Encoded {
         max_frame: usize,
     ) -> Result<Option<usize>, EncodeError> {
         encode_raw_frame_into(buf, header, &self.body, max_frame)
+    }
+
+    fn encode_frame_after(
+        &self,
+        out: &mut Vec<u8>,
+        head: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        encode_raw_frame_after(out, head, &self.body, max_frame)
     }
 }
