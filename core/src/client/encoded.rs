@@ -175,3 +175,43 @@ impl EncodeArgs for Encoded {
         encode_raw_frame_after(out, head, &self.body, max_frame)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::FrameHead;
+
+    /// A frame encoded after a reused head is the frame `encode_frame`
+    /// writes, for values and for `Encoded` bytes, appended after other
+    /// bytes; an oversized one is refused (below, at, above the limit)
+    /// and leaves `out` as it was.
+    #[test]
+    fn encoding_after_a_head_matches_the_whole_frame() {
+        let header = Header::Item {
+            id: 300,
+            from_callee: true,
+        };
+        let head = FrameHead::new(&header).unwrap();
+        for len in [0usize, 1, 16, 127, 128, 4096] {
+            let value = alloc::vec![7u8; len];
+            let encoded = Encoded::new(&value, usize::MAX).unwrap();
+            let mut whole = alloc::vec![1, 2, 3];
+            EncodeArgs::encode_frame(&value, &mut whole, &header, usize::MAX).unwrap();
+            for args in [&value as &dyn EncodeArgs, &encoded] {
+                let mut out = alloc::vec![1, 2, 3];
+                args.encode_frame_after(&mut out, head.as_bytes(), usize::MAX)
+                    .unwrap();
+                assert_eq!(out, whole, "len {len}");
+                let frame = whole.len() - 3 - 4;
+                for (max, fits) in [(frame - 1, false), (frame, true), (frame + 1, true)] {
+                    let mut out = alloc::vec![1, 2, 3];
+                    let result = args.encode_frame_after(&mut out, head.as_bytes(), max);
+                    assert_eq!(result.is_ok(), fits, "len {len} max {max}");
+                    if !fits {
+                        assert_eq!(out, [1, 2, 3]);
+                    }
+                }
+            }
+        }
+    }
+}
