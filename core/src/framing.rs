@@ -626,6 +626,10 @@ mod buffered {
         }
 
         fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            // Lengths and small integers come as one byte: no copy call.
+            if let [byte] = data {
+                return self.try_push(*byte);
+            }
             let room = self.limit.saturating_sub(self.out.len());
             if self.overflow > 0 || data.len() > room {
                 self.overflow += data.len();
