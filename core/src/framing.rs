@@ -975,7 +975,7 @@ mod buffered {
             assert_eq!(buf[0], 244, "byte 500 is now first");
             // Fill up to exactly APPEND_ROOM spare, with few bytes sent.
             let fill = cap - APPEND_ROOM - 500;
-            w.buffer().extend(core::iter::repeat(9).take(fill));
+            w.buffer().extend(core::iter::repeat_n(9, fill));
             sink.room = 10;
             assert!(w.poll_write_all(&mut sink, &mut cx).is_pending());
             assert_eq!(w.buffer_and_sent().1, 10, "spare at APPEND_ROOM: kept");
@@ -993,7 +993,7 @@ mod buffered {
             sink.room = usize::MAX;
             assert!(w.poll_write_all(&mut sink, &mut cx).is_ready());
             let mut expected: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-            expected.extend(core::iter::repeat(9).take(fill + 1));
+            expected.extend(core::iter::repeat_n(9, fill + 1));
             assert_eq!(sink.got, expected);
         }
 
