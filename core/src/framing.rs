@@ -90,7 +90,8 @@ pub(crate) const fn frame_end(len: usize) -> usize {
 
 #[cfg(feature = "alloc")]
 pub(crate) use buffered::{
-    encode_body, encode_frame, encode_frame_into, encode_raw_frame, encode_raw_frame_into,
+    encode_body, encode_frame, encode_frame_after, encode_frame_into, encode_raw_frame,
+    encode_raw_frame_after, encode_raw_frame_into, FrameHead,
 };
 #[cfg(feature = "alloc")]
 pub use buffered::{EncodeError, FrameReader, FrameWriter};
@@ -386,6 +387,31 @@ mod buffered {
         }
     }
 
+    /// The start of a frame: a zeroed length prefix and an encoded header,
+    /// for frames of one header sent many times (a stream's items).
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct FrameHead {
+        bytes: [u8; LEN_PREFIX + MAX_HEADER_LEN],
+        len: usize,
+    }
+
+    impl FrameHead {
+        /// Encodes `header` (`None` only if it does not encode).
+        pub(crate) fn new(header: &Header) -> Option<Self> {
+            let mut bytes = [0u8; LEN_PREFIX + MAX_HEADER_LEN];
+            let head_len = header.encode(bytes.get_mut(LEN_PREFIX..)?).ok()?;
+            Some(FrameHead {
+                bytes,
+                len: LEN_PREFIX + head_len,
+            })
+        }
+
+        /// The prefix (zeroed) and the header.
+        pub(crate) fn as_bytes(&self) -> &[u8] {
+            self.bytes.get(..self.len).unwrap_or_default()
+        }
+    }
+
     /// Appends one frame (prefix, header, postcard body) to `out`.
     ///
     /// On error `out` is truncated back to its old length. A body over the
@@ -397,13 +423,20 @@ mod buffered {
         body: &T,
         max_frame: usize,
     ) -> Result<(), EncodeError> {
+        let head = FrameHead::new(header).ok_or(EncodeError::Serialize)?;
+        encode_frame_after(out, head.as_bytes(), body, max_frame)
+    }
+
+    /// Like [`encode_frame`], with the frame's start already encoded:
+    /// `head` is a zeroed length prefix and a header ([`FrameHead`]).
+    pub(crate) fn encode_frame_after<T: Serialize + ?Sized>(
+        out: &mut Vec<u8>,
+        head: &[u8],
+        body: &T,
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
         let start = out.len();
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let head_len = header
-            .encode(&mut head)
-            .map_err(|_| EncodeError::Serialize)?;
-        out.extend_from_slice(&[0; LEN_PREFIX]);
-        out.extend_from_slice(&head[..head_len]);
+        out.extend_from_slice(head);
         let flavor = LimitedVec {
             limit: (start + LEN_PREFIX).saturating_add(max_frame),
             out,
@@ -425,7 +458,16 @@ mod buffered {
                 return Err(EncodeError::Serialize);
             }
         };
-        out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_le_bytes());
+        let prefix = u32::try_from(len).map_err(|_| {
+            out.truncate(start);
+            EncodeError::TooLarge {
+                len,
+                max: max_frame,
+            }
+        })?;
+        if let Some(at) = out.get_mut(start..start + LEN_PREFIX) {
+            at.copy_from_slice(&prefix.to_le_bytes());
+        }
         Ok(())
     }
 
@@ -502,11 +544,20 @@ mod buffered {
         body: &[u8],
         max_frame: usize,
     ) -> Result<(), EncodeError> {
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let head_len = header
-            .encode(&mut head)
-            .map_err(|_| EncodeError::Serialize)?;
-        let len = head_len.saturating_add(body.len());
+        let head = FrameHead::new(header).ok_or(EncodeError::Serialize)?;
+        encode_raw_frame_after(out, head.as_bytes(), body, max_frame)
+    }
+
+    /// Like [`encode_raw_frame`], with the frame's start already encoded
+    /// (see [`encode_frame_after`]).
+    pub(crate) fn encode_raw_frame_after(
+        out: &mut Vec<u8>,
+        head: &[u8],
+        body: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        let header_len = head.len().saturating_sub(LEN_PREFIX);
+        let len = header_len.saturating_add(body.len());
         let prefix = match u32::try_from(len) {
             Ok(prefix) if len <= max_frame => prefix,
             _ => {
@@ -517,7 +568,7 @@ mod buffered {
             }
         };
         out.extend_from_slice(&prefix.to_le_bytes());
-        out.extend_from_slice(&head[..head_len]);
+        out.extend_from_slice(head.get(LEN_PREFIX..).unwrap_or_default());
         out.extend_from_slice(body);
         Ok(())
     }
@@ -566,10 +617,19 @@ mod buffered {
         type Output = (&'a mut Vec<u8>, usize);
 
         fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-            self.try_extend(&[byte])
+            if self.overflow == 0 && self.out.len() < self.limit {
+                self.out.push(byte);
+            } else {
+                self.overflow += 1;
+            }
+            Ok(())
         }
 
         fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            // Lengths and small integers come as one byte: no copy call.
+            if let [byte] = data {
+                return self.try_push(*byte);
+            }
             let room = self.limit.saturating_sub(self.out.len());
             if self.overflow > 0 || data.len() > room {
                 self.overflow += data.len();
@@ -583,6 +643,10 @@ mod buffered {
             Ok((self.out, self.overflow))
         }
     }
+
+    /// Spare bytes under which [`FrameWriter::buffer_and_sent`] drops the
+    /// sent bytes in front of the buffer: one handler's turn of items.
+    pub(crate) const APPEND_ROOM: usize = 16 * 1024;
 
     /// Accumulates encoded frames and writes them to a transport in as few
     /// writes as possible.
@@ -614,19 +678,30 @@ mod buffered {
             encode_frame(&mut self.buf, header, body, self.max_frame)
         }
 
-        /// The buffer frames are appended to (bytes already written stay in
-        /// front of it until the next write completes).
+        /// The buffer frames are appended to. Bytes already written may stay
+        /// in front of it: [`pending`](Self::pending) is what is unsent.
         pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
-            &mut self.buf
+            self.buffer_and_sent().0
         }
 
-        /// Drops the bytes already handed to the transport from the front of
-        /// [`buffer`](Self::buffer), so its length is what is pending.
-        pub(crate) fn compact(&mut self) {
+        /// The buffer, and how many bytes at its front were already handed
+        /// to the transport (its length minus those is what is pending).
+        ///
+        /// The sent bytes are dropped first when that is cheap — they are
+        /// at least as many as the unsent ones that move — or when the
+        /// buffer has less than [`APPEND_ROOM`] spare, where appending would
+        /// otherwise grow it (copying everything). So a writer that is
+        /// always a little behind moves each byte at most about once, not
+        /// once per partial write.
+        pub(crate) fn buffer_and_sent(&mut self) -> (&mut Vec<u8>, usize) {
             if self.written > 0 {
-                self.buf.drain(..self.written);
-                self.written = 0;
+                let spare = self.buf.capacity() - self.buf.len();
+                if self.written >= self.pending() || spare < APPEND_ROOM {
+                    self.buf.drain(..self.written);
+                    self.written = 0;
+                }
             }
+            (&mut self.buf, self.written)
         }
 
         /// Bytes encoded but not yet handed to the transport.
@@ -792,6 +867,134 @@ mod buffered {
             fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
                 Poll::Ready(Ok(()))
             }
+        }
+
+        /// A transport that takes at most `chunk` bytes per write, and
+        /// `Pending` once it holds `room` bytes (until the test drains it).
+        struct Sink {
+            got: Vec<u8>,
+            chunk: usize,
+            room: usize,
+        }
+
+        impl Transport for Sink {
+            type Error = core::convert::Infallible;
+            fn poll_read(
+                &mut self,
+                _: &mut Context<'_>,
+                _: &mut [u8],
+            ) -> Poll<Result<usize, Self::Error>> {
+                Poll::Pending
+            }
+            fn poll_write(
+                &mut self,
+                _: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<Result<usize, Self::Error>> {
+                let n = buf.len().min(self.chunk).min(self.room);
+                if n == 0 {
+                    return Poll::Pending;
+                }
+                self.room -= n;
+                self.got.extend_from_slice(&buf[..n]);
+                Poll::Ready(Ok(n))
+            }
+            fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        /// Partial writes of every size from 1 to past the bytes appended
+        /// between writes, with appends between them: every byte arrives
+        /// once, in order, and the unsent count is always exact.
+        #[test]
+        fn partial_writes_of_every_size_deliver_every_byte_once_in_order() {
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            for chunk in 1..=300 {
+                let mut w = FrameWriter::new(usize::MAX);
+                let mut sink = Sink {
+                    got: Vec::new(),
+                    chunk,
+                    room: usize::MAX,
+                };
+                let mut sent_all = Vec::new();
+                for round in 0..200u32 {
+                    let (buf, sent) = w.buffer_and_sent();
+                    assert_eq!(buf.len() - sent, w_pending_len(&sent_all, &sink));
+                    let bytes: Vec<u8> = (0..(round % 97) as u8).map(|b| b ^ round as u8).collect();
+                    buf.extend_from_slice(&bytes);
+                    sent_all.extend_from_slice(&bytes);
+                    assert_eq!(w.pending(), w_pending_len(&sent_all, &sink));
+                    // One write per round: a chunk of `chunk` bytes.
+                    sink.room = chunk;
+                    let _ = w.poll_write_all(&mut sink, &mut cx);
+                    assert_eq!(w.pending(), w_pending_len(&sent_all, &sink));
+                }
+                sink.room = usize::MAX;
+                assert!(w.poll_write_all(&mut sink, &mut cx).is_ready());
+                assert_eq!(sink.got, sent_all, "chunk {chunk}");
+                assert!(w.is_idle());
+            }
+        }
+
+        fn w_pending_len(appended: &[u8], sink: &Sink) -> usize {
+            appended.len() - sink.got.len()
+        }
+
+        /// The sent bytes in front of the buffer stay while they are fewer
+        /// than the unsent ones and the buffer has room to append; they go
+        /// once they are as many (below, at the unsent count), or once the
+        /// spare room falls under `APPEND_ROOM` (below, at, above it).
+        #[test]
+        fn sent_bytes_are_dropped_only_when_cheap_or_room_runs_out() {
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut w = FrameWriter::new(usize::MAX);
+            w.buf.reserve_exact(4 * APPEND_ROOM);
+            let cap = w.capacity();
+            let mut sink = Sink {
+                got: Vec::new(),
+                chunk: usize::MAX,
+                room: 0,
+            };
+            w.buffer().extend((0..1000u32).map(|i| i as u8));
+            // 499 sent, 501 unsent: kept (nothing moves).
+            sink.room = 499;
+            assert!(w.poll_write_all(&mut sink, &mut cx).is_pending());
+            assert_eq!(w.buffer_and_sent().1, 499);
+            assert_eq!(w.pending(), 501);
+            // 500 sent, 500 unsent: dropped.
+            sink.room = 1;
+            assert!(w.poll_write_all(&mut sink, &mut cx).is_pending());
+            let (buf, sent) = w.buffer_and_sent();
+            assert_eq!((buf.len(), sent), (500, 0));
+            assert_eq!(buf[0], 244, "byte 500 is now first");
+            // Fill up to exactly APPEND_ROOM spare, with few bytes sent.
+            let fill = cap - APPEND_ROOM - 500;
+            w.buffer().extend(core::iter::repeat_n(9, fill));
+            sink.room = 10;
+            assert!(w.poll_write_all(&mut sink, &mut cx).is_pending());
+            assert_eq!(w.buffer_and_sent().1, 10, "spare at APPEND_ROOM: kept");
+            w.buffer().push(9);
+            assert_eq!(w.capacity(), cap);
+            let before = w.pending();
+            let (buf, sent) = w.buffer_and_sent();
+            assert_eq!(
+                (sent, buf.len()),
+                (0, before),
+                "spare below APPEND_ROOM: dropped"
+            );
+            assert_eq!(w.capacity(), cap, "no growth");
+            // Everything arrives in order.
+            sink.room = usize::MAX;
+            assert!(w.poll_write_all(&mut sink, &mut cx).is_ready());
+            let mut expected: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+            expected.extend(core::iter::repeat_n(9, fill + 1));
+            assert_eq!(sink.got, expected);
         }
 
         #[test]

@@ -545,14 +545,15 @@ impl<T: Transport, S: Service, Tm: Timer> PeerDriver<T, S, Tm> {
     }
 
     /// Moves the whole frames the halves wrote into the transport's
-    /// writer, a half at a time, while it holds less than a half's buffer.
+    /// writer, a half at a time, while it holds less than a half's buffer
+    /// unsent.
     fn take_written(&mut self) -> bool {
-        let out = self.writer.buffer();
+        let (out, sent) = self.writer.buffer_and_sent();
         let (moved, writers) = self.halves.with(|halves| {
             let mut moved = false;
             let mut writers = Vec::new();
             for half in &mut halves.halves {
-                if out.len() > HALF_BUFFER {
+                if out.len().saturating_sub(sent) > HALF_BUFFER {
                     break;
                 }
                 let whole = whole_frames(&half.outbound);

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::error::CallError;
 use crate::framing::{
-    encode_body, encode_frame, encode_frame_into, encode_raw_frame, encode_raw_frame_into,
-    EncodeError,
+    encode_body, encode_frame, encode_frame_after, encode_frame_into, encode_raw_frame,
+    encode_raw_frame_after, encode_raw_frame_into, EncodeError,
 };
 use crate::wire::Header;
 
@@ -105,6 +105,17 @@ pub trait EncodeArgs {
         header: &Header,
         max_frame: usize,
     ) -> Result<Option<usize>, EncodeError>;
+
+    /// Appends a frame to `out` whose start is already encoded: `head` is
+    /// a zeroed 4-byte length prefix and a header (a stream encodes its
+    /// items' once).
+    #[doc(hidden)]
+    fn encode_frame_after(
+        &self,
+        out: &mut Vec<u8>,
+        head: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError>;
 }
 
 impl<T: Serialize + ?Sized> EncodeArgs for T {
@@ -125,6 +136,15 @@ impl<T: Serialize + ?Sized> EncodeArgs for T {
     ) -> Result<Option<usize>, EncodeError> {
         encode_frame_into(buf, header, self, max_frame)
     }
+
+    fn encode_frame_after(
+        &self,
+        out: &mut Vec<u8>,
+        head: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        encode_frame_after(out, head, self, max_frame)
+    }
 }
 
 impl EncodeArgs for Encoded {
@@ -144,5 +164,54 @@ impl EncodeArgs for Encoded {
         max_frame: usize,
     ) -> Result<Option<usize>, EncodeError> {
         encode_raw_frame_into(buf, header, &self.body, max_frame)
+    }
+
+    fn encode_frame_after(
+        &self,
+        out: &mut Vec<u8>,
+        head: &[u8],
+        max_frame: usize,
+    ) -> Result<(), EncodeError> {
+        encode_raw_frame_after(out, head, &self.body, max_frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::FrameHead;
+
+    /// A frame encoded after a reused head is the frame `encode_frame`
+    /// writes, for values and for `Encoded` bytes, appended after other
+    /// bytes; an oversized one is refused (below, at, above the limit)
+    /// and leaves `out` as it was.
+    #[test]
+    fn encoding_after_a_head_matches_the_whole_frame() {
+        let header = Header::Item {
+            id: 300,
+            from_callee: true,
+        };
+        let head = FrameHead::new(&header).unwrap();
+        for len in [0usize, 1, 16, 127, 128, 4096] {
+            let value = alloc::vec![7u8; len];
+            let encoded = Encoded::new(&value, usize::MAX).unwrap();
+            let mut whole = alloc::vec![1, 2, 3];
+            EncodeArgs::encode_frame(&value, &mut whole, &header, usize::MAX).unwrap();
+            for args in [&value as &dyn EncodeArgs, &encoded] {
+                let mut out = alloc::vec![1, 2, 3];
+                args.encode_frame_after(&mut out, head.as_bytes(), usize::MAX)
+                    .unwrap();
+                assert_eq!(out, whole, "len {len}");
+                let frame = whole.len() - 3 - 4;
+                for (max, fits) in [(frame - 1, false), (frame, true), (frame + 1, true)] {
+                    let mut out = alloc::vec![1, 2, 3];
+                    let result = args.encode_frame_after(&mut out, head.as_bytes(), max);
+                    assert_eq!(result.is_ok(), fits, "len {len} max {max}");
+                    if !fits {
+                        assert_eq!(out, [1, 2, 3]);
+                    }
+                }
+            }
+        }
     }
 }

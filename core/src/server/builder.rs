@@ -155,7 +155,9 @@ impl<Tm: Timer> ServerBuilder<Tm> {
     /// under it. Default: `max(WRITE_MARK, max_frame)`.
     ///
     /// A reply is encoded whole before the check, so a connection's unsent
-    /// bytes peak at about the mark plus the largest reply; with a small
+    /// bytes peak at about the mark plus the largest reply (its write
+    /// buffer at up to twice that: written bytes stay in front of the
+    /// unsent ones until they are as many); with a small
     /// heap, set the mark (and [`max_frame`](Self::max_frame)) to what it
     /// can hold. `0` stops reading whenever anything is unsent. Idle
     /// connections also shrink their write buffer to the mark.

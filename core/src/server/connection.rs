@@ -232,9 +232,8 @@ impl<S: Service, Tm: Timer> Connection<S, Tm> {
                 // the reply joins this batch's write and the slot is free
                 // again at once, without a trip through the wake queue.
                 slot.state = SlotState::Local(handler);
-                let finished = self
-                    .handlers
-                    .poll_one(index, self.writer.buffer(), self.max_frame);
+                let (out, sent) = self.writer.buffer_and_sent();
+                let finished = self.handlers.poll_one(index, out, sent, self.max_frame);
                 if !finished {
                     self.handlers.index(index);
                 }

@@ -161,9 +161,10 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
         let mut fills = FILL_BUDGET;
         for _ in 0..POLL_BUDGET {
             let connection = &mut self.connection;
+            let (out, sent) = connection.writer.buffer_and_sent();
             let finished = connection
                 .handlers
-                .run_ready(connection.writer.buffer(), connection.max_frame);
+                .run_ready(out, sent, connection.max_frame);
             connection.touch(finished);
             connection.start_queued();
 
@@ -188,11 +189,7 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
             let written = connection.writer.poll_write_all(&mut self.io, cx);
             let pending = connection.writer.pending();
             connection.touch(pending < unsent);
-            // Streams that waited for room under the mark run again, with
-            // the written bytes out of the buffer they measure room by.
-            if connection.handlers.room_awaited(pending) {
-                connection.writer.compact();
-            }
+            // Streams that waited for room under the mark run again.
             connection.handlers.wake_waiting_for_room(pending);
             match written {
                 Poll::Ready(Err(e)) => {

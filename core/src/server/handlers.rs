@@ -413,16 +413,11 @@ impl HandlerTable {
         }
     }
 
-    /// Whether handlers wait for room that `pending` unsent bytes leave.
-    pub(super) fn room_awaited(&self, pending: usize) -> bool {
-        pending <= self.write_mark && !self.waiting_for_room.is_empty()
-    }
-
     /// Handlers that waited for the unsent bytes to go under the mark run
-    /// again. The caller first drops the written bytes from the front of
-    /// the buffer (handlers measure their room by its length): a handler
-    /// woken here that still found no room would wait again at once, and
-    /// the driver would spin while its peer does not read.
+    /// again. They measure their room by the same unsent bytes (not by the
+    /// buffer's length, which may include bytes already written): a
+    /// handler woken here that still found no room would wait again at
+    /// once, and the driver would spin while its peer does not read.
     pub(super) fn wake_waiting_for_room(&mut self, pending: usize) {
         if pending > self.write_mark || self.waiting_for_room.is_empty() {
             return;
@@ -479,9 +474,10 @@ impl HandlerTable {
         }
     }
 
-    /// Polls woken handlers and collects spawned handlers' replies.
-    /// Returns whether any handler finished.
-    pub(super) fn run_ready(&mut self, out: &mut Vec<u8>, max_frame: usize) -> bool {
+    /// Polls woken handlers and collects spawned handlers' replies into
+    /// `out`, whose first `sent` bytes were already written. Returns
+    /// whether any handler finished.
+    pub(super) fn run_ready(&mut self, out: &mut Vec<u8>, sent: usize, max_frame: usize) -> bool {
         let mut ready = core::mem::take(&mut self.scratch);
         let mut done = core::mem::take(&mut self.done_scratch);
         self.wake.state.with(|state| {
@@ -490,7 +486,7 @@ impl HandlerTable {
         });
         let mut finished = false;
         for &index in &ready {
-            finished |= self.poll_one(index, out, max_frame);
+            finished |= self.poll_one(index, out, sent, max_frame);
         }
         for reply in done.drain(..) {
             let slot = &self.slots[reply.index as usize];
@@ -508,8 +504,16 @@ impl HandlerTable {
         finished
     }
 
-    /// Polls the handler in `index`; returns whether it finished.
-    pub(super) fn poll_one(&mut self, index: u32, out: &mut Vec<u8>, max_frame: usize) -> bool {
+    /// Polls the handler in `index`, appending to `out` (whose first `sent`
+    /// bytes were already written: the rest is what counts against the
+    /// mark); returns whether it finished.
+    pub(super) fn poll_one(
+        &mut self,
+        index: u32,
+        out: &mut Vec<u8>,
+        sent: usize,
+        max_frame: usize,
+    ) -> bool {
         let write_mark = self.write_mark;
         let slot = &mut self.slots[index as usize];
         slot.wake.queued.store(false, Ordering::Release);
@@ -518,7 +522,7 @@ impl HandlerTable {
         };
         let start = out.len();
         let mut reply = Reply {
-            room: out.len() <= write_mark,
+            room: out.len().saturating_sub(sent) <= write_mark,
             out,
             id: slot.id,
             max_frame,

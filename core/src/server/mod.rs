@@ -32,7 +32,10 @@
 //! - **Unsent replies**: while more than `max(max_frame, 64 KiB)`
 //!   ([`WRITE_MARK`]) bytes of replies wait for a peer that does not read,
 //!   the driver reads nothing (not even cancels), so its memory stays at
-//!   about that mark plus one table of replies.
+//!   about that mark plus one table of replies. (The write buffer may also
+//!   keep bytes already written in front of the unsent ones, never more
+//!   than those: it drops them once they are as many, instead of moving
+//!   the unsent bytes after every partial write.)
 //! - **Fairness**: one poll handles at most [`READ_BUDGET`] frames and a
 //!   bounded number of transport reads, then yields (waking itself), so a
 //!   fast peer cannot starve the other connections of a task.

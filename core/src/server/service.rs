@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::Request;
 use crate::client::EncodeArgs;
 use crate::error::RemoteError;
-use crate::framing::encode_frame;
+use crate::framing::{encode_frame, FrameHead};
 use crate::stream::{Incoming, IncomingRef, Streaming};
 use crate::wire::{Header, MethodKey};
 
@@ -170,9 +170,9 @@ pin_project_lite::pin_project! {
     #[project = EmitterProj]
     enum Emitter<F, S> {
         Starting { #[pin] future: F },
-        // `next`: the frame of an item taken from the stream with no
-        // credit to send it.
-        Sending { #[pin] stream: S, next: Option<Vec<u8>> },
+        // `head`: the start of every item frame, encoded once. `next`: the
+        // frame of an item taken from the stream with no credit to send it.
+        Sending { #[pin] stream: S, head: FrameHead, next: Option<Vec<u8>> },
         Finished,
     }
 }
@@ -202,9 +202,33 @@ where
             match self.as_mut().project() {
                 EmitterProj::Starting { future } => {
                     let stream = core::task::ready!(future.poll(cx));
-                    self.set(Emitter::Sending { stream, next: None });
+                    let header = Header::Item {
+                        id: reply.id,
+                        from_callee: true,
+                    };
+                    let Some(head) = FrameHead::new(&header) else {
+                        // An item header always encodes; if not, the call
+                        // fails rather than hangs.
+                        write_error(
+                            reply.out,
+                            reply.id,
+                            RemoteError::ResponseTooLarge,
+                            reply.max_frame,
+                        );
+                        self.set(Emitter::Finished);
+                        return Poll::Ready(());
+                    };
+                    self.set(Emitter::Sending {
+                        stream,
+                        head,
+                        next: None,
+                    });
                 }
-                EmitterProj::Sending { mut stream, next } => {
+                EmitterProj::Sending {
+                    mut stream,
+                    head,
+                    next,
+                } => {
                     if !reply.room || (reply.credit == 0 && next.is_some()) {
                         reply.blocked = true;
                         return Poll::Pending;
@@ -226,13 +250,9 @@ where
                         self.set(Emitter::Finished);
                         return Poll::Ready(());
                     };
-                    let header = Header::Item {
-                        id,
-                        from_callee: true,
-                    };
                     let at = reply.out.len();
                     if item
-                        .encode_frame(reply.out, &header, reply.max_frame)
+                        .encode_frame_after(reply.out, head.as_bytes(), reply.max_frame)
                         .is_err()
                     {
                         write_error(
