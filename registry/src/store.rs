@@ -200,7 +200,9 @@ struct Watcher {
     /// each of many watchers, under the registry's lock, allocates
     /// nothing.)
     pending: VecDeque<Arc<Recorded>>,
-    /// Instance → the revision of its pending change.
+    /// Instance → the revision of its pending change; kept only while more
+    /// than [`SCAN_PENDING`] changes are pending, and then for all of them
+    /// (empty otherwise: a short queue is searched instead of hashed).
     pending_by_instance: HashMap<Arc<str>, u64>,
     waker: Option<Waker>,
 }
@@ -221,7 +223,7 @@ pub struct Store {
     /// (expiry, lease) for every lease: the next to expire first.
     expiries: BTreeSet<(Duration, LeaseId)>,
     services: BTreeMap<String, Service>,
-    watchers: HashMap<WatcherId, Watcher>,
+    watchers: HashMap<WatcherId, Watcher, BuildWatcherHasher>,
     owners: HashMap<OwnerId, OwnerCounts>,
     /// Watchers' wakers to wake, taken by [`Store::take_woken`].
     woken: Vec<Waker>,
@@ -237,7 +239,7 @@ impl Store {
             leases: HashMap::new(),
             expiries: BTreeSet::new(),
             services: BTreeMap::new(),
-            watchers: HashMap::new(),
+            watchers: HashMap::default(),
             owners: HashMap::new(),
             woken: Vec::new(),
             config,
@@ -753,11 +755,19 @@ fn encode_item<T: Serialize>(item: &T) -> Arc<[u8]> {
     encoded.map_or_else(|_| Arc::from([]), Arc::from)
 }
 
+/// Up to this many pending changes, a watcher finds an instance's pending
+/// change by scanning its queue; past it, through its index. A watcher
+/// that keeps up has 0 or 1 pending: queueing and taking a change then
+/// hash nothing.
+const SCAN_PENDING: usize = 8;
+
 impl Watcher {
     /// The next pending change, if any.
     fn pop(&mut self) -> Option<Arc<Recorded>> {
         let recorded = self.pending.pop_front()?;
-        self.pending_by_instance.remove(&recorded.instance);
+        if !self.pending_by_instance.is_empty() {
+            self.pending_by_instance.remove(&recorded.instance);
+        }
         Some(recorded)
     }
 
@@ -770,31 +780,80 @@ impl Watcher {
         }
     }
 
+    /// Where the pending change of `instance` is in the queue, if any.
+    fn pending_position(&self, instance: &str) -> Option<usize> {
+        if self.pending_by_instance.is_empty() {
+            return self.pending.iter().position(|r| &*r.instance == instance);
+        }
+        let revision = *self.pending_by_instance.get(instance)?;
+        // Changes are queued in revision order: found by bisection.
+        self.pending
+            .binary_search_by_key(&revision, |r| r.event.revision)
+            .ok()
+    }
+
     /// Adds a change, replacing the instance's pending one; past
     /// `max_pending` instances, collapses everything into a snapshot.
     fn push(&mut self, recorded: Arc<Recorded>, max_pending: usize) {
         if self.snapshot.is_some() {
             return; // The snapshot, built when sent, covers it.
         }
-        let revision = recorded.event.revision;
-        let replaced = self
-            .pending_by_instance
-            .insert(recorded.instance.clone(), revision);
-        if let Some(old) = replaced {
-            // Changes are queued in revision order: found by bisection.
-            if let Ok(at) = self
-                .pending
-                .binary_search_by_key(&old, |r| r.event.revision)
-            {
-                self.pending.remove(at);
-            }
+        if let Some(at) = self.pending_position(&recorded.instance) {
+            self.pending.remove(at);
+        }
+        if !self.pending_by_instance.is_empty() {
+            self.pending_by_instance
+                .insert(recorded.instance.clone(), recorded.event.revision);
         }
         self.pending.push_back(recorded);
-        if self.pending_by_instance.len() > max_pending {
+        // One change per instance: the queue's length is the instances'.
+        if self.pending.len() > max_pending {
             self.pending.clear();
             self.pending_by_instance.clear();
             self.snapshot = Some(SnapshotKind::Resync);
+        } else if self.pending.len() > SCAN_PENDING && self.pending_by_instance.is_empty() {
+            let index = self
+                .pending
+                .iter()
+                .map(|r| (r.instance.clone(), r.event.revision));
+            self.pending_by_instance.extend(index);
         }
+    }
+}
+
+/// Hashes [`WatcherId`]s, which the store hands out in sequence (never
+/// peer input, so no keyed hash is needed against chosen collisions): a
+/// multiply spreads consecutive ids over the table. Looking a watcher up
+/// is done several times per delivery.
+#[derive(Clone, Copy, Default)]
+struct BuildWatcherHasher;
+
+impl std::hash::BuildHasher for BuildWatcherHasher {
+    type Hasher = WatcherHasher;
+
+    fn build_hasher(&self) -> WatcherHasher {
+        WatcherHasher(0)
+    }
+}
+
+struct WatcherHasher(u64);
+
+impl std::hash::Hasher for WatcherHasher {
+    fn finish(&self) -> u64 {
+        // Fibonacci hashing: the high bits (the table's control bytes) and
+        // the low bits (its bucket) both depend on every bit of the id.
+        let spread = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        spread ^ (spread >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
     }
 }
 
@@ -1148,6 +1207,96 @@ mod tests {
         assert!(is_resync(&events[0]) && events.len() == 1);
         set.apply(&events[0]);
         assert_eq!(set.len(), 7);
+    }
+
+    /// A slow watcher's pending changes, below, at and above the length
+    /// where they start being indexed instead of scanned: one per
+    /// instance, its latest, in revision order, also after some were
+    /// taken (the index follows the queue down) and a change replaced
+    /// one in the middle.
+    #[test]
+    fn coalescing_is_the_same_scanned_or_indexed() {
+        let z = Duration::ZERO;
+        for n in [
+            SCAN_PENDING - 1,
+            SCAN_PENDING,
+            SCAN_PENDING + 1,
+            SCAN_PENDING + 2,
+            3 * SCAN_PENDING,
+        ] {
+            let mut s = store();
+            let slow = s.watch(1, "kv", None).unwrap();
+            let fast = s.watch(1, "kv", None).unwrap();
+            drain(&mut s, slow);
+            drain(&mut s, fast);
+            // The model: every change (seen by a watcher that keeps up),
+            // coalesced by instance into the slow watcher's expectation.
+            let mut expected: BTreeMap<String, Event> = BTreeMap::new();
+            let mut port = 1;
+            let mut change = |s: &mut Store, expected: &mut BTreeMap<String, Event>, i: usize| {
+                port += 1;
+                s.register(2, ep("kv", &format!("i{i}"), port), SEC, z)
+                    .unwrap();
+                for event in drain(s, fast) {
+                    let instance = match &event.change {
+                        Change::Added(e) | Change::Updated(e) => e.instance.clone(),
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    expected.insert(instance, event);
+                }
+            };
+            let take = |s: &mut Store, expected: &mut BTreeMap<String, Event>, k: usize| {
+                let mut want: Vec<Event> = expected.values().cloned().collect();
+                want.sort_by_key(|e| e.revision);
+                let got: Vec<Event> = (0..k).map_while(|_| s.next_event(slow, None)).collect();
+                assert_eq!(got, want[..k.min(want.len())], "n = {n}");
+                for e in &got {
+                    expected.retain(|_, pending| pending.revision != e.revision);
+                }
+            };
+            for i in 0..n {
+                change(&mut s, &mut expected, i);
+            }
+            assert_eq!(s.pending(slow), n, "one per instance");
+            for i in [0, n / 2, n - 1, n / 2] {
+                change(&mut s, &mut expected, i);
+            }
+            assert_eq!(s.pending(slow), n, "replaced, not added");
+            take(&mut s, &mut expected, 3);
+            for i in [n - 1, 1, n, n + 1] {
+                change(&mut s, &mut expected, i);
+            }
+            assert_eq!(s.pending(slow), expected.len());
+            take(&mut s, &mut expected, usize::MAX);
+            assert_eq!(s.pending(slow), 0);
+            assert!(expected.is_empty());
+            // Drained, it is scanned again: a change is queued once.
+            change(&mut s, &mut expected, 0);
+            change(&mut s, &mut expected, 0);
+            assert_eq!(s.pending(slow), 1);
+            take(&mut s, &mut expected, usize::MAX);
+        }
+    }
+
+    /// Watchers' ids hash to distinct buckets' worth of spread: many
+    /// watchers are found, and removed, by id.
+    #[test]
+    fn many_watchers_are_found_by_id() {
+        let mut s = Store::new(StoreConfig {
+            max_watchers: 5_000,
+            max_watchers_per_owner: 5_000,
+            ..StoreConfig::default()
+        });
+        let ids: Vec<WatcherId> = (0..5_000)
+            .map(|_| s.watch(1, "kv", None).unwrap())
+            .collect();
+        for &id in ids.iter().step_by(2) {
+            s.unwatch(id);
+        }
+        for (k, &id) in ids.iter().enumerate() {
+            assert_eq!(s.is_watching(id), k % 2 == 1);
+        }
+        assert_eq!(s.watchers(), 2_500);
     }
 
     #[test]
