@@ -914,7 +914,15 @@ mod buffered {
         fn partial_writes_of_every_size_deliver_every_byte_once_in_order() {
             let waker = futures_util::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
-            for chunk in 1..=300 {
+            // Every size natively; under Miri, where the sweep takes many
+            // minutes, the sizes around the appends' lengths (0..97) and
+            // the ends.
+            let chunks: Vec<usize> = if cfg!(miri) {
+                alloc::vec![1, 2, 3, 5, 8, 47, 96, 97, 98, 255, 300]
+            } else {
+                (1..=300).collect()
+            };
+            for chunk in chunks {
                 let mut w = FrameWriter::new(usize::MAX);
                 let mut sink = Sink {
                     got: Vec::new(),
