@@ -45,18 +45,19 @@ impl Items for Imp {
     }
 }
 
-/// Runs `STREAMS` streams at once against a server with write mark `mark`
-/// whose transport takes writes in pieces of `chunks`, over a pipe of
-/// `pipe` bytes; checks every item, in order, and the normal ends.
-fn case(mark: usize, chunks: Pattern, pipe: usize, credit: u32) {
-    let what = format!("mark={mark} chunks={chunks:?} pipe={pipe} credit={credit}");
-    let (a, b) = courier_mem::pair(pipe);
-    let (b, _faults) = Faults::new().write_chunks(chunks).wrap(b);
-    let server = ServerBuilder::new()
-        .write_mark(mark)
-        .build(b, ItemsServer::new(Imp));
-    let (client, driver) = ClientBuilder::new().build(a);
-    let items = ItemsClient::new(client);
+/// A server on `server_io` (with write mark `mark`, or the default) and a
+/// client on `client_io`, both running on a new simulation.
+fn start<'a, S, C>(server_io: S, client_io: C, mark: Option<usize>) -> (Sim<'a>, ItemsClient)
+where
+    S: courier::Transport + 'a,
+    C: courier::Transport + 'a,
+{
+    let builder = match mark {
+        Some(mark) => ServerBuilder::new().write_mark(mark),
+        None => ServerBuilder::new(),
+    };
+    let server = builder.build(server_io, ItemsServer::new(Imp));
+    let (client, driver) = ClientBuilder::new().build(client_io);
     let mut sim = Sim::new();
     sim.spawn(async move {
         let _ = server.await;
@@ -64,6 +65,35 @@ fn case(mark: usize, chunks: Pattern, pipe: usize, credit: u32) {
     sim.spawn(async move {
         let _ = driver.await;
     });
+    (sim, ItemsClient::new(client))
+}
+
+/// How many of stream `s`'s `n` items arrive intact and in order (with
+/// `credit`, or the client's default), counted until the first that does
+/// not.
+async fn intact_items(items: ItemsClient, s: u32, n: u32, credit: Option<u32>) -> u32 {
+    let mut stream = items.items(s, n);
+    if let Some(credit) = credit {
+        stream = stream.with_credit(credit);
+    }
+    let mut got = 0u32;
+    while let Some(Ok(next)) = stream.next().await {
+        if next != item(s, got) {
+            break;
+        }
+        got += 1;
+    }
+    got
+}
+
+/// Runs `STREAMS` streams at once against a server with write mark `mark`
+/// whose transport takes writes in pieces of `chunks`, over a pipe of
+/// `pipe` bytes; checks every item, in order, and the normal ends.
+fn case(mark: usize, chunks: Pattern, pipe: usize, credit: u32) {
+    let what = format!("mark={mark} chunks={chunks:?} pipe={pipe} credit={credit}");
+    let (a, b) = courier_mem::pair(pipe);
+    let (b, _faults) = Faults::new().write_chunks(chunks).wrap(b);
+    let (mut sim, items) = start(b, a, Some(mark));
     let results: Vec<_> = (0..STREAMS)
         .map(|s| {
             let items = items.clone();
@@ -122,27 +152,8 @@ fn every_item_arrives_with_the_default_mark_and_small_writes() {
             let what = format!("default mark chunks={chunks:?} pipe={pipe}");
             let (a, b) = courier_mem::pair(pipe);
             let (b, _faults) = Faults::new().write_chunks(chunks.clone()).wrap(b);
-            let server = ServerBuilder::new().build(b, ItemsServer::new(Imp));
-            let (client, driver) = ClientBuilder::new().build(a);
-            let items = ItemsClient::new(client);
-            let mut sim = Sim::new();
-            sim.spawn(async move {
-                let _ = server.await;
-            });
-            sim.spawn(async move {
-                let _ = driver.await;
-            });
-            let result = record(&mut sim, async move {
-                let mut stream = items.items(1, 2000);
-                let mut got = 0u32;
-                while let Some(Ok(next)) = stream.next().await {
-                    if next != item(1, got) {
-                        break;
-                    }
-                    got += 1;
-                }
-                got
-            });
+            let (mut sim, items) = start(b, a, None);
+            let result = record(&mut sim, intact_items(items, 1, 2000, None));
             sim.run_until_stalled(ROUNDS);
             assert_eq!(result.borrow_mut().take(), Some(2000), "{what}");
             assert_eq!(sim.live(), 0, "{what}: the server and driver end");
@@ -164,30 +175,9 @@ fn a_stopped_reader_leaves_the_server_idle_not_spinning() {
             let (a, b) = courier_mem::pair(pipe);
             let (a, faults) = Faults::new().wrap(a);
             faults.stall_reads();
-            let server = ServerBuilder::new()
-                .write_mark(mark)
-                .build(b, ItemsServer::new(Imp));
-            let (client, driver) = ClientBuilder::new().build(a);
-            let items = ItemsClient::new(client);
-            let mut sim = Sim::new();
-            sim.spawn(async move {
-                let _ = server.await;
-            });
-            sim.spawn(async move {
-                let _ = driver.await;
-            });
+            let (mut sim, items) = start(b, a, Some(mark));
             let n = 1000;
-            let result = record(&mut sim, async move {
-                let mut stream = items.items(2, n).with_credit(n);
-                let mut got = 0u32;
-                while let Some(Ok(next)) = stream.next().await {
-                    if next != item(2, got) {
-                        break;
-                    }
-                    got += 1;
-                }
-                got
-            });
+            let result = record(&mut sim, intact_items(items, 2, n, Some(n)));
             // Panics if the server keeps waking itself.
             sim.run_until_stalled(ROUNDS);
             assert_eq!(result.borrow_mut().take(), None, "{what}: stalled");
