@@ -4,7 +4,7 @@
 
 use crate::measure::Args;
 use crate::stream::Mode;
-use crate::SmolExecutor;
+use crate::{ServerThread, SmolExecutor};
 
 /// The transports `--transport` accepts.
 pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
@@ -18,15 +18,18 @@ pub const EXTRA_FLAGS: &[&str] = &[
     "--role",
     "--addr",
     "--smol-executor",
+    "--server-thread",
 ];
 
 /// The usage text.
 pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
 [--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--smol-executor per-thread|shared] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
+[--runtime smol|tokio] [--smol-executor per-thread|shared] [--server-thread same|next] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
 [--role both|server|client|idle] [--addr HOST:PORT]\npayload 0 means: call add(u64,u64) instead of echo\n\
 --smol-executor per-thread (default): an executor per thread, each connection's tasks on one thread;\n\
   shared: one smol::Executor run by all --workers threads\n\
+--server-thread (per-thread, one process): the server's end of a connection on the client's thread\n\
+  (same; default for unary) or the next one (next; default for stream and bidi)\n\
 --role server: serve TCP on --addr (default 127.0.0.1:0), print `listening ADDR`, run until killed\n\
 --role client: connect --conns clients to the server at --addr, measure, print the result line\n\
 --role idle: connect --conns clients to --addr, one call each, print `ready N`, idle for --duration\n\
@@ -64,6 +67,10 @@ pub struct Options {
     /// `--smol-executor`: one executor per thread (default) or one shared
     /// by all threads.
     pub smol_executor: SmolExecutor,
+    /// `--server-thread`: where the server's end of a connection runs with
+    /// an executor per thread in one process (by default: the client's
+    /// thread for unary calls, the next one for streams).
+    pub server_thread: ServerThread,
     /// `--addr`: where the server listens (`--role server`, default
     /// `127.0.0.1:0`) or is (`--role client`, required).
     pub addr: Option<String>,
@@ -113,6 +120,17 @@ impl Options {
                 ))
             }
         };
+        let server_thread = match args.extra("--server-thread") {
+            None if mode == Mode::Unary => ServerThread::Same,
+            None => ServerThread::Next,
+            Some("same") => ServerThread::Same,
+            Some("next") => ServerThread::Next,
+            Some(other) => {
+                return Err(format!(
+                    "--server-thread: expected same|next, got {other:?}"
+                ))
+            }
+        };
         if role != Role::Both && args.transport != "tcp" {
             return Err("--role server|client: only with --transport tcp".into());
         }
@@ -122,6 +140,7 @@ impl Options {
         Ok(Options {
             role,
             smol_executor,
+            server_thread,
             addr,
             args,
             runtime,
@@ -174,6 +193,16 @@ mod tests {
         assert_eq!(o.smol_executor, SmolExecutor::Shared);
         let o = parse(&["--smol-executor=per-thread"]).unwrap();
         assert_eq!(o.smol_executor, SmolExecutor::PerThread);
+        // The server's thread follows the mode unless given.
+        assert_eq!(parse(&[]).unwrap().server_thread, ServerThread::Same);
+        for mode in ["stream", "bidi"] {
+            let o = parse(&["--mode", mode]).unwrap();
+            assert_eq!(o.server_thread, ServerThread::Next);
+        }
+        let o = parse(&["--mode=stream", "--server-thread=same"]).unwrap();
+        assert_eq!(o.server_thread, ServerThread::Same);
+        let o = parse(&["--server-thread", "next"]).unwrap();
+        assert_eq!(o.server_thread, ServerThread::Next);
         let o = parse(&["--role=idle", "--addr=[::1]:7"]).unwrap();
         assert_eq!((o.role, o.addr.as_deref()), (Role::Idle, Some("[::1]:7")));
     }
@@ -190,6 +219,7 @@ mod tests {
             &["--credit", "0"],
             &["--role", "proxy"],
             &["--smol-executor", "local"],
+            &["--server-thread", "other"],
             &["--role", "client"],
             &["--role", "idle"],
             &["--role", "server", "--transport", "mem"],

@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -163,6 +164,45 @@ pub trait Runtime {
     /// that keeps a connection's tasks on one thread moves on to its next
     /// thread. Nothing by default.
     fn next_connection(&self) {}
+
+    /// Runs the server's end of the current connection (an in-memory
+    /// pair) in the background: where [`ServerThread`] says on a runtime
+    /// that keeps a connection's tasks on one thread, else as
+    /// [`Runtime::detach`].
+    fn detach_server<F>(&self, future: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.detach(future);
+    }
+}
+
+/// Where, in one process on smol's executor per thread, the server's end
+/// of a connection runs relative to the client's end (`--server-thread`).
+///
+/// A call and its reply are a ping-pong: on one thread each side's batch
+/// is the other's input, with no wake-up across threads. A stream is a
+/// pipeline: the producer and the consumer each want a core. So the
+/// default follows the mode: [`ServerThread::Same`] for unary calls,
+/// [`ServerThread::Next`] for streams. In separate processes (`--role`)
+/// each side has its own threads and this does not apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerThread {
+    /// Server connection `i` on client connection `i`'s thread.
+    Same,
+    /// Server connection `i` on the thread after client connection `i`'s.
+    Next,
+}
+
+impl ServerThread {
+    /// How many threads after the client's the server's end runs.
+    fn offset(self) -> usize {
+        match self {
+            ServerThread::Same => 0,
+            ServerThread::Next => 1,
+        }
+    }
 }
 
 /// How the smol runtime spreads tasks over its threads
@@ -185,8 +225,8 @@ pub enum SmolExecutor {
 /// current thread, and [`Runtime::next_connection`] moves on to the next
 /// one, so a client connection's driver and callers share a thread; the
 /// server's connections go to the threads in turn through
-/// [`SmolRuntime::connection_mode`]. In one process the client and the
-/// server connection of the same number therefore share a thread.
+/// [`SmolRuntime::connection_mode`], starting at the thread
+/// [`SmolRuntime::server_thread`] says (the client's, by default).
 pub struct SmolRuntime(Smol);
 
 enum Smol {
@@ -194,6 +234,7 @@ enum Smol {
     PerThread {
         pool: courier_net::async_io::ExecutorPool,
         current: Mutex<courier_net::async_io::Worker>,
+        server_offset: usize,
     },
 }
 
@@ -221,9 +262,22 @@ impl SmolRuntime {
                 // Thread 0 until the first connection takes its turn.
                 let first = pool.worker_at(0).expect("a pool has a thread");
                 let current = Mutex::new(first);
-                SmolRuntime(Smol::PerThread { pool, current })
+                SmolRuntime(Smol::PerThread {
+                    pool,
+                    current,
+                    server_offset: 0,
+                })
             }
         }
+    }
+
+    /// Where the server's end of each connection runs (executor per thread
+    /// only; [`ServerThread::Same`] until set).
+    pub fn server_thread(mut self, placement: ServerThread) -> Self {
+        if let Smol::PerThread { server_offset, .. } = &mut self.0 {
+            *server_offset = placement.offset();
+        }
+        self
     }
 
     fn shared(threads: usize) -> SharedExecutor {
@@ -253,7 +307,21 @@ impl SmolRuntime {
                     executor.spawn(task).detach()
                 })
             }
-            Smol::PerThread { pool, .. } => courier_net::SpawnEach::new(pool.spawner()),
+            Smol::PerThread {
+                pool,
+                server_offset,
+                ..
+            } => {
+                let workers = server_workers(pool, *server_offset);
+                let next = AtomicUsize::new(0);
+                // As `pool.spawner()`, shifted by the offset.
+                courier_net::SpawnEach::new(move |task: BoxFuture<()>| {
+                    let turn = next.fetch_add(1, Ordering::Relaxed);
+                    if let Some(worker) = workers.get(turn % workers.len().max(1)) {
+                        worker.spawn(task).detach();
+                    }
+                })
+            }
         }
     }
 
@@ -301,14 +369,48 @@ impl Runtime for SmolRuntime {
     }
 
     fn next_connection(&self) {
-        if let Smol::PerThread { pool, current } = &self.0 {
+        if let Smol::PerThread { pool, current, .. } = &self.0 {
             *current.lock().unwrap_or_else(|e| e.into_inner()) = pool.worker();
+        }
+    }
+
+    fn detach_server<F>(&self, future: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let server = match &self.0 {
+            Smol::PerThread {
+                pool,
+                server_offset,
+                ..
+            } => self.current().and_then(|client| {
+                let threads = pool.threads().max(1);
+                pool.worker_at((client.index() % threads + server_offset % threads) % threads)
+            }),
+            Smol::Shared(_) => None,
+        };
+        match server {
+            Some(worker) => worker.spawn(future).detach(),
+            None => self.detach(future),
         }
     }
 
     fn block_on<F: Future>(&self, future: F) -> F::Output {
         smol::block_on(future)
     }
+}
+
+/// The pool's threads in the order the server's connections take them:
+/// from thread `offset` on, round the pool.
+fn server_workers(
+    pool: &courier_net::async_io::ExecutorPool,
+    offset: usize,
+) -> Vec<courier_net::async_io::Worker> {
+    let threads = pool.threads().max(1);
+    (0..threads)
+        .filter_map(|i| pool.worker_at((offset % threads + i) % threads))
+        .collect()
 }
 
 /// A tokio multi-thread runtime with `threads` workers.
@@ -522,5 +624,57 @@ pub mod alloc_count {
             client: c2.saturating_sub(c1) as f64 / extra,
             server: s2.saturating_sub(s1) as f64 / extra,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_net::async_io::Worker;
+
+    /// The pool thread a server end placed by `detach_server` runs on, for
+    /// each of `conns` connections, with the client's thread beside it.
+    fn placements(rt: &SmolRuntime, conns: usize) -> Vec<(usize, usize)> {
+        (0..conns)
+            .map(|_| {
+                rt.next_connection();
+                let client = rt.current().expect("executor per thread").index();
+                let (tx, rx) = std::sync::mpsc::channel();
+                rt.detach_server(async move {
+                    let _ = tx.send(Worker::current().map(|w| w.index()));
+                });
+                let server = rx.recv().expect("the task ran").expect("on a pool thread");
+                (client, server)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn server_end_runs_on_the_clients_thread_or_the_next() {
+        for threads in [1, 2, 3] {
+            let same = SmolRuntime::new(threads, SmolExecutor::PerThread);
+            for (client, server) in placements(&same, 4) {
+                assert_eq!(server, client, "same, {threads} threads");
+            }
+            let next = SmolRuntime::new(threads, SmolExecutor::PerThread)
+                .server_thread(ServerThread::Next);
+            for (client, server) in placements(&next, 4) {
+                assert_eq!(server, (client + 1) % threads, "next, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_connections_start_at_the_offset() {
+        let pool = courier_net::async_io::ExecutorPool::new(3).expect("threads");
+        let order = |offset| -> Vec<usize> {
+            server_workers(&pool, offset)
+                .iter()
+                .map(Worker::index)
+                .collect()
+        };
+        assert_eq!(order(0), [0, 1, 2]);
+        assert_eq!(order(1), [1, 2, 0]);
+        assert_eq!(order(usize::MAX), [0, 1, 2]);
     }
 }

@@ -14,7 +14,10 @@
 //! `--flag value` or `--flag=value`, plus `--runtime smol|tokio` (default
 //! smol), `--smol-executor per-thread|shared` (default per-thread: an
 //! executor per worker thread, each connection's tasks on one thread; see
-//! `courier_bench::SmolExecutor`), `--mem-capacity BYTES` (per direction,
+//! `courier_bench::SmolExecutor`), `--server-thread same|next` (where the
+//! server's end of a connection runs in one process with an executor per
+//! thread; default same for unary, next for streams: see
+//! `courier_bench::ServerThread`), `--mem-capacity BYTES` (per direction,
 //! default 1 MiB) and `--mode unary|stream|bidi` (default unary; see
 //! `courier_bench::stream`) with `--credit ITEMS` (the response stream's
 //! credit window, courier's default 128).
@@ -28,7 +31,8 @@ use courier_bench::cli::{Options, Role, USAGE};
 use courier_bench::measure::{fail, report, run_phases, Args, Phase, Recorder};
 use courier_bench::stream::{start_client, Mode, StreamService};
 use courier_bench::{
-    BenchImpl, BenchServer, BoxFuture, Runtime, SmolExecutor, SmolRuntime, TokioRuntime,
+    BenchImpl, BenchServer, BoxFuture, Runtime, ServerThread, SmolExecutor, SmolRuntime,
+    TokioRuntime,
 };
 
 fn main() {
@@ -45,6 +49,7 @@ fn main() {
         mem_capacity,
         mode,
         smol_executor,
+        server_thread,
         ..
     } = options;
     let (rec, elapsed) = if runtime == "tokio" {
@@ -56,7 +61,7 @@ fn main() {
         };
         measure(&rt, &args, callers)
     } else {
-        let rt = SmolRuntime::new(args.workers, smol_executor);
+        let rt = SmolRuntime::new(args.workers, smol_executor).server_thread(server_thread);
         let callers = match args.transport.as_str() {
             "tcp" => smol_tcp(&rt, &args),
             "unix" => smol_unix(&rt, &args),
@@ -69,7 +74,7 @@ fn main() {
         runtime,
         args.workers,
         args.transport,
-        executor_note(&runtime, smol_executor)
+        executor_note(&runtime, smol_executor, Some(server_thread))
     );
     report(mode.result_name(), &args, &rec, elapsed);
     if rec.calls == 0 {
@@ -77,12 +82,19 @@ fn main() {
     }
 }
 
-/// ` smol-executor=...` on smol, nothing on tokio.
-fn executor_note(runtime: &str, executor: SmolExecutor) -> String {
-    match (runtime, executor) {
-        ("tokio", _) => String::new(),
-        (_, SmolExecutor::PerThread) => " smol-executor=per-thread".into(),
-        (_, SmolExecutor::Shared) => " smol-executor=shared".into(),
+/// ` smol-executor=...` on smol (with the server's thread, in one
+/// process), nothing on tokio.
+fn executor_note(runtime: &str, executor: SmolExecutor, server: Option<ServerThread>) -> String {
+    match (runtime, executor, server) {
+        ("tokio", _, _) => String::new(),
+        (_, SmolExecutor::PerThread, Some(ServerThread::Same)) => {
+            " smol-executor=per-thread server-thread=same".into()
+        }
+        (_, SmolExecutor::PerThread, Some(ServerThread::Next)) => {
+            " smol-executor=per-thread server-thread=next".into()
+        }
+        (_, SmolExecutor::PerThread, None) => " smol-executor=per-thread".into(),
+        (_, SmolExecutor::Shared, _) => " smol-executor=shared".into(),
     }
 }
 
@@ -191,7 +203,7 @@ fn client_only(o: &Options) {
         "# courier: role=client runtime={} workers={} transport=tcp{}",
         o.runtime,
         args.workers,
-        executor_note(&o.runtime, smol_executor)
+        executor_note(&o.runtime, smol_executor, None)
     );
     report(o.mode.result_name(), args, &rec, elapsed);
     if rec.calls == 0 {
@@ -222,7 +234,7 @@ fn mem<R: Runtime>(rt: &R, args: &Args, capacity: usize) -> Started {
     for _ in 0..args.conns {
         rt.next_connection();
         let (c, s) = courier_mem::pair(capacity);
-        rt.detach(courier_bench::stream::server(s, args.concurrency));
+        rt.detach_server(courier_bench::stream::server(s, args.concurrency));
         let client = courier_bench::client_builder(args.concurrency).build(c);
         callers.extend(start_client(
             rt,
