@@ -233,6 +233,8 @@ mod buffered {
         /// The next complete buffered frame (without its length prefix), or
         /// `Ok(None)` when more bytes are needed. An error is final: the
         /// stream cannot be resynchronised after it.
+        // Inlined into the drivers' read loops (once per frame).
+        #[inline]
         pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
             let buffered = &self.buf[self.start..self.end];
             let Some(len) = frame_len(buffered, self.max_frame)? else {
