@@ -101,16 +101,17 @@ impl<Tm: Timer> Inner<Tm> {
         self.clock_turn.store(0, Ordering::Release);
     }
 
-    /// When the reply of an attempt started at `started` was delivered:
-    /// the start of the driver poll that delivered it, or the clock now if
-    /// no poll began since the attempt started (the reply came another
-    /// way, or the poll had begun before it on another thread).
-    pub(crate) fn reply_time(&self, started: Duration) -> Duration {
-        let polled = Duration::from_nanos(self.polled_at.load(Ordering::Relaxed));
+    /// When the reply of an attempt started at `started` was delivered
+    /// (nanoseconds on the clock): the start of the driver poll that
+    /// delivered it, or the clock now if no poll began since the attempt
+    /// started (the reply came another way, or the poll had begun before
+    /// it on another thread).
+    pub(crate) fn reply_time(&self, started: u64) -> u64 {
+        let polled = self.polled_at.load(Ordering::Relaxed);
         if polled >= started {
             polled
         } else {
-            self.timer.now()
+            whole_nanos(self.timer.now())
         }
     }
 }

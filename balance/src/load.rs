@@ -136,8 +136,12 @@ impl PeakEwma {
 
     /// Folds in one call's round-trip time.
     pub(crate) fn observe(&self, rtt: Duration, now: Duration) {
-        let rtt = nanos(rtt);
-        let now_ns = whole_nanos(now);
+        self.observe_ns(whole_nanos(rtt), whole_nanos(now));
+    }
+
+    /// [`observe`](Self::observe) in nanoseconds on the clock.
+    pub(crate) fn observe_ns(&self, rtt_ns: u64, now_ns: u64) {
+        let rtt = rtt_ns as f64;
         let updated_ns = self.updated_ns.load(Ordering::Relaxed);
         let keep = self.keep_at(now_ns, updated_ns);
         let _ = self

@@ -177,6 +177,18 @@ impl State {
                     .any(|e| matches!(e.conn, Conn::Connecting)))
     }
 
+    /// [`pick`](Self::pick) for a call's first attempt: nothing tried, no
+    /// budget token needed.
+    pub(crate) fn pick_first(
+        &mut self,
+        now: Duration,
+        turn: u64,
+        key: Option<u64>,
+        waker: &Waker,
+    ) -> Picked {
+        self.pick(now, turn, key, &[], false, Some(waker))
+    }
+
     /// Picks an endpoint for one attempt, not one of `tried`. A retry that
     /// may add load (`budgeted`) takes a token from the budget; a first
     /// attempt deposits one share. The picked endpoint counts the attempt in
