@@ -54,6 +54,7 @@ pub(crate) struct Inner<Tm> {
 impl<Tm> Inner<Tm> {
     /// Runs `f` under the table's lock (never held across an await or
     /// around user code other than the strategy).
+    #[inline(always)]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut state)

@@ -261,10 +261,10 @@ where
                     }));
                 }
             };
-            if let Some(instance) = probe {
+            if probe {
                 tracing::info!(
                     target: "courier_balance",
-                    instance = instance.as_str(),
+                    instance = link.instance.as_str(),
                     "endpoint probed after its ejection"
                 );
             }

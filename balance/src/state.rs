@@ -49,6 +49,8 @@ pub(crate) enum Conn {
 /// calls on it are done.
 pub(crate) struct Link {
     pub(crate) id: u64,
+    /// The instance's name, for events.
+    pub(crate) instance: String,
     pub(crate) client: Client,
     pub(crate) load: Arc<Load>,
 }
@@ -75,9 +77,8 @@ pub(crate) struct Entry {
 /// What a call's pick found.
 pub(crate) enum Picked {
     /// Send it here (the endpoint's connection, its load already counting
-    /// the attempt); the instance's name if this attempt is its probe after
-    /// an ejection.
-    To(Arc<Link>, Option<String>),
+    /// the attempt); whether this attempt is its probe after an ejection.
+    To(Arc<Link>, bool),
     /// Nothing available yet, but an endpoint is connecting or discovery
     /// has not answered: wait (the waker is registered).
     Wait,
@@ -178,7 +179,8 @@ impl State {
     }
 
     /// [`pick`](Self::pick) for a call's first attempt: nothing tried, no
-    /// budget token needed.
+    /// budget token needed. The common case, kept short.
+    #[inline]
     pub(crate) fn pick_first(
         &mut self,
         now: Duration,
@@ -186,7 +188,17 @@ impl State {
         key: Option<u64>,
         waker: &Waker,
     ) -> Picked {
-        self.pick(now, turn, key, &[], false, Some(waker))
+        if self.closed {
+            return Picked::NoEndpoint;
+        }
+        self.refresh(now);
+        match self.choose(now, turn, key) {
+            Some(i) => {
+                self.budget.deposit();
+                self.take(i, now)
+            }
+            None => self.none_available(Some(waker)),
+        }
     }
 
     /// Picks an endpoint for one attempt, not one of `tried`. A retry that
@@ -216,31 +228,14 @@ impl State {
                 }
             }
         }
-        let mut pick = Pick {
-            now,
-            key,
-            rng: &mut self.rng,
-            turn,
-        };
-        let chosen = self.strategy.pick(&self.candidates, &mut pick);
-        let chosen = chosen
-            .filter(|&i| self.candidates.get(i).is_some_and(|c| c.available))
-            .or_else(|| self.candidates.iter().position(|c| c.available));
+        let chosen = self.choose(now, turn, key);
         if hidden > 0 {
             // The tried ones were available: let the next refresh restore
             // them.
             self.dirty = true;
         }
         let Some(i) = chosen else {
-            if self.should_wait() {
-                if let Some(waker) = waker {
-                    if !self.waiters.iter().any(|w| w.will_wake(waker)) {
-                        self.waiters.push(waker.clone());
-                    }
-                }
-                return Picked::Wait;
-            }
-            return Picked::NoEndpoint;
+            return self.none_available(waker);
         };
         if budgeted && !self.budget.withdraw() {
             return Picked::BudgetExhausted;
@@ -248,6 +243,46 @@ impl State {
         if tried.is_empty() {
             self.budget.deposit();
         }
+        self.take(i, now)
+    }
+
+    /// The strategy's choice among the available candidates (the first
+    /// available one if it names another).
+    #[inline]
+    fn choose(&mut self, now: Duration, turn: u64, key: Option<u64>) -> Option<usize> {
+        let mut pick = Pick {
+            now,
+            key,
+            rng: &mut self.rng,
+            turn,
+        };
+        let chosen = self.strategy.pick(&self.candidates, &mut pick);
+        match chosen {
+            Some(i) if self.candidates.get(i).is_some_and(|c| c.available) => Some(i),
+            _ => self.candidates.iter().position(|c| c.available),
+        }
+    }
+
+    /// No endpoint is available: wait (registering `waker`) if one may
+    /// become so.
+    #[cold]
+    fn none_available(&mut self, waker: Option<&Waker>) -> Picked {
+        if !self.should_wait() {
+            return Picked::NoEndpoint;
+        }
+        if let Some(waker) = waker {
+            if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+                self.waiters.push(waker.clone());
+            }
+        }
+        Picked::Wait
+    }
+
+    /// Sends an attempt to entry `i`: counts it, in flight and in the
+    /// entry's calls, and starts a probe if the entry is back from an
+    /// ejection.
+    #[inline]
+    fn take(&mut self, i: usize, now: Duration) -> Picked {
         let Some(entry) = self.entries.get_mut(i) else {
             return Picked::NoEndpoint;
         };
@@ -256,10 +291,7 @@ impl State {
         };
         link.load.started();
         entry.calls = entry.calls.saturating_add(1);
-        let probe = entry
-            .outlier
-            .start_probe(now)
-            .then(|| entry.endpoint.instance.clone());
+        let probe = entry.outlier.start_probe(now);
         Picked::To(link.clone(), probe)
     }
 
@@ -461,7 +493,13 @@ impl State {
         let failing = entry.outlier != Outlier::default();
         let load = Arc::new(Load::new(latency, failing));
         c.load = load.clone();
-        entry.conn = Conn::Ready(Arc::new(Link { id, client, load }));
+        let instance = entry.endpoint.instance.clone();
+        entry.conn = Conn::Ready(Arc::new(Link {
+            id,
+            instance,
+            client,
+            load,
+        }));
         entry.dial_failures = 0;
         self.dirty = true;
         None
