@@ -145,10 +145,15 @@ impl State {
     }
 
     /// Recomputes who is available, if anything changed since.
+    #[inline]
     fn refresh(&mut self, now: Duration) {
-        if !self.dirty && self.recheck_at.is_none_or(|at| now < at) {
-            return;
+        if self.dirty || self.recheck_at.is_some_and(|at| at <= now) {
+            self.recompute(now);
         }
+    }
+
+    #[cold]
+    fn recompute(&mut self, now: Duration) {
         self.dirty = false;
         self.recheck_at = None;
         let mut any = false;
