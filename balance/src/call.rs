@@ -3,6 +3,7 @@
 //! [`retry`](crate::retry)).
 
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,21 +42,24 @@ impl Tried {
     }
 }
 
-/// The attempt in flight.
-struct Attempt<Req, Resp> {
-    /// Keeps the endpoint's [`Link`] as its client (one `Arc`), and the
-    /// arguments (`retain_request`) for a re-send.
-    call: Call<'static, Req, Resp>,
-    /// The clock at its pick, in nanoseconds.
-    started: u64,
+/// Where a call stands. One field for the arguments and the attempt, so
+/// that the future stays small and a finished one drops nothing.
+enum Stage<Req, Resp> {
+    /// Not sent (before the first attempt, between attempts): the
+    /// arguments.
+    Unsent(Req),
+    /// The attempt in flight: it keeps the endpoint's [`Link`] as its
+    /// client (one `Arc`), and the arguments (`retain_request`) for a
+    /// re-send.
+    Sent(Call<'static, Req, Resp>),
+    /// Resolved (or its arguments were lost to a panicking `Serialize`).
+    Done,
 }
 
-impl<Req, Resp> Attempt<Req, Resp> {
-    /// The connection it went to (always there: the call was made by
-    /// [`Client::call_held`] with a `Link`).
-    fn link(&self) -> Option<&Link> {
-        self.call.holder::<Link>()
-    }
+/// The connection an attempt went to (always there: the call was made by
+/// [`Client::call_held`] with a `Link`).
+fn link_of<'c, Req, Resp>(call: &'c Call<'static, Req, Resp>) -> Option<&'c Link> {
+    call.holder::<Link>()
 }
 
 /// What only a call that failed over or waited needs: boxed, so that the
@@ -94,15 +98,14 @@ impl<Tm: Timer> Default for Slow<Tm> {
 pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
     balanced: &'a Balanced<Tm>,
     method: MethodKey,
-    idempotent: bool,
     /// The timeout until the first poll, the deadline after.
     time: Option<Duration>,
-    polled: bool,
-    /// The arguments, between attempts (an attempt's call keeps them).
-    request: Option<Req>,
-    attempt: Option<Attempt<Req, Resp>>,
+    /// The clock at the attempt's pick, in nanoseconds.
+    started: u64,
+    stage: Stage<Req, Resp>,
     slow: Option<Box<Slow<Tm>>>,
-    done: bool,
+    idempotent: bool,
+    polled: bool,
 }
 
 impl<Req, Resp, Tm: Timer> Unpin for BalancedCall<'_, Req, Resp, Tm> {}
@@ -117,13 +120,12 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
         BalancedCall {
             balanced,
             method: method.key,
-            idempotent: method.idempotent,
             time: timeout,
-            polled: false,
-            request: Some(request),
-            attempt: None,
+            started: 0,
+            stage: Stage::Unsent(request),
             slow: None,
-            done: false,
+            idempotent: method.idempotent,
+            polled: false,
         }
     }
 
@@ -144,7 +146,7 @@ where
     Tm: Timer,
 {
     fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Result<Resp, CallError>> {
-        self.done = true;
+        self.stage = Stage::Done;
         Poll::Ready(result)
     }
 
@@ -214,8 +216,8 @@ where
         // returns after registering for an endpoint (waker in the table,
         // and a sleep for the wait's end).
         loop {
-            if let Some(attempt) = &mut self.attempt {
-                let error = match Pin::new(&mut attempt.call).poll(cx) {
+            if let Stage::Sent(call) = &mut self.stage {
+                let error = match Pin::new(call).poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(response)) => {
                         self.succeeded();
@@ -273,8 +275,9 @@ where
                 slow.wait_until = None;
                 slow.tried.push(link.id);
             }
-            let Some(request) = self.request.take() else {
-                // Only a panicking `Serialize` loses them.
+            let Stage::Unsent(request) = mem::replace(&mut self.stage, Stage::Done) else {
+                // Only a panicking `Serialize` loses them (and `failed`
+                // ends such a call).
                 link.load.ended();
                 return self.finish(Err(CallError::Encode));
             };
@@ -282,10 +285,8 @@ where
             let call = Client::call_held(link, self.method, request)
                 .retain_request()
                 .with_optional_timeout(left);
-            self.attempt = Some(Attempt {
-                call,
-                started: whole_nanos(now),
-            });
+            self.stage = Stage::Sent(call);
+            self.started = whole_nanos(now);
         }
     }
 
@@ -295,18 +296,19 @@ where
     /// has one, and drops the attempt.
     fn succeeded(&mut self) {
         let inner = &*self.balanced.inner;
-        if let Some(attempt) = &self.attempt {
-            if let Some(link) = attempt.link() {
-                let load = &*link.load;
-                load.ended();
-                let end = inner.reply_time(attempt.started);
-                load.latency.observe_ns(end.saturating_sub(attempt.started), end);
-                if load.is_failing() {
-                    inner.with(|s| s.succeeded(link.id));
-                }
+        if let Some(link) = match &self.stage {
+            Stage::Sent(call) => link_of(call),
+            _ => None,
+        } {
+            let load = &*link.load;
+            load.ended();
+            let end = inner.reply_time(self.started);
+            load.latency.observe_ns(end.saturating_sub(self.started), end);
+            if load.is_failing() {
+                inner.with(|s| s.succeeded(link.id));
             }
         }
-        self.attempt = None;
+        self.stage = Stage::Done;
     }
 
     /// The attempt in flight failed with `error`: records the failure on
@@ -317,14 +319,18 @@ where
         let inner = &*self.balanced.inner;
         // The link stays alive (in the finished call) until the attempt is
         // dropped below.
-        let attempt = self.attempt.take()?;
-        let id = attempt.link().map_or(0, |link| {
+        let Stage::Sent(call) = mem::replace(&mut self.stage, Stage::Done) else {
+            return Some(error);
+        };
+        let id = link_of(&call).map_or(0, |link| {
             link.load.ended();
             link.id
         });
-        let started = Duration::from_nanos(attempt.started);
+        let started = Duration::from_nanos(self.started);
         // The arguments come back for a re-send.
-        self.request = attempt.call.into_request();
+        if let Some(request) = call.into_request() {
+            self.stage = Stage::Unsent(request);
+        }
         let now = inner.timer.now();
         let rtt = now.saturating_sub(started);
         let failed = inner.with(|s| s.failed(id, now, rtt, error));
@@ -348,6 +354,8 @@ where
                 );
                 Some(outcome)
             }
+            // Only a panicking `Serialize` loses the arguments.
+            None if matches!(self.stage, Stage::Done) => Some(CallError::Encode),
             None => {
                 tracing::debug!(
                     target: "courier_balance",
@@ -396,7 +404,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.done {
+        if matches!(this.stage, Stage::Done) {
             return Poll::Ready(Err(CallError::Closed));
         }
         this.poll_call(cx)
@@ -405,12 +413,12 @@ where
 
 impl<Req, Resp, Tm: Timer> Drop for BalancedCall<'_, Req, Resp, Tm> {
     fn drop(&mut self) {
-        if let Some(attempt) = self.attempt.take() {
-            if let Some(link) = attempt.link() {
+        if let Stage::Sent(call) = &self.stage {
+            if let Some(link) = link_of(call) {
                 link.load.ended();
             }
-            // Cancels the attempt (a cancel frame, or taken back unsent).
-            drop(attempt);
+            // Dropping the stage cancels the attempt (a cancel frame, or
+            // taken back unsent).
         }
     }
 }
