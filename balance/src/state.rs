@@ -255,6 +255,11 @@ impl State {
     /// available one if it names another).
     #[inline]
     fn choose(&mut self, now: Duration, turn: u64, key: Option<u64>) -> Option<usize> {
+        if let [only] = self.candidates.as_slice() {
+            // Any strategy's choice (and no dynamic call on the common
+            // single-endpoint path).
+            return only.available.then_some(0);
+        }
         let mut pick = Pick {
             now,
             key,
