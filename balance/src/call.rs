@@ -303,7 +303,8 @@ where
             let load = &*link.load;
             load.ended();
             let end = inner.reply_time(self.started);
-            load.latency.observe_ns(end.saturating_sub(self.started), end);
+            load.latency
+                .observe_ns(end.saturating_sub(self.started), end);
             if load.is_failing() {
                 inner.with(|s| s.succeeded(link.id));
             }
