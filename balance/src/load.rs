@@ -122,16 +122,25 @@ impl PeakEwma {
 
     /// The weight the old estimate keeps after `now - updated`:
     /// `e^(-Δt/τ)`. Under load `Δt/τ` is tiny and a pick reads this twice
-    /// per call, so below 1/16 it is the Taylor polynomial `1 - x + x²/2 -
-    /// x³/6` (error under `x⁴/24` < 2·10⁻⁶), a few multiplications instead
-    /// of a call to `exp`.
+    /// per call, so below 1/4096 it is `1 - x` (error under `x²/2` <
+    /// 3·10⁻⁸), below 1/16 the Taylor polynomial `1 - x + x²/2 - x³/6`
+    /// (error under `x⁴/24` < 2·10⁻⁶): a multiplication or a few instead of
+    /// a call to `exp`.
+    #[cfg(test)]
     fn keep(&self, now: Duration) -> f64 {
         self.keep_at(whole_nanos(now), self.updated_ns.load(Ordering::Relaxed))
     }
 
+    #[inline]
     fn keep_at(&self, now_ns: u64, updated_ns: u64) -> f64 {
-        let x = as_f64(now_ns.saturating_sub(updated_ns)) * self.per_decay_ns;
-        if x < 1.0 / 16.0 {
+        if now_ns <= updated_ns {
+            // Nothing elapsed (a pick in the turn of the last update).
+            return 1.0;
+        }
+        let x = as_f64(now_ns - updated_ns) * self.per_decay_ns;
+        if x < 1.0 / 4096.0 {
+            1.0 - x
+        } else if x < 1.0 / 16.0 {
             1.0 - x * (1.0 - x * (0.5 - x / 6.0))
         } else {
             (-x).exp()
@@ -176,7 +185,14 @@ impl PeakEwma {
 
     /// The estimate at `now`, decayed since the last update.
     pub(crate) fn estimate(&self, now: Duration) -> f64 {
-        f64::from_bits(self.estimate_ns.load(Ordering::Relaxed)) * self.keep(now)
+        self.estimate_at(whole_nanos(now))
+    }
+
+    /// [`estimate`](Self::estimate) at `now_ns` nanoseconds on the clock.
+    #[inline]
+    pub(crate) fn estimate_at(&self, now_ns: u64) -> f64 {
+        let updated_ns = self.updated_ns.load(Ordering::Relaxed);
+        f64::from_bits(self.estimate_ns.load(Ordering::Relaxed)) * self.keep_at(now_ns, updated_ns)
     }
 }
 
@@ -238,7 +254,9 @@ mod tests {
     #[test]
     fn the_decay_is_e_to_the_minus_elapsed_over_tau_on_both_sides_of_the_cut() {
         let ewma = PeakEwma::new(MS, Duration::from_secs(16), Duration::ZERO);
-        for ms in [0u64, 1, 100, 999, 1000, 1001, 5000, 16_000, 160_000] {
+        for ms in [
+            0u64, 1, 3, 4, 5, 100, 999, 1000, 1001, 5000, 16_000, 160_000,
+        ] {
             let x = ms as f64 / 16_000.0;
             let keep = ewma.keep(Duration::from_millis(ms));
             assert!((keep - (-x).exp()).abs() < 2e-6, "{ms} ms: {keep}");

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::load::{Load, PeakEwma};
+use crate::load::{whole_nanos, Load, PeakEwma};
 use crate::rng::Rng;
 
 pub mod consistent;
@@ -144,7 +144,14 @@ impl Candidate {
 
     /// Its load at `now`: latency estimate × (in flight + 1).
     pub fn load(&self, now: Duration) -> f64 {
-        self.latency_ns(now) * (f64::from(self.in_flight()) + 1.0)
+        self.load_at(whole_nanos(now))
+    }
+
+    /// [`load`](Self::load) at `now_ns` nanoseconds on the clock (a pick
+    /// comparing several converts its clock once).
+    #[inline]
+    pub(crate) fn load_at(&self, now_ns: u64) -> f64 {
+        self.load.latency.estimate_at(now_ns) * (f64::from(self.in_flight()) + 1.0)
     }
 
     /// Sets its calls in flight; for testing strategies.

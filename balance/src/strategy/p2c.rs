@@ -1,6 +1,7 @@
 //! Power of two choices over peak-EWMA load.
 
 use super::{nth_available, Candidate, Pick, Strategy};
+use crate::load::whole_nanos;
 
 /// Draws two distinct available endpoints at random and takes the one with
 /// the lower [load](Candidate::load) (latency estimate × (in flight + 1));
@@ -150,8 +151,14 @@ fn against_another(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> us
 }
 
 /// `b` if its load is lower than `a`'s, else `a`.
+#[inline]
 fn lower(endpoints: &[Candidate], a: usize, b: usize, pick: &Pick<'_>) -> usize {
-    let load = |i: usize| endpoints.get(i).map_or(f64::INFINITY, |c| c.load(pick.now));
+    let now_ns = whole_nanos(pick.now);
+    let load = |i: usize| {
+        endpoints
+            .get(i)
+            .map_or(f64::INFINITY, |c| c.load_at(now_ns))
+    };
     if load(b) < load(a) {
         b
     } else {
