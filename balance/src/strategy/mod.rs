@@ -4,7 +4,9 @@
 //!
 //! The balancer keeps its endpoints in a slice of [`Candidate`]s, in an
 //! order that changes only when the set does; then it calls
-//! [`Strategy::update`]. For each call it calls [`Strategy::pick`], which
+//! [`Strategy::update`]. For each call over two or more endpoints it
+//! calls [`Strategy::pick`] (a single endpoint is the only choice, and is
+//! taken without asking), which
 //! returns the index of an [available](Candidate::is_available) candidate,
 //! or `None` when none is. Availability is decided by the balancer: the
 //! endpoint is connected, its weight is not 0, and it is not ejected
