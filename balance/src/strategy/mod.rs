@@ -6,9 +6,9 @@
 //! order that changes only when the set does; then it calls
 //! [`Strategy::update`]. For each call over two or more endpoints it
 //! calls [`Strategy::pick`] (a single endpoint is the only choice, and is
-//! taken without asking), which
-//! returns the index of an [available](Candidate::is_available) candidate,
-//! or `None` when none is. Availability is decided by the balancer: the
+//! taken without asking), which returns the index of an
+//! [available](Candidate::is_available) candidate, or `None` when none
+//! is. Availability is decided by the balancer: the
 //! endpoint is connected, its weight is not 0, and it is not ejected
 //! (unless every connected endpoint is). A pick that names an unavailable
 //! or unknown index is replaced by the first available candidate.
