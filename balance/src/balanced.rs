@@ -54,6 +54,7 @@ pub(crate) struct Inner<Tm> {
 impl<Tm> Inner<Tm> {
     /// Runs `f` under the table's lock (never held across an await or
     /// around user code other than the strategy).
+    #[inline(always)]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut state)
@@ -101,16 +102,17 @@ impl<Tm: Timer> Inner<Tm> {
         self.clock_turn.store(0, Ordering::Release);
     }
 
-    /// When the reply of an attempt started at `started` was delivered:
-    /// the start of the driver poll that delivered it, or the clock now if
-    /// no poll began since the attempt started (the reply came another
-    /// way, or the poll had begun before it on another thread).
-    pub(crate) fn reply_time(&self, started: Duration) -> Duration {
-        let polled = Duration::from_nanos(self.polled_at.load(Ordering::Relaxed));
+    /// When the reply of an attempt started at `started` was delivered
+    /// (nanoseconds on the clock): the start of the driver poll that
+    /// delivered it, or the clock now if no poll began since the attempt
+    /// started (the reply came another way, or the poll had begun before
+    /// it on another thread).
+    pub(crate) fn reply_time(&self, started: u64) -> u64 {
+        let polled = self.polled_at.load(Ordering::Relaxed);
         if polled >= started {
             polled
         } else {
-            self.timer.now()
+            whole_nanos(self.timer.now())
         }
     }
 }

@@ -55,6 +55,7 @@ impl RetryBudget {
     }
 
     /// One call started.
+    #[inline]
     pub fn deposit(&mut self) {
         self.balance = self.balance.saturating_add(self.deposit).min(self.max);
     }

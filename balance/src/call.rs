@@ -3,6 +3,7 @@
 //! [`retry`](crate::retry)).
 
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::balanced::Balanced;
+use crate::load::whole_nanos;
 use crate::retry::{classify, Retry};
 use crate::state::{Link, Picked};
 
@@ -40,20 +42,24 @@ impl Tried {
     }
 }
 
-/// The attempt in flight.
-struct Attempt<Req, Resp> {
-    /// Keeps the endpoint's [`Link`] as its client (one `Arc`), and the
-    /// arguments (`retain_request`) for a re-send.
-    call: Call<'static, Req, Resp>,
-    started: Duration,
+/// Where a call stands. One field for the arguments and the attempt, so
+/// that the future stays small and a finished one drops nothing.
+enum Stage<Req, Resp> {
+    /// Not sent (before the first attempt, between attempts): the
+    /// arguments.
+    Unsent(Req),
+    /// The attempt in flight: it keeps the endpoint's [`Link`] as its
+    /// client (one `Arc`), and the arguments (`retain_request`) for a
+    /// re-send.
+    Sent(Call<'static, Req, Resp>),
+    /// Resolved (or its arguments were lost to a panicking `Serialize`).
+    Done,
 }
 
-impl<Req, Resp> Attempt<Req, Resp> {
-    /// The connection it went to (always there: the call was made by
-    /// [`Client::call_held`] with a `Link`).
-    fn link(&self) -> Option<&Link> {
-        self.call.holder::<Link>()
-    }
+/// The connection an attempt went to (always there: the call was made by
+/// [`Client::call_held`] with a `Link`).
+fn link_of<'c, Req, Resp>(call: &'c Call<'static, Req, Resp>) -> Option<&'c Link> {
+    call.holder::<Link>()
 }
 
 /// What only a call that failed over or waited needs: boxed, so that the
@@ -92,15 +98,14 @@ impl<Tm: Timer> Default for Slow<Tm> {
 pub struct BalancedCall<'a, Req, Resp, Tm: Timer> {
     balanced: &'a Balanced<Tm>,
     method: MethodKey,
-    idempotent: bool,
     /// The timeout until the first poll, the deadline after.
     time: Option<Duration>,
-    polled: bool,
-    /// The arguments, between attempts (an attempt's call keeps them).
-    request: Option<Req>,
-    attempt: Option<Attempt<Req, Resp>>,
+    /// The clock at the attempt's pick, in nanoseconds.
+    started: u64,
+    stage: Stage<Req, Resp>,
     slow: Option<Box<Slow<Tm>>>,
-    done: bool,
+    idempotent: bool,
+    polled: bool,
 }
 
 impl<Req, Resp, Tm: Timer> Unpin for BalancedCall<'_, Req, Resp, Tm> {}
@@ -115,13 +120,12 @@ impl<'a, Req, Resp, Tm: Timer> BalancedCall<'a, Req, Resp, Tm> {
         BalancedCall {
             balanced,
             method: method.key,
-            idempotent: method.idempotent,
             time: timeout,
-            polled: false,
-            request: Some(request),
-            attempt: None,
+            started: 0,
+            stage: Stage::Unsent(request),
             slow: None,
-            done: false,
+            idempotent: method.idempotent,
+            polled: false,
         }
     }
 
@@ -142,16 +146,8 @@ where
     Tm: Timer,
 {
     fn finish(&mut self, result: Result<Resp, CallError>) -> Poll<Result<Resp, CallError>> {
-        self.done = true;
+        self.stage = Stage::Done;
         Poll::Ready(result)
-    }
-
-    fn deadline(&self) -> Option<Duration> {
-        self.time
-    }
-
-    fn tried(&self) -> &[u64] {
-        self.slow.as_ref().map_or(&[], |slow| slow.tried.ids())
     }
 
     /// The error when no endpoint is left to re-send to.
@@ -199,143 +195,177 @@ where
 
     fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
+        let turn = inner.turn();
         // One clock reading serves the deadline and the first pick; without
         // a deadline, the turn's (see `Inner::turn_now`).
         let mut start = None;
         if !self.polled {
             self.polled = true;
             let now = match self.time {
-                Some(_) => inner.timer.now(),
-                None => inner.turn_now(inner.turn()),
+                Some(timeout) => {
+                    let now = inner.timer.now();
+                    self.time = Some(now.saturating_add(timeout));
+                    now
+                }
+                None => inner.turn_now(turn),
             };
             start = Some(now);
-            self.time = self.time.map(|timeout| now.saturating_add(timeout));
         }
         // Invariant: each turn either polls the attempt in flight (and
         // returns its `Pending`), or picks an endpoint and starts one, or
         // returns after registering for an endpoint (waker in the table,
         // and a sleep for the wait's end).
         loop {
-            if let Some(attempt) = &mut self.attempt {
-                let result = match Pin::new(&mut attempt.call).poll(cx) {
+            if let Stage::Sent(call) = &mut self.stage {
+                let error = match Pin::new(call).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => result,
-                };
-                // The link stays alive (in the finished call) until the
-                // attempt is dropped below.
-                let attempt = self.attempt.take();
-                let link = attempt.as_ref().and_then(Attempt::link);
-                let started = attempt.as_ref().map_or(Duration::ZERO, |a| a.started);
-                let id = link.map_or(0, |link| link.id);
-                if let Some(link) = link {
-                    link.load.ended();
-                }
-                let error = match result {
-                    Ok(response) => {
-                        if let Some(link) = link {
-                            self.succeeded(link, started);
-                        }
+                    Poll::Ready(Ok(response)) => {
+                        self.succeeded();
                         return self.finish(Ok(response));
                     }
-                    Err(error) => error,
+                    Poll::Ready(Err(error)) => error,
                 };
-                // The arguments come back for a re-send.
-                self.request = attempt.and_then(|a| a.call.into_request());
-                let now = inner.timer.now();
-                let rtt = now.saturating_sub(started);
-                let failed = inner.with(|s| s.failed(id, now, rtt, error));
-                if let Some((instance, Some(until))) = &failed {
-                    tracing::warn!(
-                        target: "courier_balance",
-                        instance = instance.as_str(),
-                        until = ?until,
-                        "endpoint ejected after repeated failures"
-                    );
-                }
-                let instance = failed.as_ref().map_or("", |(i, _)| i.as_str());
-                match self.after_failure(id, error) {
-                    Some(outcome) => {
-                        tracing::debug!(
-                            target: "courier_balance",
-                            instance,
-                            %error,
-                            %outcome,
-                            "call failed, not re-sent"
-                        );
-                        return self.finish(Err(outcome));
-                    }
-                    None => tracing::debug!(
-                        target: "courier_balance",
-                        instance,
-                        reason = %error,
-                        "call re-sent on another endpoint"
-                    ),
+                if let Some(outcome) = self.failed(error) {
+                    return self.finish(Err(outcome));
                 }
             }
             let now = start.take().unwrap_or_else(|| inner.timer.now());
-            if self.deadline().is_some_and(|at| at <= now) {
+            if self.time.is_some_and(|at| at <= now) {
                 return self.finish(Err(CallError::DeadlineExceeded));
             }
             let key = self.balanced.key;
-            let budgeted = self.slow.as_ref().is_some_and(|slow| slow.budgeted);
-            let tried = self.tried();
-            let turn = inner.turn();
-            let picked = inner.with(|s| s.pick(now, turn, key, tried, budgeted, Some(cx.waker())));
-            if !matches!(picked, Picked::To(..)) {
-                // Nothing sent, so nothing ends the turn: its clock must not
-                // serve calls after an idle gap.
-                inner.forget_turn_now();
-            }
-            match picked {
-                Picked::To(link, probe) => {
-                    if let Some(instance) = probe {
-                        tracing::info!(
-                            target: "courier_balance",
-                            instance = instance.as_str(),
-                            "endpoint probed after its ejection"
-                        );
-                    }
-                    if let Some(slow) = self.slow.as_mut() {
-                        slow.sleep = None;
-                        slow.wait_until = None;
-                        slow.tried.push(link.id);
-                    }
-                    let Some(request) = self.request.take() else {
-                        // Only a panicking `Serialize` loses them.
-                        link.load.ended();
-                        return self.finish(Err(CallError::Encode));
-                    };
-                    let left = self.deadline().map(|at| at.saturating_sub(now));
-                    let call = Client::call_held(link, self.method, request)
-                        .retain_request()
-                        .with_optional_timeout(left);
-                    self.attempt = Some(Attempt { call, started: now });
+            let picked = match &self.slow {
+                None => inner.with(|s| s.pick_first(now, turn, key, cx.waker())),
+                Some(slow) => {
+                    let (tried, budgeted) = (slow.tried.ids(), slow.budgeted);
+                    inner.with(|s| s.pick(now, turn, key, tried, budgeted, Some(cx.waker())))
                 }
-                Picked::Wait => return self.wait(cx),
+            };
+            let (link, probe) = match picked {
+                Picked::To(link, probe) => (link, probe),
+                Picked::Wait => {
+                    // Nothing sent, so nothing ends the turn: its clock must
+                    // not serve calls after an idle gap.
+                    inner.forget_turn_now();
+                    return self.wait(cx);
+                }
                 Picked::NoEndpoint => {
+                    inner.forget_turn_now();
                     let error = self.exhausted();
                     return self.finish(Err(error));
                 }
                 Picked::BudgetExhausted => {
+                    inner.forget_turn_now();
                     let last = self.slow.as_ref().and_then(|slow| slow.last);
                     return self.finish(Err(CallError::NotRetried {
                         reason: NotRetried::BudgetExhausted,
                         may_have_run: last != Some(CallError::Remote(RemoteError::Overloaded)),
                     }));
                 }
+            };
+            if probe {
+                tracing::info!(
+                    target: "courier_balance",
+                    instance = link.instance.as_str(),
+                    "endpoint probed after its ejection"
+                );
             }
+            if let Some(slow) = self.slow.as_mut() {
+                slow.sleep = None;
+                slow.wait_until = None;
+                slow.tried.push(link.id);
+            }
+            let Stage::Unsent(request) = mem::replace(&mut self.stage, Stage::Done) else {
+                // Only a panicking `Serialize` loses them (and `failed`
+                // ends such a call).
+                link.load.ended();
+                return self.finish(Err(CallError::Encode));
+            };
+            let left = self.time.map(|at| at.saturating_sub(now));
+            let call = Client::call_held(link, self.method, request)
+                .retain_request()
+                .with_optional_timeout(left);
+            self.stage = Stage::Sent(call);
+            self.started = whole_nanos(now);
         }
     }
 
-    /// Records a success on `link`: its latency, measured to the driver
-    /// poll that delivered the reply (no clock reading of its own), and
-    /// the end of a failure record if the endpoint has one.
-    fn succeeded(&self, link: &Link, started: Duration) {
+    /// The attempt in flight succeeded: records its latency on its
+    /// endpoint, measured to the driver poll that delivered the reply (no
+    /// clock reading of its own), ends the endpoint's failure record if it
+    /// has one, and drops the attempt.
+    fn succeeded(&mut self) {
         let inner = &*self.balanced.inner;
-        let end = inner.reply_time(started);
-        link.load.latency.observe(end.saturating_sub(started), end);
-        if link.load.is_failing() {
-            inner.with(|s| s.succeeded(link.id));
+        if let Some(link) = match &self.stage {
+            Stage::Sent(call) => link_of(call),
+            _ => None,
+        } {
+            let load = &*link.load;
+            load.ended();
+            let end = inner.reply_time(self.started);
+            load.latency
+                .observe_ns(end.saturating_sub(self.started), end);
+            if load.is_failing() {
+                inner.with(|s| s.succeeded(link.id));
+            }
+        }
+        self.stage = Stage::Done;
+    }
+
+    /// The attempt in flight failed with `error`: records the failure on
+    /// its endpoint and takes the arguments back. Returns the call's
+    /// outcome, or `None` to re-send.
+    #[cold]
+    fn failed(&mut self, error: CallError) -> Option<CallError> {
+        let inner = &*self.balanced.inner;
+        // The link stays alive (in the finished call) until the attempt is
+        // dropped below.
+        let Stage::Sent(call) = mem::replace(&mut self.stage, Stage::Done) else {
+            return Some(error);
+        };
+        let id = link_of(&call).map_or(0, |link| {
+            link.load.ended();
+            link.id
+        });
+        let started = Duration::from_nanos(self.started);
+        // The arguments come back for a re-send.
+        if let Some(request) = call.into_request() {
+            self.stage = Stage::Unsent(request);
+        }
+        let now = inner.timer.now();
+        let rtt = now.saturating_sub(started);
+        let failed = inner.with(|s| s.failed(id, now, rtt, error));
+        if let Some((instance, Some(until))) = &failed {
+            tracing::warn!(
+                target: "courier_balance",
+                instance = instance.as_str(),
+                until = ?until,
+                "endpoint ejected after repeated failures"
+            );
+        }
+        let instance = failed.as_ref().map_or("", |(i, _)| i.as_str());
+        match self.after_failure(id, error) {
+            Some(outcome) => {
+                tracing::debug!(
+                    target: "courier_balance",
+                    instance,
+                    %error,
+                    %outcome,
+                    "call failed, not re-sent"
+                );
+                Some(outcome)
+            }
+            // Only a panicking `Serialize` loses the arguments.
+            None if matches!(self.stage, Stage::Done) => Some(CallError::Encode),
+            None => {
+                tracing::debug!(
+                    target: "courier_balance",
+                    instance,
+                    reason = %error,
+                    "call re-sent on another endpoint"
+                );
+                None
+            }
         }
     }
 
@@ -343,7 +373,7 @@ where
     /// deadline or the balancer's `max_wait` from the first wait.
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         let inner = &*self.balanced.inner;
-        let deadline = self.deadline();
+        let deadline = self.time;
         let slow = self.slow.get_or_insert_with(Box::default);
         // The clock itself: the pick's may be its turn's first reading.
         let until = *slow
@@ -375,7 +405,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.done {
+        if matches!(this.stage, Stage::Done) {
             return Poll::Ready(Err(CallError::Closed));
         }
         this.poll_call(cx)
@@ -384,12 +414,12 @@ where
 
 impl<Req, Resp, Tm: Timer> Drop for BalancedCall<'_, Req, Resp, Tm> {
     fn drop(&mut self) {
-        if let Some(attempt) = self.attempt.take() {
-            if let Some(link) = attempt.link() {
+        if let Stage::Sent(call) = &self.stage {
+            if let Some(link) = link_of(call) {
                 link.load.ended();
             }
-            // Cancels the attempt (a cancel frame, or taken back unsent).
-            drop(attempt);
+            // Dropping the stage cancels the attempt (a cancel frame, or
+            // taken back unsent).
         }
     }
 }

@@ -49,6 +49,8 @@ pub(crate) enum Conn {
 /// calls on it are done.
 pub(crate) struct Link {
     pub(crate) id: u64,
+    /// The instance's name, for events.
+    pub(crate) instance: String,
     pub(crate) client: Client,
     pub(crate) load: Arc<Load>,
 }
@@ -75,9 +77,8 @@ pub(crate) struct Entry {
 /// What a call's pick found.
 pub(crate) enum Picked {
     /// Send it here (the endpoint's connection, its load already counting
-    /// the attempt); the instance's name if this attempt is its probe after
-    /// an ejection.
-    To(Arc<Link>, Option<String>),
+    /// the attempt); whether this attempt is its probe after an ejection.
+    To(Arc<Link>, bool),
     /// Nothing available yet, but an endpoint is connecting or discovery
     /// has not answered: wait (the waker is registered).
     Wait,
@@ -144,10 +145,15 @@ impl State {
     }
 
     /// Recomputes who is available, if anything changed since.
+    #[inline]
     fn refresh(&mut self, now: Duration) {
-        if !self.dirty && self.recheck_at.is_none_or(|at| now < at) {
-            return;
+        if self.dirty || self.recheck_at.is_some_and(|at| at <= now) {
+            self.recompute(now);
         }
+    }
+
+    #[cold]
+    fn recompute(&mut self, now: Duration) {
         self.dirty = false;
         self.recheck_at = None;
         let mut any = false;
@@ -177,6 +183,29 @@ impl State {
                     .any(|e| matches!(e.conn, Conn::Connecting)))
     }
 
+    /// [`pick`](Self::pick) for a call's first attempt: nothing tried, no
+    /// budget token needed. The common case, kept short.
+    #[inline]
+    pub(crate) fn pick_first(
+        &mut self,
+        now: Duration,
+        turn: u64,
+        key: Option<u64>,
+        waker: &Waker,
+    ) -> Picked {
+        if self.closed {
+            return Picked::NoEndpoint;
+        }
+        self.refresh(now);
+        match self.choose(now, turn, key) {
+            Some(i) => {
+                self.budget.deposit();
+                self.take(i, now)
+            }
+            None => self.none_available(Some(waker)),
+        }
+    }
+
     /// Picks an endpoint for one attempt, not one of `tried`. A retry that
     /// may add load (`budgeted`) takes a token from the budget; a first
     /// attempt deposits one share. The picked endpoint counts the attempt in
@@ -204,31 +233,14 @@ impl State {
                 }
             }
         }
-        let mut pick = Pick {
-            now,
-            key,
-            rng: &mut self.rng,
-            turn,
-        };
-        let chosen = self.strategy.pick(&self.candidates, &mut pick);
-        let chosen = chosen
-            .filter(|&i| self.candidates.get(i).is_some_and(|c| c.available))
-            .or_else(|| self.candidates.iter().position(|c| c.available));
+        let chosen = self.choose(now, turn, key);
         if hidden > 0 {
             // The tried ones were available: let the next refresh restore
             // them.
             self.dirty = true;
         }
         let Some(i) = chosen else {
-            if self.should_wait() {
-                if let Some(waker) = waker {
-                    if !self.waiters.iter().any(|w| w.will_wake(waker)) {
-                        self.waiters.push(waker.clone());
-                    }
-                }
-                return Picked::Wait;
-            }
-            return Picked::NoEndpoint;
+            return self.none_available(waker);
         };
         if budgeted && !self.budget.withdraw() {
             return Picked::BudgetExhausted;
@@ -236,6 +248,51 @@ impl State {
         if tried.is_empty() {
             self.budget.deposit();
         }
+        self.take(i, now)
+    }
+
+    /// The strategy's choice among the available candidates (the first
+    /// available one if it names another).
+    #[inline]
+    fn choose(&mut self, now: Duration, turn: u64, key: Option<u64>) -> Option<usize> {
+        if let [only] = self.candidates.as_slice() {
+            // Any strategy's choice (and no dynamic call on the common
+            // single-endpoint path).
+            return only.available.then_some(0);
+        }
+        let mut pick = Pick {
+            now,
+            key,
+            rng: &mut self.rng,
+            turn,
+        };
+        let chosen = self.strategy.pick(&self.candidates, &mut pick);
+        match chosen {
+            Some(i) if self.candidates.get(i).is_some_and(|c| c.available) => Some(i),
+            _ => self.candidates.iter().position(|c| c.available),
+        }
+    }
+
+    /// No endpoint is available: wait (registering `waker`) if one may
+    /// become so.
+    #[cold]
+    fn none_available(&mut self, waker: Option<&Waker>) -> Picked {
+        if !self.should_wait() {
+            return Picked::NoEndpoint;
+        }
+        if let Some(waker) = waker {
+            if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+                self.waiters.push(waker.clone());
+            }
+        }
+        Picked::Wait
+    }
+
+    /// Sends an attempt to entry `i`: counts it, in flight and in the
+    /// entry's calls, and starts a probe if the entry is back from an
+    /// ejection.
+    #[inline]
+    fn take(&mut self, i: usize, now: Duration) -> Picked {
         let Some(entry) = self.entries.get_mut(i) else {
             return Picked::NoEndpoint;
         };
@@ -244,10 +301,7 @@ impl State {
         };
         link.load.started();
         entry.calls = entry.calls.saturating_add(1);
-        let probe = entry
-            .outlier
-            .start_probe(now)
-            .then(|| entry.endpoint.instance.clone());
+        let probe = entry.outlier.start_probe(now);
         Picked::To(link.clone(), probe)
     }
 
@@ -449,7 +503,13 @@ impl State {
         let failing = entry.outlier != Outlier::default();
         let load = Arc::new(Load::new(latency, failing));
         c.load = load.clone();
-        entry.conn = Conn::Ready(Arc::new(Link { id, client, load }));
+        let instance = entry.endpoint.instance.clone();
+        entry.conn = Conn::Ready(Arc::new(Link {
+            id,
+            instance,
+            client,
+            load,
+        }));
         entry.dial_failures = 0;
         self.dirty = true;
         None
@@ -563,4 +623,185 @@ fn is_endpoint_failure(error: &CallError) -> bool {
                 RemoteError::Overloaded | RemoteError::ShuttingDown | RemoteError::HandlerPanicked
             )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use courier_registry::Address;
+
+    use super::*;
+    use crate::strategy::PowerOfTwoChoices;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn event(revision: u64, change: Change) -> Event {
+        Event { revision, change }
+    }
+
+    /// A table over instances `i-0` .. `i-{n-1}`, each connected over an
+    /// in-memory pair (the client drivers are never polled: picks only).
+    fn table(n: usize, seed: u64) -> (State, Vec<courier_mem::MemTransport>) {
+        let settings = Settings {
+            ejection: Ejection {
+                consecutive_failures: 1,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+            decay: crate::load::DEFAULT_DECAY,
+            reconnect_min: MS,
+            reconnect_max: MS,
+            resync_grace: Duration::ZERO,
+        };
+        let strategy = Box::new(PowerOfTwoChoices::new());
+        let mut state = State::new(
+            strategy,
+            Rng::seeded(seed),
+            RetryBudget::default(),
+            settings,
+        );
+        let endpoints = (0..n)
+            .map(|i| Endpoint::new("s", format!("i-{i}"), Address::Unix(format!("m-{i}"))))
+            .collect();
+        let kind = SnapshotKind::Initial;
+        let (dial, _) = state.apply(
+            &event(1, Change::Snapshot { endpoints, kind }),
+            Duration::ZERO,
+        );
+        let mut servers = Vec::new();
+        for (id, _) in dial {
+            let (client_io, server_io) = courier_mem::pair(1024);
+            let (client, _driver) = Client::new(client_io);
+            assert!(state.connected(id, client, Duration::ZERO).is_none());
+            servers.push(server_io);
+        }
+        (state, servers)
+    }
+
+    fn instance_of(picked: &Picked) -> Option<String> {
+        match picked {
+            Picked::To(link, _) => Some(link.instance.clone()),
+            _ => None,
+        }
+    }
+
+    /// Ends the picked attempt (its load no longer counts it).
+    fn end(picked: &Picked) {
+        if let Picked::To(link, _) = picked {
+            link.load.ended();
+        }
+    }
+
+    #[test]
+    fn the_first_attempts_pick_and_the_general_pick_choose_alike() {
+        for n in [1, 2, 3, 7] {
+            let (mut fast, _a) = table(n, 9);
+            let (mut general, _b) = table(n, 9);
+            let waker = Waker::noop();
+            // Below the burst, so that every first attempt's deposit shows.
+            for _ in 0..90 {
+                assert!(fast.budget.withdraw() && general.budget.withdraw());
+            }
+            for call in 0..300u64 {
+                // Turns of a few picks each; some calls end, some stay in
+                // flight, so loads differ.
+                let (turn, now) = (call / 4, MS * (call as u32));
+                let a = fast.pick_first(now, turn, None, waker);
+                let b = general.pick(now, turn, None, &[], false, Some(waker));
+                assert_eq!(
+                    instance_of(&a),
+                    instance_of(&b),
+                    "{n} endpoints, call {call}"
+                );
+                assert!(instance_of(&a).is_some());
+                if call % 3 != 0 {
+                    end(&a);
+                    end(&b);
+                }
+            }
+            // 10 tokens left, plus 20 % of 300 calls.
+            assert_eq!(fast.budget_available(), 70);
+            assert_eq!(general.budget_available(), 70);
+            let calls = |s: &State| s.entries.iter().map(|e| e.calls).collect::<Vec<_>>();
+            assert_eq!(calls(&fast), calls(&general));
+            assert_eq!(calls(&fast).iter().sum::<u64>(), 300);
+        }
+    }
+
+    #[test]
+    fn the_next_first_pick_sees_an_ejection_a_removal_and_a_lost_connection() {
+        let (mut state, _servers) = table(3, 4);
+        let waker = Waker::noop();
+        let id_of = |s: &State, name: &str| {
+            s.entries
+                .iter()
+                .find(|e| e.endpoint.instance == name)
+                .map(|e| e.id)
+                .unwrap()
+        };
+        let picks = |s: &mut State, now: Duration| {
+            (0..60u64)
+                .map(|turn| {
+                    let picked = s.pick_first(now, turn, None, waker);
+                    end(&picked);
+                    instance_of(&picked).unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(picks(&mut state, Duration::ZERO).contains(&"i-0".to_string()));
+        // One failure ejects i-0 for a second.
+        let i0 = id_of(&state, "i-0");
+        let failed = state.failed(i0, MS, MS, CallError::ConnectionLost);
+        assert_eq!(
+            failed,
+            Some(("i-0".into(), Some(MS + Duration::from_secs(1))))
+        );
+        let seen = picks(&mut state, 2 * MS);
+        assert!(!seen.contains(&"i-0".to_string()), "{seen:?}");
+        // Discovery removes i-1: only i-2 is left while i-0 is ejected.
+        let removed = Change::Removed {
+            instance: "i-1".into(),
+        };
+        let (_, gone) = state.apply(&event(2, removed), 3 * MS);
+        assert_eq!(gone.len(), 1);
+        assert!(picks(&mut state, 3 * MS).iter().all(|i| i == "i-2"));
+        // The ejection ends: the next pick that goes to i-0 is its probe.
+        let later = Duration::from_secs(2);
+        let probe = (0..60u64)
+            .map(|turn| state.pick_first(later, 100 + turn, None, waker))
+            .find(|p| instance_of(p).as_deref() == Some("i-0"))
+            .expect("i-0 is picked again");
+        assert!(matches!(probe, Picked::To(_, true)));
+        // i-2's connection is lost: it is skipped at once.
+        state.down(id_of(&state, "i-2"), later, false);
+        let seen = picks(&mut state, later);
+        assert!(seen.iter().all(|i| i == "i-0"), "{seen:?}");
+    }
+
+    #[test]
+    fn a_single_endpoint_is_picked_only_while_connected() {
+        let (mut state, _servers) = table(1, 1);
+        let waker = Waker::noop();
+        let picked = state.pick_first(Duration::ZERO, 0, None, waker);
+        assert_eq!(instance_of(&picked).as_deref(), Some("i-0"));
+        let id = state.entries[0].id;
+        state.down(id, MS, false);
+        // Down, and discovery answered: nothing to wait for.
+        assert!(matches!(
+            state.pick_first(MS, 1, None, waker),
+            Picked::NoEndpoint
+        ));
+        // Dialled again: the call waits (its waker registered).
+        assert_eq!(state.due(Duration::from_secs(1)).len(), 1);
+        let waiting = state.pick_first(Duration::from_secs(1), 2, None, waker);
+        assert!(matches!(waiting, Picked::Wait));
+        assert_eq!(state.take_waiters().len(), 1);
+        // An ejected single endpoint still serves (every one is ejected).
+        let (mut state, _servers) = table(1, 1);
+        let id = state.entries[0].id;
+        let _ = state.failed(id, MS, MS, CallError::ConnectionLost);
+        let picked = state.pick_first(2 * MS, 3, None, waker);
+        assert_eq!(instance_of(&picked).as_deref(), Some("i-0"));
+    }
 }

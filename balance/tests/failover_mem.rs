@@ -849,3 +849,63 @@ fn the_calls_of_a_turn_start_at_its_first_call_s_clock_reading() {
     };
     futures::executor::block_on(async { futures::join!(body, driver, servers) });
 }
+
+/// Arguments whose `Serialize` panics once it has written 300 bytes (more
+/// than a call encodes on its stack, so the panic comes while the call
+/// holds its slot).
+struct Explodes;
+
+impl serde::Serialize for Explodes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = s.serialize_tuple(300)?;
+        for _ in 0..300 {
+            tuple.serialize_element(&0u8)?;
+        }
+        panic!("this Serialize panics (on purpose)")
+    }
+}
+
+#[test]
+fn a_call_whose_serialize_panicked_fails_encode_and_leaves_the_count() {
+    use courier::Channel;
+    use std::future::Future;
+    let (cluster, balanced, driver, servers) = cluster(1, |b| b);
+    cluster.record.gate.open();
+    let work = WorkClient::new(balanced);
+    let in_flight = |work: &WorkClient<Balanced<ManualClock>>| -> u32 {
+        work.client().endpoints().iter().map(|e| e.in_flight).sum()
+    };
+    let body = async {
+        until(|| {
+            let endpoints = work.client().endpoints();
+            !endpoints.is_empty()
+                && endpoints
+                    .iter()
+                    .all(|e| e.connection == ConnectionStatus::Ready)
+        })
+        .await;
+        // `read` is idempotent: a failure the balancer could re-send.
+        let read = &WorkClient::METHODS[0];
+        assert_eq!(read.name, "read");
+        let mut call = Box::pin(work.client().call::<Explodes, String>(read, Explodes, None));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let waker = futures::task::noop_waker();
+            let _ = call
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker));
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(in_flight(&work), 1);
+        // Polled again: the arguments are gone, so nothing is re-sent.
+        assert_eq!(call.as_mut().await, Err(CallError::Encode));
+        assert_eq!(in_flight(&work), 0);
+        let calls: u64 = work.client().endpoints().iter().map(|e| e.calls).sum();
+        assert_eq!(calls, 1);
+        // The connection serves on.
+        assert_eq!(work.read(1).await.as_deref(), Ok("w-0"));
+        drop(call);
+        drop(work);
+    };
+    futures::executor::block_on(async { futures::join!(body, driver, servers) });
+}

@@ -4,9 +4,11 @@
 //!
 //! The balancer keeps its endpoints in a slice of [`Candidate`]s, in an
 //! order that changes only when the set does; then it calls
-//! [`Strategy::update`]. For each call it calls [`Strategy::pick`], which
-//! returns the index of an [available](Candidate::is_available) candidate,
-//! or `None` when none is. Availability is decided by the balancer: the
+//! [`Strategy::update`]. For each call over two or more endpoints it
+//! calls [`Strategy::pick`] (a single endpoint is the only choice, and is
+//! taken without asking), which returns the index of an
+//! [available](Candidate::is_available) candidate, or `None` when none
+//! is. Availability is decided by the balancer: the
 //! endpoint is connected, its weight is not 0, and it is not ejected
 //! (unless every connected endpoint is). A pick that names an unavailable
 //! or unknown index is replaced by the first available candidate.
@@ -20,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::load::{Load, PeakEwma};
+use crate::load::{whole_nanos, Load, PeakEwma};
 use crate::rng::Rng;
 
 pub mod consistent;
@@ -144,7 +146,14 @@ impl Candidate {
 
     /// Its load at `now`: latency estimate × (in flight + 1).
     pub fn load(&self, now: Duration) -> f64 {
-        self.latency_ns(now) * (f64::from(self.in_flight()) + 1.0)
+        self.load_at(whole_nanos(now))
+    }
+
+    /// [`load`](Self::load) at `now_ns` nanoseconds on the clock (a pick
+    /// comparing several converts its clock once).
+    #[inline]
+    pub(crate) fn load_at(&self, now_ns: u64) -> f64 {
+        self.load.latency.estimate_at(now_ns) * (f64::from(self.in_flight()) + 1.0)
     }
 
     /// Sets its calls in flight; for testing strategies.

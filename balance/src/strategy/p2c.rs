@@ -1,6 +1,7 @@
 //! Power of two choices over peak-EWMA load.
 
 use super::{nth_available, Candidate, Pick, Strategy};
+use crate::load::whole_nanos;
 
 /// Draws two distinct available endpoints at random and takes the one with
 /// the lower [load](Candidate::load) (latency estimate × (in flight + 1));
@@ -83,10 +84,18 @@ impl Strategy for PowerOfTwoChoices {
             // Nothing to choose between (the common single-endpoint case).
             return nth_available(endpoints, 0);
         }
-        let chosen = match self.previous(endpoints, pick.turn) {
+        let pair = match self.previous(endpoints, pick.turn) {
             Some(previous) => Some(against_another(endpoints, previous, pick)),
             None => two_random(endpoints, pick),
         };
+        // One comparison site, inlined.
+        let chosen = pair.map(|(a, b)| {
+            if a == b {
+                a
+            } else {
+                lower(endpoints, a, b, pick)
+            }
+        });
         if self.batches {
             self.last = chosen.map(|i| (pick.turn, i));
         }
@@ -94,11 +103,12 @@ impl Strategy for PowerOfTwoChoices {
     }
 }
 
-/// The lower-loaded of two distinct available endpoints drawn at random.
-fn two_random(endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
+/// Two distinct available endpoints drawn at random (the same one twice
+/// if only one is available), to compare.
+fn two_random(endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<(usize, usize)> {
     let n = endpoints.len();
     if n < 2 {
-        return nth_available(endpoints, 0);
+        return nth_available(endpoints, 0).map(|i| (i, i));
     }
     let a = pick.rng.below(n);
     let mut b = pick.rng.below(n - 1);
@@ -111,7 +121,7 @@ fn two_random(endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
             // Some endpoint is unavailable: draw among the available.
             let m = endpoints.iter().filter(|c| c.available).count();
             if m < 2 {
-                return nth_available(endpoints, 0);
+                return nth_available(endpoints, 0).map(|i| (i, i));
             }
             let x = pick.rng.below(m);
             let mut y = pick.rng.below(m - 1);
@@ -121,12 +131,12 @@ fn two_random(endpoints: &[Candidate], pick: &mut Pick<'_>) -> Option<usize> {
             (nth_available(endpoints, x)?, nth_available(endpoints, y)?)
         }
     };
-    Some(lower(endpoints, a, b, pick))
+    Some((a, b))
 }
 
-/// `a` (available), unless a random other available endpoint has a lower
-/// load. `endpoints` holds at least two.
-fn against_another(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> usize {
+/// `a` (available) and a random other available endpoint to compare it
+/// with (`a` again if there is none). `endpoints` holds at least two.
+fn against_another(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> (usize, usize) {
     let mut b = pick.rng.below(endpoints.len().saturating_sub(1));
     if b >= a {
         b += 1;
@@ -136,7 +146,7 @@ fn against_another(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> us
         let others = |&(i, c): &(usize, &Candidate)| c.available && i != a;
         let m = endpoints.iter().enumerate().filter(others).count();
         if m == 0 {
-            return a;
+            return (a, a);
         }
         let k = pick.rng.below(m);
         b = endpoints
@@ -146,12 +156,18 @@ fn against_another(endpoints: &[Candidate], a: usize, pick: &mut Pick<'_>) -> us
             .nth(k)
             .map_or(a, |(i, _)| i);
     }
-    lower(endpoints, a, b, pick)
+    (a, b)
 }
 
 /// `b` if its load is lower than `a`'s, else `a`.
+#[inline]
 fn lower(endpoints: &[Candidate], a: usize, b: usize, pick: &Pick<'_>) -> usize {
-    let load = |i: usize| endpoints.get(i).map_or(f64::INFINITY, |c| c.load(pick.now));
+    let now_ns = whole_nanos(pick.now);
+    let load = |i: usize| {
+        endpoints
+            .get(i)
+            .map_or(f64::INFINITY, |c| c.load_at(now_ns))
+    };
     if load(b) < load(a) {
         b
     } else {
