@@ -39,6 +39,21 @@ const INITIAL_CREDIT: u32 = 16;
 /// its credit bound, never fewer than 2).
 pub const WINDOW_BYTES: u32 = 256 * 1024;
 
+/// The bytes all of one client connection's response streams aim to have
+/// in flight together: with more than 16 streams receiving, each aims at
+/// its share instead of [`WINDOW_BYTES`] (at least one item's worth).
+/// Like HTTP/2's connection window, it keeps many streams of small items
+/// from each holding a full window — memory the consumers touch once per
+/// item, and which a stalled reader would keep.
+pub const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+
+/// The bytes each stream aims at when `streams` streams receive on one
+/// connection.
+pub(crate) fn stream_aim(streams: usize) -> u32 {
+    let streams = u32::try_from(streams).unwrap_or(u32::MAX).max(1);
+    WINDOW_BYTES.min(CONNECTION_WINDOW_BYTES / streams).max(1)
+}
+
 /// A stream consumer's credit window (PROTOCOL.md R10).
 ///
 /// The number of items granted adapts to their size: about
@@ -49,6 +64,8 @@ pub const WINDOW_BYTES: u32 = 256 * 1024;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Window {
     max: u32,
+    /// The bytes to aim at ([`WINDOW_BYTES`] unless set).
+    aim: u32,
     /// Granted and not yet consumed (in flight, buffered or staged).
     outstanding: u32,
     /// A running average of the consumed items' sizes (0: none yet).
@@ -62,6 +79,7 @@ impl Window {
         let first = max.min(INITIAL_CREDIT);
         let window = Window {
             max,
+            aim: WINDOW_BYTES,
             outstanding: first,
             average: 0,
         };
@@ -73,7 +91,12 @@ impl Window {
         if self.average == 0 {
             return self.max.min(INITIAL_CREDIT);
         }
-        (WINDOW_BYTES / self.average).clamp(self.max.min(2), self.max)
+        (self.aim / self.average).clamp(self.max.min(2), self.max)
+    }
+
+    /// Aims at `bytes` in flight from now on (at least 1).
+    pub(crate) fn aim_at(&mut self, bytes: u32) {
+        self.aim = bytes.max(1);
     }
 
     /// One item of `bytes` was consumed. The average rises slowly (a
@@ -440,5 +463,36 @@ mod tests {
         assert_eq!(bounded.target(), 3, "never above the bound");
         grants(&mut bounded, core::iter::repeat_n(10 << 20, 50));
         assert_eq!(bounded.target(), 2, "never below 2 items");
+    }
+
+    /// Up to 16 streams each aim at a full window; beyond, at their share
+    /// of the connection's — never below one byte, whatever the count.
+    #[test]
+    fn streams_share_the_connection_window_beyond_sixteen() {
+        let share = CONNECTION_WINDOW_BYTES / WINDOW_BYTES;
+        assert_eq!(share, 16);
+        for streams in [0, 1, 15, 16] {
+            assert_eq!(stream_aim(streams), WINDOW_BYTES, "{streams}");
+        }
+        assert_eq!(stream_aim(17), CONNECTION_WINDOW_BYTES / 17);
+        assert_eq!(stream_aim(64), 64 * 1024);
+        assert_eq!(stream_aim(usize::MAX), 1);
+    }
+
+    /// A narrower aim narrows the window in items (within the bound and
+    /// never below 2), and a wider one opens it again.
+    #[test]
+    fn the_aim_sets_the_window_in_items() {
+        let (mut window, _) = Window::open(DEFAULT_CREDIT);
+        grants(&mut window, core::iter::repeat_n(16, 100));
+        assert_eq!(window.target(), DEFAULT_CREDIT, "16 B items: the bound");
+        window.aim_at(stream_aim(64));
+        assert_eq!(window.target(), 4096);
+        window.aim_at(stream_aim(usize::MAX));
+        assert_eq!(window.target(), 2);
+        window.aim_at(0);
+        assert_eq!(window.target(), 2);
+        window.aim_at(stream_aim(1));
+        assert_eq!(window.target(), DEFAULT_CREDIT);
     }
 }

@@ -71,7 +71,9 @@ pub use driver::ClientDriver;
 pub use encoded::{EncodeArgs, Encoded};
 pub use reconnect::{Connect, Outage, ReconnectPolicy, ReconnectingDriver, MIN_BACKOFF};
 use state::State;
-pub use stream::{CallStream, Notify, Upload, DEFAULT_CREDIT, WINDOW_BYTES};
+pub use stream::{
+    CallStream, Notify, Upload, CONNECTION_WINDOW_BYTES, DEFAULT_CREDIT, WINDOW_BYTES,
+};
 use watch::Watch;
 pub use watch::{Changed, ConnectionState, ConnectionWatch};
 
@@ -139,6 +141,7 @@ impl<Tm: Timer + Clone + Send + Sync + 'static> ClientBuilder<Tm> {
             clock: Box::new(move || timer.now()),
             reconnecting,
             timed: AtomicBool::new(false),
+            receiving_streams: AtomicUsize::new(0),
         })
     }
 
@@ -508,6 +511,9 @@ pub(crate) struct Shared {
     /// Some call carried a timeout (the driver then reads the clock when it
     /// writes, to send the time left).
     timed: AtomicBool,
+    /// Response streams open on this client (their windows share
+    /// [`CONNECTION_WINDOW_BYTES`](crate::stream::CONNECTION_WINDOW_BYTES)).
+    receiving_streams: AtomicUsize,
 }
 
 impl Shared {

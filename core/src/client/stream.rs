@@ -8,10 +8,12 @@
 //! back as items are consumed.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::Future;
 use core::marker::PhantomData;
 use core::pin::Pin;
+use core::sync::atomic::Ordering;
 use core::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -25,7 +27,7 @@ use crate::framing::encode_frame;
 use crate::wire::Header;
 
 use crate::stream::Window;
-pub use crate::stream::{DEFAULT_CREDIT, WINDOW_BYTES};
+pub use crate::stream::{CONNECTION_WINDOW_BYTES, DEFAULT_CREDIT, WINDOW_BYTES};
 
 /// How many bytes of its own items a call queues per turn, so that one
 /// stream does not crowd out the others (PROTOCOL.md R12).
@@ -159,11 +161,14 @@ struct StreamCall<'a, Req, Resp> {
     settle_every: u32,
     pump: Option<Pump<'a>>,
     ended: bool,
+    /// Counted in the client's receiving streams (has a response stream).
+    _receiving: Option<Receiving>,
 }
 
 impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
     fn new(mut call: Call<'a, Req, Resp>, credit: Option<u32>, pump: Option<Pump<'a>>) -> Self {
         let window = credit.map(Window::open);
+        let receiving = window.map(|_| Receiving::count(&call.client.shared));
         call.stream = Some(StreamOpen {
             grant: window.map(|(_, first)| first),
             sends: pump.is_some(),
@@ -179,6 +184,7 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             settle_every: 1,
             pump,
             ended: false,
+            _receiving: receiving,
         }
     }
 
@@ -193,6 +199,13 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         if items > 0 {
             window.consumed_many(items, bytes / items as usize);
         }
+        let streams = self
+            .call
+            .client
+            .shared
+            .receiving_streams
+            .load(Ordering::Relaxed);
+        window.aim_at(crate::stream::stream_aim(streams));
         self.due = window.due();
         self.settle_every = (window.target() / 8).clamp(1, SETTLE_ITEMS);
     }
@@ -363,6 +376,23 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
             shared.wake_driver();
         }
         outcome
+    }
+}
+
+/// A response stream counted in its client's receiving streams while it
+/// lives.
+struct Receiving(Arc<super::Shared>);
+
+impl Receiving {
+    fn count(shared: &Arc<super::Shared>) -> Self {
+        shared.receiving_streams.fetch_add(1, Ordering::Relaxed);
+        Receiving(shared.clone())
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.receiving_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
