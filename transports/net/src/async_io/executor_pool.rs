@@ -50,8 +50,12 @@ pub const MAX_THREADS: usize = 1024;
 /// with busy connections cannot hand them to an idle one, so a pool suits
 /// many connections of similar weight (spread by the round robin) and
 /// latency-bound ones; a shared `Executor` suits uneven or CPU-heavy tasks
-/// that should move to whichever thread is free. `BENCHMARKS.md` ("smol:
-/// one executor per thread") has the measurements.
+/// that should move to whichever thread is free. With both ends of a
+/// connection in one process, a call and its reply are best on one thread
+/// (a ping-pong), while a stream's producer and consumer want a thread
+/// each (a pipeline: [`ExecutorPool::worker_at`] places them).
+/// `BENCHMARKS.md` ("smol: one executor per thread", "Streams") has the
+/// measurements.
 ///
 /// The async-io reactor stays one for the process: the thread that waits
 /// for I/O wakes the owner of an event, so a thread idle for long gives the
