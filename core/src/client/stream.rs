@@ -442,8 +442,10 @@ impl<'a, Req: Serialize, T: DeserializeOwned> CallStream<'a, Req, T> {
     /// Bounds how many items the callee may send ahead of this consumer
     /// (at least 1; [`DEFAULT_CREDIT`] unless set). Within the bound the
     /// window adapts to the items' size — about [`WINDOW_BYTES`] in
-    /// flight — so the memory a stalled consumer costs is at most this
-    /// many items, and about `WINDOW_BYTES` in steady state.
+    /// flight, or its share of [`CONNECTION_WINDOW_BYTES`] when more than
+    /// 16 streams receive on the connection — so the memory a stalled
+    /// consumer costs is at most this many items, and about
+    /// `WINDOW_BYTES` in steady state.
     pub fn with_credit(mut self, items: u32) -> Self {
         let (window, first) = Window::open(items);
         self.inner.window = Some(window);
