@@ -41,7 +41,7 @@ pub const WINDOW_BYTES: u32 = 256 * 1024;
 
 /// The bytes all of one client connection's response streams aim to have
 /// in flight together: with more than 16 streams receiving, each aims at
-/// its share instead of [`WINDOW_BYTES`] (at least one item's worth).
+/// its share instead of [`WINDOW_BYTES`] (still never fewer than 2 items).
 /// Like HTTP/2's connection window, it keeps many streams of small items
 /// from each holding a full window — memory the consumers touch once per
 /// item, and which a stalled reader would keep.
