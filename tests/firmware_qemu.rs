@@ -40,7 +40,7 @@ mod host {
 fn firmware() -> Option<&'static Path> {
     static FIRMWARE: OnceLock<Option<PathBuf>> = OnceLock::new();
     FIRMWARE
-        .get_or_init(|| build_firmware(&[], "target"))
+        .get_or_init(|| build_firmware(&[], "target/test-serve"))
         .as_deref()
 }
 
@@ -49,7 +49,7 @@ fn firmware() -> Option<&'static Path> {
 fn cobs_firmware() -> Option<&'static Path> {
     static FIRMWARE: OnceLock<Option<PathBuf>> = OnceLock::new();
     FIRMWARE
-        .get_or_init(|| build_firmware(&["--features", "cobs"], "target/cobs"))
+        .get_or_init(|| build_firmware(&["--features", "cobs"], "target/test-cobs"))
         .as_deref()
 }
 
@@ -61,12 +61,17 @@ fn client_firmware() -> Option<&'static Path> {
         .get_or_init(|| {
             build_firmware(
                 &["--no-default-features", "--features", "client"],
-                "target/client",
+                "target/test-client",
             )
         })
         .as_deref()
 }
 
+/// Builds the firmware into `examples/firmware/<target_dir>`. The tests
+/// build their variants in parallel, so no target folder may be another's
+/// parent: cargo creates a missing target folder by renaming a fresh one
+/// into place, which would replace a parent the other build had just
+/// created and lose that build's folder.
 fn build_firmware(features: &[&str], target_dir: &str) -> Option<PathBuf> {
     let qemu = Command::new("qemu-system-arm")
         .arg("--version")
