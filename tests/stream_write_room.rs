@@ -188,3 +188,102 @@ fn a_stopped_reader_leaves_the_server_idle_not_spinning() {
         }
     }
 }
+
+/// Bytes of each item of [`Counted`]'s stream.
+const COUNTED_ITEM: usize = 100;
+/// An item frame of [`COUNTED_ITEM`] bytes: at least prefix, kind, id and
+/// length byte; at most the prefix, the largest header and the length.
+const COUNTED_FRAME_MIN: usize = 4 + 1 + 1 + 1 + COUNTED_ITEM;
+const COUNTED_FRAME_MAX: usize = 4 + 7 + 1 + COUNTED_ITEM;
+
+#[courier::service]
+pub trait Counted {
+    /// `n` items of [`COUNTED_ITEM`] bytes.
+    async fn counted(&self, n: u32) -> BoxStream<Vec<u8>>;
+}
+
+/// Counts the items its streams produced.
+#[derive(Clone, Default)]
+struct CountedImp(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted for CountedImp {
+    async fn counted(&self, n: u32) -> BoxStream<Vec<u8>> {
+        let produced = self.0.clone();
+        Box::pin(futures::stream::iter(0..n).map(move |i| {
+            produced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            vec![i as u8; COUNTED_ITEM]
+        }))
+    }
+}
+
+/// How many bytes of items a server with `mark` (or the default one, and
+/// the default 1 MiB `max_frame`) produced beyond those the client
+/// received, once the client's transport stopped reading after the
+/// stream's window had opened (so credit does not bound it): `(least,
+/// most)` by the smallest and largest item frame.
+fn bytes_ahead(mark: Option<usize>, pipe: usize) -> (usize, usize) {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (a, b) = courier_mem::pair(pipe);
+    let (a, faults) = Faults::new().wrap(a);
+    let imp = CountedImp::default();
+    let produced = imp.0.clone();
+    let builder = match mark {
+        Some(mark) => ServerBuilder::new().write_mark(mark),
+        None => ServerBuilder::new(),
+    };
+    let server = builder.build(b, CountedServer::new(imp));
+    let (client, driver) = ClientBuilder::new().build(a);
+    let client = CountedClient::new(client);
+    let mut sim = Sim::new();
+    sim.spawn(async move {
+        let _ = server.await;
+    });
+    sim.spawn(async move {
+        let _ = driver.await;
+    });
+    let received = Rc::new(Cell::new(0usize));
+    let seen = received.clone();
+    sim.spawn(async move {
+        let mut stream = client.counted(u32::MAX);
+        while let Some(Ok(_)) = stream.next().await {
+            seen.set(seen.get() + 1);
+            // The window has opened to its full aim (256 KiB, over 2,000
+            // items): now the transport stops, the consumer does not.
+            if seen.get() == 20_000 {
+                faults.stall_reads();
+            }
+        }
+    });
+    sim.run_until_stalled(ROUNDS);
+    let ahead = produced
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .saturating_sub(received.get());
+    assert!(received.get() >= 20_000, "the stall was reached");
+    (ahead * COUNTED_FRAME_MIN, ahead * COUNTED_FRAME_MAX)
+}
+
+/// Items wait for room under the mark the builder set — below, at and
+/// above `WRITE_MARK` — and under `WRITE_MARK` when none is set, not under
+/// the default read mark `max(WRITE_MARK, max_frame)` (1 MiB): a turn of
+/// items filling a megabyte made the write buffer grow and shrink at every
+/// pause. Ahead of the client are at least the pipe and the mark (the
+/// server stopped only past it), at most those plus one handler's turn
+/// (16 KiB), the item looked ahead and the client driver's read chunk.
+#[test]
+fn items_wait_under_the_mark_set_or_write_mark() {
+    const PIPE: usize = 16 * 1024;
+    const TURN: usize = 16 * 1024;
+    const READ_CHUNK: usize = 16 * 1024;
+    let least = courier::server::WRITE_MARK;
+    for mark in [None, Some(least / 2), Some(least), Some(2 * least)] {
+        let expected = mark.unwrap_or(least);
+        let (low, high) = bytes_ahead(mark, PIPE);
+        assert!(
+            high >= PIPE + expected,
+            "mark {mark:?}: only {high} B ahead, under the pipe and the mark"
+        );
+        let most = PIPE + expected + TURN + 2 * COUNTED_FRAME_MAX + READ_CHUNK;
+        assert!(low <= most, "mark {mark:?}: {low} B ahead, over {most} B");
+    }
+}

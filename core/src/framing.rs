@@ -721,10 +721,10 @@ mod buffered {
             self.buf.capacity()
         }
 
-        /// Gives memory back after a burst: when nothing is pending, the
-        /// buffer keeps at most `limit` bytes of capacity.
-        pub(crate) fn shrink_idle(&mut self, limit: usize) {
-            if self.pending() == 0 && self.buf.capacity() > limit {
+        /// Gives memory back after a burst: when nothing is pending and the
+        /// buffer has more than `above` bytes of capacity, it keeps `limit`.
+        pub(crate) fn shrink_idle(&mut self, above: usize, limit: usize) {
+            if self.pending() == 0 && self.buf.capacity() > above.max(limit) {
                 self.buf.clear();
                 self.written = 0;
                 self.buf.shrink_to(limit);

@@ -152,7 +152,9 @@ impl<Tm: Timer> ServerBuilder<Tm> {
     /// The high-water mark of unsent replies: the driver stops reading
     /// requests while more than `bytes` of encoded replies (and stream
     /// items) wait to be written, and a streaming handler waits for room
-    /// under it. Default: `max(WRITE_MARK, max_frame)`.
+    /// under it. Default: `max(WRITE_MARK, max_frame)` for reading, so that
+    /// one largest reply fits, and [`WRITE_MARK`] for items (which need no
+    /// such room: one item always goes when there is room).
     ///
     /// A reply is encoded whole before the check, so a connection's unsent
     /// bytes peak at about the mark plus the largest reply (its write
@@ -160,7 +162,9 @@ impl<Tm: Timer> ServerBuilder<Tm> {
     /// unsent ones until they are as many); with a small
     /// heap, set the mark (and [`max_frame`](Self::max_frame)) to what it
     /// can hold. `0` stops reading whenever anything is unsent. Idle
-    /// connections also shrink their write buffer to the mark.
+    /// connections also shrink their write buffer to the mark (at most
+    /// `WRITE_MARK`); while streams run, only once it holds over twice
+    /// that, since the next turn of items would regrow it.
     pub fn write_mark(mut self, bytes: usize) -> Self {
         self.write_mark = Some(bytes);
         self
@@ -266,7 +270,12 @@ impl<Tm: Timer> ServerBuilder<Tm> {
             }
         });
         let mut handlers = HandlerTable::new(wake);
-        handlers.write_mark = write_mark;
+        // Items wait for room under the mark set, else under WRITE_MARK:
+        // the default read mark grows with max_frame so that one largest
+        // reply fits, which items do not need (one always goes when there
+        // is room), and a turn of items filling a max_frame-sized buffer
+        // grew and shrank it at every pause.
+        handlers.write_mark = self.write_mark.unwrap_or(WRITE_MARK);
         let connection = Connection {
             service,
             writer: FrameWriter::new(self.max_frame),

@@ -340,15 +340,22 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
     /// After a burst, gives buffer memory back once it is idle: the write
     /// buffer keeps at most [`WRITE_MARK`](super::WRITE_MARK) (not the
     /// connection's mark, which grows with `max_frame`: a large reply now
-    /// and then must not pin its size on every idle connection). The read
+    /// and then must not pin its size on every idle connection). While
+    /// streams run, a pause is not idleness: the next turn of items would
+    /// regrow the buffer (a reallocation and fresh pages each time), so it
+    /// is shrunk only when over twice that. The read
     /// buffer shrinks once the transport had nothing more and no frame is
     /// partly buffered — not while a large request arrives, which would
     /// move its bytes and grow the buffer again at every pause.
     fn release_memory(&mut self, read: Read) {
         let connection = &mut self.connection;
-        connection
-            .writer
-            .shrink_idle(super::WRITE_MARK.min(connection.write_mark));
+        let least = super::WRITE_MARK.min(connection.write_mark);
+        let keep = if connection.handlers.streams > 0 {
+            least.saturating_mul(2)
+        } else {
+            least
+        };
+        connection.writer.shrink_idle(keep, least);
         if read == Read::Pending && !self.reader.has_partial_frame() {
             self.reader.shrink();
         }
