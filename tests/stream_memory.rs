@@ -32,7 +32,9 @@
 //! ```
 //!
 //! with `F` the bytes of one item frame (`ITEM` + 32), `P` the pipe capacity
-//! and `W` the write mark (`max(WRITE_MARK, max_frame)` = 128 KiB here).
+//! and `W` the mark items wait under: `WRITE_MARK` (64 KiB) unless the
+//! builder sets one — not the default read mark `max(WRITE_MARK,
+//! max_frame)` (128 KiB here).
 //! Without flow control the producer would run through all `n` items
 //! (4 MiB for the 64-item cases), over both bounds for credit 1 and 4.
 
@@ -58,14 +60,11 @@ use support::{record, Sim};
 const ITEM: usize = 64 * 1024;
 /// Bytes of one item frame, rounded up (prefix, header, length varint).
 const F: usize = ITEM + 32;
-/// The frame limit on both sides (so the server's write mark is 128 KiB).
+/// The frame limit on both sides (so the server's read mark is 128 KiB).
 const MAX_FRAME: usize = 128 * 1024;
-/// The server's write mark: `max(WRITE_MARK, max_frame)`.
-const W: usize = if courier::server::WRITE_MARK > MAX_FRAME {
-    courier::server::WRITE_MARK
-} else {
-    MAX_FRAME
-};
+/// The mark a server's items wait under: `WRITE_MARK` unless set, whatever
+/// `max_frame` is.
+const W: usize = courier::server::WRITE_MARK;
 /// Tables, tasks, wakers, the service.
 const FIXED: usize = 64 * 1024;
 /// A small pipe (smaller than one item) and a large one (holds 16 items).
@@ -273,9 +272,10 @@ fn server_stream_case(n: u32, credit: u32, pipe: usize, stall_reads: bool) {
                 produced <= credit as usize + 1,
                 "{what}: produced {produced}"
             );
-            // At least what fits under the write mark was produced.
+            // At least what fits under the write mark was produced (an
+            // item goes whenever the unsent bytes are at most the mark).
             assert!(
-                produced >= expected_first.min(W / F),
+                produced >= expected_first.min(W / F + 1),
                 "{what}: produced only {produced}: the stall was not reached"
             );
             check_memory(&format!("{what}, transport stalled"), bound);
@@ -524,4 +524,147 @@ fn a_large_item_is_not_kept_by_an_open_stream() {
         );
     }
     heap::stop();
+}
+
+/// Streams of items a few KiB each reuse their buffers: in steady state
+/// neither side makes an allocation over 8 KiB per batch. Before, the
+/// consumed batch buffer was freed whenever it held over `SLOT_KEEP`, and
+/// the inbox regrew from nothing at every batch of such items; and the
+/// server shrank its write buffer to `WRITE_MARK` at every pause while
+/// streams ran, to regrow it at the next turn. Items of 2, 4 and 6 KiB on
+/// 1 and 8 streams, over pipes below, at and above a stream's window.
+#[test]
+fn batches_of_kilobyte_items_reuse_their_buffers() {
+    const ITEMS: u32 = 1200;
+    for (size, pipe, streams) in [2048u32, 4096, 6144]
+        .into_iter()
+        .flat_map(|size| [16 * 1024, 256 * 1024, 1 << 20].map(|pipe| (size, pipe)))
+        .flat_map(|(size, pipe)| [1usize, 8].map(|streams| (size, pipe, streams)))
+    {
+        {
+            let (a, b) = courier_mem::pair(pipe);
+            let server =
+                ServerBuilder::new().build(b, BulkServer::new(Imp(Arc::new(Counters::default()))));
+            let (client, driver) = ClientBuilder::new().build(a);
+            let bulk = BulkClient::new(client);
+            let mut sim = Sim::new();
+            sim.spawn(async move {
+                let _ = server.await;
+            });
+            sim.spawn(async move {
+                let _ = driver.await;
+            });
+            // Warm up (the window opens, buffers reach their size), then
+            // count over the rest.
+            let seen = Arc::new(AtomicUsize::new(0));
+            let large_at_warm = Arc::new(AtomicUsize::new(0));
+            let warm = 400 * streams;
+            for _ in 0..streams {
+                let (count, at_warm, bulk) = (seen.clone(), large_at_warm.clone(), bulk.clone());
+                sim.spawn(async move {
+                    let mut stream = bulk.shaped(vec![size; ITEMS as usize]);
+                    while let Some(Ok(item)) = stream.next().await {
+                        assert_eq!(item.len(), size as usize);
+                        if count.fetch_add(1, Ordering::SeqCst) + 1 == warm {
+                            at_warm.store(heap::large_allocs() as usize, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+            sim.run_until_stalled(ROUNDS);
+            let what = format!("{streams} streams of {size} B items, pipe {pipe}");
+            assert_eq!(
+                seen.load(Ordering::SeqCst),
+                ITEMS as usize * streams,
+                "{what}"
+            );
+            let large = heap::large_allocs() as usize - large_at_warm.load(Ordering::SeqCst);
+            eprintln!("{what}: {large} large allocations over 2000 items");
+            assert!(
+                large <= 20,
+                "{what}: {large} large allocations over 2000 items"
+            );
+        }
+    }
+}
+
+/// The server's write buffer capacity (peak during a burst of `sizes`
+/// items sent to a stalled client, kept once written with the stream
+/// still open, kept once the stream ended).
+fn write_capacity_kept(sizes: Vec<u32>) -> (usize, usize, usize) {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::rc::Rc;
+    let (a, b) = courier_mem::pair(8 * 1024);
+    let (a, faults) = Faults::new().wrap(a);
+    let mut server =
+        ServerBuilder::new().build(b, BulkServer::new(Imp(Arc::new(Counters::default()))));
+    let (client, driver) = ClientBuilder::new().build(a);
+    let bulk = BulkClient::new(client);
+    let now = Rc::new(Cell::new(0usize));
+    let peak = Rc::new(Cell::new(0usize));
+    let mut sim = Sim::new();
+    {
+        let (now, peak) = (now.clone(), peak.clone());
+        sim.spawn(async move {
+            let _ = std::future::poll_fn(|cx| {
+                let poll = Pin::new(&mut server).poll(cx);
+                let (_, write) = server.buffer_capacities();
+                now.set(write);
+                peak.set(peak.get().max(write));
+                poll
+            })
+            .await;
+        });
+    }
+    sim.spawn(async move {
+        let _ = driver.await;
+    });
+    let (end_tx, end_rx) = futures::channel::oneshot::channel::<()>();
+    let n = sizes.len();
+    let read = Rc::new(Cell::new(0usize));
+    let seen = read.clone();
+    // The connection stays open after the stream ends.
+    let _connection = bulk.clone();
+    sim.spawn(async move {
+        let mut stream = bulk.shaped(sizes);
+        while seen.get() < n {
+            match stream.next().await {
+                Some(Ok(_)) => seen.set(seen.get() + 1),
+                _ => return,
+            }
+        }
+        // Open, with no more items: the server waits.
+        let _ = end_rx.await;
+    });
+    faults.stall_reads();
+    sim.run_until_stalled(ROUNDS);
+    faults.release_reads();
+    sim.run_until_stalled(ROUNDS);
+    assert_eq!(read.get(), n, "every item arrived");
+    let kept_open = now.get();
+    let _ = end_tx.send(());
+    sim.run_until_stalled(ROUNDS);
+    (peak.get(), kept_open, now.get())
+}
+
+/// While streams run, a pause does not shrink the server's write buffer
+/// unless it holds over twice `WRITE_MARK` (a turn of items regrew it at
+/// once: a reallocation and fresh pages at every pause); with no stream
+/// left it shrinks to `WRITE_MARK`, as after unary replies. Bursts below
+/// and above twice the mark.
+#[test]
+fn a_streaming_connection_keeps_its_write_buffer_up_to_twice_the_mark() {
+    let least = courier::server::WRITE_MARK;
+    // Items of 8 KiB: the first credit (16) is 128 KiB, over the mark.
+    let (peak, open, ended) = write_capacity_kept(vec![8 * 1024; 16]);
+    assert!(peak > least && peak <= 2 * least, "burst grew it to {peak}");
+    assert_eq!(open, peak, "kept while the stream is open");
+    assert!(ended <= least, "{ended} kept once no stream runs");
+    // One 300 KB item: over twice the mark, given back even while open.
+    let (peak, open, ended) = write_capacity_kept(vec![300_000]);
+    assert!(peak > 2 * least, "burst grew it to {peak}");
+    assert!(open <= least, "{open} kept while the stream is open");
+    assert!(ended <= least, "{ended} kept once no stream runs");
 }

@@ -94,6 +94,11 @@ impl Window {
         (self.aim / self.average).clamp(self.max.min(2), self.max)
     }
 
+    /// The bytes aimed at in flight.
+    pub(crate) fn aim(&self) -> u32 {
+        self.aim
+    }
+
     /// Aims at `bytes` in flight from now on (at least 1).
     pub(crate) fn aim_at(&mut self, bytes: u32) {
         self.aim = bytes.max(1);

@@ -12,6 +12,24 @@ pub struct Counting;
 thread_local! {
     /// (live, peak) heap bytes since `start`; `None` when not measuring.
     static LIVE: Cell<Option<(isize, isize)>> = const { Cell::new(None) };
+    /// Allocations and growing reallocations of at least [`LARGE`] bytes
+    /// this thread made, counted always.
+    static LARGE_ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// What [`large_allocs`] counts as a large allocation: over 8 KiB.
+pub const LARGE: usize = 8 * 1024 + 1;
+
+fn count_large(size: usize) {
+    if size >= LARGE {
+        let _ = LARGE_ALLOCS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+/// The allocations (and growing reallocations) of at least [`LARGE`]
+/// bytes this thread has made.
+pub fn large_allocs() -> u64 {
+    LARGE_ALLOCS.with(Cell::get)
 }
 
 fn track(delta: isize) {
@@ -29,6 +47,7 @@ fn track(delta: isize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         track(layout.size() as isize);
+        count_large(layout.size());
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         unsafe { System.alloc(layout) }
     }
@@ -39,6 +58,9 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         track(new_size as isize - layout.size() as isize);
+        if new_size > layout.size() {
+            count_large(new_size);
+        }
         // SAFETY: as for `dealloc`; the new size comes from the caller.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -311,9 +311,12 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         let shared = &*call.client.shared;
         let staged_empty = *staged_at >= staged.len();
         if staged_empty {
-            // Consumed: a large item's capacity is not kept for the
-            // stream's life (it swaps with the inbox, which would keep it).
-            if staged.capacity() > super::SLOT_KEEP {
+            // Consumed. The buffer swaps with the inbox, so what it keeps
+            // the inbox reuses: up to the window's bytes, a batch's worth,
+            // is kept (freeing it made every batch of large items regrow
+            // the inbox from nothing); more, left by items larger than
+            // half the window, is freed.
+            if staged.capacity() > keep_capacity(window.as_ref()) {
                 *staged = Vec::new();
             }
             staged.clear();
@@ -377,6 +380,13 @@ impl<'a, Req: Serialize, Resp: DeserializeOwned> StreamCall<'a, Req, Resp> {
         }
         outcome
     }
+}
+
+/// The capacity a response stream's consumed batch buffer keeps for the
+/// next batch: the bytes its window aims at, at least [`SLOT_KEEP`](super::SLOT_KEEP).
+fn keep_capacity(window: Option<&Window>) -> usize {
+    let aim = window.map_or(0, |w| usize::try_from(w.aim()).unwrap_or(usize::MAX));
+    aim.max(super::SLOT_KEEP)
 }
 
 /// A response stream counted in its client's receiving streams while it
@@ -445,7 +455,9 @@ impl<'a, Req: Serialize, T: DeserializeOwned> CallStream<'a, Req, T> {
     /// flight, or its share of [`CONNECTION_WINDOW_BYTES`] when more than
     /// 16 streams receive on the connection — so the memory a stalled
     /// consumer costs is at most this many items, and about
-    /// `WINDOW_BYTES` in steady state.
+    /// `WINDOW_BYTES` in steady state (plus the capacity its two batch
+    /// buffers keep between batches: up to the window's bytes each, so
+    /// that batches of large items do not regrow them every time).
     pub fn with_credit(mut self, items: u32) -> Self {
         let (window, first) = Window::open(items);
         self.inner.window = Some(window);
@@ -637,6 +649,32 @@ impl Future for Notify<'_> {
             }
             Ok(false) => Poll::Pending,
             Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{keep_capacity, Window};
+    use crate::client::SLOT_KEEP;
+
+    #[test]
+    fn a_batch_buffer_keeps_the_windows_bytes_at_least_slot_keep() {
+        assert_eq!(keep_capacity(None), SLOT_KEEP);
+        let (mut window, _) = Window::open(8192);
+        for (aim, kept) in [
+            (1, SLOT_KEEP),
+            (SLOT_KEEP as u32 - 1, SLOT_KEEP),
+            (SLOT_KEEP as u32, SLOT_KEEP),
+            (SLOT_KEEP as u32 + 1, SLOT_KEEP + 1),
+            (
+                crate::stream::WINDOW_BYTES,
+                crate::stream::WINDOW_BYTES as usize,
+            ),
+            (u32::MAX, u32::MAX as usize),
+        ] {
+            window.aim_at(aim);
+            assert_eq!(keep_capacity(Some(&window)), kept, "aim {aim}");
         }
     }
 }
