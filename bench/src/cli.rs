@@ -4,7 +4,7 @@
 
 use crate::measure::Args;
 use crate::stream::Mode;
-use crate::{ServerThread, SmolExecutor};
+use crate::{Callers, ServerThread, SmolExecutor};
 
 /// The transports `--transport` accepts.
 pub const TRANSPORTS: &[&str] = &["tcp", "unix", "mem"];
@@ -19,17 +19,20 @@ pub const EXTRA_FLAGS: &[&str] = &[
     "--addr",
     "--smol-executor",
     "--server-thread",
+    "--callers",
 ];
 
 /// The usage text.
 pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--concurrency N] \
 [--payload BYTES] [--duration SECS] [--warmup SECS] [--conns C] [--nodelay 1] [--workers W] \
-[--runtime smol|tokio] [--smol-executor per-thread|shared] [--server-thread same|next] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
+[--runtime smol|tokio] [--smol-executor per-thread|shared] [--server-thread same|next] [--callers same|spread] [--mem-capacity BYTES] [--mode unary|stream|bidi] [--credit ITEMS] \
 [--role both|server|client|idle] [--addr HOST:PORT]\npayload 0 means: call add(u64,u64) instead of echo\n\
 --smol-executor per-thread (default): an executor per thread, each connection's tasks on one thread;\n\
   shared: one smol::Executor run by all --workers threads\n\
 --server-thread (per-thread, one process): the server's end of a connection on the client's thread\n\
   (same; default for unary) or the next one (next; default for stream and bidi)\n\
+--callers (per-thread): a connection's callers on its driver's thread (same; default for unary)\n\
+  or spread over the threads in turn from there (spread; default for stream and bidi)\n\
 --role server: serve TCP on --addr (default 127.0.0.1:0), print `listening ADDR`, run until killed\n\
 --role client: connect --conns clients to the server at --addr, measure, print the result line\n\
 --role idle: connect --conns clients to --addr, one call each, print `ready N`, idle for --duration\n\
@@ -71,6 +74,10 @@ pub struct Options {
     /// an executor per thread in one process (by default: the client's
     /// thread for unary calls, the next one for streams).
     pub server_thread: ServerThread,
+    /// `--callers`: where a connection's callers run with an executor per
+    /// thread (by default: beside the driver for unary calls, spread over
+    /// the threads for streams).
+    pub callers: Callers,
     /// `--addr`: where the server listens (`--role server`, default
     /// `127.0.0.1:0`) or is (`--role client`, required).
     pub addr: Option<String>,
@@ -131,6 +138,13 @@ impl Options {
                 ))
             }
         };
+        let callers = match args.extra("--callers") {
+            None if mode == Mode::Unary => Callers::Same,
+            None => Callers::Spread,
+            Some("same") => Callers::Same,
+            Some("spread") => Callers::Spread,
+            Some(other) => return Err(format!("--callers: expected same|spread, got {other:?}")),
+        };
         if role != Role::Both && args.transport != "tcp" {
             return Err("--role server|client: only with --transport tcp".into());
         }
@@ -141,6 +155,7 @@ impl Options {
             role,
             smol_executor,
             server_thread,
+            callers,
             addr,
             args,
             runtime,
@@ -203,6 +218,17 @@ mod tests {
         assert_eq!(o.server_thread, ServerThread::Same);
         let o = parse(&["--server-thread", "next"]).unwrap();
         assert_eq!(o.server_thread, ServerThread::Next);
+        // So do the callers.
+        assert_eq!(parse(&[]).unwrap().callers, Callers::Same);
+        for mode in ["stream", "bidi"] {
+            assert_eq!(parse(&["--mode", mode]).unwrap().callers, Callers::Spread);
+        }
+        let o = parse(&["--mode=bidi", "--callers=same"]).unwrap();
+        assert_eq!(o.callers, Callers::Same);
+        assert_eq!(
+            parse(&["--callers", "spread"]).unwrap().callers,
+            Callers::Spread
+        );
         let o = parse(&["--role=idle", "--addr=[::1]:7"]).unwrap();
         assert_eq!((o.role, o.addr.as_deref()), (Role::Idle, Some("[::1]:7")));
     }
@@ -220,6 +246,7 @@ mod tests {
             &["--role", "proxy"],
             &["--smol-executor", "local"],
             &["--server-thread", "other"],
+            &["--callers", "all"],
             &["--role", "client"],
             &["--role", "idle"],
             &["--role", "server", "--transport", "mem"],

@@ -160,6 +160,18 @@ pub trait Runtime {
     /// Runs `future` on the calling thread until it completes.
     fn block_on<F: Future>(&self, future: F) -> F::Output;
 
+    /// Runs the current connection's caller number `index`: where
+    /// [`Callers`] says on a runtime that keeps a connection's tasks on one
+    /// thread, else as [`Runtime::spawn`].
+    fn spawn_caller<F>(&self, index: usize, future: F) -> BoxFuture<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let _ = index;
+        self.spawn(future)
+    }
+
     /// The tasks spawned from now on belong to a new connection: a runtime
     /// that keeps a connection's tasks on one thread moves on to its next
     /// thread. Nothing by default.
@@ -205,6 +217,26 @@ impl ServerThread {
     }
 }
 
+/// Where, on smol's executor per thread, a connection's callers run
+/// relative to its driver (`--callers`).
+///
+/// A unary caller and the driver are a ping-pong: each call's reply
+/// comes back through the driver, so they share a thread. A stream's
+/// consumer is the end of a pipeline: it only takes the items the driver
+/// hands it, and 64 of them (with the benchmark's clock and histogram for
+/// every item) load one thread to the full while the others have room. So
+/// the default follows the mode: [`Callers::Same`] for unary calls,
+/// [`Callers::Spread`] for streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Callers {
+    /// Every caller on the connection's (its driver's) thread.
+    Same,
+    /// Caller `i` on the `i`-th thread after the connection's, round the
+    /// pool: as the pool's own round robin, starting at the driver's
+    /// thread.
+    Spread,
+}
+
 /// How the smol runtime spreads tasks over its threads
 /// (`--smol-executor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +267,7 @@ enum Smol {
         pool: courier_net::async_io::ExecutorPool,
         current: Mutex<courier_net::async_io::Worker>,
         server_offset: usize,
+        callers: Callers,
     },
 }
 
@@ -266,6 +299,7 @@ impl SmolRuntime {
                     pool,
                     current,
                     server_offset: 0,
+                    callers: Callers::Same,
                 })
             }
         }
@@ -278,6 +312,26 @@ impl SmolRuntime {
             *server_offset = placement.offset();
         }
         self
+    }
+
+    /// Where each connection's callers run (executor per thread only;
+    /// [`Callers::Same`] until set).
+    pub fn callers(mut self, placement: Callers) -> Self {
+        if let Smol::PerThread { callers, .. } = &mut self.0 {
+            *callers = placement;
+        }
+        self
+    }
+
+    /// The pool thread `offset` threads after the current connection's.
+    fn beside_current(&self, offset: usize) -> Option<courier_net::async_io::Worker> {
+        match &self.0 {
+            Smol::PerThread { pool, .. } => self.current().and_then(|client| {
+                let threads = pool.threads().max(1);
+                pool.worker_at((client.index() % threads + offset % threads) % threads)
+            }),
+            Smol::Shared(_) => None,
+        }
     }
 
     fn shared(threads: usize) -> SharedExecutor {
@@ -380,19 +434,30 @@ impl Runtime for SmolRuntime {
         F::Output: Send + 'static,
     {
         let server = match &self.0 {
-            Smol::PerThread {
-                pool,
-                server_offset,
-                ..
-            } => self.current().and_then(|client| {
-                let threads = pool.threads().max(1);
-                pool.worker_at((client.index() % threads + server_offset % threads) % threads)
-            }),
+            Smol::PerThread { server_offset, .. } => self.beside_current(*server_offset),
             Smol::Shared(_) => None,
         };
         match server {
             Some(worker) => worker.spawn(future).detach(),
             None => self.detach(future),
+        }
+    }
+
+    fn spawn_caller<F>(&self, index: usize, future: F) -> BoxFuture<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let worker = match &self.0 {
+            Smol::PerThread {
+                callers: Callers::Spread,
+                ..
+            } => self.beside_current(index),
+            Smol::PerThread { .. } | Smol::Shared(_) => None,
+        };
+        match worker {
+            Some(worker) => Box::pin(worker.spawn(future)),
+            None => self.spawn(future),
         }
     }
 
@@ -471,7 +536,7 @@ where
     rt.detach(driver);
     let client = BenchClient::new(client);
     (0..concurrency)
-        .map(|_| rt.spawn(caller(client.clone(), payload, phase.clone())))
+        .map(|i| rt.spawn_caller(i, caller(client.clone(), payload, phase.clone())))
         .collect()
 }
 
@@ -662,6 +727,40 @@ mod tests {
                 assert_eq!(server, (client + 1) % threads, "next, {threads} threads");
             }
         }
+    }
+
+    /// The pool thread each of a connection's `callers` callers runs on.
+    fn caller_threads(rt: &SmolRuntime, callers: usize) -> Vec<usize> {
+        (0..callers)
+            .map(|i| {
+                let thread = rt.spawn_caller(i, async { Worker::current().map(|w| w.index()) });
+                rt.block_on(thread).expect("on a pool thread")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn callers_run_beside_the_driver_or_spread_from_its_thread() {
+        for threads in [1, 2, 3] {
+            let same = SmolRuntime::new(threads, SmolExecutor::PerThread);
+            let spread =
+                SmolRuntime::new(threads, SmolExecutor::PerThread).callers(Callers::Spread);
+            for conn in 0..4 {
+                same.next_connection();
+                spread.next_connection();
+                let driver = spread.current().expect("executor per thread").index();
+                assert_eq!(driver, conn % threads);
+                assert_eq!(caller_threads(&same, 5), [conn % threads; 5]);
+                let expected: Vec<usize> = (0..5).map(|i| (driver + i) % threads).collect();
+                assert_eq!(caller_threads(&spread, 5), expected, "{threads} threads");
+            }
+        }
+        // On the shared executor a caller runs wherever it is taken.
+        let shared = SmolRuntime::new(2, SmolExecutor::Shared).callers(Callers::Spread);
+        assert_eq!(
+            shared.block_on(shared.spawn_caller(usize::MAX, async { 7 })),
+            7
+        );
     }
 
     #[test]

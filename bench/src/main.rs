@@ -17,7 +17,9 @@
 //! `courier_bench::SmolExecutor`), `--server-thread same|next` (where the
 //! server's end of a connection runs in one process with an executor per
 //! thread; default same for unary, next for streams: see
-//! `courier_bench::ServerThread`), `--mem-capacity BYTES` (per direction,
+//! `courier_bench::ServerThread`), `--callers same|spread` (a connection's
+//! callers beside its driver or spread over the threads; default same for
+//! unary, spread for streams: see `courier_bench::Callers`), `--mem-capacity BYTES` (per direction,
 //! default 1 MiB) and `--mode unary|stream|bidi` (default unary; see
 //! `courier_bench::stream`) with `--credit ITEMS` (the response stream's
 //! credit window, courier's default 128).
@@ -31,7 +33,7 @@ use courier_bench::cli::{Options, Role, USAGE};
 use courier_bench::measure::{fail, report, run_phases, Args, Phase, Recorder};
 use courier_bench::stream::{start_client, Mode, StreamService};
 use courier_bench::{
-    BenchImpl, BenchServer, BoxFuture, Runtime, ServerThread, SmolExecutor, SmolRuntime,
+    BenchImpl, BenchServer, BoxFuture, Callers, Runtime, ServerThread, SmolExecutor, SmolRuntime,
     TokioRuntime,
 };
 
@@ -50,6 +52,7 @@ fn main() {
         mode,
         smol_executor,
         server_thread,
+        callers,
         ..
     } = options;
     let (rec, elapsed) = if runtime == "tokio" {
@@ -61,7 +64,9 @@ fn main() {
         };
         measure(&rt, &args, callers)
     } else {
-        let rt = SmolRuntime::new(args.workers, smol_executor).server_thread(server_thread);
+        let rt = SmolRuntime::new(args.workers, smol_executor)
+            .server_thread(server_thread)
+            .callers(callers);
         let callers = match args.transport.as_str() {
             "tcp" => smol_tcp(&rt, &args),
             "unix" => smol_unix(&rt, &args),
@@ -74,7 +79,7 @@ fn main() {
         runtime,
         args.workers,
         args.transport,
-        executor_note(&runtime, smol_executor, Some(server_thread))
+        executor_note(&runtime, smol_executor, Some(server_thread), callers)
     );
     report(mode.result_name(), &args, &rec, elapsed);
     if rec.calls == 0 {
@@ -84,16 +89,27 @@ fn main() {
 
 /// ` smol-executor=...` on smol (with the server's thread, in one
 /// process), nothing on tokio.
-fn executor_note(runtime: &str, executor: SmolExecutor, server: Option<ServerThread>) -> String {
+fn executor_note(
+    runtime: &str,
+    executor: SmolExecutor,
+    server: Option<ServerThread>,
+    callers: Callers,
+) -> String {
+    let callers = match callers {
+        Callers::Same => "same",
+        Callers::Spread => "spread",
+    };
     match (runtime, executor, server) {
         ("tokio", _, _) => String::new(),
         (_, SmolExecutor::PerThread, Some(ServerThread::Same)) => {
-            " smol-executor=per-thread server-thread=same".into()
+            format!(" smol-executor=per-thread server-thread=same callers={callers}")
         }
         (_, SmolExecutor::PerThread, Some(ServerThread::Next)) => {
-            " smol-executor=per-thread server-thread=next".into()
+            format!(" smol-executor=per-thread server-thread=next callers={callers}")
         }
-        (_, SmolExecutor::PerThread, None) => " smol-executor=per-thread".into(),
+        (_, SmolExecutor::PerThread, None) => {
+            format!(" smol-executor=per-thread callers={callers}")
+        }
         (_, SmolExecutor::Shared, _) => " smol-executor=shared".into(),
     }
 }
@@ -193,7 +209,7 @@ fn client_only(o: &Options) {
         });
         measure(&rt, args, (phase, callers))
     } else {
-        let rt = SmolRuntime::new(args.workers, smol_executor);
+        let rt = SmolRuntime::new(args.workers, smol_executor).callers(o.callers);
         let callers = connect_clients(&rt, args, &phase, |builder| {
             courier_tcp::connect_with(addr, builder)
         });
@@ -203,7 +219,7 @@ fn client_only(o: &Options) {
         "# courier: role=client runtime={} workers={} transport=tcp{}",
         o.runtime,
         args.workers,
-        executor_note(&o.runtime, smol_executor, None)
+        executor_note(&o.runtime, smol_executor, None, o.callers)
     );
     report(o.mode.result_name(), args, &rec, elapsed);
     if rec.calls == 0 {

@@ -233,6 +233,6 @@ where
     let (client, driver) = connection;
     rt.detach(driver);
     (0..concurrency)
-        .map(|_| rt.spawn(caller(client.clone(), payload, credit, phase.clone())))
+        .map(|i| rt.spawn_caller(i, caller(client.clone(), payload, credit, phase.clone())))
         .collect()
 }
