@@ -31,8 +31,8 @@ pub const USAGE: &str = "usage: courier-bench [--transport tcp|unix|mem] [--conc
   shared: one smol::Executor run by all --workers threads\n\
 --server-thread (per-thread, one process): the server's end of a connection on the client's thread\n\
   (same; default for unary) or the next one (next; default for stream and bidi)\n\
---callers (per-thread): a connection's callers on its driver's thread (same; default for unary)\n\
-  or spread over the threads in turn from there (spread; default for stream and bidi)\n\
+--callers (per-thread): a connection's callers on its driver's thread (same; default for unary\n\
+  and bidi) or spread over the threads in turn from there (spread; default for stream)\n\
 --role server: serve TCP on --addr (default 127.0.0.1:0), print `listening ADDR`, run until killed\n\
 --role client: connect --conns clients to the server at --addr, measure, print the result line\n\
 --role idle: connect --conns clients to --addr, one call each, print `ready N`, idle for --duration\n\
@@ -75,8 +75,8 @@ pub struct Options {
     /// thread for unary calls, the next one for streams).
     pub server_thread: ServerThread,
     /// `--callers`: where a connection's callers run with an executor per
-    /// thread (by default: beside the driver for unary calls, spread over
-    /// the threads for streams).
+    /// thread (by default: spread over the threads for server streams,
+    /// beside the driver otherwise).
     pub callers: Callers,
     /// `--addr`: where the server listens (`--role server`, default
     /// `127.0.0.1:0`) or is (`--role client`, required).
@@ -139,8 +139,8 @@ impl Options {
             }
         };
         let callers = match args.extra("--callers") {
-            None if mode == Mode::Unary => Callers::Same,
-            None => Callers::Spread,
+            None if mode == Mode::Stream => Callers::Spread,
+            None => Callers::Same,
             Some("same") => Callers::Same,
             Some("spread") => Callers::Spread,
             Some(other) => return Err(format!("--callers: expected same|spread, got {other:?}")),
@@ -220,10 +220,12 @@ mod tests {
         assert_eq!(o.server_thread, ServerThread::Next);
         // So do the callers.
         assert_eq!(parse(&[]).unwrap().callers, Callers::Same);
-        for mode in ["stream", "bidi"] {
-            assert_eq!(parse(&["--mode", mode]).unwrap().callers, Callers::Spread);
-        }
-        let o = parse(&["--mode=bidi", "--callers=same"]).unwrap();
+        assert_eq!(
+            parse(&["--mode", "stream"]).unwrap().callers,
+            Callers::Spread
+        );
+        assert_eq!(parse(&["--mode", "bidi"]).unwrap().callers, Callers::Same);
+        let o = parse(&["--mode=stream", "--callers=same"]).unwrap();
         assert_eq!(o.callers, Callers::Same);
         assert_eq!(
             parse(&["--callers", "spread"]).unwrap().callers,

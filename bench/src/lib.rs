@@ -221,12 +221,14 @@ impl ServerThread {
 /// relative to its driver (`--callers`).
 ///
 /// A unary caller and the driver are a ping-pong: each call's reply
-/// comes back through the driver, so they share a thread. A stream's
-/// consumer is the end of a pipeline: it only takes the items the driver
-/// hands it, and 64 of them (with the benchmark's clock and histogram for
-/// every item) load one thread to the full while the others have room. So
-/// the default follows the mode: [`Callers::Same`] for unary calls,
-/// [`Callers::Spread`] for streams.
+/// comes back through the driver, so they share a thread. A server
+/// stream's consumer is the end of a pipeline: it only takes the items the
+/// driver hands it, and 64 of them (with the benchmark's clock and
+/// histogram for every item) load one thread to the full while the others
+/// have room. A bidirectional caller also feeds the driver its items, a
+/// ping-pong again (measured: spread 4.0–5.4 M echoes/s, same 4.1–6.5 M).
+/// So the default follows the mode: [`Callers::Spread`] for server
+/// streams, [`Callers::Same`] otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Callers {
     /// Every caller on the connection's (its driver's) thread.
