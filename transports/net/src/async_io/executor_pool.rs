@@ -53,7 +53,9 @@ pub const MAX_THREADS: usize = 1024;
 /// that should move to whichever thread is free. With both ends of a
 /// connection in one process, a call and its reply are best on one thread
 /// (a ping-pong), while a stream's producer and consumer want a thread
-/// each (a pipeline: [`ExecutorPool::worker_at`] places them).
+/// each (a pipeline: [`ExecutorPool::worker_at`] places them), and many
+/// server streams' consumers of one connection may go round the pool
+/// ([`ExecutorPool::spawn`]) while its driver stays on its `Worker`.
 /// `BENCHMARKS.md` ("smol: one executor per thread", "Streams") has the
 /// measurements.
 ///
