@@ -547,13 +547,7 @@ fn batches_of_kilobyte_items_reuse_their_buffers() {
                 ServerBuilder::new().build(b, BulkServer::new(Imp(Arc::new(Counters::default()))));
             let (client, driver) = ClientBuilder::new().build(a);
             let bulk = BulkClient::new(client);
-            let mut sim = Sim::new();
-            sim.spawn(async move {
-                let _ = server.await;
-            });
-            sim.spawn(async move {
-                let _ = driver.await;
-            });
+            let mut sim = Sim::serving(server, driver);
             // Warm up (the window opens, buffers reach their size), then
             // count over the rest.
             let seen = Arc::new(AtomicUsize::new(0));

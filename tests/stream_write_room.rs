@@ -235,13 +235,7 @@ fn bytes_ahead(mark: Option<usize>, pipe: usize) -> (usize, usize) {
     let server = builder.build(b, CountedServer::new(imp));
     let (client, driver) = ClientBuilder::new().build(a);
     let client = CountedClient::new(client);
-    let mut sim = Sim::new();
-    sim.spawn(async move {
-        let _ = server.await;
-    });
-    sim.spawn(async move {
-        let _ = driver.await;
-    });
+    let mut sim = Sim::serving(server, driver);
     let received = Rc::new(Cell::new(0usize));
     let seen = received.clone();
     sim.spawn(async move {

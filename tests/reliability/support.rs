@@ -299,6 +299,19 @@ impl<'a> Sim<'a> {
         Self::default()
     }
 
+    /// An executor running a connection's two ends (their results
+    /// dropped): a server and a client driver, say.
+    pub fn serving<A: Future + 'a, B: Future + 'a>(one: A, other: B) -> Self {
+        let mut sim = Self::new();
+        sim.spawn(async move {
+            let _ = one.await;
+        });
+        sim.spawn(async move {
+            let _ = other.await;
+        });
+        sim
+    }
+
     /// Adds a task; it is polled at the next run.
     pub fn spawn(&mut self, task: impl Future<Output = ()> + 'a) {
         let (flag, waker) = Flag::new_waker();
