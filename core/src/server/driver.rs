@@ -350,12 +350,12 @@ impl<T: Transport, S: Service, Tm: Timer> Server<T, S, Tm> {
     fn release_memory(&mut self, read: Read) {
         let connection = &mut self.connection;
         let least = super::WRITE_MARK.min(connection.write_mark);
-        let keep = if connection.handlers.streams > 0 {
+        let above = if connection.handlers.streams > 0 {
             least.saturating_mul(2)
         } else {
             least
         };
-        connection.writer.shrink_idle(keep, least);
+        connection.writer.shrink_idle(above, least);
         if read == Read::Pending && !self.reader.has_partial_frame() {
             self.reader.shrink();
         }
