@@ -19,8 +19,8 @@
 //! thread; default same for unary, next for streams: see
 //! `courier_bench::ServerThread`), `--callers same|spread` (a connection's
 //! callers beside its driver or spread over the threads; default spread
-//! for server streams, same otherwise: see `courier_bench::Callers`), `--mem-capacity BYTES` (per direction,
-//! default 1 MiB) and `--mode unary|stream|bidi` (default unary; see
+//! for server streams, same otherwise: see `courier_bench::Callers`),
+//! `--mem-capacity BYTES` (per direction, default 1 MiB) and `--mode unary|stream|bidi` (default unary; see
 //! `courier_bench::stream`) with `--credit ITEMS` (the response stream's
 //! credit window, courier's default 128).
 
